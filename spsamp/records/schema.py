@@ -1,0 +1,169 @@
+"""The record schema: one row per (prompt, turn, repeat) of a run — shared by writer, tests and users.
+
+Core columns are fixed here (names are a public contract: notebooks rely on them). Method
+parameters are flattened into ``param_<name>`` columns (``param_k``, ``param_budget``...), whose
+set depends on the method; they are the only columns allowed beyond the core ones.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+PARAM_PREFIX = "param_"
+
+_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+CORE_FIELDS: list[pa.Field] = [
+    # identity
+    pa.field("run_id", _S, nullable=False),
+    pa.field("resume_key", _S, nullable=False),
+    pa.field("status", _S, nullable=False),  # ok | error | skipped
+    pa.field("started_at", _S),
+    pa.field("method", _S, nullable=False),
+    pa.field("method_params", _S),  # JSON of every method parameter
+    pa.field("model_preset", _S),
+    pa.field("model", _S),
+    pa.field("draft_model", _S),
+    pa.field("target_dtype", _S),
+    pa.field("draft_dtype", _S),
+    pa.field("target_quantization", _S),
+    pa.field("draft_quantization", _S),
+    pa.field("device", _S),
+    pa.field("device_map", _S),
+    pa.field("dataset", _S),
+    pa.field("prompt_id", _S),
+    pa.field("category", _S),
+    pa.field("turn", _I),
+    pa.field("repeat", _I),
+    # generation settings
+    pa.field("max_new_tokens", _I),
+    pa.field("temperature", _F),
+    pa.field("top_p", _F),
+    pa.field("top_k", _I),
+    pa.field("seed", _I),
+    pa.field("use_chat_template", _B),
+    # output and timing
+    pa.field("prompt_tokens", _I),
+    pa.field("new_tokens", _I),
+    pa.field("generated_text", _S),
+    pa.field("generated_ids", pa.list_(_I)),
+    pa.field("wall_time_s", _F),
+    pa.field("prefill_s", _F),
+    pa.field("decode_s", _F),
+    pa.field("ttft_s", _F),
+    pa.field("tokens_per_sec", _F),
+    pa.field("decode_tokens_per_sec", _F),
+    # method metrics (null where a method has no such thing)
+    pa.field("steps", _I),
+    pa.field("target_calls", _I),
+    pa.field("draft_calls", _I),
+    pa.field("target_calls_per_token", _F),
+    pa.field("draft_calls_per_token", _F),
+    pa.field("proposed", _I),
+    pa.field("accepted", _I),
+    pa.field("rejections", _I),
+    pa.field("acceptance_rate", _F),
+    pa.field("avg_tokens_per_step", _F),
+    pa.field("accept_len_hist", pa.list_(_I)),
+    pa.field("metrics_json", _S),  # method-specific extras (tree sizes, judge stats, ...)
+    # failure
+    pa.field("error_type", _S),
+    pa.field("error_message", _S),
+    pa.field("traceback", _S),
+    # job identity (sweeps, SLURM)
+    pa.field("output_dir", _S),
+    pa.field("job_overrides", _S),
+    pa.field("job_num", _I),
+    pa.field("sweep_dir", _S),
+    pa.field("slurm_job_id", _S),
+    pa.field("slurm_array_job_id", _S),
+    pa.field("slurm_array_task_id", _S),
+    # system
+    pa.field("git_sha", _S),
+    pa.field("hostname", _S),
+    pa.field("cpu_model", _S),
+    pa.field("num_threads", _I),
+    pa.field("gpu_name", _S),
+    pa.field("gpu_driver", _S),
+    pa.field("cuda_runtime", _S),
+    pa.field("python_version", _S),
+    pa.field("torch_version", _S),
+    pa.field("transformers_version", _S),
+    pa.field("spsamp_version", _S),
+    pa.field("display_active", _B),
+]
+CORE_NAMES = [f.name for f in CORE_FIELDS]
+_CORE = {f.name: f for f in CORE_FIELDS}
+STATUSES = ("ok", "error", "skipped")
+
+SUMMARY_FIELDS: list[pa.Field] = [
+    pa.field("run_id", _S),
+    pa.field("method", _S),
+    pa.field("method_params", _S),
+    pa.field("model", _S),
+    pa.field("draft_model", _S),
+    pa.field("dataset", _S),
+    pa.field("rows", _I),
+    pa.field("ok", _I),
+    pa.field("errors", _I),
+    pa.field("new_tokens", _I),
+    pa.field("median_tokens_per_sec", _F),
+    pa.field("median_ttft_s", _F),
+    pa.field("median_prefill_s", _F),
+    pa.field("median_decode_tokens_per_sec", _F),
+    pa.field("acceptance_rate", _F),
+    pa.field("avg_tokens_per_step", _F),
+    pa.field("target_calls_per_token", _F),
+    pa.field("draft_calls_per_token", _F),
+]
+
+
+def param_type(value: object) -> pa.DataType:
+    if isinstance(value, bool):
+        return _B
+    if isinstance(value, int):
+        return _I
+    if isinstance(value, float):
+        return _F
+    return _S
+
+
+def schema_for(rows: list[dict]) -> pa.Schema:
+    """Core fields plus the ``param_*`` columns present in ``rows`` (sorted, typed from values)."""
+    params: dict[str, pa.DataType] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k.startswith(PARAM_PREFIX) and v is not None:
+                t = param_type(v)
+                if params.get(k) not in (None, t):
+                    t = _F if {params[k], t} == {_I, _F} else _S
+                params[k] = t
+            elif k.startswith(PARAM_PREFIX):
+                params.setdefault(k, _S)
+    return pa.schema(CORE_FIELDS + [pa.field(k, params[k]) for k in sorted(params)])
+
+
+def validate_table(table: pa.Table) -> list[str]:
+    """Problems with a records table (empty list: valid)."""
+    problems: list[str] = []
+    names = set(table.column_names)
+    for name in CORE_NAMES:
+        if name not in names:
+            problems.append(f"missing column {name!r}")
+        elif not table.schema.field(name).type.equals(_CORE[name].type):
+            problems.append(f"column {name!r} has type {table.schema.field(name).type}, expected {_CORE[name].type}")
+    for name in names - set(CORE_NAMES):
+        if not name.startswith(PARAM_PREFIX):
+            problems.append(f"unexpected column {name!r} (only {PARAM_PREFIX}* columns may be added)")
+    if problems:
+        return problems
+    for name in ("run_id", "resume_key", "status", "method"):
+        if table.column(name).null_count:
+            problems.append(f"column {name!r} has nulls")
+    statuses = set(table.column("status").to_pylist())
+    if statuses - set(STATUSES):
+        problems.append(f"unknown status values {sorted(statuses - set(STATUSES))}")
+    keys = table.column("resume_key").to_pylist()
+    if len(keys) != len(set(keys)):
+        problems.append("duplicate resume_key values")
+    return problems

@@ -1,0 +1,56 @@
+"""Turning logits into a distribution and drawing from it — one path for every model.
+
+Every decoder (baseline, speculative, specexec, autojudge) and every model (target q, draft p)
+goes through :func:`logits_to_probs`, so temperature, top-k and top-p are applied identically to
+both sides of every acceptance test. Temperature 0 is not a special code path in the decoders:
+``logits_to_probs`` returns the one-hot distribution of the argmax, and :func:`sample` of a
+one-hot distribution is the argmax. That is what makes the lossless methods reduce to exact
+argmax matching at T=0 (the ratio test min(1, q/p) is 1 on a match and 0 on a miss).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def logits_to_probs(
+    logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """Map logits ``[..., V]`` to probabilities ``[..., V]`` (float32 or wider).
+
+    temperature == 0 -> one-hot at the argmax (ties go to the lowest id, as ``torch.argmax``).
+    Otherwise softmax(logits / T) restricted to the top-k tokens (k=0: no limit) and to the
+    smallest set whose mass reaches top_p (the token that crosses top_p is kept, as in HF).
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # softmax and cumsum in low precision lose the tail mass
+    if temperature == 0:
+        idx = logits.argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(logits).scatter_(-1, idx, 1.0)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_p, sorted_idx = torch.sort(probs, dim=-1, descending=True)
+        # mass strictly before each token; a token is dropped when that mass already reaches top_p
+        mass_before = sorted_p.cumsum(dim=-1) - sorted_p
+        sorted_p = sorted_p.masked_fill(mass_before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_p)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token id per row of ``probs [..., V]`` -> ``[...]`` (long).
+
+    A one-hot row (temperature 0) returns its argmax without touching the RNG, so greedy runs
+    do not depend on the seed and do not advance the generator.
+    """
+    flat = probs.reshape(-1, probs.shape[-1])
+    if bool((flat.max(dim=-1).values == 1.0).all()):
+        return flat.argmax(dim=-1).reshape(probs.shape[:-1])
+    # exponential race (Gumbel-max in disguise): argmax p_i / E_i with E_i ~ Exp(1) is ~ p
+    noise = torch.empty_like(flat).exponential_(1.0, generator=generator)
+    return (flat / noise).argmax(dim=-1).reshape(probs.shape[:-1])
