@@ -171,6 +171,7 @@ class Job:
             self.draft = load_model(self.run.model.draft, hw, paths.cache_dir)
             check_same_tokenizer(self.target, self.draft)
         log.info("models ready in %.2fs", time.perf_counter() - t0)
+        self.decoder.prepare(self.target, self.draft, self.run)
 
     def _warmup(self, task: Task) -> None:
         gen = dataclasses.replace(self.run.generation, max_new_tokens=min(8, self.run.generation.max_new_tokens))

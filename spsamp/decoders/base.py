@@ -61,6 +61,10 @@ class Decoder:
     def name(self) -> str:
         return self.params.name
 
+    def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
+        """Once per job, after the models load and before warm-up (e.g. AutoJudge trains or loads
+        its judge here). ``run`` is the validated :class:`spsamp.config.RunConfig`."""
+
     def generate(
         self,
         target: CausalLM,
