@@ -231,6 +231,9 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     params = validate_method(method)
     if getattr(method_class(method), "needs_draft", False):
         _check(run.model.draft is not None, "model.draft", f"method {params.name!r} needs a draft model", "pick a model preset with a draft")
+    check_run = getattr(method_class(method), "check_run", None)
+    if check_run is not None:
+        check_run(run, params)  # a method's cross-group rules (e.g. autojudge: greedy only), before any model loads
     return run, params
 
 

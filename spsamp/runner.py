@@ -32,7 +32,9 @@ from spsamp.data import Prompt, load_prompts
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
-from spsamp.system_info import system_info
+from spsamp.sweeps import job_dirname as _register_sweep_resolvers  # noqa: F401 - launcher workers resolve sweep dirs
+from spsamp.models.placement import placement_json
+from spsamp.system_info import check_machine, system_info
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class Job:
     def __init__(self, cfg: DictConfig, job: JobInfo):
         # 1. everything that can be checked without a model
         self.run, self.params = validate(cfg)
+        check_machine(self.run)  # cuda present, no display when require_headless
         self.prompts = load_prompts(self.run.dataset)
         self.decoder: Decoder = instantiate(cfg.method)
         self.job = job
@@ -120,6 +123,8 @@ class Job:
         ]
         self.target: Optional[CausalLM] = None
         self.draft: Optional[CausalLM] = None
+        self.warmup_s = 0.0
+        self.setup_s = 0.0
 
     @property
     def pending(self) -> list[Task]:
@@ -133,7 +138,9 @@ class Job:
         if not pending:
             return self.store
         try:
+            t0 = time.perf_counter()
             self._load_models()
+            self.setup_s = time.perf_counter() - t0  # model loads (memoised) + the decoder's prepare (e.g. a judge)
             self._warmup(pending[0])
         except Exception as exc:
             for task in pending:  # finished rows stay; only pending keys get error rows
@@ -165,7 +172,7 @@ class Job:
         if hw.num_threads:
             torch.set_num_threads(hw.num_threads)
         t0 = time.perf_counter()
-        self.target = load_model(self.run.model.target, hw, paths.cache_dir)
+        self.target = load_model(self.run.model.target, hw, paths.cache_dir, offload=True)
         if self.decoder.needs_draft:
             assert self.run.model.draft is not None
             self.draft = load_model(self.run.model.draft, hw, paths.cache_dir)
@@ -175,8 +182,10 @@ class Job:
 
     def _warmup(self, task: Task) -> None:
         gen = dataclasses.replace(self.run.generation, max_new_tokens=min(8, self.run.generation.max_new_tokens))
+        t0 = time.perf_counter()
         for _ in range(self.run.generation.warmup):
             self._generate(task, [], gen, seed=0)
+        self.warmup_s = time.perf_counter() - t0
 
     def _generate(self, task: Task, history: list[str], gen: GenerationConfig, seed: int) -> tuple[torch.Tensor, DecodeOutput]:
         assert self.target is not None
@@ -248,11 +257,13 @@ class Job:
             "model_preset": run.model.name,
             "model": run.model.target.name,
             "draft_model": draft_spec.name if draft_spec else None,
-            "target_dtype": run.hardware.dtype or run.model.target.dtype,
-            "draft_dtype": (run.hardware.dtype or draft_spec.dtype) if draft_spec else None,
+            # the dtype the loaded model computes in (int8_dynamic: float32), else the configured one
+            "target_dtype": self.target.info["dtype"] if self.target else run.hardware.dtype or run.model.target.dtype,
+            "draft_dtype": (self.draft.info["dtype"] if self.draft else run.hardware.dtype or draft_spec.dtype) if draft_spec else None,
             "target_quantization": run.model.target.quantization,
             "draft_quantization": draft_spec.quantization if draft_spec else None,
             "device": run.model.target.device or run.hardware.device,
+            "device_map": placement_json({"target": self.target, "draft": self.draft}),
             "dataset": run.dataset.name,
             "prompt_id": task.prompt.id,
             "category": task.prompt.category,
@@ -290,5 +301,19 @@ def _histogram(lengths: list[int]) -> Optional[list[int]]:
 
 def run_job(cfg: DictConfig, job: JobInfo) -> RecordStore:
     """Validate, then decode everything pending into ``job.output_dir``."""
+    t0 = time.perf_counter()
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-    return Job(cfg, job).execute()
+    this = Job(cfg, job)
+    store = this.execute()
+    # per-job cost beyond decoding: what a sweep pays per job on top of the timed rows. Models are
+    # memoised per process, so after the first job models/prepare is ~0 and "overhead" is config
+    # validation, prompts and record writes
+    total = time.perf_counter() - t0
+    mine = [r for r in store.rows if r["run_id"] == this.run_id]
+    decoding = sum(r["wall_time_s"] or 0.0 for r in mine if r["status"] == "ok")
+    log.info(
+        "job %s: %.2fs = %.2fs decoding (%d rows) + %.2fs warm-up + %.2fs models/prepare + %.2fs overhead",
+        "-" if job.job_num is None else job.job_num, total, decoding, len(mine), this.warmup_s, this.setup_s,
+        total - decoding - this.warmup_s - this.setup_s,
+    )
+    return store

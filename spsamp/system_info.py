@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import socket
 import subprocess
@@ -36,14 +35,64 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def display_active() -> bool:
-    """True when a display server is attached: X11/Wayland in the environment, or a GPU driving a display."""
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        return True
-    if torch.cuda.is_available():
-        out = _run(["nvidia-smi", "--query-gpu=display_active", "--format=csv,noheader"])
-        return bool(out and "enabled" in out.lower())
-    return False
+def _visible_gpu_uuids() -> set[str] | None:
+    """UUIDs (lower case, no ``GPU-`` prefix) of the GPUs this process sees, or None if unknown."""
+    uuids = set()
+    for i in range(torch.cuda.device_count()):
+        uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
+        if uuid is None:
+            return None
+        uuids.add(str(uuid).lower().removeprefix("gpu-"))
+    return uuids
+
+
+def display_active() -> bool | None:
+    """Whether a display is active on a GPU this process uses (``nvidia-smi`` ``display_active``).
+
+    False when no CUDA GPU is visible (nothing to disturb GPU timings); None when a GPU is visible
+    but ``nvidia-smi`` cannot tell. X11/Wayland variables are ignored: an ssh session with X
+    forwarding does not put a display on the GPU, and a headless server's GPU can drive one.
+    """
+    if not torch.cuda.is_available():
+        return False
+    out = _run(["nvidia-smi", "--query-gpu=uuid,display_active", "--format=csv,noheader"])
+    if not out:
+        return None
+    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
+    visible = _visible_gpu_uuids()
+    mine = [r for r in rows if visible and r[0].lower().removeprefix("gpu-") in visible] or rows
+    return any(len(r) > 1 and r[1].lower() == "enabled" for r in mine)
+
+
+def check_machine(run: Any) -> None:
+    """Fail fast, before any model loads, when the machine cannot give the runs asked for.
+
+    A CUDA device that is not there; ``hardware.require_headless`` with a display active on the
+    GPU (the display server shares the GPU's compute and memory clocks, so timings get noisy) or
+    with a GPU whose display state cannot be read. One :class:`ConfigError` line each.
+    """
+    from spsamp.config import ConfigError
+
+    hw = run.hardware
+    devices = {hw.device} | {s.device for s in (run.model.target, run.model.draft) if s is not None and s.device}
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        raise ConfigError(
+            f"hardware.device: cuda asked for but torch {torch.__version__} sees no CUDA device "
+            "— use hardware=cpu, or a CUDA build of torch on a GPU machine (Dockerfile.gpu)"
+        )
+    if not hw.require_headless:
+        return
+    state = display_active()
+    if state is None:
+        raise ConfigError(
+            "hardware.require_headless: a GPU is visible but nvidia-smi cannot report display_active "
+            "— install the NVIDIA utilities or set hardware.require_headless=false"
+        )
+    if state:
+        raise ConfigError(
+            "hardware.require_headless: a display is active on the GPU (nvidia-smi display_active=Enabled) "
+            "— run on a headless GPU, or set hardware.require_headless=false to time anyway"
+        )
 
 
 @functools.lru_cache(maxsize=1)

@@ -66,12 +66,12 @@ def test_safetensors_cache_gives_identical_logits_to_gguf(tmp_path, monkeypatch)
 
     run, _ = validate(compose_cfg(["model=smollm2_135m"]))
     spec = run.model.target
-    converted = gguf_to_safetensors(spec, tmp_path)
-    assert (converted / "model.safetensors").exists() and not list(tmp_path.glob("converted/.tmp-*"))
     gguf = find_package_file(spec.package, spec.gguf_file)
+    converted = gguf_to_safetensors(gguf, tmp_path)
+    assert (converted / "model.safetensors").exists() and not list(tmp_path.glob("converted/.tmp-*"))
     from_gguf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     from_cache = AutoModelForCausalLM.from_pretrained(str(converted), dtype=torch.float32).eval()
     ids = torch.tensor([[1, 504, 3458, 314, 253, 1345, 30]])
     with torch.no_grad():
         assert torch.equal(from_gguf(ids).logits, from_cache(ids).logits)
-    assert gguf_to_safetensors(spec, tmp_path) == converted  # second call reuses the copy
+    assert gguf_to_safetensors(gguf, tmp_path) == converted  # second call reuses the copy

@@ -27,6 +27,8 @@ from spsamp.records.store import RECORDS_PARQUET
 log = logging.getLogger(__name__)
 
 METRIC_PREFIX = "metric_"
+# knobs always shown in a configuration's label; other parameters only where they differ
+MAIN_PARAMS = ("param_k", "param_threshold", "param_budget", "param_parallel_branches")
 PathLike = Union[str, Path]
 
 
@@ -119,6 +121,27 @@ def expand_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df, metrics], axis=1)
 
 
+def label_params(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per method, the ``param_*`` columns its label shows: MAIN_PARAMS it has, plus any parameter
+    with more than one value among that method's rows (a checkpoint path that never changes is noise)."""
+    params = sorted(c for c in df.columns if c.startswith(PARAM_PREFIX))
+    out: dict[str, list[str]] = {}
+    for method, rows in df.groupby("method", sort=False):
+        out[method] = [
+            c for c in params
+            if rows[c].notna().any() and (c in MAIN_PARAMS or rows[c].dropna().astype(str).nunique() > 1)
+        ]
+    return out
+
+
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """:func:`config_label` of every row, with :func:`label_params` chosen over ``df``."""
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    shown = label_params(df)
+    return pd.Series([config_label(r, shown.get(r["method"], [])) for _, r in df.iterrows()], index=df.index, dtype=object)
+
+
 def config_label(row: pd.Series, param_cols: list[str]) -> str:
     """``speculative k=2`` — the method and its non-null parameters (ints without ``.0``)."""
     parts = []
@@ -137,15 +160,15 @@ def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: boo
     a glob, or a list of those) as one DataFrame.
 
     Added columns: ``source_file``, ``run_dir``, ``is_error`` (status == "error"), ``ok``
-    (status == "ok"), ``config`` (method and parameters as a label) and, with ``metrics=True``,
+    (status == "ok"), ``config`` (a label: the method, its k / threshold / budget /
+    parallel_branches, and any other parameter that differs between its runs) and, with ``metrics=True``,
     ``metric_<key>`` for each scalar in ``metrics_json``.
     """
     df = load_table(path_or_glob).to_pandas()
     df["run_dir"] = df["source_file"].map(lambda p: str(Path(p).parent))
     df["is_error"] = df["status"].eq("error")
     df["ok"] = df["status"].eq("ok")
-    params = sorted(c for c in df.columns if c.startswith(PARAM_PREFIX))
-    df["config"] = df.apply(config_label, axis=1, param_cols=params) if len(df) else pd.Series(dtype=str)
+    df["config"] = config_labels(df)
     if metrics:
         df = expand_metrics(df)
     n_err = int(df["is_error"].sum())

@@ -91,7 +91,7 @@ def _fit_logreg(z: torch.Tensor, y: torch.Tensor, l2: float, seed: int) -> dict[
         return loss
 
     opt.step(closure)
-    return {"linear.weight": w.detach().clone(), "linear.bias": b.detach().clone().reshape(())}
+    return {"linear.weight": w.detach().clone(), "linear.bias": b.detach().clone().reshape(1)}
 
 
 def _fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, seed: int, hidden: int = 64, epochs: int = 300) -> dict[str, torch.Tensor]:
@@ -108,7 +108,7 @@ def _fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, seed: int, hidden: int
         loss = _balanced_bce(logits, y) + 0.5 * l2 * ((w1 * w1).sum() + (w2 * w2).sum())
         loss.backward()
         opt.step()
-    return {"mlp.w1": w1.detach(), "mlp.b1": b1.detach(), "mlp.w2": w2.detach(), "mlp.b2": b2.detach().reshape(())}
+    return {"mlp.w1": w1.detach(), "mlp.b1": b1.detach(), "mlp.w2": w2.detach(), "mlp.b2": b2.detach().reshape(1)}
 
 
 def train_judge(
@@ -149,10 +149,8 @@ def train_judge(
         prior = min(max(n1 / len(y_train), 1e-4), 1 - 1e-4)
         log.warning("autojudge: training set has one class only (%d/%d important): constant judge", n1, len(y_train))
         d = x_train.shape[1]
-        judge = Judge(
-            "logreg",
-            {**scaler, "linear.weight": torch.zeros(d, dtype=torch.float64), "linear.bias": torch.tensor(math.log(prior / (1 - prior)), dtype=torch.float64)},
-        )
+        bias = torch.tensor([math.log(prior / (1 - prior))], dtype=torch.float64)
+        judge = Judge("logreg", {**scaler, "linear.weight": torch.zeros(d, dtype=torch.float64), "linear.bias": bias})
         stats.update(l2=None, search=[], constant=True)
     else:
         search = []

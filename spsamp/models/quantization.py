@@ -17,6 +17,7 @@ cached safetensors conversion and ``tiny_random`` models from a saved copy (see 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -26,9 +27,16 @@ from spsamp.config import ConfigError
 
 BNB = ("bnb8", "bnb4")
 
-# bitsandbytes' int8 matmul casts fp32/bf16 inputs to fp16 and warns on *every* call (thousands of
-# lines per run); the cast is part of LLM.int8() itself, so the notice carries no information.
-warnings.filterwarnings("ignore", message=r"MatMul8bitLt: inputs will be cast from")
+
+
+class _DropCastNotice(logging.Filter):
+    # bitsandbytes' int8 matmul casts fp32/bf16 inputs to fp16 and logs a warning on *every* call
+    # (thousands of lines per run); the cast is part of LLM.int8() itself, so it carries no news.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
+
+
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(_DropCastNotice())
 
 
 def bnb_config(kind: str, dtype: torch.dtype, cpu_offload: bool = False) -> Any:

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Benchmark the lossless methods against transformers on the same prompts, in one run.
+
+    .venv/bin/python scripts/bench_lossless.py                      # 4 built-in prompts, 64 tokens, k=4
+    .venv/bin/python scripts/bench_lossless.py --prompts 8 --k 3 --budgets 3,8,24 --temps 0,0.7
+
+Prints, per temperature: spsamp baseline vs HF ``generate``; SpS vs HF assisted generation
+(``assistant_model`` = the same int8 draft, ``num_assistant_tokens=k``, constant schedule, no
+confidence early-stop); SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
+target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
+speedup. Methods run round-robin per prompt (so load drift from other processes hits all alike);
+tokens/s = all new tokens / all wall time (prefill included), over the prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from spsamp.config import GenerationConfig, validate  # noqa: E402
+from spsamp.cost_model import alpha_from_counts, expected_tokens_per_step, predicted_speedup  # noqa: E402
+from spsamp.data import load_prompts  # noqa: E402
+from spsamp.decoders.base import truncate_at_eos  # noqa: E402
+from spsamp.decoders.baseline import BaselineDecoder  # noqa: E402
+from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
+from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
+from spsamp.models import load_model  # noqa: E402
+from spsamp.runner import encode, messages_for  # noqa: E402
+from spsamp.system_info import system_info  # noqa: E402
+
+
+def load_pair(model: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative"])
+    run, _ = validate(cfg)
+    return run, load_model(run.model.target, run.hardware, run.paths.cache_dir), load_model(run.model.draft, run.hardware, run.paths.cache_dir)
+
+
+def ours(decoder, target, draft, eos):
+    def fn(ids, gen, seed):
+        out = decoder.generate(target, draft, ids, gen, torch.Generator().manual_seed(seed))
+        toks, _ = truncate_at_eos(out.tokens, eos, gen.max_new_tokens)
+        return len(toks), out.stats
+    return fn
+
+
+def hf(target, draft, k):
+    def fn(ids, gen, seed):
+        torch.manual_seed(seed)
+        kwargs = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.temperature > 0, pad_token_id=sorted(target.eos_ids)[0])
+        if gen.temperature > 0:
+            kwargs.update(temperature=gen.temperature, top_k=None, top_p=None)
+        if draft is not None:
+            dc = draft.model.generation_config
+            dc.num_assistant_tokens, dc.num_assistant_tokens_schedule, dc.assistant_confidence_threshold = k, "constant", 0.0
+            kwargs.update(assistant_model=draft.model, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
+                          assistant_confidence_threshold=0.0)
+        with torch.inference_mode():
+            out = target.model.generate(ids[None], attention_mask=torch.ones(1, ids.numel(), dtype=torch.long), **kwargs)
+        return out.shape[1] - ids.numel(), None
+    return fn
+
+
+def pass_cost(lm, ids, reps=20, width=1) -> float:
+    """Seconds per ``width``-token forward after a real prompt (width 1: the unit of the cost model's c)."""
+    lm.prefill(ids)
+    n, tok = lm.cache_len, ids[-width:]
+    lm.forward(tok)
+    lm.crop(n)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        lm.forward(tok)
+        lm.crop(n)
+    return (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2_135m")
+    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--budgets", default="4,16", help="SpecExec budgets (the first should equal k)")
+    ap.add_argument("--parallel-branches", type=int, default=4)
+    ap.add_argument("--temps", default="0,0.7")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run, target, draft = load_pair(args.model)
+    prompts = load_prompts(run.dataset)[: args.prompts]
+    ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
+    eos = target.eos_ids
+    budgets = [int(b) for b in args.budgets.split(",")]
+    methods = {
+        "baseline": ours(BaselineDecoder(), target, None, eos),
+        "hf_generate": hf(target, None, args.k),
+        f"sps_k{args.k}": ours(SpeculativeDecoder(k=args.k), target, draft, eos),
+        f"hf_assisted_k{args.k}": hf(target, draft, args.k),
+        **{f"specexec_b{b}": ours(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos) for b in budgets},
+    }
+    info = system_info()
+    print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
+          f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")
+    print(f"# {args.model}: target {target.name} ({target.info.get('dtype')}), draft {draft.name} ({draft.info.get('quantization')}); "
+          f"{len(prompts)} built-in prompts, {args.max_new_tokens} new tokens, k={args.k}, budgets={budgets}, parallel_branches={args.parallel_branches}")
+    t_target, t_draft = pass_cost(target, ids_list[0]), pass_cost(draft, ids_list[0])
+    c = t_draft / t_target
+    # the cost model assumes a (k+1)-token verification pass costs one 1-token pass (memory-bound);
+    # measure the real ratio v and also print E / (k c + v), the prediction with it
+    v = pass_cost(target, ids_list[0], width=args.k + 1) / t_target
+    print(f"# single-token pass: target {t_target * 1e3:.1f} ms, draft {t_draft * 1e3:.1f} ms -> c = {c:.2f}; "
+          f"a {args.k + 1}-token target pass costs v = {v:.2f} single-token passes\n")
+
+    for temp in [float(t) for t in args.temps.split(",")]:
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temp)
+        warm = GenerationConfig(max_new_tokens=8, temperature=temp)
+        for fn in methods.values():
+            fn(ids_list[0], warm, 0)
+        tot = {m: [0, 0.0, 0, 0, 0, 0] for m in methods}  # tokens, seconds, target calls, accepted, rejections, proposed
+        for i, ids in enumerate(ids_list):
+            for name, fn in methods.items():  # round-robin: drift hits every method alike
+                t0 = time.perf_counter()
+                n, st = fn(ids, gen, 1000 + i)
+                dt = time.perf_counter() - t0
+                row = tot[name]
+                row[0] += n
+                row[1] += dt
+                if st is not None:
+                    row[2] += st.target_calls
+                    row[3] += st.accepted
+                    row[4] += st.rejections
+                    row[5] += st.proposed
+        tps = {m: r[0] / r[1] for m, r in tot.items()}
+        sps = f"sps_k{args.k}"
+        print(f"## temperature {temp:g}\n")
+        print("| method | tokens | tokens/s | vs | ratio | tokens/target call | acceptance |")
+        print("|---|---|---|---|---|---|---|")
+        refs = {"baseline": "hf_generate", sps: f"hf_assisted_k{args.k}", **{f"specexec_b{b}": sps for b in budgets}}
+        for m, r in tot.items():
+            ref = refs.get(m)
+            ratio = f"{tps[m] / tps[ref]:.2f}x" if ref else ""
+            per_call = f"{r[0] / r[2]:.2f}" if r[2] else ""
+            acc = f"{r[3] / r[5]:.2f}" if r[5] else ""
+            print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {per_call} | {acc} |")
+        r = tot[sps]
+        alpha = float(alpha_from_counts(r[3], r[4]))
+        pred = float(predicted_speedup(alpha, args.k, c))
+        pred_v = float(expected_tokens_per_step(alpha, args.k)) / (args.k * c + v)
+        print(f"\nSpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={args.k}, c={c:.2f} -> "
+              f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v:.2f}); "
+              f"measured {tps[sps] / tps['baseline']:.2f}x\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""``python -m spsamp.analysis report <outputs dir ...> --out <dir> [--cost-ratio C]``"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from spsamp.analysis.report import build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m spsamp.analysis", description="Tables and plots over spsamp records.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rep = sub.add_parser("report", help="write report.md, PNG plots and CSV tables")
+    rep.add_argument("paths", nargs="+", help="run dirs, sweep dirs, outputs/, records.parquet files or globs")
+    rep.add_argument("--out", required=True, help="directory for report.md, *.png and tables/*.csv")
+    rep.add_argument("--cost-ratio", type=float, default=None,
+                     help="c = draft/target forward-pass cost for the predicted speedup (default: estimated from the records)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cost_ratio is not None and not args.cost_ratio > 0:
+        print(f"error: --cost-ratio must be > 0, got {args.cost_ratio}", file=sys.stderr)
+        return 2
+    try:
+        path = build_report(args.paths, args.out, cost_ratio=args.cost_ratio)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Matplotlib figures over the derived tables, built as bare ``Figure`` objects (no pyplot state, no\nGUI backend: ``savefig`` renders with Agg; a notebook displays them inline).
+
+Each ``plot_*`` returns a Figure or raises :class:`~spsamp.analysis.tables.NoData` with the reason
+(e.g. no SpecExec rows), so a report can skip it with a note. Error bars are the IQR over prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from spsamp.analysis import tables as T
+from spsamp.analysis.load import label_params
+from spsamp.cost_model import expected_tokens_per_step
+
+# descriptors added to a series label when they differ between the plotted configurations
+# (every key of a configuration is here, so labels are unique among the plotted configurations)
+_CONTEXT = [
+    ("model_preset", "{}"), ("model", "{}"), ("target_dtype", "{}"), ("target_quantization", "q:{}"), ("device", "{}"),
+    ("draft_model", "draft {}"), ("draft_dtype", "draft {}"), ("draft_quantization", "draft q:{}"),
+    ("temperature", "T={}"), ("top_p", "top_p={}"), ("top_k", "top_k={}"), ("max_new_tokens", "{} new"),
+    ("seed", "seed={}"), ("use_chat_template", "chat={}"), ("hostname", "@{}"), ("num_threads", "{} threads"),
+    ("dataset", "{}"),
+]
+
+
+def _fmtv(v: object) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _series_labels(df: pd.DataFrame, drop: Sequence[str], ref: Optional[pd.DataFrame] = None) -> pd.Series:
+    """Label per row: method + parameters not in ``drop`` + the context columns that vary (in ``ref``, default ``df``)."""
+    ref = df if ref is None else ref
+    shown = label_params(ref)
+    varying = [(c, f) for c, f in _CONTEXT if c in ref.columns and c in df.columns and ref[c].astype(str).nunique() > 1]
+
+    def label(r: pd.Series) -> str:
+        parts = [str(r["method"])]
+        for c in shown.get(r["method"], []):
+            if c in drop:
+                continue
+            if pd.notna(r.get(c)):
+                parts.append(f"{c[len(T.PARAM_PREFIX):]}={_fmtv(r[c])}")
+        parts += [f.format(_fmtv(r[c])) for c, f in varying]
+        return " ".join(parts)
+
+    return df.apply(label, axis=1)
+
+
+def _iqr_err(d: pd.DataFrame, col: str) -> np.ndarray:
+    return np.vstack([d[f"{col}_median"] - d[f"{col}_q25"], d[f"{col}_q75"] - d[f"{col}_median"]]).clip(min=0)
+
+
+def _subplots(nrows: int, ncols: int, figsize: tuple[float, float]):
+    fig = Figure(figsize=figsize, dpi=120, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _finish(fig: Figure, ax_list, title: str) -> Figure:
+    for ax in ax_list:
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def _chain(ss: pd.DataFrame) -> pd.DataFrame:
+    if ss.empty or "param_k" not in ss.columns:
+        raise T.NoData("no speculative/autojudge rows with param_k matched to a baseline")
+    d = ss[ss["param_k"].notna()]
+    if "param_budget" in d.columns:
+        d = d[d["param_budget"].isna()]
+    if d.empty:
+        raise T.NoData("no chain-method rows with param_k matched to a baseline")
+    return d
+
+
+def plot_speedup_vs_k(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figure:
+    """Median speedup over baseline (tokens/s ratio) against k, one line per configuration family."""
+    sp = T.speedups(df) if sp is None else sp
+    d = _chain(T.speedup_summary(sp))
+    d = d.assign(series=_series_labels(d, ["param_k"])).sort_values("param_k")
+    fig, axs = _subplots(1, 1, (7, 4.5))
+    ax = axs[0, 0]
+    for name, s in d.groupby("series", sort=True):
+        ax.errorbar(s["param_k"], s["speedup_median"], yerr=_iqr_err(s, "speedup"), marker="o", capsize=3, label=name)
+    ax.axhline(1.0, color="grey", ls="--", lw=1, label="baseline (1×)")
+    ax.set_xlabel("k (draft tokens proposed per step)")
+    ax.set_ylabel("speedup over baseline (× tokens/s)")
+    ax.set_xticks(sorted(d["param_k"].unique()))
+    ax.legend(fontsize=9)
+    return _finish(fig, [ax], "Speedup vs k (median over prompts, bars: IQR)")
+
+
+def plot_accept_length_vs_k(df: pd.DataFrame, pred: Optional[pd.DataFrame] = None) -> Figure:
+    """Measured mean tokens per step against k, with Leviathan et al. 2023 Eq. (1),
+    (1 − α^(k+1))/(1 − α), for the α pooled over all k of the same family."""
+    pred = T.predicted_vs_measured(df) if pred is None else pred
+    d = pred[pred["tokens_per_step"].notna()]
+    if d.empty:
+        raise T.NoData("no chain-method rows with accepted-length counts")
+    d = d.assign(series=_series_labels(d, ["param_k"])).sort_values("k")
+    fig, axs = _subplots(1, 1, (7, 4.5))
+    ax = axs[0, 0]
+    kmax = float(d["k"].max())
+    for i, (name, s) in enumerate(d.groupby("series", sort=True)):
+        color = f"C{i}"
+        ax.plot(s["k"], s["tokens_per_step"], "o", color=color, ms=7, label=f"{name}: measured")
+        acc, rej = s["accepted"].sum(), s["rejections"].sum()
+        if acc + rej > 0:
+            alpha = acc / (acc + rej)
+            ks = np.linspace(0, kmax, 200)
+            ax.plot(ks, expected_tokens_per_step(alpha, ks), "--", color=color,
+                    label=f"{name}: " + r"$(1-\alpha^{k+1})/(1-\alpha)$" + f", α={alpha:.2f}")
+    ks = np.linspace(0, kmax, 200)
+    ax.plot(ks, ks + 1, ":", color="grey", lw=1, label="upper bound k+1 (α=1)")
+    ax.set_xlabel("k (draft tokens proposed per step)")
+    ax.set_ylabel("mean tokens per target step (incl. target's token)")
+    ax.set_xticks(sorted({0.0, *d["k"].unique()}))
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    return _finish(fig, [ax], "Mean accepted length vs k: measured and i.i.d. theory")
+
+
+def plot_specexec(df: pd.DataFrame, method: str = "specexec") -> Figure:
+    """SpecExec: new tokens per target verification call (prefill excluded) against the tree budget
+    (one line per parallel_branches) and against parallel_branches (one line per budget)."""
+    d = df[(df["method"] == method) & (df["status"] == "ok")] if "method" in df else df.iloc[0:0]
+    if d.empty or "param_budget" not in d.columns:
+        raise T.NoData(f"no ok rows of method={method} with param_budget")
+    pp = T.per_prompt(d)
+    keys = [k for k in T.config_keys(d) if k in pp.columns]
+    g = pp.groupby(keys, dropna=False, sort=True)
+    sums = g[["step_tokens", "steps"]].sum(min_count=1)
+    agg = sums.assign(tokens_per_call=T._ratio(sums["step_tokens"], sums["steps"])).reset_index()
+    if "param_parallel_branches" not in agg.columns:
+        agg["param_parallel_branches"] = np.nan
+    fig, axs = _subplots(1, 2, (11, 4.5))
+    axes = axs[0]
+    for ax, x, line in ((axes[0], "param_budget", "param_parallel_branches"), (axes[1], "param_parallel_branches", "param_budget")):
+        sub = agg[agg[x].notna()]
+        if sub.empty:
+            ax.text(0.5, 0.5, f"no {x[len(T.PARAM_PREFIX):]} recorded", ha="center", va="center", transform=ax.transAxes)
+        labels = _series_labels(sub, ["param_budget", "param_parallel_branches"]) if len(sub) else pd.Series(dtype=str)
+        for (name, lv), s in sub.assign(series=labels).groupby(["series", line], dropna=False, sort=True):
+            s = s.sort_values(x)
+            ax.plot(s[x], s["tokens_per_call"], "o-", label=f"{name} {line[len(T.PARAM_PREFIX):]}={_fmtv(lv)}")
+        ax.set_xlabel({"param_budget": "budget (draft tree size, tokens)", "param_parallel_branches": "parallel branches"}[x])
+        if len(sub):
+            ax.set_xticks(sorted(sub[x].unique()))
+        ax.set_ylabel("new tokens per target call (prefill excluded)")
+        if len(sub):
+            ax.legend(fontsize=8)
+    return _finish(fig, axes, "SpecExec: tokens per target call vs budget and branches")
+
+
+def plot_autojudge(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figure:
+    """AutoJudge against its threshold: accepted tokens per step, speedup over baseline, quality."""
+    tab = T.autojudge_table(df, sp)
+    if "param_threshold" not in tab.columns:
+        raise T.NoData("autojudge rows have no param_threshold")
+    tab = tab.assign(series=_series_labels(tab, ["param_threshold"]))
+    quality = T.quality_columns(tab) + (["identical_to_baseline"] if "identical_to_baseline" in tab and tab["identical_to_baseline"].notna().any() else [])
+    fig, axs = _subplots(1, 3, (14, 4.5))
+    axes = axs[0]
+    panels = [
+        (axes[0], ["accepted_tokens_per_step"], "accepted tokens per step (incl. target's token)"),
+        (axes[1], ["speedup_median"] if "speedup_median" in tab else [], "speedup over baseline (× tokens/s)"),
+        (axes[2], quality, "quality (metric value / fraction)"),
+    ]
+    for ax, cols, ylabel in panels:
+        drawn = False
+        for col in cols:
+            for name, s in tab.groupby("series", sort=True):
+                s = s.sort_values("param_threshold")
+                if s[col].notna().any():
+                    suffix = f" · {col.removeprefix('metric_')}" if len(cols) > 1 or ax is axes[2] else ""
+                    ax.plot(s["param_threshold"], s[col], "o-", label=f"{name}{suffix}")
+                    drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not recorded" if ax is not axes[1] else "no matching baseline", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.legend(fontsize=8)
+        ax.set_xlabel("judge threshold")
+        ax.set_ylabel(ylabel)
+    return _finish(fig, axes, "AutoJudge: speed and quality vs threshold")
+
+
+def plot_categories(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figure:
+    """Per-category bars: median tokens/s per configuration and, where baselines match, median speedup."""
+    cs = T.category_summary(df)
+    if cs.empty or "tokens_per_sec_median" not in cs or cs["category"].isna().all():
+        raise T.NoData("no ok rows with a category")
+    sp = T.speedups(df) if sp is None else sp
+    ssc = T.speedup_summary(sp, by=["category"]) if not sp.empty else pd.DataFrame()
+    panels = [(cs, "tokens_per_sec", "tokens/s (median over prompts)")]
+    if not ssc.empty:
+        panels.append((ssc, "speedup", "speedup over baseline (× tokens/s)"))
+    fig, axes = _subplots(len(panels), 1, (11, 4 * len(panels)))
+    axes = axes[:, 0]
+    # one colour per configuration in both panels; tab20 keeps up to 20 configurations distinct
+    names = sorted(_series_labels(cs, []).unique())
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colors = {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+    for ax, (tab, col, ylabel) in zip(axes, panels):
+        tab = tab.assign(series=_series_labels(tab, [], ref=cs))
+        cats = sorted(tab["category"].dropna().unique())
+        series = sorted(tab["series"].unique())
+        width = min(0.8 / len(series), 0.3)
+        x = np.arange(len(cats))
+        for i, name in enumerate(series):
+            s = tab[tab["series"] == name].set_index("category").reindex(cats)
+            err = np.nan_to_num(_iqr_err(s, col))
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, s[f"{col}_median"], width, yerr=err, capsize=2, label=name,
+                   color=colors.get(name))
+        if col == "speedup":
+            ax.axhline(1.0, color="grey", ls="--", lw=1)
+        ax.set_xticks(x, cats, rotation=20)
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        ax.set_xlabel("prompt category (MT-Bench)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _finish(fig, axes, "Per-category results (bars: median, whiskers: IQR over prompts)")
+
+
+PLOTS = {
+    "speedup_vs_k": plot_speedup_vs_k,
+    "accept_length_vs_k": plot_accept_length_vs_k,
+    "specexec_tokens_per_call": plot_specexec,
+    "autojudge_threshold": plot_autojudge,
+    "categories": plot_categories,
+}

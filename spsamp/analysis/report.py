@@ -1,0 +1,144 @@
+"""``report.md`` over one sweep or many: the derived tables as markdown (and CSV) plus the PNG plots.
+
+A plot or table whose data is absent (e.g. no SpecExec runs) is skipped with a note saying why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import pandas as pd
+
+from spsamp.analysis import tables as T
+from spsamp.analysis.load import load_records
+from spsamp.analysis.plots import PLOTS
+
+log = logging.getLogger(__name__)
+
+# key columns shown only when they differ between rows (constants go in a line above the table)
+_KEY_COLS = set(T.TARGET_KEYS + T.DRAFT_KEYS + T.GEN_KEYS + T.MACHINE_KEYS + ["dataset", "method"])
+_HIDDEN = {"method_params"}
+
+
+def display_table(df: pd.DataFrame, spreads: Iterable[str] = ()) -> tuple[pd.DataFrame, dict]:
+    """A readable copy: ``x_median/x_q25/x_q75`` merged into one ``x median [IQR]`` text column,
+    ``param_*`` and ``method_params`` dropped (the ``config`` label carries them), key columns
+    that are the same on every row moved out into the returned dict."""
+    df = df.copy()
+    for col in spreads:
+        if f"{col}_median" not in df:
+            continue
+        med, lo, hi = df.pop(f"{col}_median"), df.pop(f"{col}_q25"), df.pop(f"{col}_q75")
+        df[f"{col} median [IQR]"] = [
+            "–" if pd.isna(m) else f"{T.fmt_number(m)} [{T.fmt_number(lo_)}, {T.fmt_number(hi_)}]" for m, lo_, hi_ in zip(med, lo, hi)
+        ]
+    hidden = _HIDDEN | ({"method"} if "config" in df.columns else set())  # the config label starts with it
+    df = df[[c for c in df.columns if c not in hidden and not c.startswith(T.PARAM_PREFIX)]]
+    keys = [c for c in df.columns if c in _KEY_COLS]
+    _, const = T.split_constant(df[keys])
+    return df.drop(columns=list(const)), const
+
+
+def _section(title: str, df: Optional[pd.DataFrame], note: str = "", spreads: Iterable[str] = ()) -> str:
+    out = [f"## {title}\n"]
+    if note:
+        out.append(note + "\n")
+    if df is None or df.empty:
+        out.append("_No data for this table in these records._\n")
+        return "\n".join(out)
+    shown, const = display_table(df, spreads)
+    if const:
+        out.append("Common to all rows: " + ", ".join(f"`{k}={T._fmt(v, 4)}`" for k, v in const.items()) + "\n")
+    out.append(T.to_markdown(shown))
+    return "\n".join(out)
+
+
+def _unmatched_note(df: pd.DataFrame, sp: pd.DataFrame) -> str:
+    missing = T.unmatched(df, sp)
+    if not missing:
+        return ""
+    return (
+        "No matching baseline for: " + ", ".join(f"`{m}`" for m in missing) + " — run `method=baseline` with the same "
+        "model, dataset, generation settings and threads on the same machine to get their speedups."
+    )
+
+
+def build_report(
+    paths: Union[str, Path, Iterable[Union[str, Path]]],
+    out_dir: Union[str, Path],
+    cost_ratio: Optional[float] = None,
+) -> Path:
+    """Load every records.parquet under ``paths``, write ``out_dir/report.md``, its PNGs and
+    ``out_dir/tables/*.csv``; return the report path."""
+    out_dir = Path(out_dir)
+    (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+    df = load_records(paths)
+    sp = T.speedups(df)
+    tables: dict[str, Optional[pd.DataFrame]] = {
+        "runs": T.runs_table(df),
+        "errors": T.errors_table(df),
+        "speedup": T.speedup_summary(sp),
+        "method_summary": T.method_summary(df),
+        "category_summary": T.category_summary(df),
+    }
+    notes: dict[str, str] = {}
+    try:
+        pred = T.predicted_vs_measured(df, cost_ratio=cost_ratio, sp=sp)
+    except T.NoData as exc:
+        pred, notes["predicted"] = None, f"Skipped: {exc}."
+    tables["predicted"] = pred
+    try:
+        tables["autojudge"] = T.autojudge_table(df, sp)
+    except T.NoData as exc:
+        tables["autojudge"], notes["autojudge"] = None, f"Skipped: {exc}."
+    for name, tab in tables.items():
+        if tab is not None and not tab.empty:
+            tab.to_csv(out_dir / "tables" / f"{name}.csv", index=False)
+
+    n_err = int(df["is_error"].sum())
+    lines = [
+        "# spsamp report\n",
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {df['source_file'].nunique()} records file(s): "
+        f"{len(df)} rows, {int(df['ok'].sum())} ok, {n_err} errors. Tables are also in `tables/*.csv`.\n",
+        "Speedups compare each configuration with the baseline rows of the same target model, dataset, prompt, turn, "
+        "generation settings and machine (hostname, threads); repeats are reduced to their median per prompt, then "
+        "median [IQR] over prompts (prompt = prompt_id × turn). `speedup` is the tokens/s ratio (prefill included); "
+        "`decode_speedup` the decode tokens/s ratio.\n",
+        _section("Runs", tables["runs"]),
+    ]
+    if n_err:
+        lines.append(_section("Errors", tables["errors"], "Failed rows are kept in the data (`is_error`) and left out of every statistic."))
+    lines += [
+        _section("Speedup over baseline", tables["speedup"], spreads=["speedup", "decode_speedup"], note=_unmatched_note(df, sp)),
+        _section("Per-method summary", tables["method_summary"], spreads=T.SUMMARY_METRICS.values(),
+                 note="`mean_accepted_length` = tokens kept per target step, the target's own token included."),
+        _section("Per-category summary", tables["category_summary"], spreads=T.SUMMARY_METRICS.values()),
+        _section(
+            "Measured vs predicted speedup", tables["predicted"],
+            notes.get("predicted", "Leviathan et al. 2023: tokens/step (1−α^(k+1))/(1−α) (Eq. 1), speedup "
+                      "(1−α^(k+1))/((1−α)(k·c+1)) (Thm 3.8). α = accepted/(accepted+rejections) pooled over prompts; "
+                      "c = draft/target pass cost, its source in `c_source`. The model ignores prefill, so compare "
+                      "`predicted_speedup` with `measured_decode_speedup`."),
+        ),
+        _section("AutoJudge: speed and quality vs threshold", tables["autojudge"], notes.get("autojudge", "")),
+        "## Plots\n",
+    ]
+    for name, fn in PLOTS.items():
+        ctx = {"sp": sp, "pred": pred}  # reuse what the tables computed
+        kwargs = {k: v for k, v in ctx.items() if v is not None and k in inspect.signature(fn).parameters}
+        try:
+            fig = fn(df, **kwargs)
+        except T.NoData as exc:
+            lines.append(f"- `{name}`: skipped — {exc}.\n")
+            continue
+        png = out_dir / f"{name}.png"
+        fig.savefig(png)
+        lines.append(f"### {name}\n\n![{name}]({png.name})\n")
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    log.info("report written to %s", report)
+    return report

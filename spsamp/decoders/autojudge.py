@@ -1,0 +1,338 @@
+"""``method=autojudge``: lossy speculative decoding with a trained judge (Garipov et al. 2025,
+"AutoJudge: Judge Decoding Without Manual Annotation").
+
+One step is SpS's chain step at temperature 0 (Leviathan et al. 2023, Alg. 1 with one-hot p and
+q): the draft p proposes d_1..d_k greedily, the target q scores [root, d_1..d_k] in one forward and
+yields its greedy choices g_1..g_{k+1}. Where d_j = g_j the token is kept as in SpS. At a mismatch
+d_j != g_j the judge reads the last-layer hidden states of p and q at d_j and predicts
+P(important); :func:`autojudge_accept` keeps d_j when P(important) < ``threshold`` and otherwise
+takes g_j and ends the step (AutoJudge, Sec. 3.3). ``threshold=0`` is exactly greedy target
+decoding; ``threshold=1`` accepts every draft token (greedy *draft* decoding, verified for nothing).
+
+The judge is trained once per (model pair, mining settings) in :meth:`AutoJudgeDecoder.prepare`
+(mine labels -> features -> logistic regression, :mod:`spsamp.autojudge`) and saved to
+``method.checkpoint``; later jobs (e.g. every point of a threshold sweep) load it.
+
+Why not ``ChainDrafter`` / ``verification.verify`` as is: the judge needs each model's hidden states
+at the draft tokens, which those return no handle to; the step below is the same chain step with
+``hidden=True`` and the same cache invariant and stats as :mod:`spsamp.decoders.speculative`.
+Temperature > 0 is refused (the paper's setting is greedy; a lossy rule has no sampling target).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from spsamp.acceptance.rejection import fit_logits
+from spsamp.autojudge import checkpoint as ckpt
+from spsamp.autojudge.checks import CHECKS, make_check
+from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
+from spsamp.autojudge.judge import KINDS, Judge, train_judge
+from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
+from spsamp.autojudge.problems import generate_problems
+from spsamp.config import ConfigError, GenerationConfig
+from spsamp.decoders.base import DecodeOutput, Decoder, begin
+from spsamp.models import CausalLM
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("problems", "file")
+
+
+def autojudge_accept(
+    draft_tokens: list[int], target_tokens: list[int], p_important: torch.Tensor, threshold: float
+) -> tuple[int, int, int, bool]:
+    """AutoJudge acceptance over one chain (Garipov et al. 2025, Sec. 3.3).
+
+    draft_tokens d_1..d_k; target_tokens g_1..g_{k+1} (q's argmax after each prefix);
+    p_important[j] = judge's P(important) at d_{j+1} (read only at mismatches).
+    Returns (draft tokens kept, the step's target token, mismatches accepted by the judge,
+    whether the step ended on a judged-important mismatch).
+    """
+    accepted_mismatches = 0
+    for j, (d, g) in enumerate(zip(draft_tokens, target_tokens)):
+        if d == g:
+            continue  # exact match: kept as in greedy SpS
+        # keep d_j iff P(important) < threshold; threshold >= 1 keeps every mismatch (P <= 1)
+        if threshold >= 1.0 or float(p_important[j]) < threshold:
+            accepted_mismatches += 1
+            continue
+        return j, target_tokens[j], accepted_mismatches, True
+    k = len(draft_tokens)
+    return k, target_tokens[k], accepted_mismatches, False
+
+
+def draft_chain(draft: CausalLM, pending: list[int], k: int, vocab: int) -> tuple[list[int], list[torch.Tensor]]:
+    """d_j = argmax p(. | prefix, d_<j), j = 1..k; p's last-layer state with each of d_1..d_{k-1} as
+    input (d_k is not fed: its state is computed only if the judge needs it)."""
+    ids = torch.tensor(pending, dtype=torch.long)
+    tokens: list[int] = []
+    states: list[torch.Tensor] = []
+    for j in range(k):
+        out = draft.forward(ids, last_only=True, hidden=j > 0)
+        if j > 0:
+            states.append(out.hidden[-1])
+        tokens.append(int(fit_logits(out.logits[-1], vocab).argmax()))
+        ids = torch.tensor(tokens[-1:], dtype=torch.long)
+    return tokens, states
+
+
+class AutoJudgeDecoder(Decoder):
+    needs_draft = True
+
+    @dataclass
+    class Params:
+        name: str = "autojudge"
+        k: int = 4  # draft tokens per step
+        threshold: float = 0.5  # accept a mismatch when P(important) < threshold
+        checkpoint: str = "???"  # judge safetensors (+ .json sidecar); trained here when absent
+        features: str = "concat"  # concat: [h_p ; h_q] | target: h_q only
+        judge: str = "logreg"  # logreg | mlp
+        importance_check: str = "final_answer"  # label-mining check: final_answer | continuation
+        continuation_window: int = 8  # continuation: re-converge within this many tokens
+        continuation_match_len: int = 4  # ... as a run of this many identical token ids
+        continuation_tau: float = 0.8  # ... or difflib ratio over token ids >= tau
+        mining_source: str = "problems"  # problems (built-in generator) | file (FastChat questions)
+        mining_file: Optional[str] = None
+        mining_prompts: int = 32  # prompts mined (judge-train + judge-validation)
+        mining_max_tokens: int = 64  # target answer length while mining
+        mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
+        val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
+
+        def check(self) -> None:
+            if self.k < 1:
+                raise ConfigError(f"method.k: must be >= 1, got {self.k} — use method=baseline for no drafting")
+            if not 0.0 <= self.threshold <= 1.0:
+                raise ConfigError(f"method.threshold: must be in [0, 1], got {self.threshold} — 0 = target greedy, 1 = accept every mismatch")
+            for key, value, options in (
+                ("features", self.features, FEATURE_MODES),
+                ("judge", self.judge, KINDS),
+                ("importance_check", self.importance_check, CHECKS),
+                ("mining_source", self.mining_source, SOURCES),
+            ):
+                if value not in options:
+                    raise ConfigError(f"method.{key}: unknown {value!r} — use one of {options}")
+            if self.mining_source == "file" and not self.mining_file:
+                raise ConfigError("method.mining_file: mining_source=file needs a FastChat question file — set method.mining_file=/path/q.jsonl")
+            if self.mining_prompts < 2:
+                raise ConfigError(f"method.mining_prompts: must be >= 2 (judge train + validation), got {self.mining_prompts} — raise it")
+            if self.mining_max_tokens < 1:
+                raise ConfigError(f"method.mining_max_tokens: must be >= 1, got {self.mining_max_tokens} — raise it")
+            if not 0.0 <= self.val_fraction < 1.0:
+                raise ConfigError(f"method.val_fraction: must be in [0, 1), got {self.val_fraction} — e.g. 0.25")
+            if not 0.0 <= self.continuation_tau <= 1.0:
+                raise ConfigError(f"method.continuation_tau: must be in [0, 1], got {self.continuation_tau} — e.g. 0.8")
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.judge: Optional[Judge] = None
+        self.meta: dict[str, Any] = {}
+        self.reused = False
+        self.digest: Optional[str] = None
+
+    @staticmethod
+    def check_run(run: Any, params: Any) -> None:
+        """Called by :func:`spsamp.config.validate` before any model loads."""
+        if run.generation.temperature != 0:
+            raise ConfigError(
+                f"generation.temperature: autojudge decodes greedily (Garipov et al. 2025), got {run.generation.temperature} — set generation.temperature=0"
+            )
+
+    # ---- judge: load or mine + train ---------------------------------------------------------
+
+    def expected_meta(self, target: CausalLM, draft: CausalLM, run: Any) -> dict[str, Any]:
+        hq, hp = int(target.model.config.hidden_size), int(draft.model.config.hidden_size)
+        return {
+            "target_model": run.model.target.name,
+            "draft_model": run.model.draft.name,
+            "target_hidden": hq,
+            "draft_hidden": hp,
+            "feature_mode": self.params.features,
+            "feature_dim": feature_dim(self.params.features, hp, hq),
+        }
+
+    def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
+        """Load the judge from ``method.checkpoint``, or mine labels and train it there."""
+        self.check_run(run, self.params)
+        assert draft is not None
+        path = Path(self.params.checkpoint).expanduser()
+        expected = self.expected_meta(target, draft, run)
+        if ckpt.exists(path):
+            judge, meta = ckpt.load(path)
+            ckpt.check_compatible(meta, expected, path)
+            self._check_same_recipe(meta, path)
+            if judge.dim != expected["feature_dim"]:
+                raise ConfigError(f"method.checkpoint: {path} holds a judge over {judge.dim} features, expected {expected['feature_dim']} — set a new method.checkpoint")
+            self.reused = True
+            log.info("autojudge: reusing judge %s (val AUC %s)", path, meta.get("training", {}).get("val_auc"))
+        else:
+            judge, mined_meta = self.train(target, draft, run, expected)
+            meta = ckpt.save(path, judge, mined_meta)
+            self.reused = False
+            log.info("autojudge: judge saved to %s", path)
+        self._check_disjoint(meta, run)
+        self.judge, self.meta = judge, meta
+        self.digest = ckpt.tensor_digest(judge)
+
+    def mining_prompts(self, target: CausalLM, run: Any) -> list[MiningPrompt]:
+        from spsamp.data import read_question_file
+        from spsamp.runner import encode, messages_for
+
+        prm = self.params
+        if prm.mining_source == "problems":
+            items = [(p.id, p.prompt) for p in generate_problems(prm.mining_prompts, seed=prm.mining_seed)]
+        else:
+            import random
+
+            qs = read_question_file(Path(str(prm.mining_file)).expanduser())
+            random.Random(prm.mining_seed).shuffle(qs)
+            items = [(q.id, q.turns[0]) for q in qs[: prm.mining_prompts]]
+        sys_prompt, chat = run.dataset.system_prompt, run.generation.use_chat_template
+        return [MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat)) for i, t in items]
+
+    def train(self, target: CausalLM, draft: CausalLM, run: Any, expected: dict[str, Any]) -> tuple[Judge, dict[str, Any]]:
+        prm = self.params
+        prompts = self.mining_prompts(target, run)
+        check = make_check(prm.importance_check, prm.continuation_window, prm.continuation_match_len, prm.continuation_tau)
+        need_p = prm.features == "concat"
+        mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p)
+        if len(mined) == 0:
+            raise RuntimeError(
+                f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
+                "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
+            )
+        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features)
+        y = torch.tensor(mined.labels, dtype=torch.float64)
+        train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
+        is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
+        judge = train_judge(x[~is_val], y[~is_val], x[is_val], y[is_val], kind=prm.judge, seed=prm.mining_seed)
+        meta = {
+            **expected,
+            "feature_spec": "last-layer hidden state of each model with the mismatching draft token as input; concat = [draft ; target]",
+            "mining": {
+                "check": prm.importance_check,
+                "continuation": {
+                    "window": prm.continuation_window,
+                    "match_len": prm.continuation_match_len,
+                    "tau": prm.continuation_tau,
+                    "similarity": "difflib.SequenceMatcher ratio over token ids",
+                },
+                "source": prm.mining_source,
+                "file": prm.mining_file,
+                "prompts": mined.prompts,
+                "max_tokens": prm.mining_max_tokens,
+                "seed": prm.mining_seed,
+                "answer_tokens": mined.answer_tokens,
+                "mismatches": len(mined),
+                "important": int(sum(mined.labels)),
+                "use_chat_template": run.generation.use_chat_template,
+            },
+            "split": {
+                "by": "prompt id",
+                "judge_train_prompt_ids": train_ids,
+                "judge_val_prompt_ids": val_ids,
+                "prompt_sha": {p.id: prompt_sha(p.text) for p in prompts},
+            },
+        }
+        return judge, meta
+
+    def _check_same_recipe(self, meta: dict[str, Any], path: Path) -> None:
+        """A reused judge must come from the mining/judge settings this run asks for."""
+        prm, mining = self.params, meta.get("mining", {})
+        cont = mining.get("continuation", {})
+        asked = {
+            "judge": (meta.get("judge", {}).get("kind"), prm.judge),
+            "importance_check": (mining.get("check"), prm.importance_check),
+            "mining_source": (mining.get("source"), prm.mining_source),
+            "mining_file": (mining.get("file"), prm.mining_file),
+            "mining_prompts": (mining.get("prompts"), prm.mining_prompts),
+            "mining_max_tokens": (mining.get("max_tokens"), prm.mining_max_tokens),
+            "mining_seed": (mining.get("seed"), prm.mining_seed),
+        }
+        if prm.importance_check == "continuation":
+            asked["continuation_window"] = (cont.get("window"), prm.continuation_window)
+            asked["continuation_match_len"] = (cont.get("match_len"), prm.continuation_match_len)
+            asked["continuation_tau"] = (cont.get("tau"), prm.continuation_tau)
+        for key, (had, want) in asked.items():
+            if had != want:
+                raise ConfigError(
+                    f"method.{key}: checkpoint {path} was made with {key}={had!r}, this run asks for {want!r} — "
+                    "set method.checkpoint to a new path (or delete it) to mine and train again"
+                )
+
+    def _check_disjoint(self, meta: dict[str, Any], run: Any) -> None:
+        """Evaluation prompts must not be mining prompts (compared by id and by text hash)."""
+        from spsamp.data import load_prompts
+
+        mined = meta.get("split", {}).get("prompt_sha", {})
+        shas = set(mined.values())
+        clash = [p.id for p in load_prompts(run.dataset) if p.id in mined or prompt_sha(p.turns[0]) in shas]
+        if clash:
+            raise ConfigError(
+                f"dataset: {len(clash)} evaluation prompt(s) were used to train the judge ({clash[:3]}) — "
+                "evaluate on other prompts, or mine from another source/seed (method.mining_seed)"
+            )
+
+    # ---- decoding ------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        target: CausalLM,
+        draft: Optional[CausalLM],
+        prompt_ids: torch.Tensor,
+        gen: GenerationConfig,
+        rng: torch.Generator,
+    ) -> DecodeOutput:
+        assert draft is not None, "autojudge needs a draft model"
+        if self.judge is None:
+            raise RuntimeError("autojudge: no judge loaded — prepare() must run before generate()")
+        if gen.temperature != 0:
+            raise ConfigError(f"generation.temperature: autojudge decodes greedily, got {gen.temperature} — set generation.temperature=0")
+        judge, prm = self.judge, self.params
+        st = begin(target, draft, prompt_ids, gen, rng)  # T=0: the first token is the argmax
+        judge_accepted = fallbacks = 0
+        while not st.done:
+            k = min(prm.k, st.room - 1)
+            d, h_p = draft_chain(draft, st.seq[draft.cache_len :], k, st.vocab)
+            st.stats.draft_calls += k
+            # g_1..g_{k+1} = argmax q(. | prefix, d_<j) from one target pass over [root, d_1..d_k]
+            out = target.forward(torch.tensor([st.seq[-1]] + d, dtype=torch.long), hidden=True)
+            g = out.logits.argmax(-1).tolist()
+            miss = [j for j in range(k) if d[j] != g[j]]
+            p_imp = torch.full((k,), math.nan, dtype=torch.float64)
+            if miss and 0.0 < prm.threshold < 1.0:  # at 0 / 1 every decision is fixed: no judge call
+                if prm.features == "concat" and miss[-1] == k - 1:
+                    h_p.append(draft.forward(torch.tensor(d[-1:]), last_only=True, hidden=True).hidden[-1])
+                    st.stats.draft_calls += 1
+                hp = torch.stack([h_p[j] for j in miss]) if prm.features == "concat" else None
+                # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
+                p_imp[miss] = judge.p_important(make_features(hp, out.hidden[1:][miss], prm.features))
+            n, nxt, n_judged_ok, fell_back = autojudge_accept(d, g, p_imp, prm.threshold)
+            st.extend(d[:n] + [nxt])
+            target.crop(len(st.seq) - 1)
+            draft.crop(min(draft.cache_len, len(st.seq) - 1))
+            judge_accepted += n_judged_ok
+            fallbacks += int(fell_back)
+            st.count_chain_step(k, n)
+        judged = judge_accepted + fallbacks
+        training = self.meta.get("training", {})
+        st.stats.extra = {
+            "threshold": prm.threshold,
+            "mismatches_judged": judged,
+            "judge_accepted": judge_accepted,
+            "judge_accept_rate": judge_accepted / judged if judged else None,
+            "target_fallback_rate": fallbacks / st.stats.steps if st.stats.steps else None,
+            "autojudge_train_samples": training.get("train_samples"),
+            "autojudge_train_loss": training.get("train_loss"),
+            "autojudge_val_auc": training.get("val_auc"),
+            "autojudge_checkpoint": str(Path(prm.checkpoint).expanduser()),
+            "autojudge_checkpoint_reused": self.reused,
+            "autojudge_judge_digest": self.digest,  # sha256 of the judge tensors: same digest, same decisions
+        }
+        return st.output()

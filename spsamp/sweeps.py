@@ -1,0 +1,45 @@
+"""Sweep plumbing: stable, resumable sweep dirs (the SLURM launcher is in ``hydra_plugins/spsamp_launcher``).
+
+A sweep launched as ``python run.py -m experiment=<name>`` writes into
+``outputs/sweeps/<name>/<job overrides>``: the sweep dir is named after the experiment and each
+job's subdir after its own overrides (``method=speculative,method.k=4``), so launching the same
+sweep again lands every job in the dir that already holds its rows, and the runner skips the rows
+that are ``ok`` (see :mod:`spsamp.runner`). A sweep without an experiment keeps a timestamped dir.
+
+The resolvers are registered on import (``run.py`` and :mod:`spsamp.runner` import this module,
+so SLURM/joblib workers that unpickle the task function register them too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+# a job dir name stays well under the 255-byte file-name limit of common filesystems
+_MAX_DIRNAME = 120
+
+
+def sweep_name(experiment: Optional[str], fallback: str) -> str:
+    """The sweep dir's name: the experiment's, else ``fallback`` (a timestamp)."""
+    return str(experiment) if experiment else fallback
+
+
+def job_dirname(override_dirname: Optional[str]) -> str:
+    """A file-name-safe job dir from Hydra's ``override_dirname`` (``a=1,b=2``, sorted by Hydra).
+
+    No overrides -> ``default``; ``/`` and other unsafe characters -> ``_``; names longer than
+    120 characters keep a prefix plus a hash of the whole string so they stay unique.
+    """
+    name = override_dirname or "default"
+    safe = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]", "_", name)
+    if len(safe) > _MAX_DIRNAME or safe != name:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        safe = f"{safe[: _MAX_DIRNAME - 11]}_{digest}" if len(safe) > _MAX_DIRNAME else f"{safe}_{digest}"
+    return safe
+
+
+OmegaConf.register_new_resolver("spsamp_sweep_name", sweep_name, replace=True)
+OmegaConf.register_new_resolver("spsamp_job_dirname", job_dirname, replace=True)

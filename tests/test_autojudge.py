@@ -1,0 +1,269 @@
+"""AutoJudge (Garipov et al. 2025): mining labels, the judge, checkpoints, the acceptance rule, sweeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import compose_cfg, run_py
+from spsamp.autojudge import checkpoint as ckpt
+from spsamp.autojudge.checks import Continuation, FinalAnswer, extract_final_number, reconverges
+from spsamp.autojudge.judge import roc_auc, train_judge
+from spsamp.autojudge.mining import PrefixCache, mine_prompt
+from spsamp.autojudge.problems import generate_problems
+from spsamp.config import ConfigError, validate
+from spsamp.decoders.autojudge import AutoJudgeDecoder, autojudge_accept
+from spsamp.decoders.baseline import BaselineDecoder
+from spsamp.models import load_model
+from spsamp.models.adapter import Forward
+from spsamp.runner import encode
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models and LBFGS on 2 shared cores: extra threads only add contention
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- a constructed model pair: next token is a rule of the answer so far -------------------------
+
+VOCAB = ["<eos>", "x", "y", "=", "1", "2", "3", ".", "!", "Q"]
+ID = {c: i for i, c in enumerate(VOCAB)}
+
+
+class ToyTok:
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(VOCAB[i] for i in ids if i != 0)
+
+
+class ToyLM:
+    """Greedy rule model: ``answer[i] = rule[i]`` by position after the prompt token ``Q``; its
+    'hidden state' is the one-hot input token, so features are known exactly."""
+
+    def __init__(self, rule: str):
+        self.rule, self.tokens, self.eos_ids, self.tokenizer = rule, [], {0}, ToyTok()
+
+    @property
+    def cache_len(self):
+        return len(self.tokens)
+
+    def reset(self):
+        self.tokens = []
+
+    def crop(self, n):
+        self.tokens = self.tokens[:n]
+
+    def forward(self, ids, last_only=False, hidden=False, **_):
+        start = len(self.tokens)
+        self.tokens += ids.tolist()
+        rows = []
+        for t in range(start, len(self.tokens)):
+            i = t  # answer index predicted at position t (the prompt is one token)
+            nxt = ID[self.rule[i]] if i < len(self.rule) else 0
+            rows.append(torch.nn.functional.one_hot(torch.tensor(nxt), len(VOCAB)).float() * 10)
+        logits = torch.stack(rows)
+        h = torch.nn.functional.one_hot(ids.reshape(-1), len(VOCAB)).float()
+        if last_only:
+            logits, h = logits[-1:], h[-1:]
+        return Forward(logits=logits, hidden=h if hidden else None)
+
+
+def test_mining_constructed_case_gives_expected_labels():
+    # target answers "x=12."; the draft would say "y", "3" (at "2") and "!" (at ".")
+    target, draft = ToyLM("x=12."), ToyLM("y=13!")
+    q, p = PrefixCache(target), PrefixCache(draft)
+    samples, original, final = mine_prompt(q, p, [ID["Q"]], 8, FinalAnswer(), target.tokenizer.decode)
+    text = target.tokenizer.decode
+    assert text(original) == "x=12."
+    # y for x: same answer (0) and "y=12." becomes current; 3 for 2: answer 13 != 12 (1), kept;
+    # ! for .: same answer (0)
+    assert [(pos, VOCAB[d], label) for pos, d, label, _, _ in samples] == [(0, "y", 0), (3, "3", 1), (4, "!", 0)]
+    assert text(final) == "y=12!"
+    # features are the states with the draft token as input (one-hot of the token here)
+    assert [int(h_q.argmax()) for *_, h_q in samples] == [ID["y"], ID["3"], ID["!"]]
+    assert [int(h_p.argmax()) for *_, h_p, _ in samples] == [ID["y"], ID["3"], ID["!"]]
+
+
+def test_checks():
+    assert extract_final_number("so 3 + 4 = 7. The answer is 1,234.") == 1234.0
+    assert extract_final_number("we get 5 then 12") == 12.0
+    assert extract_final_number("no digits") is None
+    a = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    # one extra token, then the same run of 4 ids: re-converges
+    assert reconverges(a[3:], [42] + a[3:], window=8, match_len=4)
+    assert not reconverges(a, [9, 9, 9, 9, 9, 9, 9, 9, 9], window=8, match_len=4)
+    cont = Continuation(window=2, match_len=4, tau=0.8)
+    assert cont(a, a[:2] + [50] + a[3:], 2, str) is False  # same tail after the swap
+    assert cont(a, a[:2] + [50, 60, 61, 62, 63, 64, 65], 2, str) is True
+
+
+def test_judge_reaches_high_auc_on_separable_set():
+    g = torch.Generator().manual_seed(0)
+    n, d = 400, 24
+    y = (torch.rand(n, generator=g) < 0.3).double()
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x[:, :3] += 2.5 * y[:, None]  # three informative dims, the rest noise
+    for kind in ("logreg", "mlp"):
+        judge = train_judge(x[:300], y[:300], x[300:], y[300:], kind=kind)
+        assert judge.stats["val_auc"] > 0.95, (kind, judge.stats)
+        assert judge.stats["train_samples"] == 300 and 0 < judge.stats["train_important_frac"] < 1
+        assert len(judge.thresholds) == 5 and judge.thresholds == sorted(judge.thresholds)
+    assert roc_auc(torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0, 1, 1])) == 1.0
+    assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == 0.5
+
+
+def test_accept_rule():
+    nan = float("nan")
+    d, g = [5, 6, 7, 8], [5, 9, 7, 1, 4]
+    p = torch.tensor([nan, 0.2, nan, 0.7])
+    assert autojudge_accept(d, g, p, 0.0) == (1, 9, 0, True)  # threshold 0: first mismatch -> target
+    assert autojudge_accept(d, g, p, 0.5) == (3, 1, 1, True)  # 0.2 < 0.5 kept, 0.7 not
+    assert autojudge_accept(d, g, p, 0.8) == (4, 4, 2, False)  # all kept + bonus token
+    assert autojudge_accept(d, g, torch.tensor([nan, 1.0, nan, 1.0]), 1.0) == (4, 4, 2, False)
+
+
+# ---- the decoder on tiny random Llamas ------------------------------------------------------------
+
+MINING = ["method.importance_check=continuation", "method.mining_prompts=8", "method.mining_max_tokens=10", "hardware.num_threads=1"]
+
+
+def _setup(tmp_path, extra=()):
+    cfg = compose_cfg(["model=tiny_random", "method=autojudge", f"method.checkpoint={tmp_path}/judge.safetensors", "dataset.max_samples=3", *MINING, *extra])
+    run, params = validate(cfg)
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    return cfg, run, params, target, draft
+
+
+def _decoder(params, **over):
+    from dataclasses import asdict
+
+    return AutoJudgeDecoder(**{**asdict(params), **over})
+
+
+def _prompts(target, n=3):
+    return [encode(target.tokenizer, [{"role": "user", "content": t}], False) for t in ("Hello there", "Count: 1 2 3", "Why?")][:n]
+
+
+def test_thresholds_0_and_1_and_checkpoint_reuse(tmp_path):
+    _, run, params, target, draft = _setup(tmp_path)
+    dec = _decoder(params)
+    dec.prepare(target, draft, run)
+    assert not dec.reused and ckpt.exists(tmp_path / "judge.safetensors")
+    meta = json.loads((tmp_path / "judge.safetensors.json").read_text())
+    assert set(meta["split"]["judge_train_prompt_ids"]).isdisjoint(meta["split"]["judge_val_prompt_ids"])
+    assert meta["training"]["train_samples"] > 0 and meta["target_model"] == "tiny-llama-target"
+    gen = run.generation.__class__(max_new_tokens=20, temperature=0.0)
+    rng = torch.Generator()
+    base = BaselineDecoder()
+    for ids in _prompts(target):
+        ref = base.generate(target, None, ids, gen, rng).tokens
+        dec.params.threshold = 0.0
+        out0 = dec.generate(target, draft, ids, gen, rng)
+        assert out0.tokens == ref  # no mismatch accepted: exactly the target's greedy output
+        assert out0.stats.extra["judge_accepted"] == 0
+        dec.params.threshold = 1.0
+        out1 = dec.generate(target, draft, ids, gen, rng)
+        s = out1.stats
+        assert s.extra["mismatches_judged"] > 0 and s.extra["judge_accepted"] == s.extra["mismatches_judged"]
+        assert s.accepted == s.proposed and s.rejections == 0 and s.extra["target_fallback_rate"] == 0
+        assert sum(s.accepted_lengths) == len(out1.tokens) - 1
+    # a second decoder finds the checkpoint and decides identically at a mid threshold
+    mid = sorted(meta["thresholds"])[2]
+    dec.params.threshold = mid
+    again = _decoder(params, threshold=mid)
+    again.prepare(target, draft, run)
+    assert again.reused
+    for name, t in dec.judge.tensors.items():
+        assert torch.equal(t, again.judge.tensors[name])
+    for ids in _prompts(target):
+        a, b = dec.generate(target, draft, ids, gen, rng), again.generate(target, draft, ids, gen, rng)
+        assert a.tokens == b.tokens and a.stats.extra["judge_accepted"] == b.stats.extra["judge_accepted"]
+        assert a.stats.accepted_lengths == b.stats.accepted_lengths
+
+
+def test_wrong_checkpoint_and_temperature_refused(tmp_path):
+    _, run, params, target, draft = _setup(tmp_path)
+    _decoder(params).prepare(target, draft, run)
+    side = tmp_path / "judge.safetensors.json"
+    good = side.read_text()
+    for key, value in (("target_model", "other-model"), ("target_hidden", 999), ("draft_hidden", 7)):
+        meta = json.loads(good)
+        meta[key] = value
+        side.write_text(json.dumps(meta))
+        with pytest.raises(ConfigError, match=f"trained for {key}="):
+            _decoder(params).prepare(target, draft, run)
+    side.write_text(good)
+    with pytest.raises(ConfigError, match="method.mining_seed: checkpoint .* was made with mining_seed=1000"):
+        _decoder(params, mining_seed=5).prepare(target, draft, run)
+    with pytest.raises(ConfigError, match="feature_mode"):
+        _decoder(params, features="target").prepare(target, draft, run)
+    import dataclasses
+
+    hot = dataclasses.replace(run, generation=dataclasses.replace(run.generation, temperature=0.7))
+    with pytest.raises(ConfigError, match="generation.temperature"):
+        _decoder(params).prepare(target, draft, hot)
+    # and before any model loads: validate() refuses it
+    with pytest.raises(ConfigError, match="generation.temperature: autojudge decodes greedily"):
+        validate(compose_cfg(["model=tiny_random", "method=autojudge", "generation.temperature=0.7"]))
+
+
+def test_config_and_eval_overlap(tmp_path):
+    cfg = compose_cfg(["model=tiny_random", "method=autojudge", "paths.cache_dir=/c"])
+    _, params = validate(cfg)
+    assert params.checkpoint.startswith("/c/autojudge/tiny_random_") and "0.5" not in params.checkpoint
+    for bad, field in (("method.threshold=1.5", "method.threshold"), ("method.importance_check=vibes", "method.importance_check"),
+                       ("method.features=all", "method.features"), ("method.mining_source=file", "method.mining_file")):
+        with pytest.raises(ConfigError, match=field):
+            validate(compose_cfg(["model=tiny_random", "method=autojudge", bad]))
+    # evaluating on the mining prompts is refused (split by prompt id / text)
+    probs = generate_problems(4, seed=7)
+    from spsamp.autojudge.problems import write_question_file
+
+    qfile = write_question_file(probs, tmp_path / "q.jsonl")
+    _, run, params, target, draft = _setup(tmp_path, ["dataset=mt_bench", f"dataset.path={qfile}", "method.mining_source=problems",
+                                                      "method.mining_seed=7", "method.mining_prompts=4", "method.importance_check=final_answer"])
+    with pytest.raises(ConfigError, match="used to train the judge"):
+        _decoder(params).prepare(target, draft, run)
+
+
+@pytest.mark.slow
+def test_threshold_sweep_trains_once(tmp_path):
+    ck = tmp_path / "judge.safetensors"
+    proc = run_py([
+        "-m", "model=tiny_random", "method=autojudge", "method.threshold=0,0.5,1", f"method.checkpoint={ck}", *MINING,
+        "generation.max_new_tokens=12", "dataset.max_samples=2", "generation.warmup=0", f"hydra.sweep.dir={tmp_path}/sweep",
+    ])
+    log = proc.stdout + proc.stderr
+    assert log.count("judge saved to") == 1 and log.count("reusing judge") == 2
+    rows = pd.concat([pd.read_parquet(p) for p in sorted(Path(tmp_path, "sweep").glob("*/records.parquet"))])
+    assert (rows.status == "ok").all() and len(rows) == 6
+    extra = rows.metrics_json.map(json.loads)
+    reused = extra.map(lambda m: m["autojudge_checkpoint_reused"])
+    assert sorted(reused.groupby(rows.param_threshold.values).first().tolist()) == [False, True, True]
+    t1 = rows[rows.param_threshold == 1.0]
+    assert (t1.accepted == t1.proposed).all()
+    assert extra.map(lambda m: m["autojudge_judge_digest"]).nunique() == 1  # one judge for the whole sweep
+    samples = extra.map(lambda m: m["autojudge_train_samples"])
+    assert samples.notna().all() and samples.nunique() == 1 and samples.iloc[0] > 0
+
+
+def test_target_only_features_mlp_judge_and_file_source(tmp_path):
+    from spsamp.autojudge.problems import write_question_file
+
+    qfile = write_question_file(generate_problems(6, seed=3), tmp_path / "mine.jsonl")
+    _, run, params, target, draft = _setup(tmp_path, ["method.features=target", "method.judge=mlp", "method.mining_source=file",
+                                                      f"method.mining_file={qfile}", "method.mining_prompts=6"])
+    dec = _decoder(params, threshold=0.5)
+    dec.prepare(target, draft, run)
+    meta = json.loads((tmp_path / "judge.safetensors.json").read_text())
+    assert dec.judge.kind == "mlp" and dec.judge.dim == meta["target_hidden"] == 64 and meta["feature_mode"] == "target"
+    assert sorted(meta["split"]["prompt_sha"]) == sorted(f"arith-s3-{i}" for i in range(6))
+    gen = run.generation.__class__(max_new_tokens=12, temperature=0.0)
+    out = dec.generate(target, draft, _prompts(target, 1)[0], gen, torch.Generator())
+    assert 1 <= len(out.tokens) <= 12 and out.stats.extra["mismatches_judged"] >= out.stats.extra["judge_accepted"]

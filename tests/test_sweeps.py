@@ -1,0 +1,182 @@
+"""Sweeps: every experiment composes (each job of its grid validates), the smoke sweep runs as a real
+multirun, re-launching it redoes exactly the missing rows, and a sweep killed with SIGKILL resumes
+without duplicated or lost rows."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_cfg, run_py
+from spsamp.config import validate
+from spsamp.sweeps import job_dirname
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def header_commands(name: str) -> list[list[str]]:
+    """The ``python run.py ...`` commands written in an experiment's header, as override lists."""
+    cmds = []
+    for line in (ROOT / "experiments" / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("# ")
+        if text.startswith("python run.py"):
+            words = shlex.split(text, comments=True)
+            cmds.append([w for w in words[2:] if w not in ("-m", "--multirun")])
+    return cmds
+
+
+def is_sweep(override: str) -> bool:
+    value = override.split("=", 1)[1]
+    return "," in value and not value.startswith("[")
+
+
+def grid(params, cmd: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(fixed overrides, one override list per job) as Hydra's basic sweeper makes them: the file's
+    ``hydra.sweeper.params``, where a command-line override of the same key (swept or not)
+    replaces the file's list; simple comma lists only."""
+    axes = {k: str(v) for k, v in (params or {}).items()}
+    fixed = []
+    for o in cmd:
+        key, value = o.split("=", 1)
+        if key in axes or is_sweep(o):
+            axes[key] = value
+        else:
+            fixed.append(o)
+    values = [v.split(",") for v in axes.values()]
+    return fixed, [[f"{k}={v}" for k, v in zip(axes, combo)] for combo in itertools.product(*values)]
+
+
+def read_rows(sweep: Path) -> pd.DataFrame:
+    files = sorted(sweep.glob("*/records.parquet"))
+    return pd.concat([pd.read_parquet(f).assign(job_dir=f.parent.name) for f in files], ignore_index=True)
+
+
+def test_required_experiments_exist():
+    assert {"all_methods", "sweep_k", "sweep_specexec", "sweep_autojudge_threshold", "smoke"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_every_job_validates(name):
+    text = (ROOT / "experiments" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    cmds = header_commands(name)
+    assert cmds and all(f"experiment={name}" in c for c in cmds), f"{name}: header must give the command that runs it"
+    for cmd in cmds:
+        cfg = compose_cfg([o for o in cmd if not is_sweep(o)], return_hydra_config=True)
+        assert cfg.hydra.mode == RunMode.MULTIRUN, "a study sweeps: set hydra.mode: MULTIRUN"
+        fixed, jobs = grid(cfg.hydra.sweeper.params, cmd)
+        for job in jobs:
+            validate(compose_cfg(fixed + job))  # raises ConfigError on any bad value, loads no model
+    # the sweep dir is named after the experiment: a re-launch finds it, other experiments never share it
+    OmegaConf.resolve(cfg)
+    assert Path(cfg.hydra.sweep.dir).name == name
+    assert Path(cfg.hydra.sweep.dir).parent == Path(cfg.paths.output_dir) / "sweeps"
+
+
+def test_grids_are_what_the_studies_say():
+    def params(name):
+        return {k: str(v) for k, v in compose_cfg([f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params.items()}
+
+    assert params("all_methods") == {"method": "baseline,speculative,specexec,autojudge"}
+    assert params("sweep_k") == {"method.k": "1,2,4,8"}
+    assert set(params("sweep_specexec")) == {"method.parallel_branches", "method.budget"}
+    assert params("sweep_autojudge_threshold")["method.threshold"].count(",") >= 3
+    assert compose_cfg(["experiment=sweep_autojudge_threshold"]).method.name == "autojudge"
+    # without an experiment a sweep keeps a fresh timestamped dir
+    cfg = compose_cfg([], return_hydra_config=True)
+    OmegaConf.resolve(cfg)
+    assert Path(cfg.hydra.sweep.dir).name[:4].isdigit()
+
+
+def test_job_dirname_is_safe_and_unique():
+    assert job_dirname("") == "default"
+    assert job_dirname("method=speculative,method.k=4") == "method=speculative,method.k=4"
+    a, b = job_dirname("dataset.path=/a/b"), job_dirname("dataset.path=/a_b")
+    assert "/" not in a and a != b
+    long1, long2 = job_dirname("x=" + "1" * 300), job_dirname("x=" + "1" * 299 + "2")
+    assert len(long1) <= 120 and long1 != long2
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_and_resume_redoes_exactly_the_missing_rows(tmp_path):
+    args = ["-m", "experiment=smoke", f"paths.output_dir={tmp_path}"]
+    run_py(args)
+    sweep = tmp_path / "sweeps" / "smoke"
+    first = read_rows(sweep)
+    assert sorted(first.job_dir.unique()) == ["method=baseline", "method=speculative"]
+    assert len(first) == 6 and (first.status == "ok").all() and first.resume_key.is_unique
+    # every row says which job wrote it
+    assert set(first.job_num) == {0, 1} and (first.sweep_dir == str(sweep)).all()
+    assert all("experiment=smoke" in o and "method=" in o for o in first.job_overrides)
+    assert (first.output_dir == first.job_dir.map(lambda d: str(sweep / d))).all()
+
+    # delete one whole job's records and one row of the other job
+    for f in (sweep / "method=baseline").glob("records.*"):
+        f.unlink()
+    spec = sweep / "method=speculative" / "records.parquet"
+    table = pq.read_table(spec)
+    dropped = table["resume_key"][1].as_py()
+    pq.write_table(table.filter(pc.not_equal(table["resume_key"], dropped)), spec)
+
+    proc = run_py(args)
+    again = read_rows(sweep)
+    assert len(again) == 6 and again.resume_key.is_unique and (again.status == "ok").all()
+    assert set(again.resume_key) == set(first.resume_key)
+    kept = first.set_index("resume_key").run_id
+    redone = again[again.run_id != again.resume_key.map(kept)]
+    # exactly the 3 deleted baseline rows and the 1 deleted speculative row were decoded again
+    assert sorted(redone.job_dir) == ["method=baseline"] * 3 + ["method=speculative"]
+    assert dropped in set(redone.resume_key)
+    assert "resume: 2 of 3 rows already finished" in proc.stdout + proc.stderr
+    # per-job overhead beyond decoding is logged for every job
+    assert (proc.stdout + proc.stderr).count("s overhead") == 2
+
+
+@pytest.mark.slow
+def test_kill9_mid_sweep_then_relaunch_completes_without_duplicates(tmp_path):
+    args = ["-m", "experiment=smoke", "dataset.max_samples=8", f"paths.output_dir={tmp_path}"]
+    sweep = tmp_path / "sweeps" / "smoke"
+    second_job = sweep / "dataset.max_samples=8,method=speculative" / "records.parquet"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not second_job.exists():  # kill inside the second job, after its first row
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "the sweep never reached its second job"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed = read_rows(sweep)  # every Parquet readable right after the kill
+    assert 9 <= len(killed) < 16 and killed.resume_key.is_unique
+
+    run_py(args)
+    files = sorted(sweep.rglob("*.parquet"))
+    for f in files:
+        pq.read_table(f)
+    final = read_rows(sweep)
+    assert len(final) == 16 and final.resume_key.is_unique and (final.status == "ok").all()
+    # rows finished before the kill were kept, not decoded again
+    before = killed.set_index("resume_key").run_id
+    assert (final[final.resume_key.isin(before.index)].run_id == final.resume_key.map(before).dropna()).all()
