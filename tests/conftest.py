@@ -36,6 +36,17 @@ def tiny_overrides(tmp_path):
     return ["model=tiny_random", "generation.max_new_tokens=12", "dataset.max_samples=3", f"hydra.run.dir={tmp_path}/run"]
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def smollm2_available() -> bool:
     import importlib.util
 

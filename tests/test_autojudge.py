@@ -22,13 +22,11 @@ from spsamp.models import load_model
 from spsamp.models.adapter import Forward
 from spsamp.runner import encode
 
+
 @pytest.fixture(autouse=True)
-def one_thread():
+def _single_thread(one_thread):
     # tiny models and LBFGS on 2 shared cores: extra threads only add contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
 
 
 # ---- a constructed model pair: next token is a rule of the answer so far -------------------------

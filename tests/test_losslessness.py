@@ -30,14 +30,6 @@ PASS_P = 1e-3  # a correct sampler fails this at the fixed seed with probability
 FAIL_P = 1e-6  # the wrong rule must be rejected far beyond chance
 
 
-@pytest.fixture
-def one_thread():
-    # tiny tensors: intra-op threads only add wake-up latency (and 8 processes share 2 cores here)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def draws(decoder, q, p, gen, n=N_DRAWS, seed=0, prompt=(1,)):
     rng = torch.Generator().manual_seed(seed)

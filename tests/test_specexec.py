@@ -17,13 +17,6 @@ from spsamp.verification import verify
 from toy_models import assert_cache_is_prefill_of
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def tiny64():

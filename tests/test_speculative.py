@@ -18,13 +18,6 @@ from spsamp.models import load_model
 from toy_models import ToyLM, assert_cache_is_prefill_of
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def onehot(ids, v=5):
     return torch.nn.functional.one_hot(torch.tensor(ids), v).double()
