@@ -229,9 +229,10 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 
     params = validate_method(method)
-    if getattr(method_class(method), "needs_draft", False):
+    cls = method_class(method)
+    if getattr(cls, "needs_draft", False):
         _check(run.model.draft is not None, "model.draft", f"method {params.name!r} needs a draft model", "pick a model preset with a draft")
-    check_run = getattr(method_class(method), "check_run", None)
+    check_run = getattr(cls, "check_run", None)
     if check_run is not None:
         check_run(run, params)  # a method's cross-group rules (e.g. autojudge: greedy only), before any model loads
     return run, params

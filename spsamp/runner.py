@@ -32,7 +32,7 @@ from spsamp.data import Prompt, load_prompts
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
-from spsamp.sweeps import job_dirname as _register_sweep_resolvers  # noqa: F401 - launcher workers resolve sweep dirs
+import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.models.placement import placement_json
 from spsamp.system_info import check_machine, system_info
 
