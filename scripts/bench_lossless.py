@@ -2,11 +2,14 @@
 """Benchmark the lossless methods against transformers on the same prompts, in one run.
 
     .venv/bin/python scripts/bench_lossless.py                      # 4 built-in prompts, 64 tokens, k=4
-    .venv/bin/python scripts/bench_lossless.py --prompts 8 --k 3 --budgets 3,8,24 --temps 0,0.7
+    .venv/bin/python scripts/bench_lossless.py --prompts 8 --k 1,2,3 --budgets 3,8,24 --temps 0,0.7
 
 Prints, per temperature: spsamp baseline vs HF ``generate``; SpS vs HF assisted generation
 (``assistant_model`` = the same int8 draft, ``num_assistant_tokens=k``, constant schedule, no
-confidence early-stop); SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
+confidence early-stop), each transformers row twice: on the very models spsamp runs
+(``hardware.cpu_linear=onednn`` kernels: the implementations compared on equal footing) and on a
+second copy with PyTorch's default kernels (``*_stock``: transformers as its users run it);
+SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
 target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
 speedup. Methods run round-robin per prompt (so load drift from other processes hits all alike);
 tokens/s = all new tokens / all wall time (prefill included), over the prompts.
@@ -33,6 +36,8 @@ from spsamp.cost_model import alpha_from_counts, expected_tokens_per_step, predi
 from spsamp.data import load_prompts  # noqa: E402
 from spsamp.decoders.base import truncate_at_eos  # noqa: E402
 from spsamp.decoders.baseline import BaselineDecoder  # noqa: E402
+from spsamp.decoders.hf_assisted import HFAssistedDecoder  # noqa: E402
+from spsamp.decoders.hf_generate import HFGenerateDecoder  # noqa: E402
 from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import load_model  # noqa: E402
@@ -40,9 +45,9 @@ from spsamp.runner import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 
-def load_pair(model: str):
+def load_pair(model: str, cpu_linear: str = "onednn"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative"])
+        cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative", f"hardware.cpu_linear={cpu_linear}"])
     run, _ = validate(cfg)
     return run, load_model(run.model.target, run.hardware, run.paths.cache_dir), load_model(run.model.draft, run.hardware, run.paths.cache_dir)
 
@@ -52,23 +57,6 @@ def ours(decoder, target, draft, eos):
         out = decoder.generate(target, draft, ids, gen, torch.Generator().manual_seed(seed))
         toks, _ = truncate_at_eos(out.tokens, eos, gen.max_new_tokens)
         return len(toks), out.stats
-    return fn
-
-
-def hf(target, draft, k):
-    def fn(ids, gen, seed):
-        torch.manual_seed(seed)
-        kwargs = dict(max_new_tokens=gen.max_new_tokens, do_sample=gen.temperature > 0, pad_token_id=sorted(target.eos_ids)[0])
-        if gen.temperature > 0:
-            kwargs.update(temperature=gen.temperature, top_k=None, top_p=None)
-        if draft is not None:
-            dc = draft.model.generation_config
-            dc.num_assistant_tokens, dc.num_assistant_tokens_schedule, dc.assistant_confidence_threshold = k, "constant", 0.0
-            kwargs.update(assistant_model=draft.model, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
-                          assistant_confidence_threshold=0.0)
-        with torch.inference_mode():
-            out = target.model.generate(ids[None], attention_mask=torch.ones(1, ids.numel(), dtype=torch.long), **kwargs)
-        return out.shape[1] - ids.numel(), None
     return fn
 
 
@@ -88,40 +76,55 @@ def pass_cost(lm, ids, reps=20, width=1) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2_135m")
-    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--prompts", type=int, default=4, help="how many built-in prompts (first turns), in order")
+    ap.add_argument("--categories", default=None, help="only built-in prompts of these categories, comma-separated (e.g. coding,extraction)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--budgets", default="4,16", help="SpecExec budgets (the first should equal k)")
+    ap.add_argument("--k", default="4", help="SpS / HF assisted draft lengths, comma-separated (each pair compared at equal k)")
+    ap.add_argument("--budgets", default="4,16", help="SpecExec budgets, each compared with SpS at k = budget (else the largest k)")
     ap.add_argument("--parallel-branches", type=int, default=4)
     ap.add_argument("--temps", default="0,0.7")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-linear", default="onednn", help="hardware.cpu_linear for spsamp's models and the hf_* rows (onednn | aten)")
+    ap.add_argument("--stock", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time transformers on a second copy of the pair with PyTorch's default kernels "
+                         "(cpu_linear=aten): what a transformers user runs")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run, target, draft = load_pair(args.model)
-    prompts = load_prompts(run.dataset)[: args.prompts]
+    run, target, draft = load_pair(args.model, args.cpu_linear)
+    prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")][: args.prompts]
     ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
     eos = target.eos_ids
     budgets = [int(b) for b in args.budgets.split(",")]
+    ks = [int(k) for k in args.k.split(",")]
     methods = {
         "baseline": ours(BaselineDecoder(), target, None, eos),
-        "hf_generate": hf(target, None, args.k),
-        f"sps_k{args.k}": ours(SpeculativeDecoder(k=args.k), target, draft, eos),
-        f"hf_assisted_k{args.k}": hf(target, draft, args.k),
-        **{f"specexec_b{b}": ours(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos) for b in budgets},
+        "hf_generate": ours(HFGenerateDecoder(), target, None, eos),
     }
+    stock = args.stock and args.cpu_linear != "aten"
+    if stock:
+        _, stock_target, stock_draft = load_pair(args.model, "aten")
+        methods["hf_generate_stock"] = ours(HFGenerateDecoder(), stock_target, None, eos)
+    for k in ks:
+        methods[f"sps_k{k}"] = ours(SpeculativeDecoder(k=k), target, draft, eos)
+        methods[f"hf_assisted_k{k}"] = ours(HFAssistedDecoder(k=k), target, draft, eos)
+        if stock:
+            methods[f"hf_assisted_k{k}_stock"] = ours(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
+    for b in budgets:
+        methods[f"specexec_b{b}"] = ours(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
     info = system_info()
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
           f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")
     print(f"# {args.model}: target {target.name} ({target.info.get('dtype')}), draft {draft.name} ({draft.info.get('quantization')}); "
-          f"{len(prompts)} built-in prompts, {args.max_new_tokens} new tokens, k={args.k}, budgets={budgets}, parallel_branches={args.parallel_branches}")
+          f"{len(prompts)} built-in prompts, {args.max_new_tokens} new tokens, k={ks}, budgets={budgets}, parallel_branches={args.parallel_branches}")
     t_target, t_draft = pass_cost(target, ids_list[0]), pass_cost(draft, ids_list[0])
     c = t_draft / t_target
     # the cost model assumes a (k+1)-token verification pass costs one 1-token pass (memory-bound);
     # measure the real ratio v and also print E / (k c + v), the prediction with it
-    v = pass_cost(target, ids_list[0], width=args.k + 1) / t_target
+    v = {k: pass_cost(target, ids_list[0], width=k + 1) / t_target for k in ks}
+    widths = ", ".join(f"{k + 1} tokens: v = {v[k]:.2f}" for k in ks)
     print(f"# single-token pass: target {t_target * 1e3:.1f} ms, draft {t_draft * 1e3:.1f} ms -> c = {c:.2f}; "
-          f"a {args.k + 1}-token target pass costs v = {v:.2f} single-token passes\n")
+          f"a (k+1)-token target pass costs v single-token passes ({widths})\n")
 
     for temp in [float(t) for t in args.temps.split(",")]:
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temp)
@@ -143,24 +146,30 @@ def main() -> None:
                     row[4] += st.rejections
                     row[5] += st.proposed
         tps = {m: r[0] / r[1] for m, r in tot.items()}
-        sps = f"sps_k{args.k}"
         print(f"## temperature {temp:g}\n")
-        print("| method | tokens | tokens/s | vs | ratio | tokens/target call | acceptance |")
-        print("|---|---|---|---|---|---|---|")
-        refs = {"baseline": "hf_generate", sps: f"hf_assisted_k{args.k}", **{f"specexec_b{b}": sps for b in budgets}}
+        print("| method | tokens | tokens/s | vs | ratio | vs stock | ratio | tokens/target call | acceptance |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        refs = {"baseline": "hf_generate", **{f"sps_k{k}": f"hf_assisted_k{k}" for k in ks},
+                # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
+                **{f"specexec_b{b}": f"sps_k{b if b in ks else max(ks)}" for b in budgets}}
         for m, r in tot.items():
             ref = refs.get(m)
+            ref_stock = f"{ref}_stock" if ref and f"{ref}_stock" in tps else None
             ratio = f"{tps[m] / tps[ref]:.2f}x" if ref else ""
+            ratio_stock = f"{tps[m] / tps[ref_stock]:.2f}x" if ref_stock else ""
             per_call = f"{r[0] / r[2]:.2f}" if r[2] else ""
             acc = f"{r[3] / r[5]:.2f}" if r[5] else ""
-            print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {per_call} | {acc} |")
-        r = tot[sps]
-        alpha = float(alpha_from_counts(r[3], r[4]))
-        pred = float(predicted_speedup(alpha, args.k, c))
-        pred_v = float(expected_tokens_per_step(alpha, args.k)) / (args.k * c + v)
-        print(f"\nSpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={args.k}, c={c:.2f} -> "
-              f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v:.2f}); "
-              f"measured {tps[sps] / tps['baseline']:.2f}x\n")
+            print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {ref_stock or ''} | {ratio_stock} | {per_call} | {acc} |")
+        print()
+        for k in ks:
+            r = tot[f"sps_k{k}"]
+            alpha = float(alpha_from_counts(r[3], r[4]))
+            pred = float(predicted_speedup(alpha, k, c))
+            pred_v = float(expected_tokens_per_step(alpha, k)) / (k * c + v[k])
+            print(f"SpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c:.2f} -> "
+                  f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}); "
+                  f"measured {tps[f'sps_k{k}'] / tps['baseline']:.2f}x")
+        print()
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ class HardwareConfig:
     num_threads: Optional[int] = None  # null: torch's default
     require_headless: bool = False  # fail before loading when a display is active on the GPU
     offload: Optional[OffloadConfig] = None  # null: every model fully on its device
+    cpu_linear: str = "onednn"  # CPU matmul kernels for float Linears: onednn (prepacked) | aten (see models/kernels.py)
 
 
 @dataclass

@@ -71,6 +71,7 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
         "model": asdict(run.model),
         "hardware_dtype": run.hardware.dtype,
         "device": run.hardware.device,
+        "cpu_linear": run.hardware.cpu_linear,  # other kernels round differently: near-tied tokens may flip
         "dataset": [run.dataset.name, run.dataset.path, run.dataset.system_prompt],
         "prompt": [prompt.id, prompt.turns[: turn + 1]],
         "turn": turn,
@@ -264,6 +265,7 @@ class Job:
             "draft_quantization": draft_spec.quantization if draft_spec else None,
             "device": run.model.target.device or run.hardware.device,
             "device_map": placement_json({"target": self.target, "draft": self.draft}),
+            "cpu_linear": self.target.info.get("cpu_linear") if self.target else None,
             "dataset": run.dataset.name,
             "prompt_id": task.prompt.id,
             "category": task.prompt.category,

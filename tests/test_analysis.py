@@ -265,3 +265,33 @@ def test_notebook_runs_top_to_bottom(sweep, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # speedup vs k, accepted length, categories
+
+
+def test_sweep_summary_pools_tokens_and_compares_within_a_setting(tmp_path):
+    from spsamp.analysis.summary import format_summary, sweep_summary
+
+    def hf(prompt, tps, k=2, **kw):
+        return row("hf_assisted", prompt, tps, params={"k": k}, draft_calls=9, **kw)
+
+    rows = [
+        row("baseline", "p1", 10.0, generated_ids=[1, 2]), row("baseline", "p2", 20.0, generated_ids=[3, 4]),
+        spec("p1", 20.0, 6, 2, 2.0, generated_ids=[1, 2]), spec("p2", 40.0, 8, 0, 2.6, generated_ids=[3, 5]),
+        hf("p1", 10.0, generated_ids=[1, 2]), hf("p2", 20.0, generated_ids=[3, 4]),
+        spec("p1", 30.0, 8, 1, 2.5, k=4),  # no hf_assisted at k=4: no ratio
+        row("baseline", "p1", 100.0, host="h2"), spec("p1", 150.0, 5, 1, 2.0, host="h2"),  # another machine
+    ]
+    _write(tmp_path / "s", rows)
+    table = sweep_summary(load_records(tmp_path))
+    h1 = table[table.hostname == "h1"].set_index("config")
+    # pooled: 22 tokens over 11/10 + 11/20 s
+    assert h1.loc["baseline", "tokens_per_sec"] == pytest.approx(22 / 1.65)
+    assert h1.loc["speculative k=2", "speedup"] == pytest.approx(2.0)
+    assert h1.loc["speculative k=2", "vs_hf_assisted"] == pytest.approx(2.0)
+    assert h1.loc["hf_assisted k=2", "vs_hf_assisted"] == pytest.approx(1.0)
+    assert np.isnan(h1.loc["speculative k=4", "vs_hf_assisted"]) and np.isnan(h1.loc["baseline", "vs_hf_assisted"])
+    assert h1.loc["speculative k=2", "acceptance"] == pytest.approx(14 / 20)
+    assert h1.loc["speculative k=2", "same_as_baseline"] == pytest.approx(0.5)  # p2 differs
+    h2 = table[table.hostname == "h2"].set_index("config")
+    assert h2.loc["speculative k=2", "speedup"] == pytest.approx(1.5)  # against h2's baseline only
+    text = format_summary(table)
+    assert text.count("| config |") == 2 and "hostname=h2" in text

@@ -252,9 +252,13 @@ def test_headline_experiment_commands_compose_and_validate():
         for job in jobs:
             run, params = validate(compose("config", overrides=job))
             assert run.model.name == "qwen25_coder_05b_15b" and run.dataset.categories == ["coding", "extraction"]
-            seen.add(tuple(sorted(params_dict(params).items())))
-    methods = [dict(s) for s in seen]
-    assert {m["name"] for m in methods} == {"baseline", "speculative", "specexec", "autojudge"}
-    assert sorted(m["k"] for m in methods if m["name"] == "speculative") == [2, 4, 8]
-    assert len([m for m in methods if m["name"] == "specexec"]) == 5 and len([m for m in methods if m["name"] == "autojudge"]) == 4
+            seen.add((run.hardware.cpu_linear, tuple(sorted(params_dict(params).items()))))
+    methods = [(kernels, dict(s)) for kernels, s in seen]
+    assert {m["name"] for _, m in methods} == {"baseline", "hf_generate", "speculative", "hf_assisted", "specexec", "autojudge"}
+    assert sorted(m["k"] for _, m in methods if m["name"] == "speculative") == [2, 4, 8]
+    # transformers' assisted generation at the same k, on our kernels and on stock ones
+    assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted") == [
+        (kern, k) for kern in ("aten", "onednn") for k in (2, 4, 8)]
+    assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "onednn"}
+    assert len([m for _, m in methods if m["name"] == "specexec"]) == 4 and len([m for _, m in methods if m["name"] == "autojudge"]) == 3
     assert len(seen) == len(jobs)  # no job runs twice

@@ -106,6 +106,7 @@ BAD = [
     (["hardware=offload", "hardware.device=cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: GPU keys [0]"),
     (["hardware=offload_cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: empty"),
     (["hardware.require_headless=maybe"], "hardware.require_headless:"),
+    (["hardware.cpu_linear=mkl"], "hardware.cpu_linear: must be one of aten, onednn, got 'mkl'"),
     (["++model.draft.quantization=bnb4"], "model.draft.tiny.hidden_size: bnb4 on the CPU needs a multiple of 64, got 32"),
 ]
 
@@ -321,3 +322,52 @@ def test_gpu_smoke_refuses_without_cuda(tmp_path):
                           env={**os.environ, "OUT": str(tmp_path / "smoke")}, timeout=120)
     assert proc.returncode != 0 and "no CUDA device visible to torch" in proc.stderr
     assert not (tmp_path / "smoke").exists()  # stopped before any run
+
+
+# ---- CPU linear kernels (hardware.cpu_linear) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_onednn_linear_computes_what_nn_linear_does(dtype, tol):
+    from spsamp.models.kernels import OneDNNLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 80, bias=True).to(dtype)
+    fast = OneDNNLinear(lin, keep_weight=False)
+    for shape in ((1, 48), (5, 48), (2, 3, 48)):
+        x = torch.randn(shape, dtype=dtype)
+        ref, got = lin(x), fast(x)
+        assert got.shape == ref.shape and got.dtype == dtype
+        torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
+    assert not hasattr(fast, "weight")  # the reordered copy replaces it: no doubled memory
+
+
+def test_onednn_linears_swap_every_float_linear_and_keep_a_tied_head():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spsamp.models.kernels import OneDNNLinear, use_onednn_linears
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.inference_mode():
+        ref = model(ids).logits
+    n_linear = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert use_onednn_linears(model) == n_linear
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    head = model.get_output_embeddings()
+    assert isinstance(head, OneDNNLinear) and head.weight is model.get_input_embeddings().weight
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_linear_is_recorded_and_quantized_models_keep_their_kernels():
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "++model.draft.quantization=int8_dynamic"]))
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    assert target.info["cpu_linear"] == "onednn" and draft.info["cpu_linear"] == "aten"
+    run, _ = validate(compose_cfg(["model=tiny_random", "hardware.cpu_linear=aten"]))
+    plain = load_model(run.model.target, run.hardware)
+    assert plain.info["cpu_linear"] == "aten" and plain is not target
+    assert any(type(m) is torch.nn.Linear for m in plain.model.modules())

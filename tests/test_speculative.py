@@ -105,13 +105,14 @@ def test_bad_k_is_one_config_error_line():
 
 @pytest.mark.slow
 def test_sweep_over_lossless_methods_writes_metrics(tmp_path):
-    """A real multirun: baseline / speculative / specexec on tiny models, rows carry their metrics."""
-    run_py([
-        "-m", "method=baseline,speculative,specexec", "model=tiny_random", "generation.max_new_tokens=16",
+    """A real multirun: baseline / speculative / specexec and the transformers references on tiny
+    models; rows carry their metrics."""
+    proc = run_py([
+        "-m", "method=baseline,speculative,specexec,hf_generate,hf_assisted", "model=tiny_random", "generation.max_new_tokens=16",
         "dataset.max_samples=2", "generation.warmup=0", "hardware.num_threads=1", f"hydra.sweep.dir={tmp_path}/sweep",
     ])
     df = pd.concat([pd.read_parquet(p) for p in (tmp_path / "sweep").rglob("records.parquet")])
-    assert set(df.method) == {"baseline", "speculative", "specexec"} and (df.status == "ok").all()
+    assert set(df.method) == {"baseline", "speculative", "specexec", "hf_generate", "hf_assisted"} and (df.status == "ok").all()
     by = {m: g for m, g in df.groupby("method")}
     assert by["speculative"].param_k.notna().all()
     assert (by["speculative"].proposed > 0).all() and by["speculative"].acceptance_rate.notna().all()
@@ -119,4 +120,8 @@ def test_sweep_over_lossless_methods_writes_metrics(tmp_path):
     assert {"tree_size_mean", "branch_prune_rate", "effective_parallelism", "cache_hit_rate", "max_active_branches"} <= set(extra)
     # lossless at T=0: same tokens as the baseline, prompt by prompt
     ids = {m: g.sort_values("prompt_id").generated_ids.map(list).tolist() for m, g in by.items()}
-    assert ids["speculative"] == ids["baseline"] == ids["specexec"]
+    assert ids["speculative"] == ids["baseline"] == ids["specexec"] == ids["hf_generate"] == ids["hf_assisted"]
+    assert by["hf_assisted"].param_k.notna().all() and (by["hf_assisted"].draft_calls > 0).all()
+    # the multirun ends with the summary table of the sweep dir (hydra callback)
+    log = proc.stdout + proc.stderr
+    assert "| config |" in log and "| speculative k=4 |" in log and "vs_hf_assisted" in log

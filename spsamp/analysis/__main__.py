@@ -1,4 +1,5 @@
-"""``python -m spsamp.analysis report <outputs dir ...> --out <dir> [--cost-ratio C]``"""
+"""``python -m spsamp.analysis report <outputs dir ...> --out <dir> [--cost-ratio C]``
+``python -m spsamp.analysis summary <sweep dir ...>``"""
 
 from __future__ import annotations
 
@@ -17,7 +18,19 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", required=True, help="directory for report.md, *.png and tables/*.csv")
     rep.add_argument("--cost-ratio", type=float, default=None,
                      help="c = draft/target forward-pass cost for the predicted speedup (default: estimated from the records)")
+    summ = sub.add_parser("summary", help="print the end-of-sweep table (tokens/s, speed-ups, acceptance, vs hf_assisted)")
+    summ.add_argument("paths", nargs="+", help="run dirs, sweep dirs, records.parquet files or globs")
     args = ap.parse_args(argv)
+    if args.cmd == "summary":
+        from spsamp.analysis.load import load_records
+        from spsamp.analysis.summary import format_summary, sweep_summary
+
+        try:
+            print(format_summary(sweep_summary(load_records(args.paths, metrics=False))))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cost_ratio is not None and not args.cost_ratio > 0:
         print(f"error: --cost-ratio must be > 0, got {args.cost_ratio}", file=sys.stderr)

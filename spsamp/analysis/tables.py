@@ -4,7 +4,7 @@ measured vs predicted speedup, and AutoJudge speed/quality per threshold.
 Matching rule for speedups: a method's row is compared with the baseline rows of the *same*
 target model (preset, name, dtype, quantization, device), dataset, prompt, turn, generation
 settings (max_new_tokens, temperature, top_p, top_k, seed, chat template) and machine (hostname,
-threads) — never across prompts or machines. Repeats are reduced to their median per prompt
+threads, CPU linear kernels) — never across prompts or machines. Repeats are reduced to their median per prompt
 first, so a speedup is a ratio of per-prompt medians; summaries give the median and IQR of those
 over prompts ("prompt" = one (prompt_id, turn)).
 """
@@ -24,7 +24,7 @@ BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
 DRAFT_KEYS = ["draft_model", "draft_dtype", "draft_quantization"]
 GEN_KEYS = ["max_new_tokens", "temperature", "top_p", "top_k", "seed", "use_chat_template"]
-MACHINE_KEYS = ["hostname", "num_threads"]
+MACHINE_KEYS = ["hostname", "num_threads", "cpu_linear"]
 PROMPT_KEYS = ["dataset", "prompt_id", "turn"]
 # what a baseline row must share with a method row to be its reference
 MATCH_KEYS = TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + PROMPT_KEYS

@@ -33,6 +33,7 @@ import torch
 from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
+from spsamp.models.kernels import use_onednn_linears
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
 
 log = logging.getLogger(__name__)
@@ -66,15 +67,19 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
     """
     dtype, device = effective_dtype(spec, hardware), effective_device(spec, hardware)
     off = hardware.offload if offload else None
-    key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None], sort_keys=True, default=str)
+    kernels = hardware.cpu_linear if device == "cpu" and off is None else "aten"
+    key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None, kernels], sort_keys=True, default=str)
     if key not in _LOADED:
         model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
+        if kernels == "onednn" and not use_onednn_linears(model):
+            kernels = "aten"  # nothing to reorder (int8_dynamic, bitsandbytes): say what really runs
         info = {
             "dtype": compute_dtype(spec.quantization, dtype),
             "device": device,
             "quantization": spec.quantization,
             "source": spec.source,
             "device_map": device_map_summary(model),
+            "cpu_linear": kernels if device == "cpu" else None,
         }
         _LOADED[key] = CausalLM(model, tokenizer, spec.name, info)
     lm = _LOADED[key]

@@ -74,6 +74,9 @@ def check_hardware(run: RunConfig) -> None:
     hw = run.hardware
     if not _DEVICE.match(hw.device):
         _fail("hardware.device", f"unknown device {hw.device!r}", "use cpu, cuda, cuda:N or mps")
+    from spsamp.models.kernels import check_cpu_linear
+
+    check_cpu_linear(hw.cpu_linear)
     for key, spec in (("model.target", run.model.target), ("model.draft", run.model.draft)):
         if spec is None:
             continue

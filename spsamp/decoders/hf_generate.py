@@ -1,0 +1,126 @@
+"""``method=hf_generate``: transformers' own ``generate`` as a reference row.
+
+Not a method of ours: the library's decoding loop on the very same loaded model (same weights,
+dtype and ``hardware.cpu_linear`` kernels), so that "ours vs transformers" is read from ordinary
+records of one sweep. Sampling is transformers' (its logits processors and the global torch RNG,
+seeded per row), so at T > 0 its tokens differ from ``method=baseline`` while following the same
+distribution; at T = 0 they are equal (tests/test_baseline.py).
+
+Counters come from forward hooks on the models (``target_calls``, ``draft_calls``) and from a
+streamer (the first new token's time, ``ttft_s``); ``prefill_s`` is the target's first forward.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+
+from spsamp.config import GenerationConfig
+from spsamp.decoders.base import DecodeOutput, Decoder, DecodeStats
+from spsamp.models import CausalLM
+
+
+class CallCounter:
+    """Counts a module's forward calls and times the first one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.first_s = 0.0
+        self._t0 = 0.0
+
+    def before(self, module: Any, args: Any) -> None:
+        if self.calls == 0:
+            self._t0 = time.perf_counter()
+
+    def after(self, module: Any, args: Any, output: Any) -> None:
+        if self.calls == 0:
+            self.first_s = time.perf_counter() - self._t0
+        self.calls += 1
+
+
+@contextmanager
+def counting(model: Any) -> Iterator[CallCounter]:
+    counter = CallCounter()
+    handles = [model.register_forward_pre_hook(counter.before), model.register_forward_hook(counter.after)]
+    try:
+        yield counter
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class FirstTokenClock:
+    """A ``generate`` streamer that notes when the first new token arrives.
+
+    transformers calls ``put`` once with the prompt, then with each new token (or accepted chunk).
+    """
+
+    def __init__(self, start: float):
+        self.start, self.ttft_s, self._puts = start, 0.0, 0
+
+    def put(self, value: Any) -> None:
+        self._puts += 1
+        if self._puts == 2:
+            self.ttft_s = time.perf_counter() - self.start
+
+    def end(self) -> None:
+        pass
+
+
+def hf_generate(
+    target: CausalLM,
+    prompt_ids: torch.Tensor,
+    gen: GenerationConfig,
+    rng: torch.Generator,
+    assistant: Optional[CausalLM] = None,
+    k: int = 0,
+) -> DecodeOutput:
+    """One ``target.model.generate`` call (with ``assistant_model`` when given); tokens and counters."""
+    # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng)))
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "do_sample": gen.temperature > 0,
+        "pad_token_id": min(target.eos_ids) if target.eos_ids else None,
+    }
+    if gen.temperature > 0:
+        # the same truncation as spsamp.sampling.logits_to_probs: 0 / 1.0 mean "off"
+        kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p if gen.top_p < 1 else None)
+    if assistant is not None:
+        # a constant k per step and no confidence early-stop: the schedule SpS uses
+        cfg = assistant.model.generation_config
+        cfg.num_assistant_tokens, cfg.num_assistant_tokens_schedule, cfg.assistant_confidence_threshold = k, "constant", 0.0
+        kwargs.update(assistant_model=assistant.model, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
+                      assistant_confidence_threshold=0.0)
+    ids = prompt_ids.to(target.device)[None]
+    start = time.perf_counter()
+    clock = FirstTokenClock(start)
+    with counting(target.model) as tc, counting(assistant.model if assistant else torch.nn.Module()) as dc, torch.inference_mode():
+        out = target.model.generate(ids, attention_mask=torch.ones_like(ids), streamer=clock, **kwargs)
+    tokens = out[0, ids.shape[1]:].tolist()
+    stats = DecodeStats(target_calls=tc.calls, draft_calls=dc.calls, steps=max(tc.calls - (assistant is None), 0))
+    if assistant is not None and tc.calls:
+        # each target call of assisted generation verifies one block and keeps (accepted + 1) tokens;
+        # per-step counts are not exposed by transformers, so only the mean is recorded
+        stats.extra = {"mean_tokens_per_target_call": len(tokens) / tc.calls}
+    return DecodeOutput(tokens=tokens, prefill_s=tc.first_s, ttft_s=clock.ttft_s, stats=stats)
+
+
+class HFGenerateDecoder(Decoder):
+    @dataclass
+    class Params:
+        name: str = "hf_generate"
+
+    def generate(
+        self,
+        target: CausalLM,
+        draft: Optional[CausalLM],
+        prompt_ids: torch.Tensor,
+        gen: GenerationConfig,
+        rng: torch.Generator,
+    ) -> DecodeOutput:
+        return hf_generate(target, prompt_ids, gen, rng)
