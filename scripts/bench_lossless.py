@@ -52,7 +52,7 @@ def load_pair(model: str, cpu_linear: str = "onednn"):
     return run, load_model(run.model.target, run.hardware, run.paths.cache_dir), load_model(run.model.draft, run.hardware, run.paths.cache_dir)
 
 
-def ours(decoder, target, draft, eos):
+def timed(decoder, target, draft, eos):
     def fn(ids, gen, seed):
         out = decoder.generate(target, draft, ids, gen, torch.Generator().manual_seed(seed))
         toks, _ = truncate_at_eos(out.tokens, eos, gen.max_new_tokens)
@@ -98,20 +98,20 @@ def main() -> None:
     budgets = [int(b) for b in args.budgets.split(",")]
     ks = [int(k) for k in args.k.split(",")]
     methods = {
-        "baseline": ours(BaselineDecoder(), target, None, eos),
-        "hf_generate": ours(HFGenerateDecoder(), target, None, eos),
+        "baseline": timed(BaselineDecoder(), target, None, eos),
+        "hf_generate": timed(HFGenerateDecoder(), target, None, eos),
     }
     stock = args.stock and args.cpu_linear != "aten"
     if stock:
         _, stock_target, stock_draft = load_pair(args.model, "aten")
-        methods["hf_generate_stock"] = ours(HFGenerateDecoder(), stock_target, None, eos)
+        methods["hf_generate_stock"] = timed(HFGenerateDecoder(), stock_target, None, eos)
     for k in ks:
-        methods[f"sps_k{k}"] = ours(SpeculativeDecoder(k=k), target, draft, eos)
-        methods[f"hf_assisted_k{k}"] = ours(HFAssistedDecoder(k=k), target, draft, eos)
+        methods[f"sps_k{k}"] = timed(SpeculativeDecoder(k=k), target, draft, eos)
+        methods[f"hf_assisted_k{k}"] = timed(HFAssistedDecoder(k=k), target, draft, eos)
         if stock:
-            methods[f"hf_assisted_k{k}_stock"] = ours(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
+            methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
     for b in budgets:
-        methods[f"specexec_b{b}"] = ours(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
+        methods[f"specexec_b{b}"] = timed(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
     info = system_info()
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
           f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.experimental.callback import Callback
 
 from spsamp.analysis import tables as T
 
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 
 REFERENCE = "hf_assisted"
 SETTING = T.TARGET_KEYS + T.GEN_KEYS + T.MACHINE_KEYS + ["dataset"]
+
+
+def _lookup(out: pd.DataFrame, rows: pd.DataFrame, keys: list[str], col: str, how: str = "first") -> pd.Series:
+    """For each row of ``out``, ``col`` of the ``rows`` that share its ``keys`` (NaN when none)."""
+    ref = rows.assign(_s=T._key_string(rows, keys)).groupby("_s")[col].agg(how)
+    return T._key_string(out, keys).map(ref)
 
 
 def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -49,23 +56,17 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     out["tokens_per_sec"] = T._ratio(out["new_tokens"], out["wall_s"])
     out["acceptance"] = T._ratio(out["accepted"], out["proposed"])
     out["tokens_per_target_call"] = T._ratio(out["new_tokens"], out["target_calls"])
-    setting = T._key_string(out, SETTING)
-    base = out[out["method"] == T.BASELINE].assign(_s=setting).groupby("_s")["tokens_per_sec"].first()
-    out["speedup"] = out["tokens_per_sec"] / setting.map(base)
-    with_k = T._key_string(out, SETTING + ["param_k"])
-    ref = out[out["method"] == REFERENCE].assign(_s=with_k).groupby("_s")["tokens_per_sec"].first()
-    out["vs_hf_assisted"] = (out["tokens_per_sec"] / with_k.map(ref)).where(out["param_k"].notna())
+    tps = out["tokens_per_sec"]
+    has_k = out["param_k"].notna()
+    reference = out[out["method"] == REFERENCE]
+    out["speedup"] = tps / _lookup(out, out[out["method"] == T.BASELINE], SETTING, "tokens_per_sec")
+    out["vs_hf_assisted"] = (tps / _lookup(out, reference, SETTING + ["param_k"], "tokens_per_sec")).where(has_k)
     # the same setting but stock kernels: transformers as a user runs it
-    stock = out[(out["method"] == REFERENCE) & (out["cpu_linear"] == "aten")]
     no_kernels = [c for c in SETTING if c != "cpu_linear"] + ["param_k"]
-    ref_stock = stock.assign(_s=T._key_string(stock, no_kernels)).groupby("_s")["tokens_per_sec"].first()
-    out["vs_hf_assisted_aten"] = (out["tokens_per_sec"] / T._key_string(out, no_kernels).map(ref_stock)).where(out["param_k"].notna())
+    stock = reference[reference["cpu_linear"] == "aten"]
+    out["vs_hf_assisted_aten"] = (tps / _lookup(out, stock, no_kernels, "tokens_per_sec")).where(has_k)
     sp = T.speedups(df)
-    if not sp.empty:
-        same = sp.assign(_s=T._key_string(sp, SETTING + ["config"])).groupby("_s")["identical_to_baseline"].mean()
-        out["same_as_baseline"] = T._key_string(out, SETTING + ["config"]).map(same)
-    else:
-        out["same_as_baseline"] = np.nan
+    out["same_as_baseline"] = _lookup(out, sp, SETTING + ["config"], "identical_to_baseline", "mean") if not sp.empty else np.nan
     # baseline and transformers' generate first, then each k with its hf_assisted beside it
     rank = out["method"].map({"baseline": 0, "hf_generate": 1}).fillna(2)
     out = out.assign(_rank=rank).sort_values(["_rank", "param_k", "method", "config"], na_position="last", kind="stable")
@@ -95,13 +96,7 @@ def summarize_dir(path: str | Path) -> str:
     return format_summary(sweep_summary(load_records(str(path), metrics=False)))
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a core dependency
-    Callback = object  # type: ignore[misc,assignment]
-
-
-class PrintSummary(Callback):  # type: ignore[misc]
+class PrintSummary(Callback):
     """Hydra callback (``conf/hydra/default.yaml``): log the summary of the sweep dir when a
     multirun ends — all of it, rows from earlier launches into the same dir included."""
 

@@ -13,7 +13,7 @@ streamer (the first new token's time, ``ttft_s``); ``prefill_s`` is the target's
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -99,7 +99,8 @@ def hf_generate(
     ids = prompt_ids.to(target.device)[None]
     start = time.perf_counter()
     clock = FirstTokenClock(start)
-    with counting(target.model) as tc, counting(assistant.model if assistant else torch.nn.Module()) as dc, torch.inference_mode():
+    draft_counting = counting(assistant.model) if assistant is not None else nullcontext(CallCounter())
+    with counting(target.model) as tc, draft_counting as dc, torch.inference_mode():
         out = target.model.generate(ids, attention_mask=torch.ones_like(ids), streamer=clock, **kwargs)
     tokens = out[0, ids.shape[1]:].tolist()
     stats = DecodeStats(target_calls=tc.calls, draft_calls=dc.calls, steps=max(tc.calls - (assistant is None), 0))
