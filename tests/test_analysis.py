@@ -295,3 +295,72 @@ def test_sweep_summary_pools_tokens_and_compares_within_a_setting(tmp_path):
     assert h2.loc["speculative k=2", "speedup"] == pytest.approx(1.5)  # against h2's baseline only
     text = format_summary(table)
     assert text.count("| config |") == 2 and "hostname=h2" in text
+
+
+# ---- answer quality: pass@1 with a Wilson interval, the frontier plot ----------------------------
+
+
+def test_wilson_interval_known_values():
+    from spsamp.analysis.tables import wilson_interval
+
+    lo, hi = wilson_interval(8, 10)  # textbook value: 0.490 .. 0.943
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(0, 5)[0] == 0.0 and 0 < wilson_interval(0, 5)[1] < 0.5
+    assert wilson_interval(5, 5)[1] == pytest.approx(1.0) and wilson_interval(5, 5)[0] > 0.5
+    assert all(np.isnan(wilson_interval(0, 0)))
+
+
+def _checked(method, prompt, correct, tps=10.0, params=None, metrics=None, **kw):
+    return row(method, prompt, tps, params=params, metrics=metrics, dataset="humaneval",
+               task_correct=correct, task_check="passed" if correct else "failed", **kw)
+
+
+def _quality_rows():
+    rows = []
+    for i in range(10):  # baseline 8/10, SpS 8/10, AutoJudge t=0.5 6/10 (faster), t=0.9 3/10
+        rows.append(_checked("baseline", f"p{i}", i < 8, tps=10.0))
+        rows.append(_checked("speculative", f"p{i}", i < 8, tps=20.0, params={"k": 4}, accepted=3, proposed=4, draft_calls=4))
+        for thr, n_ok, tps in ((0.5, 6, 25.0), (0.9, 3, 30.0)):
+            rows.append(_checked("autojudge", f"p{i}", i < n_ok, tps=tps, params={"k": 4.0, "threshold": thr}, accepted=3, proposed=4,
+                                 draft_calls=4, metrics={"judge_accepted": 1, "mismatches_judged": 4}))
+    rows.append(row("baseline", "q0", 10.0))  # an unchecked dataset row: ignored by quality
+    return rows
+
+
+def test_quality_table_and_sweep_summary_show_pass_at_1(tmp_path):
+    from spsamp.analysis.summary import format_summary, sweep_summary
+    from spsamp.analysis.tables import quality_table
+
+    _write(tmp_path / "s", _quality_rows())
+    df = load_records(tmp_path)
+    q = quality_table(df).set_index("config")
+    assert q.loc["baseline", "checked"] == 10 and q.loc["baseline", "pass_at_1"] == pytest.approx(0.8)
+    assert q.loc["baseline", "pass_at_1_lo"] == pytest.approx(0.4902, abs=1e-3)
+    aj5 = q.loc["autojudge k=4 threshold=0.5"]
+    assert aj5["pass_at_1"] == pytest.approx(0.6) and aj5["speedup"] == pytest.approx(2.5)
+    assert aj5["judge_accept_rate"] == pytest.approx(0.25) and aj5["checks"] == "failed: 4, passed: 6"
+    assert np.isnan(q.loc["speculative k=4", "judge_accept_rate"])
+    summ = sweep_summary(df)
+    humaneval = summ[summ.dataset == "humaneval"].set_index("config")
+    assert humaneval.loc["autojudge k=4 threshold=0.9", "pass_at_1"] == pytest.approx(0.3)
+    assert np.isnan(summ[summ.dataset == "builtin"]["pass_at_1"]).all()  # unchecked: no pass@1
+    text = format_summary(summ)
+    assert "pass@1 [95% CI]" in text and "0.800 [0.49, 0.94]" in text
+    # a sweep without any checked dataset has no quality columns at all
+    plain = sweep_summary(df[df.dataset == "builtin"])
+    assert not [c for c in plain.columns if c.startswith("pass_at_1")]
+
+
+def test_report_has_quality_section_and_frontier_plot(tmp_path):
+    from spsamp.analysis.report import build_report
+
+    _write(tmp_path / "s", _quality_rows())
+    report = build_report(tmp_path / "s", tmp_path / "rep").read_text()
+    section = report.split("## Answer quality: pass@1")[1].split("\n## ")[0]
+    assert "pass@1 [95% CI]" in section and "0.600 [0.31, 0.83]" in section
+    png = tmp_path / "rep" / "quality_frontier.png"
+    assert "](quality_frontier.png)" in report and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without lossy rows: the plot is skipped with the reason, the table stays
+    _write(tmp_path / "t", [r for r in _quality_rows() if r["method"] != "autojudge"])
+    report = build_report(tmp_path / "t", tmp_path / "rep2").read_text()
+    assert "`quality_frontier`: skipped — no lossy (autojudge) rows" in report and "0.800 [0.49, 0.94]" in report

@@ -107,13 +107,53 @@ def test_judge_reaches_high_auc_on_separable_set():
     y = (torch.rand(n, generator=g) < 0.3).double()
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
     x[:, :3] += 2.5 * y[:, None]  # three informative dims, the rest noise
-    for kind in ("logreg", "mlp"):
-        judge = train_judge(x[:300], y[:300], x[300:], y[300:], kind=kind)
-        assert judge.stats["val_auc"] > 0.95, (kind, judge.stats)
-        assert judge.stats["train_samples"] == 300 and 0 < judge.stats["train_important_frac"] < 1
-        assert len(judge.thresholds) == 5 and judge.thresholds == sorted(judge.thresholds)
+    judge = train_judge(x[:300], y[:300], x[300:], y[300:])
+    assert judge.stats["val_auc"] > 0.95, judge.stats
+    assert judge.stats["train_samples"] == 300 and 0 < judge.stats["train_important_frac"] < 1
+    assert len(judge.thresholds) == 5 and judge.thresholds == sorted(judge.thresholds)
+    # the chosen C is the grid point with the best validation AUC
+    best = max(judge.stats["search"], key=lambda s: s["val_auc"])
+    assert judge.stats["C"] == best["C"] and len(judge.stats["search"]) == 14
     assert roc_auc(torch.tensor([0.1, 0.2, 0.9]), torch.tensor([0, 1, 1])) == 1.0
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == 0.5
+
+
+def test_judge_matches_sklearn_and_checkpoint_round_trip(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(200, generator=g) < 0.2).double()
+    x = torch.randn(200, 6, generator=g, dtype=torch.float64) * torch.arange(1, 7) + 3
+    x[:, 0] += 1.5 * y
+    judge = train_judge(x[:150], y[:150], x[150:], y[150:])
+    sc = StandardScaler().fit(x[:150].numpy())
+    ref = LogisticRegression(C=judge.stats["C"], class_weight="balanced", max_iter=2000).fit(sc.transform(x[:150].numpy()), y[:150].numpy())
+    want = ref.predict_proba(sc.transform(x[150:].numpy()))[:, 1]
+    assert torch.allclose(judge.p_important(x[150:].float()), torch.from_numpy(want), atol=1e-4)
+    path = tmp_path / "j.safetensors"
+    ckpt.save(path, judge, {"target_model": "t"})
+    side = json.loads((tmp_path / "j.safetensors.json").read_text())
+    assert side["format"] == ckpt.FORMAT and side["val_auc"] == judge.stats["val_auc"] and side["thresholds"] == judge.thresholds
+    assert side["classifier"]["C"] == judge.stats["C"] and side["threshold_quantiles"] == [0.1, 0.25, 0.5, 0.75, 0.9]
+    again, _ = ckpt.load(path)
+    assert torch.equal(again.p_important(x), judge.p_important(x))
+    # an old-format (hand-trained) checkpoint is refused with the fix
+    side["format"] = "spsamp-autojudge/1"
+    (tmp_path / "j.safetensors.json").write_text(json.dumps(side))
+    with pytest.raises(ConfigError, match="delete it to mine and train again"):
+        ckpt.load(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_judge_runs_on_the_features_device():
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(100, generator=g) < 0.3).double()
+    x = torch.randn(100, 4, generator=g, dtype=torch.float64)
+    x[:, 0] += 2 * y
+    judge = train_judge(x[:80], y[:80], x[80:], y[80:])
+    p = judge.p_important(x.float().cuda())
+    assert p.device.type == "cuda" and torch.allclose(p.cpu(), judge.p_important(x.float()), atol=1e-6)
 
 
 def test_accept_rule():
@@ -251,17 +291,97 @@ def test_threshold_sweep_trains_once(tmp_path):
     assert samples.notna().all() and samples.nunique() == 1 and samples.iloc[0] > 0
 
 
-def test_target_only_features_mlp_judge_and_file_source(tmp_path):
+def test_target_only_features_and_file_source(tmp_path):
     from spsamp.data.arithmetic import write_question_file
 
     qfile = write_question_file(generate_problems(6, seed=3), tmp_path / "mine.jsonl")
-    _, run, params, target, draft = _setup(tmp_path, ["method.features=target", "method.judge=mlp", "method.mining_source=file",
+    _, run, params, target, draft = _setup(tmp_path, ["method.features=target", "method.mining_source=file",
                                                       f"method.mining_file={qfile}", "method.mining_prompts=6"])
     dec = _decoder(params, threshold=0.5)
     dec.prepare(target, draft, run)
     meta = json.loads((tmp_path / "judge.safetensors.json").read_text())
-    assert dec.judge.kind == "mlp" and dec.judge.dim == meta["target_hidden"] == 64 and meta["feature_mode"] == "target"
+    assert dec.judge.kind == "logreg" and dec.judge.dim == meta["target_hidden"] == 64 and meta["feature_mode"] == "target"
     assert sorted(meta["split"]["prompt_sha"]) == sorted(f"arith-s3-{i}" for i in range(6))
     gen = run.generation.__class__(max_new_tokens=12, temperature=0.0)
     out = dec.generate(target, draft, _prompts(target, 1)[0], gen, torch.Generator())
     assert 1 <= len(out.tokens) <= 12 and out.stats.extra["mismatches_judged"] >= out.stats.extra["judge_accepted"]
+
+
+# ---- batched mining and the tests check ---------------------------------------------------------
+
+
+def test_batched_continuations_equal_one_at_a_time(one_thread):
+    # float64: a batched forward and single-sequence forwards may round differently in low precision
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64"])
+    run, _ = validate(cfg)
+    target = load_model(run.model.target, run.hardware)
+    from spsamp.autojudge.mining import batched_continuations, greedy_continue
+
+    prompt = encode(target.tokenizer, [{"role": "user", "content": "Count: 1 2 3"}], False).tolist()
+    q = PrefixCache(target)
+    answer, _ = greedy_continue(q, prompt, 24)
+    swaps = [(2, 7), (5, 11), (9, 3), (15, 40)]  # (answer position, token swapped in), distinct lengths
+    budgets = [10, 4, 12, 6]
+    q.run(prompt + answer)
+    n = len(prompt)
+    conts, h = batched_continuations(target, [n + i for i, _ in swaps], [d for _, d in swaps], budgets,
+                                     lambda b, c: answer[: swaps[b][0]] + [swaps[b][1]] + c)
+    for (i, d), budget, cont, hq in zip(swaps, budgets, conts, h):
+        ref, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], budget)
+        assert cont == ref, (i, d)
+        assert torch.allclose(hq, ref_h, atol=1e-9)
+    # stop: every row ends as soon as stop() holds (here: after 3 tokens)
+    q.run(prompt + answer)
+    short, _ = batched_continuations(target, [n + i for i, _ in swaps], [d for _, d in swaps], budgets,
+                                     lambda b, c: c, stop=lambda c: len(c) >= 3)
+    assert [len(c) for c in short] == [3, 3, 3, 3]
+
+
+def test_batched_mining_labels_equal_unbatched_labels(tmp_path, one_thread):
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64"])
+    run, _ = validate(cfg)
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    from spsamp.autojudge.mining import greedy_continue, mine_prompt_batched
+
+    check = Continuation(window=4, match_len=3, tau=0.8)
+    decode = target.tokenizer.decode
+    prompt = encode(target.tokenizer, [{"role": "user", "content": "Why?"}], False).tolist()
+    samples, answer, decoded = mine_prompt_batched(PrefixCache(target), PrefixCache(draft), prompt, 20, check, decode,
+                                                   vocab=target.vocab_size, batch=3)
+    assert len(samples) >= 4 and decoded > 0  # several chunks of 3
+    for i, d, label, h_p, h_q in samples:
+        cont, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], 20 - i - 1)
+        assert label == int(check(answer, answer[:i] + [d] + cont, i, decode))
+        assert torch.allclose(h_q, ref_h, atol=1e-6) and h_p is not None  # batched shapes sum in another order
+
+
+def test_tests_check_labels_by_pass_fail():
+    from spsamp.autojudge.checks import make_check
+
+    prob = {"task_id": "t/add", "prompt": "def add(a, b):\n", "entry_point": "add",
+            "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n"}
+    texts = {
+        (1,): "```python\ndef add(a, b):\n    return a + b\n```",
+        (2,): "```python\ndef add(a, b):\n    return b + a\n```",  # different tokens, same outcome
+        (3,): "```python\ndef add(a, b):\n    return a - b\n```",  # fails
+    }
+    decode = lambda ids: texts[tuple(ids)]  # noqa: E731
+    bound = make_check("tests", timeout_s=5).bind(prob)
+    assert bound([1], [2], 0, decode) is False and bound([1], [3], 0, decode) is True
+    assert bound.stop("```python\nx = 1\n```") and not bound.stop("```python\nx = 1\n")
+    with pytest.raises(ValueError, match="mining_source=humaneval"):
+        make_check("tests").bind(None)
+    with pytest.raises(ConfigError, match="method.importance_check: tests needs prompts with unit tests"):
+        validate(compose_cfg(["model=tiny_random", "method=autojudge", "method.importance_check=tests"]))
+
+
+def test_humaneval_mining_never_uses_the_test_half(tmp_path):
+    cfg = compose_cfg(["model=tiny_random", "method=autojudge", "method.mining_source=humaneval", "method.importance_check=tests",
+                       "method.mining_prompts=5", "dataset=humaneval", "dataset.split=test"])
+    run, params = validate(cfg)
+    from spsamp.data import load_prompts
+
+    target = load_model(run.model.target, run.hardware)
+    mp = _decoder(params).mining_prompts(target, run)
+    test_ids = {p.id for p in load_prompts(run.dataset)}
+    assert len(mp) == 5 and not {m.id for m in mp} & test_ids and all(m.reference["task_id"] == m.id for m in mp)

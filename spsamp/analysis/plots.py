@@ -226,10 +226,45 @@ def plot_categories(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figu
     return _finish(fig, axes, "Per-category results (bars: median, whiskers: IQR over prompts)")
 
 
+def plot_quality_frontier(df: pd.DataFrame, quality: Optional[pd.DataFrame] = None) -> Figure:
+    """Quality/speed frontier of a sweep with lossy (AutoJudge) rows: pass@1 (95 % Wilson interval)
+    against speedup over baseline and against tokens per target call. AutoJudge points are joined
+    by threshold for each k; baseline and SpS (and any other method) are reference points."""
+    tab = T.quality_table(df) if quality is None else quality
+    lossy = tab[tab["method"] == "autojudge"]
+    if lossy.empty:
+        raise T.NoData("no lossy (autojudge) rows on a checked dataset")
+    fig, axs = _subplots(1, 2, (13, 5))
+    axes = axs[0]
+    err = np.vstack([tab["pass_at_1"] - tab["pass_at_1_lo"], tab["pass_at_1_hi"] - tab["pass_at_1"]]).clip(min=0)
+    tab = tab.assign(_lo=err[0], _hi=err[1])
+    lossy = tab[tab["method"] == "autojudge"]
+    refs = tab[tab["method"] != "autojudge"]
+    series = _series_labels(lossy, ["param_threshold"], ref=tab)
+    for ax, x, xlabel in ((axes[0], "speedup", "speedup over baseline (× tokens/s)"), (axes[1], "tokens_per_target_call", "tokens per target call")):
+        for name, s in lossy.assign(series=series).groupby("series", sort=True):
+            s = s.sort_values("param_threshold") if "param_threshold" in s else s
+            ax.errorbar(s[x], s["pass_at_1"], yerr=[s["_lo"], s["_hi"]], fmt="o-", capsize=3, label=name)
+            if "param_threshold" in s:
+                for _, r in s.iterrows():
+                    if pd.notna(r[x]):
+                        ax.annotate(f"t={r['param_threshold']:.3g}", (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        labels = _series_labels(refs, [], ref=tab)
+        for (_, r), name in zip(refs.iterrows(), labels):
+            xv = 1.0 if r["method"] == T.BASELINE and x == "speedup" else r[x]
+            marker = "*" if r["method"] == T.BASELINE else "s"
+            ax.errorbar([xv], [r["pass_at_1"]], yerr=[[r["_lo"]], [r["_hi"]]], fmt=marker, ms=10 if marker == "*" else 7, capsize=3, label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pass@1 (95 % Wilson interval)")
+        ax.legend(fontsize=7)
+    return _finish(fig, axes, "Quality vs speed: AutoJudge thresholds against baseline and SpS")
+
+
 PLOTS = {
     "speedup_vs_k": plot_speedup_vs_k,
     "accept_length_vs_k": plot_accept_length_vs_k,
     "specexec_tokens_per_call": plot_specexec,
     "autojudge_threshold": plot_autojudge,
+    "quality_frontier": plot_quality_frontier,
     "categories": plot_categories,
 }

@@ -57,6 +57,15 @@ def _section(title: str, df: Optional[pd.DataFrame], note: str = "", spreads: It
     return "\n".join(out)
 
 
+def _quality_display(q: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if q is None or q.empty:
+        return q
+    cells = [T.fmt_pass_at_1(*v) for v in q[["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]].values]
+    q = q.drop(columns=["pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "passed"])
+    q.insert(q.columns.get_loc("checked") + 1, "pass@1 [95% CI]", cells)
+    return q
+
+
 def _unmatched_note(df: pd.DataFrame, sp: pd.DataFrame) -> str:
     missing = T.unmatched(df, sp)
     if not missing:
@@ -92,6 +101,10 @@ def build_report(
         pred, notes["predicted"] = None, f"Skipped: {exc}."
     tables["predicted"] = pred
     try:
+        tables["quality"] = T.quality_table(df)
+    except T.NoData as exc:
+        tables["quality"], notes["quality"] = None, f"Skipped: {exc}."
+    try:
         tables["autojudge"] = T.autojudge_table(df, sp)
     except T.NoData as exc:
         tables["autojudge"], notes["autojudge"] = None, f"Skipped: {exc}."
@@ -124,11 +137,15 @@ def build_report(
                       "c = draft/target pass cost, its source in `c_source`. The model ignores prefill, so compare "
                       "`predicted_speedup` with `measured_decode_speedup`."),
         ),
+        _section("Answer quality: pass@1", _quality_display(tables["quality"]), notes.get(
+            "quality", "pass@1 = mean `task_correct` over checked answers, [95 % Wilson interval]; `checks` counts the verdicts "
+                       "(`task_check`); `speedup` = pooled tokens/s over the baseline's; `judge_accept_rate` = share of the "
+                       "mismatches greedy SpS would reject that the AutoJudge judge accepted.")),
         _section("AutoJudge: speed and quality vs threshold", tables["autojudge"], notes.get("autojudge", "")),
         "## Plots\n",
     ]
     for name, fn in PLOTS.items():
-        ctx = {"sp": sp, "pred": pred}  # reuse what the tables computed
+        ctx = {"sp": sp, "pred": pred, "quality": tables["quality"]}  # reuse what the tables computed
         kwargs = {k: v for k, v in ctx.items() if v is not None and k in inspect.signature(fn).parameters}
         try:
             fig = fn(df, **kwargs)

@@ -6,7 +6,8 @@ time, prefill included), speed-up over ``baseline``, acceptance rate, tokens per
 assisted generation (``hf_assisted``) at the same ``k`` — on the same kernels (``vs_hf_assisted``)
 and, where the sweep has such rows, on PyTorch's stock kernels (``vs_hf_assisted_aten``: rows
 run with ``hardware.cpu_linear=aten``, transformers as its users run it) — and — greedy only — the share of prompts
-whose tokens equal the baseline's. Rows are compared only within one setting (model, dtype,
+whose tokens equal the baseline's — and, on checked datasets (HumanEval, arithmetic), answer quality:
+pass@1 (mean ``task_correct``) with its 95 % Wilson interval. Rows are compared only within one setting (model, dtype,
 kernels, generation settings, machine, dataset); every ratio's two sides come from the same sweep.
 """
 
@@ -43,6 +44,7 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["_prompt"] = ok["prompt_id"].astype(str) + "#" + ok["turn"].astype(str)  # a prompt = prompt_id x turn
+    ok["_correct"] = T.correct_values(ok["task_correct"])
     keys = SETTING + ["config", "method", "param_k"]
     g = ok.groupby(keys, dropna=False, sort=False)
     out = g.agg(
@@ -52,7 +54,10 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
         proposed=("proposed", "sum"),
         accepted=("accepted", "sum"),
         target_calls=("target_calls", "sum"),
+        checked=("_correct", "count"),
+        passed=("_correct", "sum"),
     ).reset_index()
+    out = T.add_pass_at_1(out)
     out["tokens_per_sec"] = T._ratio(out["new_tokens"], out["wall_s"])
     out["acceptance"] = T._ratio(out["accepted"], out["proposed"])
     out["tokens_per_target_call"] = T._ratio(out["new_tokens"], out["target_calls"])
@@ -71,9 +76,11 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     rank = out["method"].map({"baseline": 0, "hf_generate": 1}).fillna(2)
     out = out.assign(_rank=rank).sort_values(["_rank", "param_k", "method", "config"], na_position="last", kind="stable")
     cols = ["config", "prompts", "new_tokens", "tokens_per_sec", "speedup", "acceptance", "tokens_per_target_call",
-            "vs_hf_assisted", "vs_hf_assisted_aten", "same_as_baseline"]
+            "vs_hf_assisted", "vs_hf_assisted_aten", "same_as_baseline", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]
     if out["vs_hf_assisted_aten"].isna().all():
         cols.remove("vs_hf_assisted_aten")
+    if out["pass_at_1"].isna().all():  # no checked dataset: no quality columns
+        cols = [c for c in cols if not c.startswith("pass_at_1")]
     return out[SETTING + cols]
 
 
@@ -86,6 +93,9 @@ def format_summary(table: pd.DataFrame) -> str:
         first = part[SETTING].iloc[0]
         head = ", ".join(f"{k}={T._fmt(v, 4)}" for k, v in first.items() if v is not None and not pd.isna(v))
         shown = part[[c for c in part.columns if c not in SETTING]]
+        if "pass_at_1" in shown.columns:  # one readable column: 0.634 [0.52, 0.74]
+            shown = shown.assign(**{"pass@1 [95% CI]": [T.fmt_pass_at_1(*v) for v in shown[["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]].values]})
+            shown = shown.drop(columns=["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"])
         blocks.append((f"{head}\n\n" if head else "") + T.to_markdown(shown.reset_index(drop=True), digits=3))
     return "\n\n".join(blocks)
 

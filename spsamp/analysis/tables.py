@@ -58,7 +58,7 @@ def config_keys(df: pd.DataFrame) -> list[str]:
 def _prepared(df: pd.DataFrame) -> pd.DataFrame:
     """A copy with every key column present (hand-built frames may lack some) and a ``config`` label."""
     df = df.copy()
-    for c in MATCH_KEYS + DRAFT_KEYS + ["category", "method_params", "repeat", "generated_ids"]:
+    for c in MATCH_KEYS + DRAFT_KEYS + ["category", "method_params", "repeat", "generated_ids", "task_correct", "task_check"]:
         if c not in df.columns:
             df[c] = None
     for c in NUMERIC_COLS:
@@ -118,6 +118,39 @@ def quality_columns(df: pd.DataFrame) -> list[str]:
 def _mean_metrics(df: pd.DataFrame) -> list[str]:
     extra = [c for c in AUTOJUDGE_METRICS if c in df.columns and pd.api.types.is_numeric_dtype(df[c])]
     return list(dict.fromkeys(quality_columns(df) + extra))
+
+
+def correct_values(s: pd.Series) -> pd.Series:
+    """``task_correct`` as floats: 1.0 / 0.0, NaN where unchecked (null)."""
+    return s.map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else float(bool(v))).astype(float)
+
+
+def wilson_interval(passed: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``passed / n`` (Wilson 1927): unlike the normal
+    approximation it stays inside [0, 1] and is sensible at 0 or n successes and small n."""
+    if not n:
+        return (np.nan, np.nan)
+    p = passed / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def add_pass_at_1(out: pd.DataFrame, checked: str = "checked", passed: str = "passed") -> pd.DataFrame:
+    """``pass_at_1`` = passed / checked with its 95 % Wilson interval ``pass_at_1_lo`` / ``_hi``."""
+    out = out.copy()
+    n, k = out[checked].astype(float), out[passed].astype(float)
+    out["pass_at_1"] = (k / n).where(n > 0)
+    ci = [wilson_interval(a, b) for a, b in zip(k, n)]
+    out["pass_at_1_lo"] = [c[0] for c in ci]
+    out["pass_at_1_hi"] = [c[1] for c in ci]
+    return out
+
+
+def fmt_pass_at_1(p: float, lo: float, hi: float) -> str:
+    """``0.634 [0.52, 0.74]``; ``–`` when unchecked."""
+    return "–" if pd.isna(p) else f"{p:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -394,6 +427,40 @@ def autojudge_table(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, method:
         out["identical_to_baseline"] = m.map(ss["identical_to_baseline"])
     sort = [c for c in ("param_threshold", "param_k") if c in out.columns]
     return out.sort_values(sort).reset_index(drop=True) if sort else out
+
+
+def quality_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Answer quality and speed per configuration over the ``ok`` rows of checked datasets:
+    ``checked`` answers, ``pass_at_1`` (mean ``task_correct``) with its 95 % Wilson interval, the
+    verdict counts (``checks``), pooled tokens per target call and tokens/s, ``speedup`` (pooled
+    tokens/s over the baseline's in the same setting) and, for AutoJudge, ``judge_accept_rate`` —
+    the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted."""
+    df = _prepared(df)
+    ok = df[(df["status"] == "ok")].copy()
+    ok["_correct"] = correct_values(ok["task_correct"])
+    ok = ok[ok["_correct"].notna()]
+    if ok.empty:
+        raise NoData("no checked answers (task_correct is null: the dataset has no checker — use dataset=humaneval or arithmetic)")
+    for col in ("metric_judge_accepted", "metric_mismatches_judged"):
+        ok[col] = pd.to_numeric(ok[col], errors="coerce") if col in ok.columns else np.nan
+    keys = [k for k in config_keys(ok) if k in ok.columns]
+    g = ok.groupby(keys, dropna=False, sort=True)
+    out = g.agg(
+        checked=("_correct", "size"), passed=("_correct", "sum"), new_tokens=("new_tokens", "sum"), wall_s=("wall_time_s", "sum"),
+        target_calls=("target_calls", "sum"), judge_accepted=("metric_judge_accepted", "sum"),
+        mismatches_judged=("metric_mismatches_judged", "sum"),
+    ).reset_index()
+    out["checks"] = g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())).values
+    out = add_pass_at_1(out)
+    out["tokens_per_target_call"] = _ratio(out["new_tokens"], out["target_calls"])
+    out["tokens_per_sec"] = _ratio(out["new_tokens"], out["wall_s"])
+    setting = [k for k in TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + ["dataset"] if k in out.columns]
+    base = out[out["method"] == BASELINE].assign(_s=_key_string(out[out["method"] == BASELINE], setting)).groupby("_s")["tokens_per_sec"].first()
+    out["speedup"] = out["tokens_per_sec"] / _key_string(out, setting).map(base)
+    out["judge_accept_rate"] = _ratio(out["judge_accepted"], out["mismatches_judged"]).where(out["mismatches_judged"] > 0)
+    out = out.drop(columns=["wall_s", "judge_accepted", "mismatches_judged"])
+    sort = [c for c in ("method", "param_k", "param_threshold") if c in out.columns]
+    return out.sort_values(sort, na_position="first").reset_index(drop=True)
 
 
 def errors_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Judge checkpoints: tensors in safetensors, everything else in a JSON sidecar. Never pickled.
 
-``<path>`` (safetensors: scaler mean/std and the classifier weights) and ``<path>.json`` (model
+``<path>`` (safetensors: the scaler's mean and scale, the logistic regression's coefficients and
+intercept, all float64) and ``<path>.json`` (model
 names, hidden sizes, feature spec, judge kind, candidate thresholds, training statistics, mining
 settings and the prompt split). A checkpoint is reused only when it was made for the same target
 and draft (names and hidden sizes) and the same feature mode; anything else is refused with one
@@ -16,10 +17,10 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from spsamp.autojudge.judge import Judge
+from spsamp.autojudge.judge import TENSORS, Judge
 from spsamp.config import ConfigError
 
-FORMAT = "spsamp-autojudge/1"
+FORMAT = "spsamp-autojudge/2"  # 2: scikit-learn judge (scaler.scale); /1 judges must be retrained
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -41,13 +42,17 @@ def save(path: str | Path, judge: Judge, meta: dict[str, Any]) -> dict[str, Any]
         "format": FORMAT,
         **meta,
         "judge": {"kind": judge.kind, "tensors": sorted(judge.tensors), "dim": judge.dim},
-        "scaler": {"type": "standard", "mean": "scaler.mean", "std": "scaler.std", "dim": judge.dim},
+        "scaler": {"type": "sklearn StandardScaler", "mean": "scaler.mean", "scale": "scaler.scale", "dim": judge.dim},
+        "classifier": {"type": "sklearn LogisticRegression(class_weight='balanced')", "coef": "linear.weight", "intercept": "linear.bias",
+                       "C": judge.stats.get("C")},
         "thresholds": judge.thresholds,
+        "threshold_quantiles": judge.stats.get("threshold_quantiles"),
+        "val_auc": judge.stats.get("val_auc"),
         "training": judge.stats,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in judge.tensors.items()}, str(tmp), metadata={"format": FORMAT})
+    save_file({k: v.detach().cpu().contiguous() for k, v in judge.tensors.items()}, str(tmp), metadata={"format": FORMAT})
     tmp_side.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str), encoding="utf-8")
     if side.exists():
         side.unlink()
@@ -60,8 +65,12 @@ def load(path: str | Path) -> tuple[Judge, dict[str, Any]]:
     path = Path(path).expanduser()
     meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
-        raise ConfigError(f"method.checkpoint: {path} is not an spsamp AutoJudge checkpoint (format {meta.get('format')!r}) — point method.checkpoint elsewhere")
-    tensors = load_file(str(path))
+        raise ConfigError(f"method.checkpoint: {path} is not an spsamp AutoJudge checkpoint of format {FORMAT!r} (it has {meta.get('format')!r}) — "
+                          "delete it to mine and train again, or point method.checkpoint elsewhere")
+    tensors = load_file(str(path))  # on the CPU; the judge moves them to the features' device
+    missing = [k for k in TENSORS if k not in tensors]
+    if missing:
+        raise ConfigError(f"method.checkpoint: {path} lacks tensors {missing} — delete it to mine and train again")
     judge = Judge(kind=meta["judge"]["kind"], tensors=tensors, stats=meta.get("training", {}), thresholds=list(meta.get("thresholds", [])))
     return judge, meta
 
@@ -85,7 +94,7 @@ def tensor_digest(judge: Judge) -> str:
     h = hashlib.sha256()
     for k in sorted(judge.tensors):
         h.update(k.encode())
-        h.update(judge.tensors[k].double().numpy().tobytes())
+        h.update(judge.tensors[k].detach().cpu().double().numpy().tobytes())
     return h.hexdigest()[:12]
 
 

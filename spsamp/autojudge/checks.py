@@ -6,6 +6,10 @@ Two checks, named in config (``method.check``):
 
 - ``final_answer`` (math, GSM8K-style): the outcome is the final number of the response
   (``The answer is N`` when present, else the last number). Different numbers -> important.
+- ``tests`` (code, AutoJudge's LiveCodeBench setting): the outcome is pass/fail of the answer's
+  code on the problem's unit tests, run in the sandbox (:mod:`spsamp.sandbox`); important iff
+  swapping changes pass/fail. Needs prompts with tests (``mining_source=humaneval``); decoding a
+  continuation stops once its code block has closed (the outcome is fixed from there).
 - ``continuation`` (open-ended prompts): the swapped continuation is equivalent when it
   *re-converges* to the original — a run of ``match_len`` identical token ids starts within
   ``window`` tokens after the mismatch in both — or when its similarity to the original
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from spsamp.data.checkers import extract_final_number
+from spsamp.data.checkers import extract_final_number, run_tests
+from spsamp.data.humaneval import block_closed
+from spsamp.sandbox import Limits
 
 
 class ImportanceCheck(Protocol):
@@ -66,10 +72,45 @@ class Continuation:
         return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() < self.tau
 
 
-CHECKS = ("final_answer", "continuation")
+@dataclass
+class Tests:
+    """Pass/fail on the problem's tests; :meth:`bind` gives the check for one problem."""
+
+    timeout_s: float = 10.0
+    name: str = "tests"
+
+    def bind(self, problem: Any) -> "BoundTests":
+        if not isinstance(problem, dict) or "test" not in problem:
+            raise ValueError("importance_check=tests needs prompts with unit tests — use method.mining_source=humaneval")
+        return BoundTests(problem, self.timeout_s)
 
 
-def make_check(name: str, window: int = 8, match_len: int = 4, tau: float = 0.8) -> ImportanceCheck:
+class BoundTests:
+    name = "tests"
+
+    def __init__(self, problem: dict, timeout_s: float):
+        self.problem, self.limits = problem, Limits(timeout_s=timeout_s)
+        self._outcomes: dict[tuple[int, ...], bool] = {}
+
+    def passes(self, ids: list[int], decode: Callable[[list[int]], str]) -> bool:
+        key = tuple(ids)
+        if key not in self._outcomes:  # the original answer is compared with every swap: run it once
+            self._outcomes[key] = run_tests(self.problem, decode(ids), self.limits) == "passed"
+        return self._outcomes[key]
+
+    def stop(self, text: str) -> bool:
+        return block_closed(text)
+
+    def __call__(self, original: list[int], swapped: list[int], pos: int, decode: Callable[[list[int]], str]) -> bool:
+        return self.passes(original, decode) != self.passes(swapped, decode)
+
+
+CHECKS = ("final_answer", "continuation", "tests")
+
+
+def make_check(name: str, window: int = 8, match_len: int = 4, tau: float = 0.8, timeout_s: float = 10.0) -> ImportanceCheck:
+    if name == "tests":
+        return Tests(timeout_s=timeout_s)
     if name == "final_answer":
         return FinalAnswer()
     if name == "continuation":

@@ -1,114 +1,89 @@
-"""The judge: standardised features -> P(important), by logistic regression (default) or a small MLP.
+"""The judge: standardised features -> P(important) by logistic regression, trained with scikit-learn.
 
-Garipov et al. 2025 (AutoJudge), Sec. 3.2 train a logistic regression on the mined hidden states
-and pick the decision threshold on held-out data. Here: features are standardised with the
-training mean/std; the L2 strength is chosen from a grid by validation ROC-AUC (validation
-samples come from prompts not used for training); the loss is class-balanced binary cross-entropy
-(important mismatches are the minority). Candidate thresholds are quantiles of P(important) on the
-validation set.
+Garipov et al. 2025 (AutoJudge), Sec. 3.2 and their released ``train_head_*.py``: features are
+standardised (``StandardScaler``), a ``LogisticRegression`` is fitted for each inverse L2 strength C
+on the grid ``(10^0.5)^-i``, i = 14..1, and the C with the best validation ROC-AUC wins; candidate
+thresholds are quantiles of P(important) on the validation set. Here the regression is
+class-balanced (``class_weight="balanced"``: important mismatches are the minority) and validation
+samples come from mining prompts not used for training.
+
+At inference only the fitted numbers are used — scaler mean/scale, coefficients, intercept — as
+float64 torch tensors, moved once to the features' device: a CUDA run computes the judge on the
+GPU and nothing is pickled (see :mod:`spsamp.autojudge.checkpoint`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+C_GRID = tuple(10 ** (-0.5 * i) for i in range(14, 0, -1))  # 1e-7 .. 10^-0.5, as the official code
 THRESHOLD_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-KINDS = ("logreg", "mlp")
+KINDS = ("logreg",)
+TENSORS = ("scaler.mean", "scaler.scale", "linear.weight", "linear.bias")
 
 
-def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> Optional[float]:
-    """ROC-AUC as the Mann-Whitney statistic (ties count 1/2); None with a single class."""
-    labels = labels.bool()
-    n1, n0 = int(labels.sum()), int((~labels).sum())
-    if n1 == 0 or n0 == 0:
+def roc_auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> Optional[float]:
+    """sklearn's ROC-AUC; None with a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
+    s = np.asarray(scores.cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    if len(np.unique(y)) < 2:
         return None
-    s = scores.double()
-    ranks = torch.empty_like(s)
-    order = torch.argsort(s)
-    sorted_s = s[order]
-    i = 0
-    # average ranks over tied runs
-    while i < len(sorted_s):
-        j = i
-        while j + 1 < len(sorted_s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return float(roc_auc_score(y, s))
 
 
 @dataclass
 class Judge:
-    """Standardiser + classifier; ``tensors`` hold everything saved to safetensors."""
+    """Scaler + logistic regression; ``tensors`` (CPU, float64) are what the checkpoint stores."""
 
     kind: str
     tensors: dict[str, torch.Tensor]
     stats: dict = field(default_factory=dict)
     thresholds: list[float] = field(default_factory=list)
+    _on: dict = field(default_factory=dict, repr=False, compare=False)  # device -> tensors there
 
     @property
     def dim(self) -> int:
         return int(self.tensors["scaler.mean"].numel())
 
+    def _at(self, device: torch.device) -> dict[str, torch.Tensor]:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = {k: v.to(device) for k, v in self.tensors.items()}
+        return self._on[key]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        t = self.tensors
-        z = (x.double() - t["scaler.mean"]) / t["scaler.std"]
-        if self.kind == "logreg":
-            return z @ t["linear.weight"] + t["linear.bias"]
-        h = torch.relu(z @ t["mlp.w1"] + t["mlp.b1"])
-        return h @ t["mlp.w2"] + t["mlp.b2"]
+        """w . (x - mean) / scale + b for features ``[n, D]``, on x's device."""
+        t = self._at(x.device)
+        z = (x.double() - t["scaler.mean"]) / t["scaler.scale"]
+        return z @ t["linear.weight"] + t["linear.bias"]
 
     def p_important(self, x: torch.Tensor) -> torch.Tensor:
-        """P(important) for features ``[n, D]`` -> ``[n]`` (float64)."""
+        """P(important) for features ``[n, D]`` -> ``[n]`` (float64, on x's device)."""
         return torch.sigmoid(self.logits(x))
 
 
-def _balanced_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # each class weighs half the loss, so a 5% minority is not ignored
-    n1 = y.sum().clamp(min=1)
-    n0 = (1 - y).sum().clamp(min=1)
-    w = torch.where(y > 0, 0.5 * len(y) / n1, 0.5 * len(y) / n0)
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, weight=w)
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
 
 
-def _fit_logreg(z: torch.Tensor, y: torch.Tensor, l2: float, seed: int) -> dict[str, torch.Tensor]:
-    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = _balanced_bce(z @ w + b, y) + 0.5 * l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return {"linear.weight": w.detach().clone(), "linear.bias": b.detach().clone().reshape(1)}
-
-
-def _fit_mlp(z: torch.Tensor, y: torch.Tensor, l2: float, seed: int, hidden: int = 64, epochs: int = 300) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    d = z.shape[1]
-    w1 = (torch.randn(d, hidden, generator=g, dtype=torch.float64) / math.sqrt(d)).requires_grad_()
-    b1 = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
-    w2 = (torch.randn(hidden, generator=g, dtype=torch.float64) / math.sqrt(hidden)).requires_grad_()
-    b2 = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([w1, b1, w2, b2], lr=1e-2)
-    for _ in range(epochs):
-        opt.zero_grad()
-        logits = torch.relu(z @ w1 + b1) @ w2 + b2
-        loss = _balanced_bce(logits, y) + 0.5 * l2 * ((w1 * w1).sum() + (w2 * w2).sum())
-        loss.backward()
-        opt.step()
-    return {"mlp.w1": w1.detach(), "mlp.b1": b1.detach(), "mlp.w2": w2.detach(), "mlp.b2": b2.detach().reshape(1)}
+def _from_sklearn(scaler, model) -> dict[str, torch.Tensor]:
+    return {
+        "scaler.mean": torch.from_numpy(np.array(scaler.mean_, dtype=np.float64)),
+        "scaler.scale": torch.from_numpy(np.array(scaler.scale_, dtype=np.float64)),
+        "linear.weight": torch.from_numpy(np.array(model.coef_[0], dtype=np.float64)),
+        "linear.bias": torch.from_numpy(np.array(model.intercept_, dtype=np.float64)).reshape(1),
+    }
 
 
 def train_judge(
@@ -118,72 +93,75 @@ def train_judge(
     y_val: torch.Tensor,
     kind: str = "logreg",
     seed: int = 0,
-    l2_grid: tuple[float, ...] = L2_GRID,
+    c_grid: tuple[float, ...] = C_GRID,
 ) -> Judge:
-    """Fit a judge; choose the L2 strength by validation ROC-AUC; record the training statistics.
+    """Fit a judge; choose C by validation ROC-AUC; record the training statistics.
 
-    With one class only in the training set the judge is the constant prior (no fit possible);
+    With one class only in the training set the judge is the constant prior (nothing to fit);
     without both classes in validation, the middle of the grid is used and ``val_auc`` is None.
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     if kind not in KINDS:
         raise ValueError(f"judge: unknown kind {kind!r} — use one of {KINDS}")
     if len(y_train) == 0:
         raise RuntimeError("autojudge: mining produced no training samples — raise method.mining_prompts or method.mining_max_tokens")
-    x_train, x_val = x_train.double(), x_val.double()
-    y_train, y_val = y_train.double(), y_val.double()
-    mean = x_train.mean(0)
-    std = x_train.std(0, unbiased=False).clamp(min=1e-6)
-    scaler = {"scaler.mean": mean, "scaler.std": std}
-    z_tr = (x_train - mean) / std
-    n1 = int(y_train.sum())
+    xt, yt = _numpy(x_train), _numpy(y_train).astype(int)
+    xv, yv = _numpy(x_val), _numpy(y_val).astype(int)
+    scaler = StandardScaler().fit(xt)
+    zt = scaler.transform(xt)
+    zv = scaler.transform(xv) if len(yv) else xv
+    n1 = int(yt.sum())
     stats: dict = {
-        "kind": kind,
-        "train_samples": len(y_train),
-        "train_important": n1,
-        "train_important_frac": n1 / len(y_train),
-        "val_samples": len(y_val),
-        "val_important": int(y_val.sum()),
+        "kind": kind, "trainer": "sklearn StandardScaler + LogisticRegression(class_weight='balanced')",
+        "train_samples": len(yt), "train_important": n1, "train_important_frac": n1 / len(yt),
+        "val_samples": len(yv), "val_important": int(yv.sum()) if len(yv) else 0,
     }
-    fit = _fit_logreg if kind == "logreg" else _fit_mlp
-    if n1 == 0 or n1 == len(y_train):
-        prior = min(max(n1 / len(y_train), 1e-4), 1 - 1e-4)
-        log.warning("autojudge: training set has one class only (%d/%d important): constant judge", n1, len(y_train))
-        d = x_train.shape[1]
-        bias = torch.tensor([math.log(prior / (1 - prior))], dtype=torch.float64)
-        judge = Judge("logreg", {**scaler, "linear.weight": torch.zeros(d, dtype=torch.float64), "linear.bias": bias})
-        stats.update(l2=None, search=[], constant=True)
+    scale = torch.from_numpy(np.array(scaler.scale_, dtype=np.float64))
+    mean = torch.from_numpy(np.array(scaler.mean_, dtype=np.float64))
+    if n1 == 0 or n1 == len(yt):
+        prior = min(max(n1 / len(yt), 1e-4), 1 - 1e-4)
+        log.warning("autojudge: training set has one class only (%d/%d important): constant judge", n1, len(yt))
+        tensors = {"scaler.mean": mean, "scaler.scale": scale, "linear.weight": torch.zeros(xt.shape[1], dtype=torch.float64),
+                   "linear.bias": torch.tensor([math.log(prior / (1 - prior))], dtype=torch.float64)}
+        stats.update(C=None, search=[], constant=True)
     else:
-        search = []
-        best: tuple[float, float, dict] | None = None
-        for l2 in l2_grid:
-            params = fit(z_tr, y_train, l2, seed)
-            cand = Judge(kind, {**scaler, **params})
-            auc = roc_auc(cand.logits(x_val), y_val) if len(y_val) else None
-            search.append({"l2": l2, "val_auc": auc})
+        search, best = [], None
+        for c in c_grid:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed).fit(zt, yt)
+            auc = roc_auc(model.decision_function(zv), yv) if len(yv) else None
+            converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            search.append({"C": c, "val_auc": auc, "converged": converged})
             key = auc if auc is not None else -1.0
-            # ties keep the stronger penalty (later in the grid): the simpler model
-            if best is None or key >= best[0]:
-                best = (key, l2, params)
+            if best is None or key > best[0]:  # ties keep the smaller C (stronger penalty, earlier in the grid)
+                best = (key, c, model)
         assert best is not None
         if all(s["val_auc"] is None for s in search):
-            l2 = l2_grid[len(l2_grid) // 2]
-            best = (-1.0, l2, fit(z_tr, y_train, l2, seed))
-        judge = Judge(kind, {**scaler, **best[2]})
-        stats.update(l2=best[1], search=search, constant=False)
+            c = c_grid[len(c_grid) // 2]
+            best = (-1.0, c, LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed).fit(zt, yt))
+        tensors = _from_sklearn(scaler, best[2])
+        stats.update(C=best[1], search=search, constant=False)
+    judge = Judge(kind, tensors)
     with torch.no_grad():
-        stats["train_loss"] = float(torch.nn.functional.binary_cross_entropy_with_logits(judge.logits(x_train), y_train))
-        stats["train_auc"] = roc_auc(judge.logits(x_train), y_train)
-        if len(y_val):
-            stats["val_loss"] = float(torch.nn.functional.binary_cross_entropy_with_logits(judge.logits(x_val), y_val))
-            stats["val_auc"] = roc_auc(judge.logits(x_val), y_val)
-            p_val = judge.p_important(x_val)
-            judge.thresholds = [float(torch.quantile(p_val, q)) for q in THRESHOLD_QUANTILES]
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        lt = judge.logits(torch.from_numpy(xt))
+        stats["train_loss"] = float(bce(lt, torch.from_numpy(yt).double()))
+        stats["train_auc"] = roc_auc(lt, yt)
+        if len(yv):
+            lv = judge.logits(torch.from_numpy(xv))
+            stats["val_loss"] = float(bce(lv, torch.from_numpy(yv).double()))
+            stats["val_auc"] = roc_auc(lv, yv)
+            judge.thresholds = [float(torch.quantile(torch.sigmoid(lv), q)) for q in THRESHOLD_QUANTILES]
         else:
-            stats["val_loss"] = None
-            stats["val_auc"] = None
+            stats["val_loss"] = stats["val_auc"] = None
+    stats["threshold_quantiles"] = list(THRESHOLD_QUANTILES)
     judge.stats = stats
     log.info(
-        "autojudge judge (%s): %d train samples (%.1f%% important), train loss %.4f, val AUC %s, l2 %s",
-        kind, stats["train_samples"], 100 * stats["train_important_frac"], stats["train_loss"], stats["val_auc"], stats["l2"],
+        "autojudge judge: %d train samples (%.1f%% important), %d val samples, train AUC %s, val AUC %s, C %s",
+        stats["train_samples"], 100 * stats["train_important_frac"], stats["val_samples"], stats["train_auc"], stats["val_auc"], stats["C"],
     )
     return judge

@@ -1,24 +1,36 @@
 """Label mining without manual annotation (Garipov et al. 2025, AutoJudge, Sec. 3.1 / Alg. 1).
 
-For one prompt: the target q answers greedily; the draft p's argmax is computed teacher-forced
-along that answer; the mismatches are walked left to right. At mismatch position i the draft
-token d_i replaces the target's token, q continues greedily, and an importance check compares the
-swapped response with the current one. Same outcome -> label 0 (unimportant) and the swapped
-response becomes current (later mismatches are searched along it); different -> label 1 and the
-current response is kept. Each mismatch yields one sample: the hidden states of p and q with d_i
-as input (see :mod:`spsamp.autojudge.features`) and its label.
+For one prompt the target q answers greedily and the draft p's argmax is computed teacher-forced
+along that answer. At a mismatch position i the draft token d_i replaces the target's token, q
+continues greedily, and an importance check compares the swapped response's outcome with the
+original's. Each mismatch yields one sample: the hidden states of p and q with d_i as input (see
+:mod:`spsamp.autojudge.features`) and its label (1 = important). Two schedules
+(``method.mining_batch``):
+
+- ``1`` — the paper's walk (Alg. 1, :func:`mine_prompt`): mismatches left to right, one swapped
+  continuation at a time; an unimportant swap becomes the current answer and later mismatches
+  are searched along it.
+- ``B > 1`` — batched (:func:`mine_prompt_batched`): every mismatch of the target's greedy answer
+  is labelled against that answer, and the swapped continuations are decoded ``B`` at a time as
+  one batch — each sequence with its own length, positions and KV (left-padded copies of the
+  answer's cache, an attention mask over the padding), one target forward per step for all of
+  them. A continuation stops at eos, at its budget, or as soon as ``stop`` says its outcome is
+  fixed (the ``tests`` check: the code block has closed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
@@ -36,6 +48,7 @@ class MiningPrompt:
     id: str
     text: str  # the user turn (hashed into the checkpoint to prove eval prompts are disjoint)
     ids: torch.Tensor  # encoded prompt, ending where the answer starts
+    reference: Any = None  # what an outcome check needs (HumanEval: the problem with its tests)
 
 
 @dataclass
@@ -49,6 +62,12 @@ class MinedSet:
     positions: list[int] = field(default_factory=list)
     answer_tokens: int = 0
     prompts: int = 0
+    seconds: float = 0.0  # wall time of mining (answers, continuations, checks, features)
+    decoded_tokens: int = 0  # target tokens decoded for swapped continuations
+
+    @property
+    def samples_per_minute(self) -> Optional[float]:
+        return 60.0 * len(self) / self.seconds if self.seconds > 0 else None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,9 +99,13 @@ class PrefixCache:
         return out, start
 
 
-def greedy_continue(q: PrefixCache, seq: list[int], budget: int) -> tuple[list[int], torch.Tensor]:
-    """Target's greedy continuation of ``seq`` (up to ``budget`` tokens, eos kept), and q's last-layer
-    state at the last token of ``seq`` (the swapped-in draft token during mining)."""
+Stop = Callable[[list[int]], bool]  # answer tokens so far -> is its outcome fixed (stop decoding)?
+
+
+def greedy_continue(q: PrefixCache, seq: list[int], budget: int, stop: Optional[Stop] = None, answer_from: int = 0) -> tuple[list[int], torch.Tensor]:
+    """Target's greedy continuation of ``seq`` (up to ``budget`` tokens, eos kept; or until
+    ``stop(answer)`` with answer = ``seq[answer_from:] + cont``), and q's last-layer state at the
+    last token of ``seq`` (the swapped-in draft token during mining)."""
     out, _ = q.run(seq, hidden=True)
     h_last = out.hidden[-1].clone()
     cont: list[int] = []
@@ -91,10 +114,87 @@ def greedy_continue(q: PrefixCache, seq: list[int], budget: int) -> tuple[list[i
     while len(cont) < budget:
         tok = int(out.logits[-1].argmax())
         cont.append(tok)
-        if tok in q.lm.eos_ids or len(cont) >= budget:
+        if tok in q.lm.eos_ids or len(cont) >= budget or (stop is not None and stop(seq[answer_from:] + cont)):
             break
         out, _ = q.run(seq + cont)
     return cont, h_last
+
+
+def _cache_kwarg(model: Any) -> str:
+    # transformers 5 renamed the forward's past_key_values argument to cache
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def batched_continuations(
+    lm: CausalLM,
+    lengths: list[int],
+    firsts: list[int],
+    budgets: list[int],
+    answer_of: Callable[[int, list[int]], list[int]],
+    stop: Optional[Stop] = None,
+    vocab: Optional[int] = None,
+) -> tuple[list[list[int]], torch.Tensor]:
+    """Greedy continuations of B sequences in one batch: sequence b is the first ``lengths[b]``
+    tokens held in ``lm``'s cache, then ``firsts[b]``, then up to ``budgets[b]`` greedy tokens.
+
+    The batch cache is built from ``lm.cache`` without recomputation: each row's prefix KV is
+    left-padded to the longest prefix, an attention mask hides the padding and position ids
+    continue each row from its own length, so one forward per step serves every row. Rows stop at
+    eos, at their budget, or when ``stop(answer_of(b, cont))`` holds; finished rows leave the
+    batch. Returns the continuations and q's last-layer state at each ``firsts[b]`` ``[B, H]``.
+    """
+    B, L = len(lengths), max(lengths)
+    assert lm.cache_len >= L, "the cache must hold every prefix"
+    dev = lm.device
+    cache = DynamicCache(config=lm.model.config)
+    for li, layer in enumerate(lm.cache.layers):
+        k, v = layer.keys, layer.values  # [1, H, T, D]
+        ks = k.new_zeros((B, k.shape[1], L, k.shape[3]))
+        vs = v.new_zeros((B, v.shape[1], L, v.shape[3]))
+        for b, n in enumerate(lengths):
+            ks[b, :, L - n:] = k[0, :, :n]
+            vs[b, :, L - n:] = v[0, :, :n]
+        cache.update(ks, vs, li)
+    mask = torch.zeros((B, L + 1), dtype=torch.long, device=dev)
+    for b, n in enumerate(lengths):
+        mask[b, L - n:] = 1
+    pos = torch.tensor(lengths, dtype=torch.long, device=dev).unsqueeze(1)
+    ids = torch.tensor(firsts, dtype=torch.long, device=dev).unsqueeze(1)
+    rows = list(range(B))  # batch row -> sequence index
+    conts: list[list[int]] = [[] for _ in range(B)]
+    h_first: Optional[torch.Tensor] = None
+    kw = _cache_kwarg(lm.model)
+    for step in range(max(budgets) + 1):
+        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                       output_hidden_states=step == 0, **{kw: cache})
+        cache = out.past_key_values
+        if step == 0:
+            h_first = out.hidden_states[-1][:, -1].clone()
+        logits = out.logits[:, -1]
+        nxt = (logits if vocab is None else fit_logits(logits, vocab)).argmax(-1).tolist()
+        keep = []
+        for r, b in enumerate(rows):
+            if step >= budgets[b] or (step == 0 and firsts[b] in lm.eos_ids):
+                continue  # budget spent (or the swapped token itself ended the answer)
+            tok = nxt[r]
+            conts[b].append(tok)
+            if tok in lm.eos_ids or len(conts[b]) >= budgets[b] or (stop is not None and stop(answer_of(b, conts[b]))):
+                continue
+            keep.append(r)
+        if not keep:
+            break
+        if len(keep) < len(rows):
+            sel = torch.tensor(keep, dtype=torch.long, device=dev)
+            cache.batch_select_indices(sel)
+            mask, pos = mask.index_select(0, sel), pos.index_select(0, sel)
+            nxt = [nxt[r] for r in keep]
+            rows = [rows[r] for r in keep]
+        ids = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        pos = pos + 1
+    assert h_first is not None
+    return conts, h_first
 
 
 def mine_prompt(
@@ -106,6 +206,7 @@ def mine_prompt(
     decode: Callable[[list[int]], str],
     need_draft_hidden: bool = True,
     vocab: Optional[int] = None,
+    stop: Optional[Stop] = None,
 ) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], list[int]]:
     """Walk one prompt's mismatches (AutoJudge Alg. 1).
 
@@ -113,7 +214,7 @@ def mine_prompt(
     ``(position, draft_token, label, h_p, h_q)``; label 1 = important.
     """
     n_prompt = len(prompt)
-    original, _ = greedy_continue(target, prompt, max_new)
+    original, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n_prompt)
     answer = list(original)
     samples = []
     pos = 0
@@ -128,7 +229,7 @@ def mine_prompt(
         i = miss[0]
         d = d_arg[n_prompt - 1 + i - start]
         swapped_prefix = prompt + answer[:i] + [d]
-        cont, h_q = greedy_continue(target, swapped_prefix, max_new - i - 1)
+        cont, h_q = greedy_continue(target, swapped_prefix, max_new - i - 1, stop=stop, answer_from=n_prompt)
         swapped = answer[:i] + [d] + cont
         h_p = draft.run(swapped_prefix, hidden=True)[0].hidden[-1].clone() if need_draft_hidden else None
         important = bool(check(answer, swapped, i, decode))
@@ -139,6 +240,53 @@ def mine_prompt(
     return samples, original, answer
 
 
+def mine_prompt_batched(
+    target: PrefixCache,
+    draft: PrefixCache,
+    prompt: list[int],
+    max_new: int,
+    check: ImportanceCheck,
+    decode: Callable[[list[int]], str],
+    need_draft_hidden: bool = True,
+    vocab: Optional[int] = None,
+    batch: int = 16,
+    stop: Optional[Stop] = None,
+) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], int]:
+    """Label every mismatch of the target's greedy answer against that answer, decoding the
+    swapped continuations ``batch`` at a time (see module doc).
+
+    Returns ``(samples, answer, decoded_tokens)``; samples as :func:`mine_prompt`'s.
+    """
+    n = len(prompt)
+    answer, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n)
+    if not answer:
+        return [], answer, 0
+    # p's teacher-forced argmax at answer[i] comes from position n + i - 1
+    out, start = draft.run(prompt + answer, from_pos=n - 1)
+    logits = out.logits if vocab is None else fit_logits(out.logits, vocab)
+    d_arg = logits.argmax(-1).tolist()
+    miss = [(i, d_arg[n - 1 + i - start]) for i in range(len(answer)) if d_arg[n - 1 + i - start] != answer[i]]
+    # h_p: p's state with d_i as input after answer[:i]; single-token forwards on the cached answer
+    h_ps: list[Optional[torch.Tensor]] = []
+    for i, d in miss:
+        h_ps.append(draft.run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1].clone() if need_draft_hidden else None)
+    target.run(prompt + answer)  # the cache holds every prefix the batch needs
+    samples, decoded = [], 0
+    for lo in range(0, len(miss), batch):
+        chunk = miss[lo : lo + batch]
+        conts, h_q = batched_continuations(
+            target.lm, [n + i for i, _ in chunk], [d for _, d in chunk], [max_new - i - 1 for i, _ in chunk],
+            lambda b, cont, chunk=chunk: answer[: chunk[b][0]] + [chunk[b][1]] + cont, stop=stop, vocab=vocab,
+        )
+        for (i, d), cont, hq, hp in zip(chunk, conts, h_q, h_ps[lo : lo + batch]):
+            decoded += len(cont)
+            swapped = answer[:i] + [d] + cont
+            samples.append((i, d, int(bool(check(answer, swapped, i, decode))), hp, hq.clone()))
+    target.tokens = []  # the batch forwards replaced the adapter's cache object: start clean
+    target.lm.reset()
+    return samples, answer, decoded
+
+
 def mine(
     target: CausalLM,
     draft: CausalLM,
@@ -146,16 +294,33 @@ def mine(
     max_new: int,
     check: ImportanceCheck,
     need_draft_hidden: bool = True,
+    batch: int = 1,
 ) -> MinedSet:
-    """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens)."""
+    """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens);
+    ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc)."""
     q, p = PrefixCache(target), PrefixCache(draft)
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
-    for pr in tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None):
-        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, check, decode, need_draft_hidden, target.vocab_size)
+    t0 = time.perf_counter()
+    bar = tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None)
+    for pr in bar:
+        bound = check.bind(pr.reference) if hasattr(check, "bind") else check  # outcome checks need the problem
+        stop = getattr(bound, "stop", None)
+        stop_ids = (lambda ids, stop=stop: stop(decode(ids))) if stop is not None else None
+        if batch > 1:
+            samples, original, decoded = mine_prompt_batched(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden,
+                                                             target.vocab_size, batch, stop_ids)
+            mined.decoded_tokens += decoded
+        else:
+            samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, target.vocab_size, stop_ids)
         mined.prompts += 1
         mined.answer_tokens += len(original)
-        log.debug("mining %s: %d answer tokens, %d mismatches, %d important", pr.id, len(original), len(samples), sum(s[2] for s in samples))
+        mined.seconds = time.perf_counter() - t0
+        so_far = len(mined) + len(samples)
+        rate = 60 * so_far / max(mined.seconds, 1e-9)
+        bar.set_postfix(samples=so_far, per_min=f"{rate:.1f}")
+        log.info("mining %s: %d answer tokens, %d mismatches, %d important (%d samples, %.1f samples/min so far)",
+                 pr.id, len(original), len(samples), sum(s[2] for s in samples), so_far, rate)
         for pos, _d, label, h_p, h_q in samples:
             mined.positions.append(pos)
             mined.labels.append(label)
@@ -165,8 +330,10 @@ def mine(
                 mined.h_p.append(h_p)
     target.reset()
     draft.reset()
+    mined.seconds = time.perf_counter() - t0
     n1 = sum(mined.labels)
-    log.info("autojudge mining: %d prompts, %d answer tokens, %d mismatches (%d important)", mined.prompts, mined.answer_tokens, len(mined), n1)
+    log.info("autojudge mining: %d prompts, %d answer tokens, %d mismatches (%d important) in %.1fs: %.1f samples/min",
+             mined.prompts, mined.answer_tokens, len(mined), n1, mined.seconds, mined.samples_per_minute or 0.0)
     return mined
 
 

@@ -42,7 +42,7 @@ from spsamp.models import CausalLM
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("problems", "file")
+SOURCES = ("problems", "file", "humaneval")
 
 
 def autojudge_accept(
@@ -93,17 +93,18 @@ class AutoJudgeDecoder(Decoder):
         threshold: float = 0.5  # accept a mismatch when P(important) < threshold
         checkpoint: str = "???"  # judge safetensors (+ .json sidecar); trained here when absent
         features: str = "concat"  # concat: [h_p ; h_q] | target: h_q only
-        judge: str = "logreg"  # logreg | mlp
-        importance_check: str = "final_answer"  # label-mining check: final_answer | continuation
+        judge: str = "logreg"  # logreg (scikit-learn, class-balanced, C by validation ROC-AUC)
+        importance_check: str = "final_answer"  # label-mining check: final_answer | continuation | tests
         continuation_window: int = 8  # continuation: re-converge within this many tokens
         continuation_match_len: int = 4  # ... as a run of this many identical token ids
         continuation_tau: float = 0.8  # ... or difflib ratio over token ids >= tau
-        mining_source: str = "problems"  # problems (built-in generator) | file (FastChat questions)
+        mining_source: str = "problems"  # problems (built-in generator) | file (FastChat questions) | humaneval (its train half)
         mining_file: Optional[str] = None
         mining_prompts: int = 32  # prompts mined (judge-train + judge-validation)
         mining_max_tokens: int = 64  # target answer length while mining
         mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
         val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
+        mining_batch: int = 16  # swapped continuations decoded per batch; 1 = the paper's sequential walk
 
         def check(self) -> None:
             if self.k < 1:
@@ -122,6 +123,10 @@ class AutoJudgeDecoder(Decoder):
                 raise ConfigError("method.mining_file: mining_source=file needs a FastChat question file — set method.mining_file=/path/q.jsonl")
             if self.mining_prompts < 2:
                 raise ConfigError(f"method.mining_prompts: must be >= 2 (judge train + validation), got {self.mining_prompts} — raise it")
+            if self.importance_check == "tests" and self.mining_source != "humaneval":
+                raise ConfigError("method.importance_check: tests needs prompts with unit tests — set method.mining_source=humaneval")
+            if self.mining_batch < 1:
+                raise ConfigError(f"method.mining_batch: must be >= 1, got {self.mining_batch} — 1 = sequential walk, e.g. 16")
             if self.mining_max_tokens < 1:
                 raise ConfigError(f"method.mining_max_tokens: must be >= 1, got {self.mining_max_tokens} — raise it")
             if not 0.0 <= self.val_fraction < 1.0:
@@ -185,8 +190,19 @@ class AutoJudgeDecoder(Decoder):
         from spsamp.runner import encode, messages_for
 
         prm = self.params
+        refs: dict[str, Any] = {}
         if prm.mining_source == "problems":
             items = [(p.id, p.prompt) for p in generate_problems(prm.mining_prompts, seed=prm.mining_seed)]
+        elif prm.mining_source == "humaneval":
+            import random
+
+            from spsamp.config import DatasetConfig
+            from spsamp.data import load_prompts
+
+            train = load_prompts(DatasetConfig(name="humaneval", split="train"))  # never the test half
+            random.Random(prm.mining_seed).shuffle(train)
+            items = [(q.id, q.turns[0]) for q in train[: prm.mining_prompts]]
+            refs = {q.id: q.reference for q in train}
         else:
             import random
 
@@ -194,14 +210,15 @@ class AutoJudgeDecoder(Decoder):
             random.Random(prm.mining_seed).shuffle(qs)
             items = [(q.id, q.turns[0]) for q in qs[: prm.mining_prompts]]
         sys_prompt, chat = run.dataset.system_prompt, run.generation.use_chat_template
-        return [MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat)) for i, t in items]
+        return [MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat), refs.get(i)) for i, t in items]
 
     def train(self, target: CausalLM, draft: CausalLM, run: Any, expected: dict[str, Any]) -> tuple[Judge, dict[str, Any]]:
         prm = self.params
         prompts = self.mining_prompts(target, run)
-        check = make_check(prm.importance_check, prm.continuation_window, prm.continuation_match_len, prm.continuation_tau)
+        check = make_check(prm.importance_check, prm.continuation_window, prm.continuation_match_len, prm.continuation_tau,
+                           timeout_s=run.dataset.check_timeout_s)
         need_p = prm.features == "concat"
-        mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p)
+        mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p, batch=prm.mining_batch)
         if len(mined) == 0:
             raise RuntimeError(
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
@@ -231,6 +248,10 @@ class AutoJudgeDecoder(Decoder):
                 "answer_tokens": mined.answer_tokens,
                 "mismatches": len(mined),
                 "important": int(sum(mined.labels)),
+                "batch": prm.mining_batch,
+                "seconds": mined.seconds,
+                "samples_per_minute": mined.samples_per_minute,
+                "continuation_tokens": mined.decoded_tokens,
                 "use_chat_template": run.generation.use_chat_template,
             },
             "split": {
@@ -254,6 +275,7 @@ class AutoJudgeDecoder(Decoder):
             "mining_prompts": (mining.get("prompts"), prm.mining_prompts),
             "mining_max_tokens": (mining.get("max_tokens"), prm.mining_max_tokens),
             "mining_seed": (mining.get("seed"), prm.mining_seed),
+            "mining_batch": (mining.get("batch", 1), prm.mining_batch),
         }
         if prm.importance_check == "continuation":
             asked["continuation_window"] = (cont.get("window"), prm.continuation_window)
@@ -312,7 +334,7 @@ class AutoJudgeDecoder(Decoder):
                     st.stats.draft_calls += 1
                 hp = torch.stack([h_p[j] for j in miss]) if prm.features == "concat" else None
                 # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
-                p_imp[miss] = judge.p_important(make_features(hp, out.hidden[1:][miss], prm.features))
+                p_imp[miss] = judge.p_important(make_features(hp, out.hidden[1:][miss], prm.features)).cpu()
             n, nxt, n_judged_ok, fell_back = autojudge_accept(d, g, p_imp, prm.threshold)
             st.extend(d[:n] + [nxt])
             target.crop(len(st.seq) - 1)
@@ -331,6 +353,7 @@ class AutoJudgeDecoder(Decoder):
             "autojudge_train_samples": training.get("train_samples"),
             "autojudge_train_loss": training.get("train_loss"),
             "autojudge_val_auc": training.get("val_auc"),
+            "autojudge_mining_samples_per_minute": self.meta.get("mining", {}).get("samples_per_minute"),
             "autojudge_checkpoint": str(Path(prm.checkpoint).expanduser()),
             "autojudge_checkpoint_reused": self.reused,
             "autojudge_judge_digest": self.digest,  # sha256 of the judge tensors: same digest, same decisions
