@@ -4,12 +4,17 @@ held-out prompts with the target alone, exact SpS and AutoJudge at several thres
 
     .venv/bin/python scripts/bench_autojudge.py                        # SmolLM2 pair, small budget
     .venv/bin/python scripts/bench_autojudge.py --model tiny_random --train-prompts 8 --eval-prompts 3 --open-prompts 2
+    .venv/bin/python scripts/bench_autojudge.py --mining-bench --train-prompts 6   # mining speed: walk vs batched
 
 Held-out math problems come from the built-in generator with a seed different from the mining
 seed (the decoder refuses any overlap); open-ended prompts are the built-in non-math prompts.
 Printed per method: accepted tokens per target step, judge accept rate, answer accuracy (math),
 agreement with the target's greedy output (exact and difflib ratio over token ids), wall time and
 speed relative to SpS and to target-only decoding, all measured in this run, prompts interleaved.
+
+``--mining-bench`` measures label mining only: the same prompts mined by the paper's sequential walk
+(``mining_batch=1``, the old schedule) and by batched continuations (``--mining-batch``), prompt by
+prompt interleaved, and prints mined samples per minute of each and their ratio.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ def main() -> None:
     ap.add_argument("--eval-seed", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_autojudge"))
+    ap.add_argument("--importance-check", default="final_answer", help="final_answer | continuation | tests (with --mining-source humaneval)")
+    ap.add_argument("--mining-source", default="problems", help="problems | humaneval")
+    ap.add_argument("--mining-batch", type=int, default=16)
+    ap.add_argument("--mining-bench", action="store_true", help="only compare mining speed: sequential walk vs batched")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("spsamp.autojudge.mining").setLevel(logging.DEBUG)  # one line per mined prompt
@@ -71,13 +80,17 @@ def main() -> None:
         cfg = compose(config_name="config", overrides=[
             f"model={args.model}", "method=autojudge", f"method.k={args.k}", f"method.checkpoint={ckpt}",
             f"method.mining_prompts={args.train_prompts}", f"method.mining_max_tokens={args.mining_max_tokens}",
-            "dataset=mt_bench", f"dataset.path={qfile}", f"generation.max_new_tokens={args.max_new_tokens}",
+            f"method.importance_check={args.importance_check}", f"method.mining_source={args.mining_source}",
+            f"method.mining_batch={args.mining_batch}", "dataset=mt_bench", f"dataset.path={qfile}", f"generation.max_new_tokens={args.max_new_tokens}",
         ])
     run, params = validate(cfg)
     target = load_model(run.model.target, run.hardware, run.paths.cache_dir)
     draft = load_model(run.model.draft, run.hardware, run.paths.cache_dir)
     check_same_tokenizer(target, draft)
 
+    if args.mining_bench:
+        mining_bench(args, params, run, target, draft, out)
+        return
     aj = AutoJudgeDecoder(**dataclasses.asdict(params))
     t0 = time.perf_counter()
     aj.prepare(target, draft, run)
@@ -85,7 +98,7 @@ def main() -> None:
     tr, mining = aj.meta["training"], aj.meta["mining"]
     print(f"judge: {'reused' if aj.reused else 'mined + trained'} in {train_s:.1f}s -> {ckpt}")
     print(f"  mining: {mining['prompts']} prompts, {mining['answer_tokens']} answer tokens, {mining['mismatches']} mismatches "
-          f"({mining['important']} important)")
+          f"({mining['important']} important), {mining.get('samples_per_minute') or 0:.1f} samples/min (batch {mining.get('batch', 1)})")
     print(f"  judge: {tr['train_samples']} train samples ({100 * tr['train_important_frac']:.1f}% important), "
           f"train loss {tr['train_loss']:.4f}, val samples {tr['val_samples']} ({tr['val_important']} important), val AUC {tr['val_auc']}")
     print(f"  candidate thresholds (val quantiles 10/25/50/75/90%): {[round(t, 4) for t in aj.judge.thresholds]}")
@@ -170,6 +183,38 @@ def main() -> None:
     (out / "bench_autojudge.json").write_text(json.dumps(report, indent=1, default=str))
     print(f"\n{n_math} held-out math problems + {n_open} open prompts, {args.max_new_tokens} new tokens, k={args.k}; "
           f"machine: {info.get('cpu_model')}, {torch.get_num_threads()} threads; results -> {out / 'bench_autojudge.json'}")
+
+
+def mining_bench(args, params, run, target, draft, out: Path) -> None:
+    """Mined samples per minute: sequential walk (batch 1) vs batched, same prompts, interleaved."""
+    from spsamp.autojudge.checks import make_check
+    from spsamp.autojudge.mining import mine
+
+    dec = AutoJudgeDecoder(**dataclasses.asdict(params))
+    prompts = dec.mining_prompts(target, run)
+    check = make_check(params.importance_check, timeout_s=run.dataset.check_timeout_s)
+    need_p = params.features == "concat"
+    tot = {1: [0, 0.0, 0], args.mining_batch: [0, 0.0, 0]}  # samples, seconds, important
+    for pr in prompts:
+        for batch in tot:  # interleaved per prompt: load drift hits both schedules alike
+            m = mine(target, draft, [pr], params.mining_max_tokens, check, need_draft_hidden=need_p, batch=batch)
+            tot[batch][0] += len(m)
+            tot[batch][1] += m.seconds
+            tot[batch][2] += sum(m.labels)
+        print(f"  mined {pr.id}", flush=True)
+    rows = []
+    for batch, (n, sec, imp) in tot.items():
+        rows.append({"batch": batch, "schedule": "walk (Alg. 1)" if batch == 1 else "batched", "samples": n, "important": imp,
+                     "seconds": sec, "samples_per_minute": 60 * n / sec if sec else None})
+        print(f"{rows[-1]['schedule']:<14} batch={batch:<3} {n:>5} samples ({imp} important) in {sec:7.1f}s: "
+              f"{rows[-1]['samples_per_minute']:.1f} samples/min")
+    ratio = rows[1]["samples_per_minute"] / rows[0]["samples_per_minute"] if rows[0]["samples_per_minute"] else None
+    print(f"batched / walk: {ratio:.2f}x samples per minute" if ratio else "no samples mined")
+    info = system_info()
+    report = {"date": datetime.now(timezone.utc).isoformat(), "machine": {"cpu": info.get("cpu_model"), "threads": torch.get_num_threads(),
+              "platform": platform.platform()}, "versions": {"torch": torch.__version__, "python": platform.python_version()},
+              "args": vars(args), "command": " ".join(sys.argv), "rows": rows, "ratio": ratio}
+    (out / "bench_mining.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -168,7 +168,6 @@ def batched_continuations(
     for step in range(max(budgets) + 1):
         out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                        output_hidden_states=step == 0, **{kw: cache})
-        cache = out.past_key_values
         if step == 0:
             h_first = out.hidden_states[-1][:, -1].clone()
         logits = out.logits[:, -1]
