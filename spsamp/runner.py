@@ -32,6 +32,7 @@ from spsamp.data import Prompt, load_prompts
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
+from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.models.placement import placement_json
 from spsamp.system_info import check_machine, system_info
@@ -192,7 +193,7 @@ class Job:
         assert self.target is not None
         msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
         ids = encode(self.target.tokenizer, msgs, gen.use_chat_template)
-        rng = torch.Generator(device=self.target.device).manual_seed(seed)
+        rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
         return ids, self.decoder.generate(self.target, self.draft, ids, gen, rng)
 
     def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:

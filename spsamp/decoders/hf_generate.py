@@ -81,7 +81,7 @@ def hf_generate(
 ) -> DecodeOutput:
     """One ``target.model.generate`` call (with ``assistant_model`` when given); tokens and counters."""
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng)))
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
     kwargs: dict[str, Any] = {
         "max_new_tokens": gen.max_new_tokens,
         "do_sample": gen.temperature > 0,
