@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
@@ -234,6 +235,8 @@ class Job:
             "accept_len_hist": _histogram(s.accepted_lengths),
             "metrics_json": json.dumps(s.extra, default=float) if s.extra else None,
         })
+        # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
+        row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
     def _add_error(self, task: Task, exc: BaseException) -> None:

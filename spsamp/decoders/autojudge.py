@@ -35,7 +35,7 @@ from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.judge import KINDS, Judge, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
-from spsamp.autojudge.problems import generate_problems
+from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, GenerationConfig
 from spsamp.decoders.base import DecodeOutput, Decoder, begin
 from spsamp.models import CausalLM
