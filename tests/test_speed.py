@@ -168,3 +168,140 @@ def test_record_says_how_many_threads_ran(tmp_path, monkeypatch):
         assert rows and all(r["num_threads"] == 2 for r in rows)
     finally:
         torch.set_num_threads(before)
+
+
+# ---- method.k=auto / method.budget=auto: the cost model's choices --------------------------------
+
+from spsamp import cost_model as cm  # noqa: E402
+
+FLAT = cm.VerifyCost({})  # verification as free as a 1-token pass (Leviathan et al.'s assumption)
+INTEL = cm.VerifyCost({4: 1.03, 8: 1.05, 16: 1.16, 32: 1.26, 64: 1.88})  # Qwen 1.5B bf16, issue #17
+
+
+def test_verify_cost_interpolates_and_extends_the_measured_widths():
+    assert INTEL(1) == 1.0 and INTEL(8) == pytest.approx(1.05) and INTEL(12) == pytest.approx(1.105)
+    assert INTEL(2) == pytest.approx(1.01)  # between v(1) = 1 and v(4)
+    assert INTEL(128) == pytest.approx(1.88 + (1.88 - 1.26) * 2)  # the last slope, continued
+    assert FLAT(50) == 1.0
+
+
+def test_chain_speedup_is_theorem_3_8_when_verification_is_free():
+    for alpha, k, c in [(0.8, 4, 0.1), (0.5, 2, 0.3), (0.95, 8, 0.05)]:
+        assert cm.chain_speedup(alpha, k, c, FLAT) == pytest.approx(cm.predicted_speedup(alpha, k, c))
+
+
+def test_best_k_is_the_argmax_over_every_k():
+    for alpha, c, v in [(0.9, 0.05, FLAT), (0.8, 0.39, INTEL), (0.6, 0.39, INTEL), (0.97, 0.02, INTEL)]:
+        k, pred = cm.best_k(alpha, c, v, k_max=24)
+        brute = max(cm.chain_speedup(alpha, j, c, v) for j in range(1, 25))
+        assert pred == pytest.approx(brute) and cm.chain_speedup(alpha, k, c, v) == pytest.approx(brute)
+
+
+def test_best_k_follows_acceptance_and_cost():
+    ks = [cm.best_k(a, 0.1, FLAT)[0] for a in (0.5, 0.7, 0.9, 0.97)]
+    assert ks == sorted(ks) and ks[0] < ks[-1]  # more acceptance -> longer drafts
+    assert cm.best_k(0.9, 0.02, FLAT)[0] > cm.best_k(0.9, 0.3, FLAT)[0]  # cheaper draft -> longer drafts
+    # expensive verification of many tokens caps k
+    steep = cm.VerifyCost({2: 1.5, 4: 2.5, 8: 4.5})
+    assert cm.best_k(0.9, 0.05, steep)[0] < cm.best_k(0.9, 0.05, FLAT)[0]
+    assert cm.best_k(0.0, 0.5, FLAT) == (1, pytest.approx(1 / 1.5))  # nothing accepted: the shortest draft
+
+
+def test_tree_of_one_rank_is_the_chain():
+    for alpha, b in [(0.8, 5), (0.5, 3), (0.99, 12)]:
+        assert cm.expected_tree_accepted([alpha], b, max_depth=b) == pytest.approx(cm.expected_tokens_per_step(alpha, b) - 1)
+        # width 1: one draft pass per node, as the chain's k passes
+        assert cm.tree_speedup([alpha], b, 0.2, INTEL, width=1, max_depth=b) == pytest.approx(cm.chain_speedup(alpha, b, 0.2, INTEL))
+
+
+def test_tree_expected_length_is_the_best_subtree_by_brute_force():
+    import itertools
+
+    probs, budget, depth = [0.6, 0.25, 0.1], 5, 3
+    # every node (rank path) up to `depth`, its value the product of its ranks' probabilities
+    nodes = [p for d in range(1, depth + 1) for p in itertools.product(range(3), repeat=d)]
+    value = {n: float(__import__("math").prod(probs[r] for r in n)) for n in nodes}
+    best = 0.0
+    for subset in itertools.combinations(nodes, budget):
+        s = set(subset)
+        if all(len(n) == 1 or n[:-1] in s for n in s):  # a tree: every node's parent is in it
+            best = max(best, sum(value[n] for n in s))
+    assert cm.expected_tree_accepted(probs, budget, depth) == pytest.approx(best)
+
+
+def test_tree_draft_passes_match_the_drafter():
+    # spsamp.drafting.tree: root pass + one batched pass per full round of `width` nodes
+    assert [cm.tree_draft_passes(b, 4) for b in (1, 4, 5, 8, 9, 16)] == [1, 1, 2, 2, 3, 4]
+    assert cm.tree_draft_passes(16, 1) == 16
+
+
+def test_best_budget_grows_with_cheap_wide_verification_and_wide_drafting():
+    probs = [0.7, 0.15, 0.05]
+    narrow, _ = cm.best_budget(probs, 0.39, INTEL, width=1)
+    wide, _ = cm.best_budget(probs, 0.39, INTEL, width=8)
+    assert wide > narrow  # a batched draft pass adds 8 nodes for the price of ~one
+    cheap, _ = cm.best_budget(probs, 0.39, FLAT, width=8)
+    steep, _ = cm.best_budget(probs, 0.39, cm.VerifyCost({2: 1.5, 8: 4.0, 32: 12.0}), width=8)
+    assert cheap > steep
+    b, pred = cm.best_budget(probs, 0.39, INTEL, width=8, budget_max=40)
+    assert pred == pytest.approx(max(cm.tree_speedup(probs, x, 0.39, INTEL, 8) for x in range(1, 41)))
+
+
+def test_acceptance_estimate_follows_observed_steps():
+    acc = cm.RankAcceptance(max_rank=1, prior_alpha=0.6, prior_weight=2.0, decay=1.0)
+    assert acc.alpha == pytest.approx(0.6)
+    for _ in range(50):
+        acc.observe_chain(proposed=4, accepted=4)  # everything accepted
+    assert acc.alpha > 0.98
+    acc = cm.RankAcceptance(max_rank=1, decay=1.0)
+    for _ in range(50):
+        acc.observe_chain(proposed=4, accepted=1)  # 1 accepted, then a rejection: alpha = 1/2
+    assert acc.alpha == pytest.approx(0.5, abs=0.01)
+
+
+def test_rank_estimate_counts_only_ranks_that_were_offered():
+    acc = cm.RankAcceptance(max_rank=3, prior_weight=0.0, decay=1.0)
+    # node with 3 children, target took the 2nd; node with 1 child, target took it; node with 2, miss
+    acc.observe([(3, 2), (1, 1), (2, None)])
+    assert acc.probs() == pytest.approx([1 / 3, 1 / 2, 0.0])
+
+
+def test_auto_size_adapts_to_the_acceptance_it_observes():
+    auto = cm.AutoSize(c=0.1, v=FLAT, size_max=16)
+    first = auto.choose()
+    for _ in range(200):
+        k = auto.choose()
+        auto.acceptance.observe_chain(k, k)  # the draft is always right
+    high = auto.choose()
+    for _ in range(200):
+        k = auto.choose()
+        auto.acceptance.observe_chain(k, 0)  # the draft is always wrong
+    low = auto.choose()
+    assert high > first > low == 1
+    m = auto.metrics()
+    assert m["auto_k_last"] == 1 and sum(m["auto_k_hist"].values()) == len(auto.chosen) and 0 <= m["auto_alpha"] < 0.1
+    tree = cm.AutoSize(c=0.39, v=INTEL, size_max=32, tree=True, width=8)
+    assert 1 <= tree.choose() <= 32 and "auto_budget_mean" in tree.metrics()
+
+
+def test_measured_costs_come_from_the_clock(monkeypatch):
+    """c and v from fake pass times: target 10 ms + 1 ms per extra token, draft 2 ms flat."""
+    from spsamp.models import load_model
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    target_forward = type(target).forward
+    now = {"t": 0.0}
+
+    def fake_forward(lm, ids, **kw):
+        out = target_forward(lm, ids, **kw)
+        n = ids.shape[-1]
+        now["t"] += (0.010 + 0.001 * (n - 1)) if lm is target else 0.002
+        return out
+
+    monkeypatch.setattr(type(target), "forward", fake_forward)
+    monkeypatch.setattr(cm, "_clock", lambda: now["t"])
+    costs = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), widths=(1, 4, 8), draft_widths=(1, 4), repeats=2)
+    assert costs.c == pytest.approx(0.2)
+    assert costs.v(4) == pytest.approx(1.3) and costs.v(8) == pytest.approx(1.7) and costs.vd(4) == pytest.approx(1.0)
+    assert target.cache_len == 0 and draft.cache_len == 0
