@@ -305,3 +305,53 @@ def test_measured_costs_come_from_the_clock(monkeypatch):
     assert costs.c == pytest.approx(0.2)
     assert costs.v(4) == pytest.approx(1.3) and costs.v(8) == pytest.approx(1.7) and costs.vd(4) == pytest.approx(1.0)
     assert target.cache_len == 0 and draft.cache_len == 0
+
+
+def test_tree_visits_reads_the_accepted_path_and_the_miss():
+    from spsamp.drafting.autosize import tree_visits
+
+    # root -> a(0), b(1); a -> c(2), d(3); c -> e(4)    (siblings in draft-probability order)
+    tokens, parents = [10, 11, 12, 13, 14], [-1, -1, 0, 0, 2]
+    assert tree_visits(tokens, parents, [10, 13, 99]) == [(2, 1), (2, 2)]  # a, then d; d is a leaf
+    assert tree_visits(tokens, parents, [11, 7]) == [(2, 2)]  # b is a leaf: nothing offered after it
+    assert tree_visits(tokens, parents, [10, 12, 14, 5]) == [(2, 1), (2, 1), (1, 1)]  # down to the leaf e
+    assert tree_visits(tokens, parents, [42]) == [(2, None)]  # the target's token is no child of the root
+    assert tree_visits([5, 6, 7], [-1, 0, 1], [5, 6, 9]) == [(1, 1), (1, 1), (1, None)]  # a chain: 2 accepted, 1 rejected
+
+
+class _FakeState:
+    def __init__(self):
+        self.seq = [0]
+
+
+class _FakeChain:
+    """Proposes tokens 1..size; the test appends what a target that accepts `take` of them keeps."""
+
+    needs_model = True
+
+    def propose(self, st, size, max_depth, hidden):
+        from spsamp.proposals import Proposal
+
+        return Proposal(tokens=torch.arange(1, size + 1), parents=torch.arange(-1, size - 1))
+
+
+def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
+    from spsamp.drafting.autosize import AutoSized
+
+    drafter = AutoSized(_FakeChain(), cm.AutoSize(c=0.1, v=FLAT, size_max=16))
+    sizes = []
+    for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
+        st = _FakeState()
+        for _ in range(steps):
+            k = drafter.size(st)
+            prop = drafter.propose(st, k, k, False)
+            kept = prop.tokens.tolist()[: int(k * take)]
+            st.seq += kept + [-1 if len(kept) < k else 99]  # the target's own token ends the step
+            sizes.append(k)
+        m = drafter.metrics()
+        assert sum(m["auto_k_hist"].values()) == steps  # this row's steps only
+        if row == 0:
+            assert m["auto_k_last"] >= 10 and m["auto_alpha"] > 0.9
+        else:
+            assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
+    assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
