@@ -29,9 +29,11 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
+from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.models.placement import placement_json
 from spsamp.models.threads import set_threads
@@ -196,7 +198,7 @@ class Job:
         assert self.target is not None
         msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
         ids = encode(self.target.tokenizer, msgs, gen.use_chat_template)
-        rng = torch.Generator(device=self.target.device).manual_seed(seed)
+        rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
         return ids, self.decoder.generate(self.target, self.draft, ids, gen, rng)
 
     def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:
@@ -237,6 +239,8 @@ class Job:
             "accept_len_hist": _histogram(s.accepted_lengths),
             "metrics_json": json.dumps(s.extra, default=float) if s.extra else None,
         })
+        # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
+        row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
     def _add_error(self, task: Task, exc: BaseException) -> None:
