@@ -67,7 +67,7 @@ def load(path: str | Path) -> tuple[Judge, dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise ConfigError(f"method.checkpoint: {path} is not an spsamp AutoJudge checkpoint of format {FORMAT!r} (it has {meta.get('format')!r}) — "
                           "delete it to mine and train again, or point method.checkpoint elsewhere")
-    tensors = load_file(str(path))  # on the CPU; the judge moves them to the features' device
+    tensors = load_file(str(path), device="cpu")  # the judge moves them to the features' device when used
     missing = [k for k in TENSORS if k not in tensors]
     if missing:
         raise ConfigError(f"method.checkpoint: {path} lacks tensors {missing} — delete it to mine and train again")

@@ -224,7 +224,8 @@ class AutoJudgeDecoder(Decoder):
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
                 "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
             )
-        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features)
+        # the judge is a CPU model: features are moved to it explicitly (mined states may be on a GPU)
+        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features).cpu()
         y = torch.tensor(mined.labels, dtype=torch.float64)
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
