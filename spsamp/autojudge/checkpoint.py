@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from spsamp.autojudge.judge import TENSORS, Judge
@@ -61,6 +62,33 @@ def save(path: str | Path, judge: Judge, meta: dict[str, Any]) -> dict[str, Any]
     return json.loads(side.read_text(encoding="utf-8"))
 
 
+def mined_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return path.with_name(path.stem + ".mined.safetensors")
+
+
+def save_mined(path: str | Path, x: torch.Tensor, y: torch.Tensor, prompt_ids: list[str], positions: list[int]) -> Path:
+    """The mined samples (features, labels, prompt of each, answer position) beside the judge, so
+    judges can be refitted — e.g. validation AUC against mining size — without mining again."""
+    out = mined_path(path)
+    order = sorted(set(prompt_ids))
+    index = torch.tensor([order.index(p) for p in prompt_ids], dtype=torch.long)
+    tensors = {"features": x.detach().cpu().float().contiguous(), "labels": y.detach().cpu().double().contiguous(),
+               "prompt_index": index, "position": torch.tensor(positions, dtype=torch.long)}
+    save_file(tensors, str(out), metadata={"format": FORMAT, "prompt_ids": json.dumps(order)})
+    return out
+
+
+def load_mined(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(tensors, prompt ids indexed by ``prompt_index``) of :func:`save_mined`."""
+    from safetensors import safe_open
+
+    out = mined_path(path)
+    with safe_open(str(out), framework="pt", device="cpu") as fh:
+        ids = json.loads(fh.metadata()["prompt_ids"])
+    return load_file(str(out), device="cpu"), ids
+
+
 def load(path: str | Path) -> tuple[Judge, dict[str, Any]]:
     path = Path(path).expanduser()
     meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
@@ -98,4 +126,4 @@ def tensor_digest(judge: Judge) -> str:
     return h.hexdigest()[:12]
 
 
-__all__ = ["FORMAT", "check_compatible", "exists", "load", "save", "sidecar_path", "tensor_digest"]
+__all__ = ["FORMAT", "check_compatible", "exists", "load", "load_mined", "mined_path", "save", "save_mined", "sidecar_path", "tensor_digest"]

@@ -230,6 +230,7 @@ class AutoJudgeDecoder(Decoder):
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
         judge = train_judge(x[~is_val], y[~is_val], x[is_val], y[is_val], kind=prm.judge, seed=prm.mining_seed)
+        ckpt.save_mined(prm.checkpoint, x, y, mined.prompt_ids, mined.positions)
         meta = {
             **expected,
             "feature_spec": "last-layer hidden state of each model with the mismatching draft token as input; concat = [draft ; target]",
