@@ -78,6 +78,13 @@ def test_checker_verdicts_on_a_hand_written_problem(answer, verdict):
     assert (correct, got) == (verdict == "passed", verdict)
 
 
+def test_a_sandbox_that_cannot_start_leaves_correctness_unknown(monkeypatch):
+    import spsamp.sandbox as sb
+
+    monkeypatch.setattr(sb, "interpreter", lambda as_root=None: None)
+    assert check_text("tests", ADD, "```python\ndef add(a, b):\n    return a + b\n```") == (None, "sandbox_error")
+
+
 def test_extract_code_prefers_the_block_defining_the_entry_point():
     text = "Usage:\n```python\nprint(add(1, 2))\n```\nCode:\n```python\ndef add(a, b):\n    return a + b\n```"
     assert humaneval.extract_code(text, "add").startswith("def add")
@@ -135,11 +142,13 @@ def test_validator_checks_the_task_columns():
     base = {"run_id": "r", "resume_key": "k", "status": "ok", "method": "baseline"}
     rows = [dict(base, resume_key="a", task_correct=True, task_check="passed"),
             dict(base, resume_key="b", task_correct=None, task_check=None)]
+    rows.append(dict(base, resume_key="s", task_correct=None, task_check="sandbox_error"))  # the check could not run
     assert validate_table(pa.Table.from_pylist(rows, schema=schema_for(rows))) == []
     for bad, msg in (
         (dict(base, resume_key="c", task_correct=False, task_check="exploded"), "unknown values ['exploded']"),
         (dict(base, resume_key="c", task_correct=True, task_check=None), "null on the same rows"),
         (dict(base, resume_key="c", task_correct=True, task_check="failed"), "true exactly where"),
+        (dict(base, resume_key="c", task_correct=None, task_check="failed"), "null on the same rows"),
     ):
         problems = validate_table(pa.Table.from_pylist(rows + [bad], schema=schema_for(rows + [bad])))
         assert any(msg in p for p in problems), problems

@@ -95,7 +95,10 @@ class BoundTests:
     def passes(self, ids: list[int], decode: Callable[[list[int]], str]) -> bool:
         key = tuple(ids)
         if key not in self._outcomes:  # the original answer is compared with every swap: run it once
-            self._outcomes[key] = run_tests(self.problem, decode(ids), self.limits) == "passed"
+            verdict = run_tests(self.problem, decode(ids), self.limits)
+            if verdict == "sandbox_error":  # no outcome at all: labels from it would be noise
+                raise RuntimeError("importance_check=tests: the sandbox could not run the tests (no Python the sandbox user may execute)")
+            self._outcomes[key] = verdict == "passed"
         return self._outcomes[key]
 
     def stop(self, text: str) -> bool:

@@ -27,6 +27,8 @@ CHECKERS = ("tests", "final_number")
 # every value task_check may take (the records validator checks the column against it)
 TASK_CHECKS = ("passed", "failed", "syntax_error", "timeout", "resource_limit", "blocked", "sandbox_error", "no_code", "no_number")
 
+UNKNOWN = ("sandbox_error",)  # verdicts that say nothing about the answer: task_correct stays null
+
 ANSWER_RE = re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
 
@@ -57,6 +59,8 @@ def check_text(check: Optional[str], reference: Any, text: str, limits: Limits =
         return None, None
     if check == "tests":
         verdict = run_tests(reference, text, limits)
+        if verdict in UNKNOWN:
+            return None, verdict  # the check itself could not run: the answer is neither right nor wrong
         return verdict == "passed", verdict
     if check == "final_number":
         got = extract_final_number(text)

@@ -148,17 +148,18 @@ def schema_for(rows: list[dict]) -> pa.Schema:
 
 
 def _check_task_columns(table: pa.Table) -> list[str]:
-    """task_check takes a known value, is null exactly where task_correct is, and says ``passed``
-    exactly where task_correct is true."""
-    from spsamp.data.checkers import TASK_CHECKS  # lazy: the checker module owns the values
+    """task_check takes a known value, is set wherever task_correct is (task_correct is null only
+    where nothing was checked or the check could not run), and says ``passed`` exactly where
+    task_correct is true."""
+    from spsamp.data.checkers import TASK_CHECKS, UNKNOWN  # lazy: the checker module owns the values
 
     checks, correct = table.column("task_check").to_pylist(), table.column("task_correct").to_pylist()
     out = []
     unknown = sorted({c for c in checks if c is not None} - set(TASK_CHECKS))
     if unknown:
         out.append(f"column 'task_check' has unknown values {unknown} (known: {list(TASK_CHECKS)})")
-    if any((c is None) != (k is None) for c, k in zip(checks, correct)):
-        out.append("columns 'task_check' and 'task_correct' must be null on the same rows")
+    if any((c is None) != (k is None) and not (k is None and c in UNKNOWN) for c, k in zip(checks, correct)):
+        out.append(f"columns 'task_check' and 'task_correct' must be null on the same rows (task_correct alone may be null for {list(UNKNOWN)})")
     if any(k is not None and bool(k) != (c == "passed") for c, k in zip(checks, correct)):
         out.append("column 'task_correct' must be true exactly where task_check is 'passed'")
     return out
