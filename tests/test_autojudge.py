@@ -196,6 +196,10 @@ def test_thresholds_0_and_1_and_checkpoint_reuse(tmp_path):
     meta = json.loads((tmp_path / "judge.safetensors.json").read_text())
     assert set(meta["split"]["judge_train_prompt_ids"]).isdisjoint(meta["split"]["judge_val_prompt_ids"])
     assert meta["training"]["train_samples"] > 0 and meta["target_model"] == "tiny-llama-target"
+    mined, ids = ckpt.load_mined(tmp_path / "judge.safetensors")  # kept for refits without mining
+    assert len(mined["labels"]) == meta["training"]["train_samples"] + meta["training"]["val_samples"] == meta["mining"]["mismatches"]
+    assert set(ids) == set(meta["split"]["prompt_sha"]) and mined["features"].shape[1] == meta["feature_dim"]
+    assert meta["mining"]["samples_per_minute"] > 0 and meta["mining"]["batch"] == 16
     gen = run.generation.__class__(max_new_tokens=20, temperature=0.0)
     rng = torch.Generator()
     base = BaselineDecoder()

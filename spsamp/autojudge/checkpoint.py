@@ -71,6 +71,7 @@ def save_mined(path: str | Path, x: torch.Tensor, y: torch.Tensor, prompt_ids: l
     """The mined samples (features, labels, prompt of each, answer position) beside the judge, so
     judges can be refitted — e.g. validation AUC against mining size — without mining again."""
     out = mined_path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     order = sorted(set(prompt_ids))
     index = torch.tensor([order.index(p) for p in prompt_ids], dtype=torch.long)
     tensors = {"features": x.detach().cpu().float().contiguous(), "labels": y.detach().cpu().double().contiguous(),
