@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.chat import encode, messages_for  # noqa: F401 - re-exported: spsamp.runner.encode is public
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
@@ -84,26 +85,6 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
 def row_seed(seed: int, key: str) -> int:
     # per-row seed from the resume key: a resumed row samples exactly as it would have in order
     return (seed * 1_000_003 + int(key[:12], 16)) % (2**63)
-
-
-def encode(tokenizer: Any, messages: list[dict[str, str]], use_chat_template: bool) -> torch.Tensor:
-    """Token ids of a conversation, ending where the assistant's answer starts."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = "\n\n".join(m["content"] for m in messages if m["role"] != "system") + "\n\n"
-        ids = tokenizer(text)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def messages_for(system_prompt: Optional[str], turns: tuple[str, ...], answers: list[str]) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for i, user in enumerate(turns):
-        msgs.append({"role": "user", "content": user})
-        if i < len(answers):
-            msgs.append({"role": "assistant", "content": answers[i]})
-    return msgs
 
 
 class Job:
@@ -208,6 +189,7 @@ class Job:
         text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
         s, n = out.stats, len(tokens)
         decode_s = wall - out.ttft_s
+        drafts = self.draft is not None or self.decoder.speculative  # prompt_lookup drafts without a model
         row = self._base_row(task, "ok", started)
         row.update({
             "prompt_tokens": int(ids.numel()),
@@ -225,9 +207,9 @@ class Job:
             "draft_calls": s.draft_calls,
             "target_calls_per_token": s.target_calls / n if n else None,
             "draft_calls_per_token": s.draft_calls / n if n and self.draft is not None else None,
-            "proposed": s.proposed if self.draft is not None else None,
-            "accepted": s.accepted if self.draft is not None else None,
-            "rejections": s.rejections if self.draft is not None else None,
+            "proposed": s.proposed if drafts else None,
+            "accepted": s.accepted if drafts else None,
+            "rejections": s.rejections if drafts else None,
             "acceptance_rate": s.accepted / s.proposed if s.proposed else None,
             "avg_tokens_per_step": sum(s.accepted_lengths) / len(s.accepted_lengths) if s.accepted_lengths else None,
             "accept_len_hist": _histogram(s.accepted_lengths),

@@ -43,5 +43,5 @@ class BaselineDecoder(Decoder):
             token[0] = st.tokens[-1]
             logits = target.forward(token).logits[-1]
             st.extend([next_token(logits, gen, rng)])
-            st.count_chain_step(0, 0)
+            st.count_plain_step()
         return st.output()

@@ -78,8 +78,10 @@ def hf_generate(
     rng: torch.Generator,
     assistant: Optional[CausalLM] = None,
     k: int = 0,
+    extra: Optional[dict[str, Any]] = None,
 ) -> DecodeOutput:
-    """One ``target.model.generate`` call (with ``assistant_model`` when given); tokens and counters."""
+    """One ``target.model.generate`` call (with ``assistant_model`` when given, and any ``extra``
+    generate arguments, e.g. ``prompt_lookup_num_tokens``); tokens and counters."""
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng)))
     kwargs: dict[str, Any] = {
@@ -96,6 +98,7 @@ def hf_generate(
         cfg.num_assistant_tokens, cfg.num_assistant_tokens_schedule, cfg.assistant_confidence_threshold = k, "constant", 0.0
         kwargs.update(assistant_model=assistant.model, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
                       assistant_confidence_threshold=0.0)
+    kwargs.update(extra or {})
     ids = prompt_ids.to(target.device)[None]
     start = time.perf_counter()
     clock = FirstTokenClock(start)
@@ -104,7 +107,7 @@ def hf_generate(
         out = target.model.generate(ids, attention_mask=torch.ones_like(ids), streamer=clock, **kwargs)
     tokens = out[0, ids.shape[1]:].tolist()
     stats = DecodeStats(target_calls=tc.calls, draft_calls=dc.calls, steps=max(tc.calls - (assistant is None), 0))
-    if assistant is not None and tc.calls:
+    if (assistant is not None or extra) and tc.calls:
         # each target call of assisted generation verifies one block and keeps (accepted + 1) tokens;
         # per-step counts are not exposed by transformers, so only the mean is recorded
         stats.extra = {"mean_tokens_per_target_call": len(tokens) / tc.calls}
