@@ -20,11 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from spsamp.config import ConfigError
+from spsamp.config import CPU_LINEAR, ConfigError
 
 log = logging.getLogger(__name__)
 
-CPU_LINEAR = ("aten", "onednn")
 _PACKABLE = (torch.float32, torch.bfloat16)
 
 
