@@ -306,14 +306,8 @@ class AutoJudgeDecoder(LoopDecoder):
 
     # ---- decoding ------------------------------------------------------------------------------
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         if self.judge is None:
             raise RuntimeError("autojudge: no judge loaded — prepare() must run before generate()")
         if gen.temperature != 0:

@@ -43,14 +43,8 @@ class Decoder:
         """Once per job, after the models load and before warm-up (e.g. AutoJudge trains or loads
         its judge here). ``run`` is the validated :class:`spsamp.config.RunConfig`."""
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         raise NotImplementedError
 
 
@@ -63,14 +57,8 @@ class LoopDecoder(Decoder):
     drafter: Drafter
     acceptance: AcceptanceRule
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         if self.drafter.needs_model and draft is None:
             raise ValueError(f"{self.name} needs a draft model — pick a model preset with a draft")
         st = speculate(target, draft, prompt_ids, gen, rng, self.drafter, self.acceptance)

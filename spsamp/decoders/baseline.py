@@ -29,14 +29,8 @@ class BaselineDecoder(Decoder):
     class Params:
         name: str = "baseline"
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         st = begin(target, None, prompt_ids, gen, rng)
         token = torch.empty(1, dtype=torch.long)
         while not st.done:

@@ -171,12 +171,6 @@ class HFGenerateDecoder(Decoder):
     class Params:
         name: str = "hf_generate"
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         return hf_generate(target, prompt_ids, gen, rng)

@@ -23,13 +23,7 @@ class HFPromptLookupDecoder(Decoder):
     class Params(PromptLookupDecoder.Params):
         name: str = "hf_prompt_lookup"
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         lookup = {"prompt_lookup_num_tokens": self.params.k, "max_matching_ngram_size": self.params.max_ngram}
         return hf_generate(target, prompt_ids, gen, rng, extra=lookup)

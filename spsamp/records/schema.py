@@ -17,7 +17,7 @@ CORE_FIELDS: list[pa.Field] = [
     # identity
     pa.field("run_id", _S, nullable=False),
     pa.field("resume_key", _S, nullable=False),
-    pa.field("status", _S, nullable=False),  # ok | error | skipped
+    pa.field("status", _S, nullable=False),  # ok | error
     pa.field("started_at", _S),
     pa.field("method", _S, nullable=False),
     pa.field("method_params", _S),  # JSON of every method parameter
@@ -98,7 +98,7 @@ CORE_FIELDS: list[pa.Field] = [
 ]
 CORE_NAMES = [f.name for f in CORE_FIELDS]
 _CORE = {f.name: f for f in CORE_FIELDS}
-STATUSES = ("ok", "error", "skipped")
+STATUSES = ("ok", "error")
 
 SUMMARY_FIELDS: list[pa.Field] = [
     pa.field("run_id", _S),
