@@ -82,10 +82,13 @@ class JudgeRule:
     go to ``st.stats.extra``.
     """
 
-    def __init__(self, judge: Judge, threshold: float, features: str):
+    def __init__(self, judge: Optional[Judge], threshold: float, features: str):
         self.judge, self.threshold, self.features = judge, threshold, features
+
+    @property
+    def needs_hidden(self) -> bool:
         # at 0 / 1 every decision is fixed (target / draft token): no judge, no hidden states
-        self.needs_hidden = 0.0 < threshold < 1.0
+        return 0.0 < self.threshold < 1.0
 
     def __call__(self, proposal: Proposal, out: Forward, st: Decoding) -> Verdict:
         d, k = proposal.tokens.tolist(), proposal.size
@@ -160,6 +163,8 @@ class AutoJudgeDecoder(LoopDecoder):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        self.drafter = ChainDrafter(self.params.k)  # at T=0: d_j = argmax p(. | prefix, d_<j)
+        self.acceptance = JudgeRule(None, self.params.threshold, self.params.features)
         self.judge: Optional[Judge] = None
         self.meta: dict[str, Any] = {}
         self.reused = False
@@ -312,8 +317,8 @@ class AutoJudgeDecoder(LoopDecoder):
             raise RuntimeError("autojudge: no judge loaded — prepare() must run before generate()")
         if gen.temperature != 0:
             raise ConfigError(f"generation.temperature: autojudge decodes greedily, got {gen.temperature} — set generation.temperature=0")
-        self.drafter = ChainDrafter(self.params.k)  # T=0: d_j = argmax p(. | prefix, d_<j)
-        self.acceptance = JudgeRule(self.judge, self.params.threshold, self.params.features)
+        if isinstance(self.acceptance, JudgeRule):  # the judge and settings of this call (a sweep edits them)
+            self.acceptance.judge, self.acceptance.threshold = self.judge, self.params.threshold
         return super().generate(target, draft, prompt_ids, gen, rng)
 
     def metrics(self, st: Decoding) -> dict[str, Any]:

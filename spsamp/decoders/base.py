@@ -11,10 +11,11 @@ acceptance rule, run by the one loop in :mod:`spsamp.loop`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 
+from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import GenerationConfig
 from spsamp.loop import AcceptanceRule, DecodeOutput, DecodeStats, Decoding, Drafter, Timer, begin, speculate, truncate_at_eos
 from spsamp.models import CausalLM
@@ -56,12 +57,15 @@ class LoopDecoder(Decoder):
     speculative = True
     drafter: Drafter
     acceptance: AcceptanceRule
+    # wraps a bare acceptance function assigned to ``acceptance`` (the rule's pure tensor function)
+    wrap_rule: ClassVar[Callable[[Callable[..., Any]], AcceptanceRule]] = ChainAcceptance
 
     def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
                  rng: torch.Generator) -> DecodeOutput:
         if self.drafter.needs_model and draft is None:
             raise ValueError(f"{self.name} needs a draft model — pick a model preset with a draft")
-        st = speculate(target, draft, prompt_ids, gen, rng, self.drafter, self.acceptance)
+        rule = self.acceptance if hasattr(self.acceptance, "needs_hidden") else type(self).wrap_rule(self.acceptance)
+        st = speculate(target, draft, prompt_ids, gen, rng, self.drafter, rule)
         extra = self.metrics(st)  # may consume counters a rule left in st.stats.extra
         st.stats.extra = {**st.stats.extra, **extra}
         return st.output()

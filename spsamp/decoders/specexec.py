@@ -22,6 +22,7 @@ from spsamp.loop import Decoding
 
 class SpecExecDecoder(LoopDecoder):
     needs_draft = True
+    wrap_rule = TreeAcceptance
 
     @dataclass
     class Params:
