@@ -89,6 +89,7 @@ class DatasetConfig:
     categories: Optional[list[str]] = None
     turns: str = "first"  # first | both
     system_prompt: Optional[str] = None
+    truncate: Optional[str] = None  # null: a prompt longer than the context is an error row | left: keep its last tokens
 
 
 @dataclass
@@ -226,6 +227,8 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     d = run.dataset
     _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")
     _check(d.max_samples is None or d.max_samples > 0, "dataset.max_samples", "must be > 0", "use null for all")
+    _check(d.truncate in (None, "left"), "dataset.truncate", f"must be null or 'left', got {d.truncate!r}",
+           "use left to keep the last tokens of a prompt longer than the context, null to record it as an error row")
     if d.name != "builtin":
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 

@@ -45,6 +45,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("use_chat_template", _B),
     # output and timing
     pa.field("prompt_tokens", _I),
+    pa.field("prompt_truncated_from", _I),  # the prompt's length before dataset.truncate=left cut it; null: not cut
     pa.field("new_tokens", _I),
     pa.field("generated_text", _S),
     pa.field("generated_ids", pa.list_(_I)),
@@ -96,27 +97,6 @@ CORE_FIELDS: list[pa.Field] = [
 CORE_NAMES = [f.name for f in CORE_FIELDS]
 _CORE = {f.name: f for f in CORE_FIELDS}
 STATUSES = ("ok", "error", "skipped")
-
-SUMMARY_FIELDS: list[pa.Field] = [
-    pa.field("run_id", _S),
-    pa.field("method", _S),
-    pa.field("method_params", _S),
-    pa.field("model", _S),
-    pa.field("draft_model", _S),
-    pa.field("dataset", _S),
-    pa.field("rows", _I),
-    pa.field("ok", _I),
-    pa.field("errors", _I),
-    pa.field("new_tokens", _I),
-    pa.field("median_tokens_per_sec", _F),
-    pa.field("median_ttft_s", _F),
-    pa.field("median_prefill_s", _F),
-    pa.field("median_decode_tokens_per_sec", _F),
-    pa.field("acceptance_rate", _F),
-    pa.field("avg_tokens_per_step", _F),
-    pa.field("target_calls_per_token", _F),
-    pa.field("draft_calls_per_token", _F),
-]
 
 
 def param_type(value: object) -> pa.DataType:
