@@ -27,6 +27,7 @@ from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
+from spsamp.models.loading import check_tokenizers_before_load
 from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
@@ -188,6 +189,9 @@ class Job:
         if hw.num_threads:
             torch.set_num_threads(hw.num_threads)
         t0 = time.perf_counter()
+        if self.decoder.needs_draft and self.run.model.draft is not None:
+            # from tokenizer files: a mismatched pair fails in seconds, before any weights load
+            check_tokenizers_before_load(self.run.model.target, self.run.model.draft, hw, paths.cache_dir)
         self.target = load_model(self.run.model.target, hw, paths.cache_dir, offload=True)
         if self.decoder.needs_draft:
             assert self.run.model.draft is not None

@@ -139,6 +139,7 @@ class AutoJudgeDecoder(Decoder):
     @staticmethod
     def check_run(run: Any, params: Any) -> None:
         """Called by :func:`spsamp.config.validate` before any model loads."""
+        ckpt.check_location(params.checkpoint)  # a checkpoint that can never be used fails now, not after mining
         if run.generation.temperature != 0:
             raise ConfigError(
                 f"generation.temperature: autojudge decodes greedily (Garipov et al. 2025), got {run.generation.temperature} — set generation.temperature=0"
