@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from spsamp.autojudge.checks import extract_final_number  # noqa: E402
-from spsamp.autojudge.problems import generate_problems, write_question_file  # noqa: E402
+from spsamp.data.arithmetic import generate_problems, write_question_file  # noqa: E402
 from spsamp.config import validate  # noqa: E402
 from spsamp.data.builtin import BUILTIN_PROMPTS  # noqa: E402
 from spsamp.decoders.autojudge import AutoJudgeDecoder  # noqa: E402

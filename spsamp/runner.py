@@ -25,11 +25,13 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.models.loading import check_tokenizers_before_load
 from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
+from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.system_info import check_machine
 
@@ -232,7 +234,7 @@ class Job:
         assert self.target is not None
         msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
         ids, cut_from = self._fit_context(encode(self.target.tokenizer, msgs, gen.use_chat_template), gen)
-        rng = torch.Generator(device=self.target.device).manual_seed(seed)
+        rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
         return ids, cut_from, self.decoder.generate(self.target, self.draft, ids, gen, rng)
 
     def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:
@@ -249,6 +251,8 @@ class Job:
         row = self.rows.ok(self._base_row(task, "ok", started), prompt_tokens=int(ids.numel()), tokens=tokens,
                            text=text, wall_s=wall, out=out)
         row["prompt_truncated_from"] = cut_from
+        # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
+        row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
     def _add_error(self, task: Task, exc: BaseException) -> None:

@@ -6,6 +6,19 @@ both sides of every acceptance test. Temperature 0 is not a special code path in
 ``logits_to_probs`` returns the one-hot distribution of the argmax, and :func:`sample` of a
 one-hot distribution is the argmax. That is what makes the lossless methods reduce to exact
 argmax matching at T=0 (the ratio test min(1, q/p) is 1 on a match and 0 on a miss).
+
+Where random numbers come from (device rule): each row (prompt, turn, repeat) gets its own
+``torch.Generator`` seeded from the row (:func:`row_generator`), created **on the target's
+device**, and every draw of a decoder is made **on that device** with it: :func:`sample` draws
+where the generator lives (moving a draft's probabilities there first when the draft sits
+elsewhere), and the acceptance rules draw their uniforms on q's device. Why the target's device:
+q, the distribution every kept token follows, is computed there, so a draw needs no copy of a
+``[n, V]`` tensor per step (SpecExec samples every tree row), and CUDA refuses a generator of
+another device for a draw anyway. Consequences: a row is reproducible on a given device type
+(same seed, same draws); on the CPU the draws are exactly those of earlier versions (a CPU
+generator drawing CPU tensors); CUDA's Philox stream differs from the CPU's Mersenne Twister, so
+sampled (T > 0) rows differ between CPU and GPU while following the same distribution, and
+greedy rows (T = 0) never touch the generator.
 """
 
 from __future__ import annotations
@@ -46,11 +59,19 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
     """Draw one token id per row of ``probs [..., V]`` -> ``[...]`` (long).
 
     A one-hot row (temperature 0) returns its argmax without touching the RNG, so greedy runs
-    do not depend on the seed and do not advance the generator.
+    do not depend on the seed and do not advance the generator. The draw is made on the
+    generator's device (the result lives there).
     """
+    if generator is not None and probs.device != generator.device:
+        probs = probs.to(generator.device)
     flat = probs.reshape(-1, probs.shape[-1])
     if bool((flat.max(dim=-1).values == 1.0).all()):
         return flat.argmax(dim=-1).reshape(probs.shape[:-1])
     # exponential race (Gumbel-max in disguise): argmax p_i / E_i with E_i ~ Exp(1) is ~ p
     noise = torch.empty_like(flat).exponential_(1.0, generator=generator)
     return (flat / noise).argmax(dim=-1).reshape(probs.shape[:-1])
+
+
+def row_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """The per-row generator: on the target's device, seeded from the row (see the module docstring)."""
+    return torch.Generator(device=device).manual_seed(seed)

@@ -14,7 +14,7 @@ from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import Continuation, FinalAnswer, extract_final_number, reconverges
 from spsamp.autojudge.judge import roc_auc, train_judge
 from spsamp.autojudge.mining import PrefixCache, mine_prompt
-from spsamp.autojudge.problems import generate_problems
+from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, validate
 from spsamp.decoders.autojudge import AutoJudgeDecoder, autojudge_accept
 from spsamp.decoders.baseline import BaselineDecoder
@@ -221,7 +221,7 @@ def test_config_and_eval_overlap(tmp_path):
             validate(compose_cfg(["model=tiny_random", "method=autojudge", bad]))
     # evaluating on the mining prompts is refused (split by prompt id / text)
     probs = generate_problems(4, seed=7)
-    from spsamp.autojudge.problems import write_question_file
+    from spsamp.data.arithmetic import write_question_file
 
     qfile = write_question_file(probs, tmp_path / "q.jsonl")
     _, run, params, target, draft = _setup(tmp_path, ["dataset=mt_bench", f"dataset.path={qfile}", "method.mining_source=problems",
@@ -252,7 +252,7 @@ def test_threshold_sweep_trains_once(tmp_path):
 
 
 def test_target_only_features_mlp_judge_and_file_source(tmp_path):
-    from spsamp.autojudge.problems import write_question_file
+    from spsamp.data.arithmetic import write_question_file
 
     qfile = write_question_file(generate_problems(6, seed=3), tmp_path / "mine.jsonl")
     _, run, params, target, draft = _setup(tmp_path, ["method.features=target", "method.judge=mlp", "method.mining_source=file",

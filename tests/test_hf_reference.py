@@ -40,3 +40,43 @@ def test_hf_generate_sampling_is_reproducible_per_row_seed(one_thread):
     ids = torch.tensor([5, 6, 7])
     run = [HFGenerateDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(s)).tokens for s in (1, 1, 2)]
     assert run[0] == run[1] and run[0] != run[2]
+
+
+def own_pair(**target_generation):
+    """A fresh float64 tiny pair (not the memoised one: these tests edit generation configs)."""
+    from spsamp.models import CausalLM
+    from spsamp.models.tiny import char_tokenizer, tiny_llama
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative"]))
+    tm, dm = tiny_llama(run.model.target.tiny, torch.float64), tiny_llama(run.model.draft.tiny, torch.float64)
+    for key, value in target_generation.items():
+        setattr(tm.generation_config, key, value)
+    return CausalLM(tm, char_tokenizer(), "target"), CausalLM(dm, char_tokenizer(), "draft")
+
+
+def test_model_generation_config_does_not_leak_into_the_references(one_thread):
+    """A hub model's generation_config (repetition penalty, n-gram ban, min length, top_k) must not
+    change what the references decode: they decode spsamp's settings, as baseline does."""
+    target, draft = own_pair(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=30, top_k=3)
+    draft.model.generation_config.repetition_penalty = 1.5
+    draft.model.generation_config.num_assistant_tokens = 17
+    before = (target.model.generation_config.to_dict(), draft.model.generation_config.to_dict())
+    gen = GenerationConfig(max_new_tokens=40)
+    ids = torch.tensor([5, 6, 7, 8])
+    ours = BaselineDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(0))
+    plain = HFGenerateDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(0))
+    assisted = HFAssistedDecoder(k=3).generate(target, draft, ids, gen, torch.Generator().manual_seed(0))
+    assert plain.tokens == ours.tokens
+    assert assisted.tokens == ours.tokens
+    # the models' own configs are left as they were (the references do not edit shared models)
+    assert (target.model.generation_config.to_dict(), draft.model.generation_config.to_dict()) == before
+
+
+def test_references_sample_with_spsamp_truncation_only(one_thread):
+    """At T > 0 a model's top_k=3 must not truncate: with top_k=0 (off) tokens outside any top-3 appear."""
+    target, _ = own_pair(top_k=1)  # a leak would make sampling greedy
+    gen = GenerationConfig(max_new_tokens=24, temperature=5.0)
+    ids = torch.tensor([5, 6, 7])
+    greedy = BaselineDecoder().generate(target, None, ids, GenerationConfig(max_new_tokens=24), torch.Generator().manual_seed(0))
+    runs = [HFGenerateDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(s)).tokens for s in range(3)]
+    assert any(r != greedy.tokens for r in runs)

@@ -49,14 +49,17 @@ def rejection_sampling(
 ) -> tuple[int, int]:
     """Leviathan et al. 2023, Algorithm 1. Returns (number of draft tokens kept, next token).
 
-    draft_tokens ``[k]``, p ``[k, V]`` (the rows they were drawn from), q ``[k+1, V]``.
+    draft_tokens ``[k]``, p ``[k, V]`` (the rows they were drawn from), q ``[k+1, V]``; p and q on
+    one device (the target's), ``rng`` on that device too.
     """
     k = draft_tokens.numel()
     if k:
-        rows = torch.arange(k)
-        p_x, q_x = p[rows, draft_tokens], q[rows, draft_tokens]
-        # accept x_i iff u_i < q_i(x_i)/p_i(x_i), written without the division (p_i(x_i) > 0: x_i ~ p_i)
-        u = torch.rand(k, generator=rng, dtype=q.dtype)
+        rows = torch.arange(k, device=q.device)
+        x = draft_tokens.to(q.device)
+        p_x, q_x = p[rows, x], q[rows, x]
+        # accept x_i iff u_i < q_i(x_i)/p_i(x_i), written without the division (p_i(x_i) > 0: x_i ~ p_i);
+        # u is drawn where q lives, with the row generator that lives there too (spsamp.sampling)
+        u = torch.rand(k, generator=rng, dtype=q.dtype, device=q.device)
         kept = (u * p_x < q_x).to(torch.int8).cumprod(0)
         n = int(kept.sum())
     else:

@@ -5,7 +5,7 @@ and the target q at a draft token that differs from the target's greedy choice, 
 whether accepting it would change the answer. Labels are mined without annotation
 (:mod:`~spsamp.autojudge.mining`): swap the draft's token into the target's greedy answer, let the
 target continue, and ask an importance check (:mod:`~spsamp.autojudge.checks`) whether the outcome
-changed. Modules: ``problems`` (offline arithmetic word problems), ``checks``, ``mining``,
+changed. Modules: ``checks``, ``mining``,
 ``features``, ``judge`` (standardised logistic regression / small MLP), ``checkpoint``
 (safetensors + JSON sidecar). The decoder is :mod:`spsamp.decoders.autojudge`.
 """

@@ -49,7 +49,7 @@ def save(path: str | Path, judge: Judge, meta: dict[str, Any]) -> dict[str, Any]
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in judge.tensors.items()}, str(tmp), metadata={"format": FORMAT})
+    save_file({k: v.detach().cpu().contiguous() for k, v in judge.tensors.items()}, str(tmp), metadata={"format": FORMAT})
     os.chmod(tmp, file_mode())  # safetensors creates 0600: respect the umask like the sidecar does
     tmp_side.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str), encoding="utf-8")
     if side.exists():
@@ -64,7 +64,7 @@ def load(path: str | Path) -> tuple[Judge, dict[str, Any]]:
     meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise ConfigError(f"method.checkpoint: {path} is not an spsamp AutoJudge checkpoint (format {meta.get('format')!r}) — point method.checkpoint elsewhere")
-    tensors = load_file(str(path))
+    tensors = load_file(str(path), device="cpu")  # the judge runs on the CPU; features are moved to it
     judge = Judge(kind=meta["judge"]["kind"], tensors=tensors, stats=meta.get("training", {}), thresholds=list(meta.get("thresholds", [])))
     return judge, meta
 
@@ -124,7 +124,7 @@ def tensor_digest(judge: Judge) -> str:
     h = hashlib.sha256()
     for k in sorted(judge.tensors):
         h.update(k.encode())
-        h.update(judge.tensors[k].double().numpy().tobytes())
+        h.update(judge.tensors[k].detach().cpu().double().numpy().tobytes())
     return h.hexdigest()[:12]
 
 

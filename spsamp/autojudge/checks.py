@@ -16,24 +16,10 @@ Two checks, named in config (``method.check``):
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Protocol
 
-ANSWER_RE = re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
-NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
-
-
-def extract_final_number(text: str) -> Optional[float]:
-    """The response's final numeric answer: the last ``answer is N``, else the last number, else None."""
-    hits = ANSWER_RE.findall(text)
-    raw = hits[-1] if hits else (NUMBER_RE.findall(text) or [None])[-1]
-    if raw is None:
-        return None
-    try:
-        return float(raw.replace(",", "").rstrip("."))
-    except ValueError:
-        return None
+from spsamp.data.checkers import extract_final_number
 
 
 class ImportanceCheck(Protocol):

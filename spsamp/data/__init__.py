@@ -1,15 +1,20 @@
-"""Prompt sets: the built-in one and MT-Bench-style question files (FastChat format).
+"""Prompt sets: the built-in one, MT-Bench-style question files (FastChat format), HumanEval
+(:mod:`spsamp.data.humaneval`) and arithmetic word problems (:mod:`spsamp.data.arithmetic`).
 
-A prompt set is a list of :class:`Prompt` (id, category, turns). ``dataset.turns=first`` keeps the
+A prompt set is a list of :class:`Prompt` (id, category, turns, and for checked datasets the
+checker and its reference, see :mod:`spsamp.data.checkers`). ``dataset.turns=first`` keeps the
 first user turn; ``both`` makes a two-turn conversation in which the second turn follows the
-model's own first answer (as MT-Bench does).
+model's own first answer (as MT-Bench does). ``dataset.split`` = ``train`` | ``test`` keeps one of
+two fixed, disjoint halves (:func:`split_half`), so judge mining and evaluation never share a prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 from spsamp.config import ConfigError, DatasetConfig
 from spsamp.data.builtin import BUILTIN_PROMPTS
@@ -22,14 +27,45 @@ class Prompt:
     id: str
     category: str
     turns: tuple[str, ...]
+    check: Optional[str] = None  # checker of the first turn's answer (spsamp.data.checkers); None: unchecked
+    reference: Any = field(default=None, compare=False, repr=False)  # what the checker compares with
+
+
+SPLITS = ("all", "train", "test")
+
+
+def split_half(ids: list[str], split: str) -> set[str]:
+    """The ids of one half: ids ordered by sha256 of the id, the first half (rounded up) is
+    ``train``, the rest ``test``. Fixed by the ids alone (no seed, no file order), so the halves of
+    one dataset never overlap and never change."""
+    if split == "all":
+        return set(ids)
+    order = sorted(ids, key=lambda i: hashlib.sha256(i.encode("utf-8")).hexdigest())
+    n_train = (len(order) + 1) // 2
+    return set(order[:n_train] if split == "train" else order[n_train:])
 
 
 def load_prompts(cfg: DatasetConfig) -> list[Prompt]:
     """Prompts selected by ``cfg`` (categories, then max_samples), in file order."""
     if cfg.name == "builtin" and not cfg.path:
         prompts = [Prompt(p["id"], p["category"], tuple(p["turns"])) for p in BUILTIN_PROMPTS]
+    elif cfg.name == "humaneval":
+        from spsamp.data import humaneval
+
+        prompts = [
+            Prompt(p["task_id"], "coding", (humaneval.instruction(p),), check="tests", reference=p)
+            for p in humaneval.load_problems(cfg.path)
+        ]
+    elif cfg.name == "arithmetic" and not cfg.path:
+        from spsamp.data.arithmetic import EVAL_SEED, generate_problems
+
+        prompts = [Prompt(p.id, "math", (p.prompt,), check="final_number", reference=p.answer)
+                   for p in generate_problems(cfg.max_samples or 100, seed=EVAL_SEED)]
     else:
         prompts = read_question_file(Path(str(cfg.path)).expanduser())
+    if cfg.split != "all":
+        keep = split_half([p.id for p in prompts], cfg.split)
+        prompts = [p for p in prompts if p.id in keep]
     if cfg.categories:
         known = {p.category for p in prompts}
         unknown = sorted(set(cfg.categories) - known)
@@ -39,7 +75,7 @@ def load_prompts(cfg: DatasetConfig) -> list[Prompt]:
     if cfg.max_samples:
         prompts = prompts[: cfg.max_samples]
     if cfg.turns == "first":
-        prompts = [Prompt(p.id, p.category, p.turns[:1]) for p in prompts]
+        prompts = [Prompt(p.id, p.category, p.turns[:1], p.check, p.reference) for p in prompts]
     return prompts
 
 
@@ -90,7 +126,11 @@ def read_question_file(path: Path) -> list[Prompt]:
         turns = rec["turns"]
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
             raise ConfigError(f"{where}: 'turns' must be a non-empty list of strings — fix that record")
-        prompts.append(Prompt(str(rec["question_id"]), str(rec.get("category", "uncategorized")), tuple(turns)))
+        answer = rec.get("answer")  # a known numeric answer (e.g. arithmetic problems) makes the prompt checked
+        if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (int, float))):
+            raise ConfigError(f"{where}: 'answer' must be a number (checked by its final number) — fix or remove it")
+        prompts.append(Prompt(str(rec["question_id"]), str(rec.get("category", "uncategorized")), tuple(turns),
+                              check="final_number" if answer is not None else None, reference=answer))
     if not prompts:
         raise ConfigError(f"{path}: no questions found — is it the right file?")
     return prompts

@@ -35,7 +35,7 @@ from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.judge import KINDS, Judge, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
-from spsamp.autojudge.problems import generate_problems
+from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, GenerationConfig
 from spsamp.decoders.base import DecodeOutput, Decoder, begin
 from spsamp.models import CausalLM
@@ -208,7 +208,8 @@ class AutoJudgeDecoder(Decoder):
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
                 "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
             )
-        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features)
+        # the judge is a CPU model: features are moved to it explicitly (mined states may be on a GPU)
+        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features).cpu()
         y = torch.tensor(mined.labels, dtype=torch.float64)
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
@@ -313,7 +314,8 @@ class AutoJudgeDecoder(Decoder):
                     st.stats.draft_calls += 1
                 hp = torch.stack([h_p[j] for j in miss]) if prm.features == "concat" else None
                 # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
-                p_imp[miss] = judge.p_important(make_features(hp, out.hidden[1:][miss], prm.features))
+                feats = make_features(hp, out.hidden[1:][miss], prm.features).cpu()  # the judge lives on the CPU
+                p_imp[miss] = judge.p_important(feats)
             n, nxt, n_judged_ok, fell_back = autojudge_accept(d, g, p_imp, prm.threshold)
             st.extend(d[:n] + [nxt])
             target.crop(len(st.seq) - 1)

@@ -4,7 +4,13 @@ Not a method of ours: the library's decoding loop on the very same loaded model 
 dtype and ``hardware.cpu_linear`` kernels), so that "ours vs transformers" is read from ordinary
 records of one sweep. Sampling is transformers' (its logits processors and the global torch RNG,
 seeded per row), so at T > 0 its tokens differ from ``method=baseline`` while following the same
-distribution; at T = 0 they are equal (tests/test_baseline.py).
+distribution; at T = 0 they are equal (tests/test_hf_reference.py).
+
+Fair comparison: ``generate`` gets an explicit ``transformers.GenerationConfig`` built from spsamp's
+``generation`` settings only (:func:`reference_config`), and the models' own ``generation_config``
+(a hub model's ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_length``, ``top_k``, bad
+words, ...) is swapped out for the call: transformers fills every unset field of a passed config
+from the model's, so passing one is not enough (``GenerationMixin._prepare_generation_config``).
 
 Counters come from forward hooks on the models (``target_calls``, ``draft_calls``) and from a
 streamer (the first new token's time, ``ttft_s``); ``prefill_s`` is the target's first forward.
@@ -13,11 +19,12 @@ streamer (the first new token's time, ``ttft_s``); ``prefill_s`` is the target's
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import torch
+from transformers import GenerationConfig as HFGenerationConfig
 
 from spsamp.config import GenerationConfig
 from spsamp.decoders.base import DecodeOutput, Decoder, DecodeStats
@@ -71,6 +78,55 @@ class FirstTokenClock:
         pass
 
 
+# every logits processor of transformers off, by its neutral value (None-valued ones stay None:
+# with the models' configs swapped out nothing fills them in)
+NEUTRAL = {
+    "min_length": 0,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "length_penalty": 1.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "num_beams": 1,
+    "num_return_sequences": 1,
+    "renormalize_logits": False,
+    "remove_invalid_values": False,
+}
+
+
+def reference_config(gen: GenerationConfig, eos_ids: set[int], k: int = 0) -> HFGenerationConfig:
+    """transformers' settings equal to spsamp's ``generation`` (and SpS's schedule when ``k``)."""
+    eos = sorted(eos_ids)
+    cfg: dict[str, Any] = {
+        **NEUTRAL,
+        "max_new_tokens": gen.max_new_tokens,
+        "do_sample": gen.temperature > 0,
+        "eos_token_id": eos or None,
+        "pad_token_id": eos[0] if eos else None,
+    }
+    if gen.temperature > 0:
+        # the same truncation as spsamp.sampling.logits_to_probs: top_k 0 and top_p 1.0 mean "off"
+        cfg.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p)
+    if k:
+        # a constant k per step and no confidence early-stop: the schedule SpS uses
+        cfg.update(num_assistant_tokens=k, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+    return HFGenerationConfig(**cfg)
+
+
+@contextmanager
+def own_generation_config(model: Any, cfg: HFGenerationConfig) -> Iterator[None]:
+    """``model.generation_config = cfg`` for the call; the model's own config comes back after."""
+    saved = model.generation_config
+    model.generation_config = cfg
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 def hf_generate(
     target: CausalLM,
     prompt_ids: torch.Tensor,
@@ -81,26 +137,22 @@ def hf_generate(
 ) -> DecodeOutput:
     """One ``target.model.generate`` call (with ``assistant_model`` when given); tokens and counters."""
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng)))
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": gen.max_new_tokens,
-        "do_sample": gen.temperature > 0,
-        "pad_token_id": min(target.eos_ids) if target.eos_ids else None,
-    }
-    if gen.temperature > 0:
-        # the same truncation as spsamp.sampling.logits_to_probs: 0 / 1.0 mean "off"
-        kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p if gen.top_p < 1 else None)
-    if assistant is not None:
-        # a constant k per step and no confidence early-stop: the schedule SpS uses
-        cfg = assistant.model.generation_config
-        cfg.num_assistant_tokens, cfg.num_assistant_tokens_schedule, cfg.assistant_confidence_threshold = k, "constant", 0.0
-        kwargs.update(assistant_model=assistant.model, num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
-                      assistant_confidence_threshold=0.0)
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
+    cfg = reference_config(gen, target.eos_ids, k if assistant is not None else 0)
+    kwargs: dict[str, Any] = {"generation_config": cfg}
     ids = prompt_ids.to(target.device)[None]
     start = time.perf_counter()
     clock = FirstTokenClock(start)
     draft_counting = counting(assistant.model) if assistant is not None else nullcontext(CallCounter())
-    with counting(target.model) as tc, draft_counting as dc, torch.inference_mode():
+    with ExitStack() as stack:
+        # the models' own generation configs would fill every field cfg leaves unset: swap them out
+        stack.enter_context(own_generation_config(target.model, cfg))
+        if assistant is not None:
+            stack.enter_context(own_generation_config(assistant.model, cfg))
+            kwargs["assistant_model"] = assistant.model
+        tc = stack.enter_context(counting(target.model))
+        dc = stack.enter_context(draft_counting)
+        stack.enter_context(torch.inference_mode())
         out = target.model.generate(ids, attention_mask=torch.ones_like(ids), streamer=clock, **kwargs)
     tokens = out[0, ids.shape[1]:].tolist()
     stats = DecodeStats(target_calls=tc.calls, draft_calls=dc.calls, steps=max(tc.calls - (assistant is None), 0))

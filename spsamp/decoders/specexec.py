@@ -115,7 +115,7 @@ class SpecExecDecoder(Decoder):
 
 
 def tree_metrics(trees: list[TreeStats], path_nodes: int, path_hits: int) -> dict[str, Any]:
-    """Per-row SpecExec extras (defined in README, Records)."""
+    """Per-row SpecExec extras (defined in docs/records.md)."""
     if not trees:
         return {}
     n = len(trees)

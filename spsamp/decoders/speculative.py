@@ -70,7 +70,7 @@ class SpeculativeDecoder(Decoder):
             st.draft_s += t1 - t0
             st.target_s += time.perf_counter() - t1
             q = logits_to_probs(q_logits, temp, top_k, top_p)
-            p = fit_vocab(prop.p_dist, st.vocab).to(q.dtype)  # type: ignore[arg-type]
+            p = fit_vocab(prop.p_dist, st.vocab).to(q.device, q.dtype)  # type: ignore[arg-type]
             n, nxt = self.acceptance(prop.tokens, p, q, rng)
             st.extend(prop.tokens[:n].tolist() + [nxt])
             # roll back: target keeps seq[:-1]; draft keeps what it saw of the accepted path

@@ -55,6 +55,9 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("ttft_s", _F),
     pa.field("tokens_per_sec", _F),
     pa.field("decode_tokens_per_sec", _F),
+    # answer quality (spsamp.data.checkers); null where the dataset has no checker
+    pa.field("task_correct", _B),  # the answer is right (HumanEval: its tests pass; arithmetic: the final number)
+    pa.field("task_check", _S),  # why: passed | failed | syntax_error | timeout | no_code | ... (TASK_CHECKS)
     # method metrics (null where a method has no such thing)
     pa.field("steps", _I),
     pa.field("target_calls", _I),
@@ -124,6 +127,23 @@ def schema_for(rows: list[dict]) -> pa.Schema:
     return pa.schema(CORE_FIELDS + [pa.field(k, params[k]) for k in sorted(params)])
 
 
+def _check_task_columns(table: pa.Table) -> list[str]:
+    """task_check takes a known value, is null exactly where task_correct is, and says ``passed``
+    exactly where task_correct is true."""
+    from spsamp.data.checkers import TASK_CHECKS  # lazy: the checker module owns the values
+
+    checks, correct = table.column("task_check").to_pylist(), table.column("task_correct").to_pylist()
+    out = []
+    unknown = sorted({c for c in checks if c is not None} - set(TASK_CHECKS))
+    if unknown:
+        out.append(f"column 'task_check' has unknown values {unknown} (known: {list(TASK_CHECKS)})")
+    if any((c is None) != (k is None) for c, k in zip(checks, correct)):
+        out.append("columns 'task_check' and 'task_correct' must be null on the same rows")
+    if any(k is not None and bool(k) != (c == "passed") for c, k in zip(checks, correct)):
+        out.append("column 'task_correct' must be true exactly where task_check is 'passed'")
+    return out
+
+
 def validate_table(table: pa.Table) -> list[str]:
     """Problems with a records table (empty list: valid)."""
     problems: list[str] = []
@@ -144,6 +164,7 @@ def validate_table(table: pa.Table) -> list[str]:
     statuses = set(table.column("status").to_pylist())
     if statuses - set(STATUSES):
         problems.append(f"unknown status values {sorted(statuses - set(STATUSES))}")
+    problems += _check_task_columns(table)
     keys = table.column("resume_key").to_pylist()
     if len(keys) != len(set(keys)):
         problems.append("duplicate resume_key values")

@@ -1,4 +1,4 @@
-"""An offline generator of arithmetic word problems with known answers (GSM8K-style, tiny).
+"""Arithmetic word problems with known answers (GSM8K-style, tiny), generated offline: `dataset=arithmetic`.
 
 Mining labels with the ``final_answer`` check needs prompts whose answer is a number; this ships
 them with the code so mining works without any download. Problems are a deterministic function of
@@ -15,6 +15,7 @@ from pathlib import Path
 
 NAMES = ["Tom", "Anna", "Ravi", "Mia", "Lena", "Omar", "Sara", "Ken", "Ines", "Paul"]
 ITEMS = ["apples", "marbles", "books", "stickers", "pencils", "cookies", "coins", "cards"]
+EVAL_SEED = 2000  # dataset=arithmetic draws from this stream; AutoJudge mining defaults to seed 1000
 INSTRUCTION = "Solve the problem step by step, then finish with 'The answer is N.'"
 
 

@@ -1,0 +1,98 @@
+"""Device correctness without a GPU: every registered decoding method runs with its models on a
+simulated cuda device (tests/device_guard.py) and must never mix devices, as on a real GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF, compose_cfg
+from device_guard import DeviceMixError, FakeCuda
+from spsamp.config import ConfigError, TinyModelConfig, validate
+from spsamp.models.adapter import CausalLM
+from spsamp.models.tiny import char_tokenizer, tiny_llama
+from spsamp.runner import encode, messages_for
+from spsamp.sampling import row_generator
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))  # every registered method, new ones included
+# knobs that keep each method's run small but exercise its real paths (a tree, a mined judge)
+SMALL = {
+    "autojudge": ["method.k=3", "method.mining_prompts=4", "method.mining_max_tokens=10", "method.threshold=0.5"],
+    "specexec": ["method.budget=6", "method.parallel_branches=2", "method.max_depth=3"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):
+    yield
+
+
+def _run_config(method: str, temperature: float, tmp_path):
+    over = [f"method={method}", "model=tiny_random", f"generation.temperature={temperature}", "generation.max_new_tokens=10",
+            f"paths.cache_dir={tmp_path}/cache", *SMALL.get(method, [])]
+    if method == "autojudge":
+        over.append(f"method.checkpoint={tmp_path}/judge.safetensors")
+    cfg = compose_cfg(over)
+    run, _ = validate(cfg)
+    return cfg, run
+
+
+def _models(run):
+    return (tiny_llama(run.model.target.tiny), tiny_llama(run.model.draft.tiny))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@pytest.mark.parametrize("method", METHODS)
+def test_method_never_mixes_devices(method, temperature, tmp_path):
+    try:
+        cfg, run = _run_config(method, temperature, tmp_path)
+    except ConfigError as exc:
+        pytest.skip(f"{method} refuses temperature={temperature}: {exc}")
+    target_model, draft_model = _models(run)
+    decoder = instantiate(cfg.method)
+    tok = char_tokenizer()
+    ids = encode(tok, messages_for(None, ("What is 2 + 3?",), []), use_chat_template=False)
+    with FakeCuda() as guard:
+        guard.tag_module(target_model)
+        guard.tag_module(draft_model)
+        target = CausalLM(target_model, tok, "target")
+        draft = CausalLM(draft_model, tok, "draft") if decoder.needs_draft else None
+        assert target.device.type == "cuda"
+        decoder.prepare(target, draft, run)
+        before = guard.ops
+        out = decoder.generate(target, draft, ids, run.generation, guard.generator(1234))
+        watched = guard.ops - before
+    assert len(out.tokens) > 0
+    if method == "autojudge":
+        assert out.stats.extra["mismatches_judged"] > 0, "the judge was never asked: its use site went unchecked"
+    assert watched > 50 * len(out.tokens), f"the guard saw only {watched} ops: the decoder ran outside it"
+
+
+def test_guard_catches_a_deliberate_mix():
+    """Negative control: the mistakes a CUDA run punishes are each caught on the CPU."""
+    model = tiny_llama(TinyModelConfig())  # hidden size 32
+    with FakeCuda() as guard:
+        guard.tag_module(model)
+        lm = CausalLM(model, char_tokenizer(), "t")
+        logits = lm.forward(torch.tensor([5, 6, 7])).logits
+        assert guard.is_cuda(logits) and logits.device.type == "cuda"
+        with pytest.raises(DeviceMixError, match="mixes cuda tensors"):
+            _ = logits[-1] * torch.ones(logits.shape[-1])  # a cpu-made tensor meets the model's output
+        with pytest.raises(DeviceMixError, match="generator"):
+            torch.rand(3, generator=guard.generator(0))  # the SpS bug: cpu draw, cuda generator
+        with pytest.raises(DeviceMixError, match="numpy"):
+            logits.numpy()
+        with pytest.raises(DeviceMixError, match="mixes cuda tensors"):
+            torch.nn.functional.linear(torch.ones(2, 32), model.lm_head.weight)  # cpu input, cuda weights
+        # what device-correct code does passes: create on the device met, or move explicitly
+        u = torch.rand(3, generator=guard.generator(0), device=logits.device)
+        assert guard.is_cuda(u)
+        assert not guard.is_cuda(logits.cpu()) and guard.is_cuda(logits)
+        _ = logits[-1] * torch.ones(logits.shape[-1], device=logits.device)
+        _ = logits[torch.arange(2), torch.tensor([1, 2])]  # cpu indices into a cuda tensor: CUDA moves them
+
+
+def test_row_generator_lives_on_the_given_device():
+    g = row_generator(torch.device("cpu"), 7)
+    assert g.device.type == "cpu" and g.initial_seed() == 7
