@@ -29,6 +29,7 @@ from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
 from spsamp.models.loading import check_tokenizers_before_load
+from spsamp.models.placement import placement_json
 from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
 from spsamp.sampling import row_generator
@@ -199,7 +200,9 @@ class Job:
             assert self.run.model.draft is not None
             self.draft = load_model(self.run.model.draft, hw, paths.cache_dir)
             check_same_tokenizer(self.target, self.draft)
-        self.rows.target, self.rows.draft = self.target, self.draft
+        self.rows.target_info = self.target.info
+        self.rows.draft_info = self.draft.info if self.draft is not None else None
+        self.rows.device_map = placement_json({"target": self.target, "draft": self.draft})
         log.info("models ready in %.2fs", time.perf_counter() - t0)
         self.decoder.prepare(self.target, self.draft, self.run)
 

@@ -17,7 +17,6 @@ from typing import Any, Optional
 import torch
 
 from spsamp.config import RunConfig, params_dict
-from spsamp.models.placement import placement_json
 from spsamp.records.schema import PARAM_PREFIX
 from spsamp.system_info import system_info
 
@@ -48,7 +47,8 @@ def histogram(lengths: list[int]) -> Optional[list[int]]:
 
 @dataclasses.dataclass
 class RowBuilder:
-    """The columns every row of one job shares; ``target``/``draft`` are set once the models load."""
+    """The columns every row of one job shares. Records are data: what the loaded models say about
+    themselves arrives as plain values once they load (``CausalLM.info`` dicts, the placement JSON)."""
 
     run: RunConfig
     params: Any
@@ -56,8 +56,9 @@ class RowBuilder:
     needs_draft: bool
     job: JobInfo
     run_id: str
-    target: Any = None  # spsamp.models.CausalLM once loaded
-    draft: Any = None
+    target_info: Optional[dict] = None  # CausalLM.info of the loaded target (dtype, cpu_linear...)
+    draft_info: Optional[dict] = None  # ... of the loaded draft, None without one
+    device_map: Optional[str] = None  # spsamp.models.placement.placement_json of both models
 
     def base(self, *, key: str, prompt_id: str, category: Optional[str], turn: int, repeat: int, status: str,
              started: str) -> dict[str, Any]:
@@ -76,13 +77,13 @@ class RowBuilder:
             "model": run.model.target.name,
             "draft_model": draft_spec.name if draft_spec else None,
             # the dtype the loaded model computes in (int8_dynamic: float32), else the configured one
-            "target_dtype": self.target.info["dtype"] if self.target else run.hardware.dtype or run.model.target.dtype,
-            "draft_dtype": (self.draft.info["dtype"] if self.draft else run.hardware.dtype or draft_spec.dtype) if draft_spec else None,
+            "target_dtype": self.target_info["dtype"] if self.target_info else run.hardware.dtype or run.model.target.dtype,
+            "draft_dtype": (self.draft_info["dtype"] if self.draft_info else run.hardware.dtype or draft_spec.dtype) if draft_spec else None,
             "target_quantization": run.model.target.quantization,
             "draft_quantization": draft_spec.quantization if draft_spec else None,
             "device": run.model.target.device or run.hardware.device,
-            "device_map": placement_json({"target": self.target, "draft": self.draft}),
-            "cpu_linear": self.target.info.get("cpu_linear") if self.target else None,
+            "device_map": self.device_map,
+            "cpu_linear": self.target_info.get("cpu_linear") if self.target_info else None,
             "dataset": run.dataset.name,
             "prompt_id": prompt_id,
             "category": category,
@@ -112,7 +113,7 @@ class RowBuilder:
         """``base`` plus output, timings and method counters of one decode (``out``: a DecodeOutput;
         ``tokens``: its tokens cut at EOS / max_new_tokens)."""
         s, n = out.stats, len(tokens)
-        has_draft = self.draft is not None
+        has_draft = self.draft_info is not None
         decode_s = wall_s - out.ttft_s
         row = dict(base)
         row.update({
