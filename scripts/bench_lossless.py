@@ -7,7 +7,7 @@
 Prints, per temperature: spsamp baseline vs HF ``generate``; SpS vs HF assisted generation
 (``assistant_model`` = the same int8 draft, ``num_assistant_tokens=k``, constant schedule, no
 confidence early-stop), each transformers row twice: on the very models spsamp runs
-(``hardware.cpu_linear=onednn`` kernels: the implementations compared on equal footing) and on a
+(``hardware.cpu_linear``, default auto: the implementations compared on equal footing) and on a
 second copy with PyTorch's default kernels (``*_stock``: transformers as its users run it);
 SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
 target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
@@ -41,11 +41,12 @@ from spsamp.decoders.hf_generate import HFGenerateDecoder  # noqa: E402
 from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import load_model  # noqa: E402
+from spsamp.models.threads import set_threads  # noqa: E402
 from spsamp.runner import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 
-def load_pair(model: str, cpu_linear: str = "onednn"):
+def load_pair(model: str, cpu_linear: str = "auto"):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative", f"hardware.cpu_linear={cpu_linear}"])
     run, _ = validate(cfg)
@@ -83,14 +84,13 @@ def main() -> None:
     ap.add_argument("--budgets", default="4,16", help="SpecExec budgets, each compared with SpS at k = budget (else the largest k)")
     ap.add_argument("--parallel-branches", type=int, default=4)
     ap.add_argument("--temps", default="0,0.7")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--cpu-linear", default="onednn", help="hardware.cpu_linear for spsamp's models and the hf_* rows (onednn | aten)")
+    ap.add_argument("--threads", type=int, default=None, help="default: hardware.num_threads' default (spsamp/models/threads.py)")
+    ap.add_argument("--cpu-linear", default="auto", help="hardware.cpu_linear for spsamp's models and the hf_* rows (auto | onednn | aten)")
     ap.add_argument("--stock", action=argparse.BooleanOptionalAction, default=True,
                     help="also time transformers on a second copy of the pair with PyTorch's default kernels "
                          "(cpu_linear=aten): what a transformers user runs")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     run, target, draft = load_pair(args.model, args.cpu_linear)
     prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")][: args.prompts]
     ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
@@ -115,7 +115,8 @@ def main() -> None:
     info = system_info()
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
           f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")
-    print(f"# {args.model}: target {target.name} ({target.info.get('dtype')}), draft {draft.name} ({draft.info.get('quantization')}); "
+    print(f"# {args.model}: target {target.name} ({target.info.get('dtype')}, cpu_linear={args.cpu_linear} -> {target.info.get('cpu_linear')}), "
+          f"draft {draft.name} ({draft.info.get('quantization')}, cpu_linear -> {draft.info.get('cpu_linear')}); "
           f"{len(prompts)} built-in prompts, {args.max_new_tokens} new tokens, k={ks}, budgets={budgets}, parallel_branches={args.parallel_branches}")
     t_target, t_draft = pass_cost(target, ids_list[0]), pass_cost(draft, ids_list[0])
     c = t_draft / t_target

@@ -113,10 +113,10 @@ class HardwareConfig:
     name: str = "cpu"
     device: str = "cpu"
     dtype: Optional[str] = None  # null: each model's own dtype
-    num_threads: Optional[int] = None  # null: torch's default
+    num_threads: Optional[int] = None  # null: the stated default of spsamp/models/threads.py
     require_headless: bool = False  # fail before loading when a display is active on the GPU
     offload: Optional[OffloadConfig] = None  # null: every model fully on its device
-    cpu_linear: str = "onednn"  # CPU matmul kernels for float Linears: onednn (prepacked) | aten (see models/kernels.py)
+    cpu_linear: str = "auto"  # CPU matmul kernels for float Linears: auto (timed at load) | onednn (prepacked) | aten (see models/kernels.py)
 
 
 @dataclass
@@ -227,7 +227,7 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
         run.hardware.num_threads is None or run.hardware.num_threads > 0,
         "hardware.num_threads",
         f"must be > 0, got {run.hardware.num_threads}",
-        "use null for torch's default",
+        "use null for the default (spsamp/models/threads.py)",
     )
     from spsamp.models.placement import check_hardware  # lazy: spsamp.models imports this module
 

@@ -34,6 +34,7 @@ from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
 from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
+from spsamp.models.threads import set_threads
 from spsamp.system_info import check_machine
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
         "model": asdict(run.model),
         "hardware_dtype": run.hardware.dtype,
         "device": run.hardware.device,
-        "cpu_linear": run.hardware.cpu_linear,  # other kernels round differently: near-tied tokens may flip
+        # other kernels round differently (near-tied tokens may flip), so the setting is part of the
+        # identity — the *configured* one (auto stays auto): the choice is made at load, after the
+        # pending rows are known, and may differ run to run on a noisy machine; keying on it would
+        # redo finished rows. The chosen kernel is in each row's cpu_linear column
+        "cpu_linear": run.hardware.cpu_linear,
         "dataset": [run.dataset.name, run.dataset.path, run.dataset.system_prompt],
         "prompt": [prompt.id, prompt.turns[: turn + 1]],
         "turn": turn,
@@ -189,8 +194,7 @@ class Job:
 
     def _load_models(self) -> None:
         hw, paths = self.run.hardware, self.run.paths
-        if hw.num_threads:
-            torch.set_num_threads(hw.num_threads)
+        set_threads(hw.num_threads)  # null: the stated default of spsamp/models/threads.py
         t0 = time.perf_counter()
         if self.decoder.needs_draft and self.run.model.draft is not None:
             # from tokenizer files: a mismatched pair fails in seconds, before any weights load

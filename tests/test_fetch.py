@@ -258,7 +258,7 @@ def test_headline_experiment_commands_compose_and_validate():
     assert sorted(m["k"] for _, m in methods if m["name"] == "speculative") == [2, 4, 8]
     # transformers' assisted generation at the same k, on our kernels and on stock ones
     assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted") == [
-        (kern, k) for kern in ("aten", "onednn") for k in (2, 4, 8)]
-    assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "onednn"}
+        (kern, k) for kern in ("aten", "auto") for k in (2, 4, 8)]
+    assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "auto"}
     assert len([m for _, m in methods if m["name"] == "specexec"]) == 4 and len([m for _, m in methods if m["name"] == "autojudge"]) == 3
     assert len(seen) == len(jobs)  # no job runs twice

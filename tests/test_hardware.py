@@ -106,7 +106,7 @@ BAD = [
     (["hardware=offload", "hardware.device=cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: GPU keys [0]"),
     (["hardware=offload_cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: empty"),
     (["hardware.require_headless=maybe"], "hardware.require_headless:"),
-    (["hardware.cpu_linear=mkl"], "hardware.cpu_linear: must be one of aten, onednn, got 'mkl'"),
+    (["hardware.cpu_linear=mkl"], "hardware.cpu_linear: must be one of auto, aten, onednn, got 'mkl'"),
     (["++model.draft.quantization=bnb4"], "model.draft.tiny.hidden_size: bnb4 on the CPU needs a multiple of 64, got 32"),
 ]
 
@@ -364,7 +364,8 @@ def test_onednn_linears_swap_every_float_linear_and_keep_a_tied_head():
 
 
 def test_cpu_linear_is_recorded_and_quantized_models_keep_their_kernels():
-    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "++model.draft.quantization=int8_dynamic"]))
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "++model.draft.quantization=int8_dynamic",
+                                   "hardware.cpu_linear=onednn"]))
     target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
     assert target.info["cpu_linear"] == "onednn" and draft.info["cpu_linear"] == "aten"
     run, _ = validate(compose_cfg(["model=tiny_random", "hardware.cpu_linear=aten"]))

@@ -10,12 +10,17 @@
   over one (the memory-bound regime speculative decoding assumes), and a single-token pass is
   ~1.8x faster too. Logits differ from ``aten`` by float rounding (~1e-4), the same for every
   method, so methods stay comparable and greedy-exactness holds method against method.
+- ``auto`` (every preset's default): which of the two wins depends on the CPU (measured: oneDNN
+  1.6x stock on an AMD EPYC, 0.78x on an Intel Xeon with AMX), so each model times both at load
+  (:func:`autotune_cpu_linear`) and keeps the faster.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import statistics
+import time
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -24,8 +29,15 @@ from spsamp.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-CPU_LINEAR = ("aten", "onednn")
+CPU_LINEAR = ("auto", "aten", "onednn")
+KERNELS = ("aten", "onednn")  # what ``auto`` chooses between
 _PACKABLE = (torch.float32, torch.bfloat16)
+# auto: a decode pass (1 token) and a verification pass of the default k=4 (k+1 = 5 tokens), after a
+# short prompt; the first round is warm-up, then AUTO_REPEATS interleaved rounds, medians compared
+AUTO_WIDTHS = (1, 5)
+AUTO_REPEATS = 5
+AUTO_PREFIX = 16
+_clock: Callable[[], float] = time.perf_counter  # tests replace it with fake timings
 
 
 class OneDNNLinear(nn.Module):
@@ -55,12 +67,27 @@ class OneDNNLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, kernel=onednn"
 
 
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
 def check_cpu_linear(kind: str) -> None:
     """Fail before loading when ``kind`` is unknown or this torch build lacks oneDNN."""
     if kind not in CPU_LINEAR:
-        raise ConfigError(f"hardware.cpu_linear: must be one of {', '.join(CPU_LINEAR)}, got {kind!r} — use onednn (fast) or aten (stock PyTorch)")
-    if kind == "onednn" and not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
-        raise ConfigError("hardware.cpu_linear: this torch build has no oneDNN linear kernels — set hardware.cpu_linear=aten")
+        raise ConfigError(
+            f"hardware.cpu_linear: must be one of {', '.join(CPU_LINEAR)}, got {kind!r} "
+            "— use auto (time both at load), onednn (prepacked) or aten (stock PyTorch)"
+        )
+    if kind == "onednn" and not onednn_available():
+        raise ConfigError("hardware.cpu_linear: this torch build has no oneDNN linear kernels — set hardware.cpu_linear=auto or aten")
+
+
+def _float_linears(model: Any) -> Iterator[tuple[nn.Module, str, nn.Linear]]:
+    # quantized (int8_dynamic, bitsandbytes) and offloaded layers are not plain float nn.Linear on the CPU
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in _PACKABLE:
+                yield parent, name, child
 
 
 def use_onednn_linears(model: Any) -> int:
@@ -69,14 +96,86 @@ def use_onednn_linears(model: Any) -> int:
     Quantized (int8_dynamic, bitsandbytes) and offloaded layers are not plain ``nn.Linear`` or not
     on the CPU, and are left alone.
     """
-    emb = model.get_input_embeddings()
-    shared = {id(getattr(emb, "weight", None))}
+    shared = _shared_weights(model)
     swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear or child.weight.device.type != "cpu" or child.weight.dtype not in _PACKABLE:
-                continue
-            setattr(parent, name, OneDNNLinear(child, keep_weight=id(child.weight) in shared))
-            swapped += 1
+    for parent, name, child in _float_linears(model):
+        setattr(parent, name, OneDNNLinear(child, keep_weight=id(child.weight) in shared))
+        swapped += 1
     log.debug("oneDNN linear kernels: %d layers reordered", swapped)
     return swapped
+
+
+def _shared_weights(model: Any) -> set[int]:
+    emb = model.get_input_embeddings()
+    return {id(getattr(emb, "weight", None))}
+
+
+def choose_cpu_linear(timings: dict[str, dict[int, list[float]]]) -> tuple[str, dict[str, float]]:
+    """The faster kernel from interleaved pass timings ``{kernel: {width: [seconds, ...]}}``.
+
+    Each kernel's score is the sum over widths of its median pass time (a decode pass and a
+    verification pass count alike; medians shrug off a pass that another process interrupted).
+    Ties go to ``aten``, the stock kernels. Returns (choice, scores).
+    """
+    scores = {k: sum(statistics.median(ts) for ts in by_width.values()) for k, by_width in timings.items()}
+    choice = min(sorted(scores), key=lambda k: (scores[k], k != "aten"))
+    return choice, scores
+
+
+def _time_pass(lm: Any, ids: torch.Tensor, width: int, prefix: int) -> float:
+    t0 = _clock()
+    lm.forward(ids[prefix : prefix + width])
+    dt = _clock() - t0
+    lm.crop(prefix)
+    return dt
+
+
+def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repeats: int = AUTO_REPEATS) -> str:
+    """``hardware.cpu_linear=auto``: time ``model`` with each kernel, keep the faster; return its name.
+
+    Both versions of every float Linear are held during the timing (the oneDNN copy is built with
+    the original weight kept), swapped in and out round by round in alternating order, so load
+    drift from other processes hits both alike. Each round times a ``w``-token pass for every
+    ``w`` in ``widths`` after a fixed ``AUTO_PREFIX``-token prompt (random ids: cost does not
+    depend on the tokens). The loser is dropped, so memory ends as with a fixed choice.
+    """
+    linears = list(_float_linears(model))
+    if not linears or not onednn_available():
+        return "aten"  # nothing to choose: quantized/offloaded models, or no oneDNN in this build
+    shared = _shared_weights(model)
+    packed = [OneDNNLinear(lin, keep_weight=True) for _, _, lin in linears]
+
+    def install(kind: str) -> None:
+        for (parent, name, lin), fast in zip(linears, packed):
+            setattr(parent, name, fast if kind == "onednn" else lin)
+
+    from spsamp.models.adapter import CausalLM  # the passes decoders run: same cache handling
+
+    lm = CausalLM(model, None, "cpu_linear=auto")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(model.config.vocab_size), (AUTO_PREFIX + max(widths),), generator=g)
+    timings: dict[str, dict[int, list[float]]] = {k: {w: [] for w in widths} for k in KERNELS}
+    try:
+        lm.prefill(ids[:AUTO_PREFIX])
+        for rnd in range(repeats + 1):  # round 0 warms both kernels up (oneDNN primitive creation)
+            for kind in KERNELS if rnd % 2 else KERNELS[::-1]:
+                install(kind)
+                for w in widths:
+                    dt = _time_pass(lm, ids, w, AUTO_PREFIX)
+                    if rnd:
+                        timings[kind][w].append(dt)
+        choice, scores = choose_cpu_linear(timings)
+    except Exception:
+        install("aten")  # leave the model as it was loaded
+        raise
+    install(choice)
+    if choice == "onednn":
+        for fast, (_, _, lin) in zip(packed, linears):
+            if id(lin.weight) not in shared:
+                del fast.weight  # the reordered copy replaces it (as use_onednn_linears does)
+    medians = ", ".join(
+        f"{k} " + " / ".join(f"{w} tok {statistics.median(timings[k][w]) * 1e3:.2f} ms" for w in widths) for k in KERNELS
+    )
+    log.info("cpu_linear=auto: %s -> %s (%.2fx the other's time)", medians, choice,
+             scores[choice] / max(s for s in scores.values()) if max(scores.values()) > 0 else 1.0)
+    return choice

@@ -33,7 +33,7 @@ import torch
 from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
-from spsamp.models.kernels import use_onednn_linears
+from spsamp.models.kernels import autotune_cpu_linear, use_onednn_linears
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
         model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
         if kernels == "onednn" and not use_onednn_linears(model):
             kernels = "aten"  # nothing to reorder (int8_dynamic, bitsandbytes): say what really runs
+        elif kernels == "auto":
+            kernels = autotune_cpu_linear(model)  # times both at load; the record says which won
         info = {
             "dtype": compute_dtype(spec.quantization, dtype),
             "device": device,

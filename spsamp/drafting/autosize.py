@@ -1,0 +1,77 @@
+"""``method.k=auto`` / ``method.budget=auto``: a drafter whose proposal size the cost model picks.
+
+:class:`AutoSized` wraps any drafter (chain or tree). The loop asks ``size(st)`` before every step;
+the wrapper first scores the previous step — which of the proposal's nodes the target accepted,
+read back from the tokens that reached ``st.seq`` — into the acceptance estimate, then returns
+the size of :class:`~spsamp.cost_model.AutoSize` (the k or budget with the best predicted speedup
+under the measured costs). Choices adapt during a run: the estimate carries over from row to row.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from spsamp.cost_model import AutoSize
+
+
+def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list[tuple[int, Optional[int]]]:
+    """The nodes a descent visited, as (children offered, 1-based rank of the one the target took or
+    None), from a proposal (``tokens``/``parents``, siblings in decreasing draft probability —
+    the order both drafters emit them) and the tokens that followed the root in the output."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for i, (tok, par) in enumerate(zip(tokens, parents)):
+        children.setdefault(par, []).append((tok, i))
+    visits: list[tuple[int, Optional[int]]] = []
+    node = -1
+    for tok in after:
+        kids = children.get(node, [])
+        if not kids:
+            break  # a leaf: nothing was offered here
+        rank = next((r for r, (t, _) in enumerate(kids, 1) if t == tok), None)
+        visits.append((len(kids), rank))
+        if rank is None:
+            break
+        node = kids[rank - 1][1]
+    return visits
+
+
+class AutoSized:
+    """A drafter that proposes ``auto.choose()`` tokens/nodes per step (see module doc)."""
+
+    def __init__(self, drafter: Any, auto: AutoSize):
+        self.drafter = drafter
+        self.auto = auto
+        self.needs_model = drafter.needs_model
+        self._last: Optional[tuple[Any, int, Any]] = None  # (state, len(seq) at proposal, proposal)
+        self._row: Any = None
+        self._row_start = 0
+
+    def size(self, st: Any) -> int:
+        self.observe()
+        if st is not self._row:  # a new generate call: its metrics start here
+            self._row, self._row_start = st, len(self.auto.chosen)
+        return self.auto.choose()
+
+    def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Any:
+        prop = self.drafter.propose(st, size, max_depth, hidden)
+        self._last = (st, len(st.seq), prop)
+        return prop
+
+    def observe(self) -> None:
+        """Score the last proposal against what its state's output now holds (once)."""
+        if self._last is None:
+            return
+        st, base, prop = self._last
+        self._last = None
+        if prop.size:
+            self.auto.acceptance.observe(tree_visits(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])))
+
+    def metrics(self) -> dict[str, Any]:
+        """This row's choices (for ``metrics_json``), its last step included."""
+        self.observe()
+        return self.auto.metrics(self._row_start)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "drafter":
+            raise AttributeError(name)  # not set yet (copy / unpickle): no recursion
+        return getattr(self.drafter, name)  # the wrapped drafter's own settings

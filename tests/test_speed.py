@@ -1,0 +1,357 @@
+"""Speed settings chosen by measurement: CPU linear kernels (``hardware.cpu_linear=auto``), the
+default thread count, and the cost model's k / budget choices. Timings here are fake (a patched
+clock) wherever a choice is checked; speed itself is never asserted."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from conftest import compose_cfg
+from spsamp.config import validate
+from spsamp.models import kernels
+from spsamp.models.kernels import OneDNNLinear, autotune_cpu_linear, choose_cpu_linear
+from spsamp.models.threads import choose_threads
+
+
+def _tiny_llama(tied: bool = True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, tie_word_embeddings=tied)
+    return LlamaForCausalLM(cfg).eval()
+
+
+# ---- hardware.cpu_linear=auto -------------------------------------------------------------------
+
+
+def test_choice_is_the_kernel_with_the_smaller_summed_medians():
+    fast_onednn = {"aten": {1: [3.0, 3.1, 2.9], 5: [5.0, 5.2, 4.8]}, "onednn": {1: [2.0, 2.1, 1.9], 5: [2.5, 2.4, 2.6]}}
+    assert choose_cpu_linear(fast_onednn)[0] == "onednn"
+    fast_aten = {"aten": {1: [1.0, 1.0, 1.0], 5: [1.2, 1.2, 1.2]}, "onednn": {1: [1.3, 1.3, 1.3], 5: [1.3, 1.3, 1.3]}}
+    choice, scores = choose_cpu_linear(fast_aten)
+    assert choice == "aten" and scores == pytest.approx({"aten": 2.2, "onednn": 2.6})
+
+
+def test_choice_ignores_a_pass_another_process_interrupted():
+    # one 100x outlier (a descheduled pass) would flip a mean; the median keeps the truth
+    timings = {"aten": {1: [1.0, 1.0, 1.0, 1.0, 1.0]}, "onednn": {1: [0.5, 0.5, 50.0, 0.5, 0.5]}}
+    assert choose_cpu_linear(timings)[0] == "onednn"
+
+
+def test_a_tie_keeps_the_stock_kernels():
+    assert choose_cpu_linear({"onednn": {1: [1.0]}, "aten": {1: [1.0]}})[0] == "aten"
+
+
+def _fake_clock(model, cost):
+    """A clock that advances by ``cost[kernel now installed]`` at every read, so a timed pass
+    (two reads) lasts exactly that long."""
+    state = {"t": 0.0, "reads": 0}
+
+    def clock():
+        kind = "onednn" if any(isinstance(m, OneDNNLinear) for m in model.modules()) else "aten"
+        state["t"] += cost[kind]
+        state["reads"] += 1
+        return state["t"]
+
+    return clock, state
+
+
+@pytest.mark.parametrize("winner", ["aten", "onednn"])
+def test_autotune_keeps_the_faster_kernel_and_only_it(monkeypatch, caplog, winner, one_thread):
+    model = _tiny_llama(tied=True)
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.inference_mode():
+        ref = model(ids).logits
+    n_linear = sum(type(m) is torch.nn.Linear for m in model.modules())
+    clock, state = _fake_clock(model, {"aten": 2.0 if winner == "onednn" else 1.0, "onednn": 1.0 if winner == "onednn" else 2.0})
+    monkeypatch.setattr(kernels, "_clock", clock)
+    with caplog.at_level(logging.INFO, logger="spsamp.models.kernels"):
+        assert autotune_cpu_linear(model, widths=(1, 3), repeats=3) == winner
+    # warm-up round + 3 rounds, 2 kernels, 2 widths, 2 clock reads per pass
+    assert state["reads"] == 4 * 2 * 2 * 2
+    fast = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
+    plain = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    if winner == "onednn":
+        assert len(fast) == n_linear and not plain
+        head = model.get_output_embeddings()
+        assert head.weight is model.get_input_embeddings().weight  # the tied head keeps its weight
+        assert sum(hasattr(m, "weight") for m in fast) == 1  # every other original weight is dropped
+    else:
+        assert len(plain) == n_linear and not fast
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-4, atol=1e-4)
+    msg = caplog.text
+    assert "cpu_linear=auto" in msg and "aten 1 tok" in msg and "onednn 1 tok" in msg and f"-> {winner}" in msg
+
+
+def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(monkeypatch, one_thread):
+    from spsamp.models import clear_model_cache, load_model
+
+    calls = {"aten": 0, "onednn": 0}
+    onednn_forward, linear_forward = OneDNNLinear.forward, torch.nn.Linear.forward
+
+    def count_onednn(self, x):
+        calls["onednn"] += 1
+        return onednn_forward(self, x)
+
+    def count_linear(self, x):
+        calls["aten"] += 1
+        return linear_forward(self, x)
+
+    monkeypatch.setattr(OneDNNLinear, "forward", count_onednn)
+    monkeypatch.setattr(torch.nn.Linear, "forward", count_linear)
+    clear_model_cache()
+    run, _ = validate(compose_cfg(["model=tiny_random"]))
+    assert run.hardware.cpu_linear == "auto"  # the default of every preset
+    target = load_model(run.model.target, run.hardware)
+    clear_model_cache()
+    assert calls["aten"] > 0 and calls["onednn"] > 0  # both really ran
+    assert target.info["cpu_linear"] in ("aten", "onednn")
+
+
+def test_auto_on_a_quantized_model_is_aten_without_timing(monkeypatch):
+    from spsamp.models import clear_model_cache, load_model
+
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("nothing to time"))
+    clear_model_cache()
+    run, _ = validate(compose_cfg(["model=tiny_random", "++model.target.quantization=int8_dynamic"]))
+    assert load_model(run.model.target, run.hardware).info["cpu_linear"] == "aten"
+    clear_model_cache()
+
+
+def test_resume_key_uses_the_configured_kernels_not_the_chosen_ones():
+    from spsamp.data import Prompt
+    from spsamp.runner import resume_key
+
+    prompt = Prompt(id="p", turns=("hi",), category="x")
+    keys = {}
+    for kind in ("auto", "aten", "onednn"):
+        run, params = validate(compose_cfg(["model=tiny_random", f"hardware.cpu_linear={kind}"]))
+        keys[kind] = resume_key(run, params, prompt, 0, 0)
+    assert len(set(keys.values())) == 3  # auto is its own identity, stable whatever it picks at load
+
+
+# ---- default threads ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cpus,physical,load,expected", [
+    (1, 1, None, 1),
+    (2, 2, 0.0, 1),      # 2 cores: one thread, even on an idle machine
+    (2, 1, 1.7, 1),
+    (8, 4, 0.2, 4),      # SMT siblings count once
+    (8, 8, 3.4, 5),      # 3 cores busy with other work
+    (16, 16, 40.0, 1),   # never below one
+    (16, 8, None, 8),    # unknown load: physical cores
+])
+def test_default_threads_rule(cpus, physical, load, expected):
+    n, why = choose_threads(cpus, physical, load)
+    assert n == expected and why
+
+
+def test_record_says_how_many_threads_ran(tmp_path, monkeypatch):
+    from spsamp.models import threads
+    from spsamp.runner import JobInfo, run_job
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(threads, "default_threads", lambda: (1, "test"))
+        cfg = compose_cfg(["model=tiny_random", "generation.max_new_tokens=4", "dataset.max_samples=1", "generation.warmup=0"])
+        rows = run_job(cfg, JobInfo(output_dir=str(tmp_path / "a"))).rows
+        assert rows and all(r["num_threads"] == 1 for r in rows)
+        cfg = compose_cfg(["model=tiny_random", "generation.max_new_tokens=4", "dataset.max_samples=1", "generation.warmup=0",
+                           "hardware.num_threads=2"])
+        rows = run_job(cfg, JobInfo(output_dir=str(tmp_path / "b"))).rows
+        assert rows and all(r["num_threads"] == 2 for r in rows)
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- method.k=auto / method.budget=auto: the cost model's choices --------------------------------
+
+from spsamp import cost_model as cm  # noqa: E402
+
+FLAT = cm.VerifyCost({})  # verification as free as a 1-token pass (Leviathan et al.'s assumption)
+INTEL = cm.VerifyCost({4: 1.03, 8: 1.05, 16: 1.16, 32: 1.26, 64: 1.88})  # Qwen 1.5B bf16, issue #17
+
+
+def test_verify_cost_interpolates_and_extends_the_measured_widths():
+    assert INTEL(1) == 1.0 and INTEL(8) == pytest.approx(1.05) and INTEL(12) == pytest.approx(1.105)
+    assert INTEL(2) == pytest.approx(1.01)  # between v(1) = 1 and v(4)
+    assert INTEL(128) == pytest.approx(1.88 + (1.88 - 1.26) * 2)  # the last slope, continued
+    assert FLAT(50) == 1.0
+
+
+def test_chain_speedup_is_theorem_3_8_when_verification_is_free():
+    for alpha, k, c in [(0.8, 4, 0.1), (0.5, 2, 0.3), (0.95, 8, 0.05)]:
+        assert cm.chain_speedup(alpha, k, c, FLAT) == pytest.approx(cm.predicted_speedup(alpha, k, c))
+
+
+def test_best_k_is_the_argmax_over_every_k():
+    for alpha, c, v in [(0.9, 0.05, FLAT), (0.8, 0.39, INTEL), (0.6, 0.39, INTEL), (0.97, 0.02, INTEL)]:
+        k, pred = cm.best_k(alpha, c, v, k_max=24)
+        brute = max(cm.chain_speedup(alpha, j, c, v) for j in range(1, 25))
+        assert pred == pytest.approx(brute) and cm.chain_speedup(alpha, k, c, v) == pytest.approx(brute)
+
+
+def test_best_k_follows_acceptance_and_cost():
+    ks = [cm.best_k(a, 0.1, FLAT)[0] for a in (0.5, 0.7, 0.9, 0.97)]
+    assert ks == sorted(ks) and ks[0] < ks[-1]  # more acceptance -> longer drafts
+    assert cm.best_k(0.9, 0.02, FLAT)[0] > cm.best_k(0.9, 0.3, FLAT)[0]  # cheaper draft -> longer drafts
+    # expensive verification of many tokens caps k
+    steep = cm.VerifyCost({2: 1.5, 4: 2.5, 8: 4.5})
+    assert cm.best_k(0.9, 0.05, steep)[0] < cm.best_k(0.9, 0.05, FLAT)[0]
+    assert cm.best_k(0.0, 0.5, FLAT) == (1, pytest.approx(1 / 1.5))  # nothing accepted: the shortest draft
+
+
+def test_tree_of_one_rank_is_the_chain():
+    for alpha, b in [(0.8, 5), (0.5, 3), (0.99, 12)]:
+        assert cm.expected_tree_accepted([alpha], b, max_depth=b) == pytest.approx(cm.expected_tokens_per_step(alpha, b) - 1)
+        # width 1: one draft pass per node, as the chain's k passes
+        assert cm.tree_speedup([alpha], b, 0.2, INTEL, width=1, max_depth=b) == pytest.approx(cm.chain_speedup(alpha, b, 0.2, INTEL))
+
+
+def test_tree_expected_length_is_the_best_subtree_by_brute_force():
+    import itertools
+
+    probs, budget, depth = [0.6, 0.25, 0.1], 5, 3
+    # every node (rank path) up to `depth`, its value the product of its ranks' probabilities
+    nodes = [p for d in range(1, depth + 1) for p in itertools.product(range(3), repeat=d)]
+    value = {n: float(__import__("math").prod(probs[r] for r in n)) for n in nodes}
+    best = 0.0
+    for subset in itertools.combinations(nodes, budget):
+        s = set(subset)
+        if all(len(n) == 1 or n[:-1] in s for n in s):  # a tree: every node's parent is in it
+            best = max(best, sum(value[n] for n in s))
+    assert cm.expected_tree_accepted(probs, budget, depth) == pytest.approx(best)
+
+
+def test_tree_draft_passes_match_the_drafter():
+    # spsamp.drafting.tree: root pass + one batched pass per full round of `width` nodes
+    assert [cm.tree_draft_passes(b, 4) for b in (1, 4, 5, 8, 9, 16)] == [1, 1, 2, 2, 3, 4]
+    assert cm.tree_draft_passes(16, 1) == 16
+
+
+def test_best_budget_grows_with_cheap_wide_verification_and_wide_drafting():
+    probs = [0.7, 0.15, 0.05]
+    narrow, _ = cm.best_budget(probs, 0.39, INTEL, width=1)
+    wide, _ = cm.best_budget(probs, 0.39, INTEL, width=8)
+    assert wide > narrow  # a batched draft pass adds 8 nodes for the price of ~one
+    cheap, _ = cm.best_budget(probs, 0.39, FLAT, width=8)
+    steep, _ = cm.best_budget(probs, 0.39, cm.VerifyCost({2: 1.5, 8: 4.0, 32: 12.0}), width=8)
+    assert cheap > steep
+    b, pred = cm.best_budget(probs, 0.39, INTEL, width=8, budget_max=40)
+    assert pred == pytest.approx(max(cm.tree_speedup(probs, x, 0.39, INTEL, 8) for x in range(1, 41)))
+
+
+def test_acceptance_estimate_follows_observed_steps():
+    acc = cm.RankAcceptance(max_rank=1, prior_alpha=0.6, prior_weight=2.0, decay=1.0)
+    assert acc.alpha == pytest.approx(0.6)
+    for _ in range(50):
+        acc.observe_chain(proposed=4, accepted=4)  # everything accepted
+    assert acc.alpha > 0.98
+    acc = cm.RankAcceptance(max_rank=1, decay=1.0)
+    for _ in range(50):
+        acc.observe_chain(proposed=4, accepted=1)  # 1 accepted, then a rejection: alpha = 1/2
+    assert acc.alpha == pytest.approx(0.5, abs=0.01)
+
+
+def test_rank_estimate_counts_only_ranks_that_were_offered():
+    acc = cm.RankAcceptance(max_rank=3, prior_weight=0.0, decay=1.0)
+    # node with 3 children, target took the 2nd; node with 1 child, target took it; node with 2, miss
+    acc.observe([(3, 2), (1, 1), (2, None)])
+    assert acc.probs() == pytest.approx([1 / 3, 1 / 2, 0.0])
+
+
+def test_auto_size_adapts_to_the_acceptance_it_observes():
+    auto = cm.AutoSize(c=0.1, v=FLAT, size_max=16)
+    first = auto.choose()
+    for _ in range(200):
+        k = auto.choose()
+        auto.acceptance.observe_chain(k, k)  # the draft is always right
+    high = auto.choose()
+    for _ in range(200):
+        k = auto.choose()
+        auto.acceptance.observe_chain(k, 0)  # the draft is always wrong
+    low = auto.choose()
+    assert high > first > low == 1
+    m = auto.metrics()
+    assert m["auto_k_last"] == 1 and sum(m["auto_k_hist"].values()) == len(auto.chosen) and 0 <= m["auto_alpha"] < 0.1
+    tree = cm.AutoSize(c=0.39, v=INTEL, size_max=32, tree=True, width=8)
+    assert 1 <= tree.choose() <= 32 and "auto_budget_mean" in tree.metrics()
+
+
+def test_measured_costs_come_from_the_clock(monkeypatch):
+    """c and v from fake pass times: target 10 ms + 1 ms per extra token, draft 2 ms flat."""
+    from spsamp.models import load_model
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    target_forward = type(target).forward
+    now = {"t": 0.0}
+
+    def fake_forward(lm, ids, **kw):
+        out = target_forward(lm, ids, **kw)
+        n = ids.shape[-1]
+        now["t"] += (0.010 + 0.001 * (n - 1)) if lm is target else 0.002
+        return out
+
+    monkeypatch.setattr(type(target), "forward", fake_forward)
+    monkeypatch.setattr(cm, "_clock", lambda: now["t"])
+    costs = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), widths=(1, 4, 8), draft_widths=(1, 4), repeats=2)
+    assert costs.c == pytest.approx(0.2)
+    assert costs.v(4) == pytest.approx(1.3) and costs.v(8) == pytest.approx(1.7) and costs.vd(4) == pytest.approx(1.0)
+    assert target.cache_len == 0 and draft.cache_len == 0
+
+
+def test_tree_visits_reads_the_accepted_path_and_the_miss():
+    from spsamp.drafting.autosize import tree_visits
+
+    # root -> a(0), b(1); a -> c(2), d(3); c -> e(4)    (siblings in draft-probability order)
+    tokens, parents = [10, 11, 12, 13, 14], [-1, -1, 0, 0, 2]
+    assert tree_visits(tokens, parents, [10, 13, 99]) == [(2, 1), (2, 2)]  # a, then d; d is a leaf
+    assert tree_visits(tokens, parents, [11, 7]) == [(2, 2)]  # b is a leaf: nothing offered after it
+    assert tree_visits(tokens, parents, [10, 12, 14, 5]) == [(2, 1), (2, 1), (1, 1)]  # down to the leaf e
+    assert tree_visits(tokens, parents, [42]) == [(2, None)]  # the target's token is no child of the root
+    assert tree_visits([5, 6, 7], [-1, 0, 1], [5, 6, 9]) == [(1, 1), (1, 1), (1, None)]  # a chain: 2 accepted, 1 rejected
+
+
+class _FakeState:
+    def __init__(self):
+        self.seq = [0]
+
+
+class _FakeChain:
+    """Proposes tokens 1..size; the test appends what a target that accepts `take` of them keeps."""
+
+    needs_model = True
+
+    def propose(self, st, size, max_depth, hidden):
+        from spsamp.proposals import Proposal
+
+        return Proposal(tokens=torch.arange(1, size + 1), parents=torch.arange(-1, size - 1))
+
+
+def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
+    from spsamp.drafting.autosize import AutoSized
+
+    drafter = AutoSized(_FakeChain(), cm.AutoSize(c=0.1, v=FLAT, size_max=16))
+    sizes = []
+    for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
+        st = _FakeState()
+        for _ in range(steps):
+            k = drafter.size(st)
+            prop = drafter.propose(st, k, k, False)
+            kept = prop.tokens.tolist()[: int(k * take)]
+            st.seq += kept + [-1 if len(kept) < k else 99]  # the target's own token ends the step
+            sizes.append(k)
+        m = drafter.metrics()
+        assert sum(m["auto_k_hist"].values()) == steps  # this row's steps only
+        if row == 0:
+            assert m["auto_k_last"] >= 10 and m["auto_alpha"] > 0.9
+        else:
+            assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
+    assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
