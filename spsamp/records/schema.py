@@ -99,6 +99,10 @@ CORE_FIELDS: list[pa.Field] = [
 ]
 CORE_NAMES = [f.name for f in CORE_FIELDS]
 _CORE = {f.name: f for f in CORE_FIELDS}
+# Columns added after records were first written (2026-11). Files from before lack them; they load
+# as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
+# records dir stops validating (tests/test_old_records.py holds real pre-lock files).
+ADDED_LATER = frozenset({"task_correct", "task_check"})
 STATUSES = ("ok", "error", "skipped")
 
 
@@ -132,6 +136,8 @@ def _check_task_columns(table: pa.Table) -> list[str]:
     exactly where task_correct is true."""
     from spsamp.data.checkers import TASK_CHECKS  # lazy: the checker module owns the values
 
+    if "task_check" not in table.column_names or "task_correct" not in table.column_names:
+        return []  # records from before these columns existed
     checks, correct = table.column("task_check").to_pylist(), table.column("task_correct").to_pylist()
     out = []
     unknown = sorted({c for c in checks if c is not None} - set(TASK_CHECKS))
@@ -150,7 +156,8 @@ def validate_table(table: pa.Table) -> list[str]:
     names = set(table.column_names)
     for name in CORE_NAMES:
         if name not in names:
-            problems.append(f"missing column {name!r}")
+            if name not in ADDED_LATER:
+                problems.append(f"missing column {name!r}")
         elif not table.schema.field(name).type.equals(_CORE[name].type):
             problems.append(f"column {name!r} has type {table.schema.field(name).type}, expected {_CORE[name].type}")
     for name in names - set(CORE_NAMES):
