@@ -102,7 +102,7 @@ _CORE = {f.name: f for f in CORE_FIELDS}
 # Columns added after records were first written (2026-11). Files from before lack them; they load
 # as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
 # records dir stops validating (tests/test_old_records.py holds real pre-lock files).
-ADDED_LATER = frozenset({"task_correct", "task_check"})
+ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from"})
 STATUSES = ("ok", "error", "skipped")
 
 
