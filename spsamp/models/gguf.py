@@ -48,6 +48,12 @@ def converted_dir(gguf_name: str, cache: Path, dtype: torch.dtype, key: str) -> 
     return cache / "converted" / f"{Path(gguf_name).stem}-{key}{suffix}"
 
 
+def gguf_key(gguf: Path) -> str:
+    """Default cache key of a GGUF's converted copy: its name, size and mtime (a new package version converts again)."""
+    st = gguf.stat()
+    return hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+
+
 def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.float32, key: Optional[str] = None) -> Path:
     """Convert a GGUF file once into a safetensors model dir under ``cache``; return that dir.
 
@@ -56,10 +62,7 @@ def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.floa
     ``dtype`` (bfloat16 halves the peak memory of a 1.5B model). The conversion happens in a
     temporary dir renamed into place, so an interrupted one leaves nothing.
     """
-    if key is None:
-        st = gguf.stat()
-        key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    out = converted_dir(gguf.name, cache, dtype, key)
+    out = converted_dir(gguf.name, cache, dtype, key or gguf_key(gguf))
     if (out / "config.json").exists():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer

