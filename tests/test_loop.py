@@ -14,7 +14,6 @@ import torch
 from conftest import compose_cfg, run_py
 from spsamp.config import GenerationConfig, validate
 from spsamp.decoders.autojudge import AutoJudgeDecoder
-from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.decoders.specexec import SpecExecDecoder
 from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp.drafting.lookup import lookup

@@ -27,7 +27,7 @@ import torch
 
 from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
-from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, find_package_file, gguf_to_safetensors  # noqa: F401 - public here too
+from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, find_package_file, gguf_key, gguf_to_safetensors  # noqa: F401 - public here too
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
 from spsamp.models.kernels import autotune_cpu_linear, use_onednn_linears
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
@@ -131,6 +131,19 @@ def _from_pretrained(
     elif "device_map" not in kwargs:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def _compare_tokenizers(tv: dict, dv: dict, t_vocab: Optional[int], d_vocab: Optional[int], target: str, draft: str) -> None:
+    if tv != dv:
+        diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
+        raise ModelLoadError(
+            f"model.draft: draft {draft!r} and target {target!r} tokenize differently "
+            f"({len(tv)} vs {len(dv)} tokens; e.g. {diff}) — pick a draft from the target's family"
+        )
+    if t_vocab is not None and d_vocab is not None and d_vocab > t_vocab:
+        raise ModelLoadError(
+            f"model.draft: draft vocab ({d_vocab}) is larger than the target's ({t_vocab}) — pick a matching draft"
+        )
 
 
 def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
