@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import platform
 import sys
 import time
@@ -93,6 +94,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for spsamp's pair, repeatable (e.g. ++model.draft.quantization=int8_dynamic)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
+    logging.getLogger("spsamp").setLevel(logging.INFO)  # kernel choice, threads, auto k/budget costs
     set_threads(args.threads)
     run, target, draft = load_pair(args.model, args.cpu_linear, tuple(args.set))
     prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")][: args.prompts]
