@@ -96,3 +96,22 @@ def test_guard_catches_a_deliberate_mix():
 def test_row_generator_lives_on_the_given_device():
     g = row_generator(torch.device("cpu"), 7)
     assert g.device.type == "cpu" and g.initial_seed() == 7
+
+
+@pytest.mark.slow
+def test_gpu_smoke_script_dry_run_on_cpu(tmp_path):
+    """scripts/gpu_smoke.sh --device cpu: the same script a GPU machine runs, end to end (two methods
+    to keep it short; the GPU run takes every registered method)."""
+    import os
+    import subprocess
+
+    from conftest import ROOT
+
+    env = {**os.environ, "OUT": str(tmp_path / "smoke"), "MAX_NEW": "6", "SAMPLES": "2", "METHODS": "speculative"}
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--device", "cpu"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "gpu smoke ok" in proc.stdout and "x_baseline" in proc.stdout
+    assert "2 greedy rows of 1 lossless methods equal to baseline's" in proc.stdout
+    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr

@@ -27,7 +27,7 @@ from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
 from spsamp.proposals import Proposal
 from spsamp.sampling import logits_to_probs
-from spsamp.verification import additive, model_dtype
+from spsamp.verification import attention_masks
 
 
 @dataclass
@@ -80,7 +80,7 @@ class TreeDrafter:
         st.draft_calls = 1
         base = draft.cache_len  # prefix + root: every node sees all of it
         root_pos = base - 1
-        dtype = model_dtype(draft)
+        key_pos = list(range(base))  # position of each draft-cache entry (sliding-window masks)
         self._push(heap, tie, self._probs(logits, gen, vocab), [-1], [0.0], budget, st)
         while heap and len(tokens) < budget:
             batch: list[int] = []
@@ -111,8 +111,10 @@ class TreeDrafter:
                 visible[j, cached + j] = True
                 slots[i] = cached + j
             pos = torch.tensor([[root_pos + depths[i] for i in batch]], dtype=torch.long)
+            key_pos += pos[0].tolist()
             ids = torch.tensor([tokens[i] for i in batch], dtype=torch.long)
-            logits = draft.forward(ids, position_ids=pos, attention_mask=additive(visible, dtype)).logits
+            mask = attention_masks(draft, visible, pos[0], torch.tensor(key_pos, dtype=torch.long))
+            logits = draft.forward(ids, position_ids=pos, attention_mask=mask).logits
             st.draft_calls += 1
             st.expanded += len(batch)
             self._push(heap, tie, self._probs(logits, gen, vocab), batch, [path_lp[i] for i in batch], budget - len(tokens), st)

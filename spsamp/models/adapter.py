@@ -3,6 +3,13 @@
 Decoders only talk to :class:`CausalLM`; every version difference of the transformers cache API is
 absorbed here (``DynamicCache.crop`` takes a max length in 4.x and a negative count of tokens to
 remove in 5.x, see :func:`crop_cache`).
+
+Sliding-window layers (Mistral, Qwen2 with ``use_sliding_window``, gpt-oss) keep every position
+too (:func:`new_cache`): transformers' ``DynamicSlidingWindowLayer`` drops what falls out of the
+window, so it cannot be rolled back past a rejected draft nor indexed by tree position; the window
+is applied by the attention mask instead (transformers builds it for plain forwards,
+:func:`spsamp.verification.attention_masks` for tree forwards). Outputs are the same; the cost is
+a full-length cache on those layers.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any, Optional
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 
 @dataclass
@@ -20,6 +28,13 @@ class Forward:
 
     logits: torch.Tensor
     hidden: Optional[torch.Tensor] = None
+
+
+def new_cache(config: Any) -> DynamicCache:
+    """A ``DynamicCache`` for ``config`` whose sliding-window layers are full layers (see the module doc)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [DynamicLayer() if isinstance(layer, DynamicSlidingWindowLayer) else layer for layer in cache.layers]
+    return cache
 
 
 def cache_length(cache: DynamicCache) -> int:
@@ -60,7 +75,7 @@ class CausalLM:
         self.name = name
         self.info = dict(info or {})  # dtype, quantization, device map: copied into records
         self.device = input_device(model)
-        self.cache = DynamicCache(config=model.config)
+        self.cache = new_cache(model.config)
         self.eos_ids = eos_token_ids(model, tokenizer)
 
     @property
@@ -72,7 +87,7 @@ class CausalLM:
         return int(self.model.config.vocab_size)
 
     def reset(self) -> None:
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = new_cache(self.model.config)
 
     def crop(self, length: int) -> None:
         crop_cache(self.cache, length)
@@ -88,13 +103,14 @@ class CausalLM:
         last_only: bool = False,
         hidden: bool = False,
         position_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | dict[str, torch.Tensor] | None = None,
     ) -> Forward:
         """Run ``ids`` (``[n]`` or ``[1, n]``) after the cached tokens.
 
         last_only: compute logits of the last position only (prefill: the LM head over the whole
         prompt is a large, wasted matmul). position_ids / attention_mask: for tree verification,
-        a ``[1, n]`` position tensor and a 4-D ``[1, 1, n, cache_len + n]`` additive mask.
+        a ``[1, n]`` position tensor and a 4-D ``[1, 1, n, cache_len + n]`` additive mask (or one per
+        layer type, from :func:`spsamp.verification.attention_masks`).
         """
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
@@ -102,7 +118,9 @@ class CausalLM:
         kwargs: dict[str, Any] = {}
         if position_ids is not None:
             kwargs["position_ids"] = position_ids.to(self.device)
-        if attention_mask is not None:
+        if isinstance(attention_mask, dict):  # per layer type (spsamp.verification.attention_masks)
+            kwargs["attention_mask"] = {kind: m.to(self.device) for kind, m in attention_mask.items()}
+        elif attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
         out = self.model(
             input_ids=ids,
