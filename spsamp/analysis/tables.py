@@ -19,6 +19,7 @@ import pandas as pd
 from spsamp.analysis.load import METRIC_PREFIX, config_labels
 from spsamp.cost_model import alpha_from_counts, expected_tokens_per_step, predicted_speedup
 from spsamp.records.schema import PARAM_PREFIX
+from spsamp.records.summary import summarize
 
 BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
@@ -224,7 +225,8 @@ def method_summary(df: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     df = _prepared(df)
     keys = config_keys(df) + list(by)
     pp = per_prompt(df).rename(columns=SUMMARY_METRICS)
-    counts = df.groupby(keys, dropna=False, sort=True).agg(rows=("status", "size"), errors=("status", lambda s: int((s == "error").sum())))
+    # counts from the one summary definition (spsamp/records/summary.py); spreads over prompts below
+    counts = summarize(df, keys).set_index(keys)[["rows", "ok", "errors"]].sort_index()
     if pp.empty:
         return counts.reset_index()
     g = pp.groupby(keys, dropna=False, sort=True)

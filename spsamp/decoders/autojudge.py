@@ -139,6 +139,7 @@ class AutoJudgeDecoder(Decoder):
     @staticmethod
     def check_run(run: Any, params: Any) -> None:
         """Called by :func:`spsamp.config.validate` before any model loads."""
+        ckpt.check_location(params.checkpoint)  # a checkpoint that can never be used fails now, not after mining
         if run.generation.temperature != 0:
             raise ConfigError(
                 f"generation.temperature: autojudge decodes greedily (Garipov et al. 2025), got {run.generation.temperature} — set generation.temperature=0"
@@ -207,8 +208,8 @@ class AutoJudgeDecoder(Decoder):
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
                 "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
             )
-        # the judge is a CPU model: features are moved to it explicitly (mined states may be on a GPU)
-        x = make_features(torch.stack(mined.h_p) if need_p else None, torch.stack(mined.h_q), prm.features).cpu()
+        # the judge is a CPU model: states are moved to it explicitly (draft and target may sit on GPUs)
+        x = make_features(torch.stack(mined.h_p).cpu() if need_p else None, torch.stack(mined.h_q).cpu(), prm.features)
         y = torch.tensor(mined.labels, dtype=torch.float64)
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
@@ -313,7 +314,8 @@ class AutoJudgeDecoder(Decoder):
                     st.stats.draft_calls += 1
                 hp = torch.stack([h_p[j] for j in miss]) if prm.features == "concat" else None
                 # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
-                feats = make_features(hp, out.hidden[1:][miss], prm.features).cpu()  # the judge lives on the CPU
+                # the judge lives on the CPU; p's and q's states may sit on two devices
+                feats = make_features(None if hp is None else hp.cpu(), out.hidden[1:][miss].cpu(), prm.features)
                 p_imp[miss] = judge.p_important(feats)
             n, nxt, n_judged_ok, fell_back = autojudge_accept(d, g, p_imp, prm.threshold)
             st.extend(d[:n] + [nxt])
