@@ -19,6 +19,7 @@ import pandas as pd
 from spsamp.analysis.load import METRIC_PREFIX, config_labels
 from spsamp.cost_model import alpha_from_counts, expected_tokens_per_step, predicted_speedup
 from spsamp.records.schema import PARAM_PREFIX
+from spsamp.records.summary import correct_values, summarize, wilson_interval  # noqa: F401 - one definition, re-exported
 
 BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
@@ -35,8 +36,9 @@ NUMERIC_COLS = ["tokens_per_sec", "decode_tokens_per_sec", "wall_time_s", "decod
 QUALITY_HINTS = ("quality", "score", "accuracy", "correct", "exact_match", "reward")
 
 # metrics_json keys (as metric_* columns) holding total seconds spent in draft / target forwards
-DRAFT_TIME_KEYS = ("metric_draft_time_s", "metric_draft_s", "metric_draft_forward_s")
-TARGET_TIME_KEYS = ("metric_target_time_s", "metric_target_s", "metric_verify_time_s", "metric_target_forward_s")
+# (written by spsamp.decoders.base.LoopDecoder.metrics)
+DRAFT_TIME = "metric_draft_time_s"
+TARGET_TIME = "metric_target_time_s"
 
 
 class NoData(ValueError):
@@ -118,34 +120,6 @@ def quality_columns(df: pd.DataFrame) -> list[str]:
 def _mean_metrics(df: pd.DataFrame) -> list[str]:
     extra = [c for c in AUTOJUDGE_METRICS if c in df.columns and pd.api.types.is_numeric_dtype(df[c])]
     return list(dict.fromkeys(quality_columns(df) + extra))
-
-
-def correct_values(s: pd.Series) -> pd.Series:
-    """``task_correct`` as floats: 1.0 / 0.0, NaN where unchecked (null)."""
-    return s.map(lambda v: np.nan if v is None or (isinstance(v, float) and np.isnan(v)) else float(bool(v))).astype(float)
-
-
-def wilson_interval(passed: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``passed / n`` (Wilson 1927): unlike the normal
-    approximation it stays inside [0, 1] and is sensible at 0 or n successes and small n."""
-    if not n:
-        return (np.nan, np.nan)
-    p = passed / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
-
-
-def add_pass_at_1(out: pd.DataFrame, checked: str = "checked", passed: str = "passed") -> pd.DataFrame:
-    """``pass_at_1`` = passed / checked with its 95 % Wilson interval ``pass_at_1_lo`` / ``_hi``."""
-    out = out.copy()
-    n, k = out[checked].astype(float), out[passed].astype(float)
-    out["pass_at_1"] = (k / n).where(n > 0)
-    ci = [wilson_interval(a, b) for a, b in zip(k, n)]
-    out["pass_at_1_lo"] = [c[0] for c in ci]
-    out["pass_at_1_hi"] = [c[1] for c in ci]
-    return out
 
 
 def fmt_pass_at_1(p: float, lo: float, hi: float) -> str:
@@ -257,7 +231,8 @@ def method_summary(df: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     df = _prepared(df)
     keys = config_keys(df) + list(by)
     pp = per_prompt(df).rename(columns=SUMMARY_METRICS)
-    counts = df.groupby(keys, dropna=False, sort=True).agg(rows=("status", "size"), errors=("status", lambda s: int((s == "error").sum())))
+    # counts from the one summary definition (spsamp/records/summary.py); spreads over prompts below
+    counts = summarize(df, keys).set_index(keys)[["rows", "ok", "errors"]].sort_index()
     if pp.empty:
         return counts.reset_index()
     g = pp.groupby(keys, dropna=False, sort=True)
@@ -296,7 +271,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     """c = draft pass cost / target pass cost for the configuration whose ok rows are ``rows``.
 
     In order of preference: ``given``; draft and target forward seconds recorded in metrics_json
-    (``metric_draft_time_s``/``metric_target_time_s`` and aliases) divided by the pass counts;
+    (``metric_draft_time_s``/``metric_target_time_s``) divided by the pass counts;
     recorded draft seconds per draft call over the baseline's target pass time; a baseline run of
     the draft model itself on the same machine over the baseline's target pass time; last, a fit
     from the method's own decode time, t_p = (decode_s - steps * t_q) / draft_calls, which assumes a
@@ -307,7 +282,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     if given is not None:
         return float(given), "given"
     first = rows.iloc[0]
-    dcol, tcol = _first_col(rows, DRAFT_TIME_KEYS), _first_col(rows, TARGET_TIME_KEYS)
+    dcol, tcol = _first_col(rows, (DRAFT_TIME,)), _first_col(rows, (TARGET_TIME,))
     draft_calls = pd.to_numeric(rows["draft_calls"], errors="coerce").sum()
     t_p = rows[dcol].astype(float).sum() / draft_calls if dcol and draft_calls > 0 else np.nan
     if tcol and np.isfinite(t_p):
@@ -444,21 +419,22 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("metric_judge_accepted", "metric_mismatches_judged"):
         ok[col] = pd.to_numeric(ok[col], errors="coerce") if col in ok.columns else np.nan
     keys = [k for k in config_keys(ok) if k in ok.columns]
-    g = ok.groupby(keys, dropna=False, sort=True)
-    out = g.agg(
-        checked=("_correct", "size"), passed=("_correct", "sum"), new_tokens=("new_tokens", "sum"), wall_s=("wall_time_s", "sum"),
-        target_calls=("target_calls", "sum"), judge_accepted=("metric_judge_accepted", "sum"),
-        mismatches_judged=("metric_mismatches_judged", "sum"),
-    ).reset_index()
-    out["checks"] = g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())).values
-    out = add_pass_at_1(out)
-    out["tokens_per_target_call"] = _ratio(out["new_tokens"], out["target_calls"])
-    out["tokens_per_sec"] = _ratio(out["new_tokens"], out["wall_s"])
+    # counts, pass@1 with its interval and pooled rates: the one summary definition
+    out = summarize(ok, keys)[keys + ["checked", "passed", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "new_tokens",
+                                      "tokens_per_target_call", "tokens_per_sec"]]
+    g = ok.groupby(keys, dropna=False, sort=False)
+    extra = pd.DataFrame({
+        "checks": g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())),
+        "judge_accepted": g["metric_judge_accepted"].sum(min_count=1),
+        "mismatches_judged": g["metric_mismatches_judged"].sum(min_count=1),
+    }).reset_index()
+    out = out.assign(_k=_key_string(out, keys)).set_index("_k").join(extra.assign(_k=_key_string(extra, keys)).set_index("_k")[
+        ["checks", "judge_accepted", "mismatches_judged"]]).reset_index(drop=True)
     setting = [k for k in TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + ["dataset"] if k in out.columns]
     base = out[out["method"] == BASELINE].assign(_s=_key_string(out[out["method"] == BASELINE], setting)).groupby("_s")["tokens_per_sec"].first()
     out["speedup"] = out["tokens_per_sec"] / _key_string(out, setting).map(base)
     out["judge_accept_rate"] = _ratio(out["judge_accepted"], out["mismatches_judged"]).where(out["mismatches_judged"] > 0)
-    out = out.drop(columns=["wall_s", "judge_accepted", "mismatches_judged"])
+    out = out.drop(columns=["judge_accepted", "mismatches_judged"])
     sort = [c for c in ("method", "param_k", "param_threshold") if c in out.columns]
     return out.sort_values(sort, na_position="first").reset_index(drop=True)
 

@@ -59,7 +59,7 @@ class MinedSet:
     h_q: list[torch.Tensor] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     prompt_ids: list[str] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # answer position of each mismatch (saved with the mined set)
     answer_tokens: int = 0
     prompts: int = 0
     seconds: float = 0.0  # wall time of mining (answers, continuations, checks, features)

@@ -17,7 +17,7 @@ CORE_FIELDS: list[pa.Field] = [
     # identity
     pa.field("run_id", _S, nullable=False),
     pa.field("resume_key", _S, nullable=False),
-    pa.field("status", _S, nullable=False),  # ok | error | skipped
+    pa.field("status", _S, nullable=False),  # ok | error
     pa.field("started_at", _S),
     pa.field("method", _S, nullable=False),
     pa.field("method_params", _S),  # JSON of every method parameter
@@ -45,6 +45,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("use_chat_template", _B),
     # output and timing
     pa.field("prompt_tokens", _I),
+    pa.field("prompt_truncated_from", _I),  # the prompt's length before dataset.truncate=left cut it; null: not cut
     pa.field("new_tokens", _I),
     pa.field("generated_text", _S),
     pa.field("generated_ids", pa.list_(_I)),
@@ -101,29 +102,8 @@ _CORE = {f.name: f for f in CORE_FIELDS}
 # Columns added after records were first written (2026-11). Files from before lack them; they load
 # as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
 # records dir stops validating (tests/test_old_records.py holds real pre-lock files).
-ADDED_LATER = frozenset({"task_correct", "task_check"})
-STATUSES = ("ok", "error", "skipped")
-
-SUMMARY_FIELDS: list[pa.Field] = [
-    pa.field("run_id", _S),
-    pa.field("method", _S),
-    pa.field("method_params", _S),
-    pa.field("model", _S),
-    pa.field("draft_model", _S),
-    pa.field("dataset", _S),
-    pa.field("rows", _I),
-    pa.field("ok", _I),
-    pa.field("errors", _I),
-    pa.field("new_tokens", _I),
-    pa.field("median_tokens_per_sec", _F),
-    pa.field("median_ttft_s", _F),
-    pa.field("median_prefill_s", _F),
-    pa.field("median_decode_tokens_per_sec", _F),
-    pa.field("acceptance_rate", _F),
-    pa.field("avg_tokens_per_step", _F),
-    pa.field("target_calls_per_token", _F),
-    pa.field("draft_calls_per_token", _F),
-]
+ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from"})
+STATUSES = ("ok", "error")
 
 
 def param_type(value: object) -> pa.DataType:
