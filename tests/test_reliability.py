@@ -211,3 +211,26 @@ def test_over_long_prompt_is_an_error_row_for_every_method(tmp_path, method):
     job(tmp_path, qfile, f"method={method}")
     df = pd.read_parquet(tmp_path / "run" / RECORDS_PARQUET).set_index("prompt_id")
     assert df.loc["q0", "error_type"] == "PromptTooLong" and df.loc["q1", "status"] == "ok"
+
+
+def test_local_pair_with_different_tokenizers_is_refused_from_files(tmp_path):
+    import shutil
+
+    from spsamp.models import loading
+    from spsamp.models.placement import tiny_checkpoint
+
+    run, _ = __import__("spsamp.config", fromlist=["validate"]).validate(compose_cfg(["model=tiny_random"]))
+    target = tiny_checkpoint(run.model.target, tmp_path / "cache")
+    draft = tmp_path / "draft"
+    shutil.copytree(target, draft)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(draft))
+    tok.add_tokens(["<not-in-the-target>"])
+    tok.save_pretrained(str(draft))
+    loading.clear_model_cache()
+    cfg = compose_cfg(["model=tiny_random", "method=speculative", "dataset.max_samples=1", "model.target.source=local",
+                       f"+model.target.id={target}", "model.draft.source=local", f"+model.draft.id={draft}"])
+    with pytest.raises(loading.ModelLoadError, match=r"^model.draft: draft .* tokenize differently .* pick a draft from the target's family"):
+        run_job(cfg, JobInfo(output_dir=str(tmp_path / "run")))
+    assert not loading._LOADED
