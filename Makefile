@@ -7,11 +7,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.spsamp-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast bench clean-venv
+.PHONY: setup run test test-fast lock clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh requirements/lock.txt requirements/models.txt
 	PY=$(PY) VENV=$(VENV) bash scripts/setup.sh
 	touch $(STAMP)
 
@@ -23,6 +23,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# re-resolve requirements/*.txt from pyproject.toml's ranges (UPGRADE=1: newest allowed versions)
+lock: setup
+	VENV=$(VENV) bash scripts/lock.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,6 +4,11 @@
     python run.py method=baseline model=tiny_random generation.max_new_tokens=64
     python run.py --cfg job                        # show the composed config
     python run.py -m generation.temperature=0,0.7  # a sweep
+
+Exit status: 0 when the job finished and at least one of the rows it decoded is ``ok`` (failed
+rows are recorded and logged); 1 when it could not run (e.g. a model that will not load) or every
+row it decoded failed — for a sweep, when every row of every job failed; 2 for bad input (config,
+dataset, output dir), reported as one line before any model loads.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spsamp.config import ConfigError
+from spsamp.records import RecordsError
 from spsamp.runner import JobInfo, run_job
 
 log = logging.getLogger("spsamp")
@@ -36,19 +42,31 @@ def job_info() -> JobInfo:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     info = job_info()
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         store = run_job(cfg, info)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         sys.exit(2)
-    except Exception:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # the failure is recorded as error rows; the other jobs of the sweep go on
-            log.exception("job %s failed (recorded in %s)", info.job_num, info.output_dir)
-            return
-        raise
-    ok = sum(r["status"] == "ok" for r in store.rows)
-    log.info("%d/%d rows ok -> %s/records.parquet", ok, len(store.rows), info.output_dir)
+    except RecordsError as exc:
+        log.error("records: %s", exc)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the job could not run: one line, the details are in the error rows
+        log.error("job %s failed: %s: %s (error rows recorded in %s; the traceback is in their `traceback` column)",
+                  "-" if info.job_num is None else info.job_num, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+                  info.output_dir)
+        if multirun:
+            return  # the other jobs of the sweep go on; FailedSweepCheck exits 1 if all of them fail
+        sys.exit(1)
+    ok, errors = store.added.get("ok", 0), store.added.get("error", 0)
+    log.info("%d/%d rows ok -> %s/records.parquet", sum(r["status"] == "ok" for r in store.rows), len(store.rows), info.output_dir)
+    if errors and not ok:
+        log.error("all %d rows this job decoded failed — see error_type / error_message in %s/records.jsonl", errors, info.output_dir)
+        if not multirun:
+            sys.exit(1)
+    elif errors:
+        log.warning("%d of %d rows this job decoded failed — see error_type / error_message in %s/records.jsonl",
+                    errors, errors + ok, info.output_dir)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import platform
 import sys
 import time
@@ -42,13 +43,13 @@ from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import load_model  # noqa: E402
 from spsamp.models.threads import set_threads  # noqa: E402
-from spsamp.runner import encode, messages_for  # noqa: E402
+from spsamp.data.chat import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 
-def load_pair(model: str, cpu_linear: str = "auto"):
+def load_pair(model: str, cpu_linear: str = "auto", overrides: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative", f"hardware.cpu_linear={cpu_linear}"])
+        cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative", f"hardware.cpu_linear={cpu_linear}", *overrides])
     run, _ = validate(cfg)
     return run, load_model(run.model.target, run.hardware, run.paths.cache_dir), load_model(run.model.draft, run.hardware, run.paths.cache_dir)
 
@@ -89,9 +90,14 @@ def main() -> None:
     ap.add_argument("--stock", action=argparse.BooleanOptionalAction, default=True,
                     help="also time transformers on a second copy of the pair with PyTorch's default kernels "
                          "(cpu_linear=aten): what a transformers user runs")
+    ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for spsamp's pair, repeatable (e.g. ++model.draft.quantization=int8_dynamic)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
+    logging.getLogger("spsamp").setLevel(logging.INFO)  # kernel choice, threads, auto k/budget costs
     set_threads(args.threads)
-    run, target, draft = load_pair(args.model, args.cpu_linear)
+    run, target, draft = load_pair(args.model, args.cpu_linear, tuple(args.set))
     prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")][: args.prompts]
     ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
     eos = target.eos_ids
@@ -101,9 +107,9 @@ def main() -> None:
         "baseline": timed(BaselineDecoder(), target, None, eos),
         "hf_generate": timed(HFGenerateDecoder(), target, None, eos),
     }
-    stock = args.stock and args.cpu_linear != "aten"
+    stock = args.stock and args.cpu_linear != "aten" and (not args.only or "_stock" in args.only)
     if stock:
-        _, stock_target, stock_draft = load_pair(args.model, "aten")
+        _, stock_target, stock_draft = load_pair(args.model, "aten", tuple(args.set))
         methods["hf_generate_stock"] = timed(HFGenerateDecoder(), stock_target, None, eos)
     for k in ks:
         methods[f"sps_k{k}"] = timed(SpeculativeDecoder(k=k), target, draft, eos)
@@ -112,6 +118,9 @@ def main() -> None:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
     for b in budgets:
         methods[f"specexec_b{b}"] = timed(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
+    if args.only:
+        keep = set(args.only.split(","))
+        methods = {m: fn for m, fn in methods.items() if m in keep}
     info = system_info()
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
           f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")
@@ -154,7 +163,7 @@ def main() -> None:
                 # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
                 **{f"specexec_b{b}": f"sps_k{b if b in ks else max(ks)}" for b in budgets}}
         for m, r in tot.items():
-            ref = refs.get(m)
+            ref = refs.get(m) if refs.get(m) in tps else None
             ref_stock = f"{ref}_stock" if ref and f"{ref}_stock" in tps else None
             ratio = f"{tps[m] / tps[ref]:.2f}x" if ref else ""
             ratio_stock = f"{tps[m] / tps[ref_stock]:.2f}x" if ref_stock else ""
@@ -163,6 +172,8 @@ def main() -> None:
             print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {ref_stock or ''} | {ratio_stock} | {per_call} | {acc} |")
         print()
         for k in ks:
+            if f"sps_k{k}" not in tot or "baseline" not in tps:
+                continue
             r = tot[f"sps_k{k}"]
             alpha = float(alpha_from_counts(r[3], r[4]))
             pred = float(predicted_speedup(alpha, k, c))

@@ -266,31 +266,44 @@ class Costs:
     vd: VerifyCost
 
 
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)  # CUDA kernels run asynchronously: time their completion
+
+
 def _pass_time(lm, ids, width: int, repeats: int) -> float:
     n = lm.cache_len
     times = []
     for _ in range(repeats + 1):  # the first pass warms up (allocations, oneDNN primitives)
+        _sync(lm.device)
         t0 = _clock()
         lm.forward(ids[:width])
+        _sync(lm.device)
         times.append(_clock() - t0)
         lm.crop(n)
     return statistics.median(times[1:])
 
 
-def measure_costs(target, draft, prompt_ids, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 3) -> Costs:
-    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths`` after
-    ``prompt_ids`` (medians of ``repeats``); both caches are left empty. A few seconds on a CPU for
-    a 1.5B target: ``prepare`` runs it once per job."""
+def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 3) -> Costs:
+    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths`` (medians
+    of ``repeats``, after one warm-up pass each). With ``prompt_ids`` both models are prefilled on
+    it first and left empty after; without, the passes run on top of whatever the caches hold and
+    each is cropped back (so a decode in progress can measure in place). A few seconds on a CPU
+    for a 1.5B target."""
     import torch
 
     g = torch.Generator().manual_seed(0)
     new = torch.randint(0, min(target.vocab_size, draft.vocab_size), (max(max(widths), max(draft_widths)),), generator=g)
-    target.prefill(prompt_ids)
+    if prompt_ids is not None:
+        target.prefill(prompt_ids)
+        draft.prefill(prompt_ids)
     t = {w: _pass_time(target, new, w, repeats) for w in widths}
-    draft.prefill(prompt_ids)
     d = {w: _pass_time(draft, new, w, repeats) for w in draft_widths}
-    target.reset()
-    draft.reset()
+    if prompt_ids is not None:
+        target.reset()
+        draft.reset()
     t1 = t.get(1) or min(t.values())
     d1 = d.get(1) or min(d.values())
     return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in t.items()}), vd=VerifyCost({w: x / d1 for w, x in d.items()}))

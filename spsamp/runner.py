@@ -13,13 +13,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
-import traceback
 import uuid
 from dataclasses import asdict
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -29,31 +25,24 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.chat import encode, messages_for
 from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
-from spsamp.records import PARAM_PREFIX, RecordStore
+from spsamp.models.loading import check_tokenizers_before_load
+from spsamp.models.placement import placement_json
+from spsamp.records import RecordStore
+from spsamp.records.rows import JobInfo, RowBuilder, now
 from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
-from spsamp.models.placement import placement_json
 from spsamp.models.threads import set_threads
-from spsamp.system_info import check_machine, system_info
+from spsamp.system_info import check_machine
 
 log = logging.getLogger(__name__)
 
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose by ``fail_on_prompt`` (tests of the error-row path)."""
-
-
-@dataclasses.dataclass
-class JobInfo:
-    """Where a job sits in a sweep; stamped on its rows."""
-
-    output_dir: str
-    overrides: list[str] = dataclasses.field(default_factory=list)
-    job_num: Optional[int] = None
-    sweep_dir: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -93,24 +82,28 @@ def row_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + int(key[:12], 16)) % (2**63)
 
 
-def encode(tokenizer: Any, messages: list[dict[str, str]], use_chat_template: bool) -> torch.Tensor:
-    """Token ids of a conversation, ending where the assistant's answer starts."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = "\n\n".join(m["content"] for m in messages if m["role"] != "system") + "\n\n"
-        ids = tokenizer(text)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
+class PromptTooLong(ValueError):
+    """A prompt that, with ``generation.max_new_tokens``, does not fit the model's context."""
 
 
-def messages_for(system_prompt: Optional[str], turns: tuple[str, ...], answers: list[str]) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for i, user in enumerate(turns):
-        msgs.append({"role": "user", "content": user})
-        if i < len(answers):
-            msgs.append({"role": "assistant", "content": answers[i]})
-    return msgs
+# warm-up runs on this fixed prompt, never on a dataset prompt: a bad question fails only its own row
+WARMUP_PROMPT = Prompt("warmup", "warmup", ("Say hello.",))
+
+
+def context_limit(*models: Optional[CausalLM]) -> tuple[Optional[int], str]:
+    """The smallest number of positions any of ``models`` can attend to, and where it comes from."""
+    best: tuple[Optional[int], str] = (None, "")
+    for m in models:
+        if m is None:
+            continue
+        cfg = getattr(m.model, "config", None)
+        candidates = [(getattr(cfg, "max_position_embeddings", None), f"{m.name} max_position_embeddings")]
+        tok_max = getattr(m.tokenizer, "model_max_length", None)
+        candidates.append((tok_max if isinstance(tok_max, int) and tok_max < 10**9 else None, f"{m.name} tokenizer model_max_length"))
+        for n, where in candidates:
+            if isinstance(n, int) and n > 0 and (best[0] is None or n < best[0]):
+                best = (n, where)
+    return best
 
 
 class Job:
@@ -123,6 +116,8 @@ class Job:
         self.job = job
         self.store = RecordStore(job.output_dir)
         self.run_id = uuid.uuid4().hex[:12]
+        self.rows = RowBuilder(self.run, self.params, self.decoder.name, self.decoder.needs_draft, job, self.run_id,
+                               speculative=self.decoder.speculative)
         self.tasks = [
             Task(p, t, r, resume_key(self.run, self.params, p, t, r))
             for p in self.prompts
@@ -139,21 +134,26 @@ class Job:
         return [t for t in self.tasks if self.store.finished(t.key) is None]
 
     def execute(self) -> RecordStore:
+        with self.store:  # the derived files (Parquet, summaries) are written however the job ends
+            self._execute()
+        return self.store
+
+    def _execute(self) -> None:
         pending = self.pending
         done = len(self.tasks) - len(pending)
         if done:
             log.info("resume: %d of %d rows already finished in %s", done, len(self.tasks), self.job.output_dir)
         if not pending:
-            return self.store
+            return
         try:
             t0 = time.perf_counter()
             self._load_models()
             self.setup_s = time.perf_counter() - t0  # model loads (memoised) + the decoder's prepare (e.g. a judge)
-            self._warmup(pending[0])
         except Exception as exc:
             for task in pending:  # finished rows stay; only pending keys get error rows
                 self._add_error(task, exc)
             raise
+        self._warmup()
         answers: dict[tuple[str, int], list[str]] = {}
         for task in tqdm(self.tasks, desc=f"{self.decoder.name}", unit="row", disable=None):
             history = answers.setdefault((task.prompt.id, task.repeat), [])
@@ -171,7 +171,6 @@ class Job:
                 continue
             history.append(row["generated_text"])
             self.store.add(row)
-        return self.store
 
     # ---- steps -------------------------------------------------------------------------------
 
@@ -179,140 +178,83 @@ class Job:
         hw, paths = self.run.hardware, self.run.paths
         set_threads(hw.num_threads)  # null: the stated default of spsamp/models/threads.py
         t0 = time.perf_counter()
+        if self.decoder.needs_draft and self.run.model.draft is not None:
+            # from tokenizer files: a mismatched pair fails in seconds, before any weights load
+            check_tokenizers_before_load(self.run.model.target, self.run.model.draft, hw, paths.cache_dir)
         self.target = load_model(self.run.model.target, hw, paths.cache_dir, offload=True)
         if self.decoder.needs_draft:
             assert self.run.model.draft is not None
             self.draft = load_model(self.run.model.draft, hw, paths.cache_dir)
             check_same_tokenizer(self.target, self.draft)
+        self.rows.target_info = self.target.info
+        self.rows.draft_info = self.draft.info if self.draft is not None else None
+        self.rows.device_map = placement_json({"target": self.target, "draft": self.draft})
         log.info("models ready in %.2fs", time.perf_counter() - t0)
         self.decoder.prepare(self.target, self.draft, self.run)
 
-    def _warmup(self, task: Task) -> None:
+    def _warmup(self) -> None:
+        """Untimed generations on :data:`WARMUP_PROMPT`; a failure here is logged, not fatal: each
+        dataset prompt then succeeds or fails on its own row."""
         gen = dataclasses.replace(self.run.generation, max_new_tokens=min(8, self.run.generation.max_new_tokens))
         t0 = time.perf_counter()
-        for _ in range(self.run.generation.warmup):
-            self._generate(task, [], gen, seed=0)
+        try:
+            for _ in range(self.run.generation.warmup):
+                self._generate(Task(WARMUP_PROMPT, 0, 0, "warmup"), [], gen, seed=0)
+        except Exception as exc:  # noqa: BLE001 - the rows will tell whether the decoder works at all
+            log.warning("warm-up failed (%s: %s); decoding without it", type(exc).__name__, exc)
         self.warmup_s = time.perf_counter() - t0
 
-    def _generate(self, task: Task, history: list[str], gen: GenerationConfig, seed: int) -> tuple[torch.Tensor, DecodeOutput]:
+    def _fit_context(self, ids: torch.Tensor, gen: GenerationConfig) -> tuple[torch.Tensor, Optional[int]]:
+        """``ids`` if prompt + max_new_tokens fit every model's context; else cut from the left when
+        ``dataset.truncate=left`` (returning the original length), else :class:`PromptTooLong`."""
+        limit, where = context_limit(self.target, self.draft)
+        n = int(ids.numel())
+        if limit is None or n + gen.max_new_tokens <= limit:
+            return ids, None
+        keep = limit - gen.max_new_tokens
+        if self.run.dataset.truncate == "left" and keep > 0:
+            return ids[-keep:], n
+        fix = ("lower generation.max_new_tokens" if keep <= 0
+               else "shorten the prompt, lower generation.max_new_tokens, or set dataset.truncate=left to keep its last tokens")
+        raise PromptTooLong(f"prompt of {n} tokens + generation.max_new_tokens={gen.max_new_tokens} = {n + gen.max_new_tokens} "
+                            f"exceeds the model context of {limit} positions ({where}) — {fix}")
+
+    def _generate(self, task: Task, history: list[str], gen: GenerationConfig, seed: int) -> tuple[torch.Tensor, Optional[int], DecodeOutput]:
         assert self.target is not None
         msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
-        ids = encode(self.target.tokenizer, msgs, gen.use_chat_template)
+        ids, cut_from = self._fit_context(encode(self.target.tokenizer, msgs, gen.use_chat_template), gen)
         rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
-        return ids, self.decoder.generate(self.target, self.draft, ids, gen, rng)
+        return ids, cut_from, self.decoder.generate(self.target, self.draft, ids, gen, rng)
 
     def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:
         if self.run.fail_on_prompt is not None and task.prompt.id == self.run.fail_on_prompt:
             raise InjectedFailure(f"fail_on_prompt={task.prompt.id}")
         gen = self.run.generation
-        started = datetime.now(timezone.utc).isoformat()
+        started = now()
         t0 = time.perf_counter()
-        ids, out = self._generate(task, history, gen, row_seed(gen.seed, task.key))
+        ids, cut_from, out = self._generate(task, history, gen, row_seed(gen.seed, task.key))
         wall = time.perf_counter() - t0
         assert self.target is not None
         tokens, _ = truncate_at_eos(out.tokens, self.target.eos_ids, gen.max_new_tokens)
         text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
-        s, n = out.stats, len(tokens)
-        decode_s = wall - out.ttft_s
-        row = self._base_row(task, "ok", started)
-        row.update({
-            "prompt_tokens": int(ids.numel()),
-            "new_tokens": n,
-            "generated_text": text,
-            "generated_ids": tokens,
-            "wall_time_s": wall,
-            "prefill_s": out.prefill_s,
-            "decode_s": decode_s,
-            "ttft_s": out.ttft_s,
-            "tokens_per_sec": n / wall if wall > 0 else None,
-            "decode_tokens_per_sec": (n - 1) / decode_s if n > 1 and decode_s > 0 else None,
-            "steps": s.steps,
-            "target_calls": s.target_calls,
-            "draft_calls": s.draft_calls,
-            "target_calls_per_token": s.target_calls / n if n else None,
-            "draft_calls_per_token": s.draft_calls / n if n and self.draft is not None else None,
-            "proposed": s.proposed if self.draft is not None else None,
-            "accepted": s.accepted if self.draft is not None else None,
-            "rejections": s.rejections if self.draft is not None else None,
-            "acceptance_rate": s.accepted / s.proposed if s.proposed else None,
-            "avg_tokens_per_step": sum(s.accepted_lengths) / len(s.accepted_lengths) if s.accepted_lengths else None,
-            "accept_len_hist": _histogram(s.accepted_lengths),
-            "metrics_json": json.dumps(s.extra, default=float) if s.extra else None,
-        })
+        row = self.rows.ok(self._base_row(task, "ok", started), prompt_tokens=int(ids.numel()), tokens=tokens,
+                           text=text, wall_s=wall, out=out)
+        row["prompt_truncated_from"] = cut_from
         # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
         row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
     def _add_error(self, task: Task, exc: BaseException) -> None:
-        row = self._base_row(task, "error", datetime.now(timezone.utc).isoformat())
-        row.update({
-            "error_type": type(exc).__name__,
-            "error_message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        })
-        self.store.add(row)
+        self.store.add(self.rows.error(self._base_row(task, "error", now()), exc))
 
     def _base_row(self, task: Task, status: str, started: str) -> dict[str, Any]:
-        run, gen = self.run, self.run.generation
-        params = params_dict(self.params)
-        draft_spec = run.model.draft if self.decoder.needs_draft else None
-        row: dict[str, Any] = {
-            "run_id": self.run_id,
-            "resume_key": task.key,
-            "status": status,
-            "started_at": started,
-            "method": self.decoder.name,
-            "method_params": json.dumps(params, sort_keys=True, default=str),
-            "model_preset": run.model.name,
-            "model": run.model.target.name,
-            "draft_model": draft_spec.name if draft_spec else None,
-            # the dtype the loaded model computes in (int8_dynamic: float32), else the configured one
-            "target_dtype": self.target.info["dtype"] if self.target else run.hardware.dtype or run.model.target.dtype,
-            "draft_dtype": (self.draft.info["dtype"] if self.draft else run.hardware.dtype or draft_spec.dtype) if draft_spec else None,
-            "target_quantization": run.model.target.quantization,
-            "draft_quantization": draft_spec.quantization if draft_spec else None,
-            "device": run.model.target.device or run.hardware.device,
-            "device_map": placement_json({"target": self.target, "draft": self.draft}),
-            "cpu_linear": self.target.info.get("cpu_linear") if self.target else None,
-            "dataset": run.dataset.name,
-            "prompt_id": task.prompt.id,
-            "category": task.prompt.category,
-            "turn": task.turn + 1,
-            "repeat": task.repeat,
-            "max_new_tokens": gen.max_new_tokens,
-            "temperature": gen.temperature,
-            "top_p": gen.top_p,
-            "top_k": gen.top_k,
-            "seed": gen.seed,
-            "use_chat_template": gen.use_chat_template,
-            "output_dir": self.job.output_dir,
-            "job_overrides": json.dumps(self.job.overrides),
-            "job_num": self.job.job_num,
-            "sweep_dir": self.job.sweep_dir,
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-            "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-            "num_threads": torch.get_num_threads(),
-            **system_info(),
-        }
-        row.update({f"{PARAM_PREFIX}{k}": v for k, v in params.items() if k != "name"})
-        return row
-
-
-def _histogram(lengths: list[int]) -> Optional[list[int]]:
-    """counts[i] = number of steps that kept i tokens (index 0 unused by current methods)."""
-    if not lengths:
-        return None
-    counts = [0] * (max(lengths) + 1)
-    for n in lengths:
-        counts[n] += 1
-    return counts
+        return self.rows.base(key=task.key, prompt_id=task.prompt.id, category=task.prompt.category, turn=task.turn,
+                              repeat=task.repeat, status=status, started=started)
 
 
 def run_job(cfg: DictConfig, job: JobInfo) -> RecordStore:
     """Validate, then decode everything pending into ``job.output_dir``."""
     t0 = time.perf_counter()
-    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     this = Job(cfg, job)
     store = this.execute()
     # per-job cost beyond decoding: what a sweep pays per job on top of the timed rows. Models are

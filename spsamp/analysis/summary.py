@@ -21,6 +21,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 
 from spsamp.analysis import tables as T
+from spsamp.records.summary import summarize
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,12 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     df = T._prepared(df)
     if "param_k" not in df.columns:
         df["param_k"] = np.nan
-    ok = df[df["status"] == "ok"].copy()
-    if ok.empty:
+    if not df["status"].eq("ok").any():
         return pd.DataFrame()
-    ok["_prompt"] = ok["prompt_id"].astype(str) + "#" + ok["turn"].astype(str)  # a prompt = prompt_id x turn
     keys = SETTING + ["config", "method", "param_k"]
-    g = ok.groupby(keys, dropna=False, sort=False)
-    out = g.agg(
-        prompts=("_prompt", "nunique"),
-        new_tokens=("new_tokens", "sum"),
-        wall_s=("wall_time_s", "sum"),
-        proposed=("proposed", "sum"),
-        accepted=("accepted", "sum"),
-        target_calls=("target_calls", "sum"),
-    ).reset_index()
-    out["tokens_per_sec"] = T._ratio(out["new_tokens"], out["wall_s"])
-    out["acceptance"] = T._ratio(out["accepted"], out["proposed"])
-    out["tokens_per_target_call"] = T._ratio(out["new_tokens"], out["target_calls"])
+    # counts and pooled rates: the one summary definition (spsamp/records/summary.py)
+    out = summarize(df, keys)
+    out = out[out["ok"] > 0].reset_index(drop=True)
     tps = out["tokens_per_sec"]
     has_k = out["param_k"].notna()
     reference = out[out["method"] == REFERENCE]
@@ -70,10 +60,12 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     # baseline and transformers' generate first, then each k with its hf_assisted beside it
     rank = out["method"].map({"baseline": 0, "hf_generate": 1}).fillna(2)
     out = out.assign(_rank=rank).sort_values(["_rank", "param_k", "method", "config"], na_position="last", kind="stable")
-    cols = ["config", "prompts", "new_tokens", "tokens_per_sec", "speedup", "acceptance", "tokens_per_target_call",
+    cols = ["config", "prompts", "errors", "new_tokens", "tokens_per_sec", "speedup", "acceptance", "tokens_per_target_call",
             "vs_hf_assisted", "vs_hf_assisted_aten", "same_as_baseline"]
     if out["vs_hf_assisted_aten"].isna().all():
         cols.remove("vs_hf_assisted_aten")
+    if not out["errors"].any():
+        cols.remove("errors")
     return out[SETTING + cols]
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from spsamp.analysis.load import METRIC_PREFIX, config_labels
 from spsamp.cost_model import alpha_from_counts, expected_tokens_per_step, predicted_speedup
 from spsamp.records.schema import PARAM_PREFIX
+from spsamp.records.summary import summarize
 
 BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
@@ -35,8 +36,9 @@ NUMERIC_COLS = ["tokens_per_sec", "decode_tokens_per_sec", "wall_time_s", "decod
 QUALITY_HINTS = ("quality", "score", "accuracy", "correct", "exact_match", "reward")
 
 # metrics_json keys (as metric_* columns) holding total seconds spent in draft / target forwards
-DRAFT_TIME_KEYS = ("metric_draft_time_s", "metric_draft_s", "metric_draft_forward_s")
-TARGET_TIME_KEYS = ("metric_target_time_s", "metric_target_s", "metric_verify_time_s", "metric_target_forward_s")
+# (written by spsamp.decoders.base.LoopDecoder.metrics)
+DRAFT_TIME = "metric_draft_time_s"
+TARGET_TIME = "metric_target_time_s"
 
 
 class NoData(ValueError):
@@ -224,7 +226,8 @@ def method_summary(df: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     df = _prepared(df)
     keys = config_keys(df) + list(by)
     pp = per_prompt(df).rename(columns=SUMMARY_METRICS)
-    counts = df.groupby(keys, dropna=False, sort=True).agg(rows=("status", "size"), errors=("status", lambda s: int((s == "error").sum())))
+    # counts from the one summary definition (spsamp/records/summary.py); spreads over prompts below
+    counts = summarize(df, keys).set_index(keys)[["rows", "ok", "errors"]].sort_index()
     if pp.empty:
         return counts.reset_index()
     g = pp.groupby(keys, dropna=False, sort=True)
@@ -263,7 +266,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     """c = draft pass cost / target pass cost for the configuration whose ok rows are ``rows``.
 
     In order of preference: ``given``; draft and target forward seconds recorded in metrics_json
-    (``metric_draft_time_s``/``metric_target_time_s`` and aliases) divided by the pass counts;
+    (``metric_draft_time_s``/``metric_target_time_s``) divided by the pass counts;
     recorded draft seconds per draft call over the baseline's target pass time; a baseline run of
     the draft model itself on the same machine over the baseline's target pass time; last, a fit
     from the method's own decode time, t_p = (decode_s - steps * t_q) / draft_calls, which assumes a
@@ -274,7 +277,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     if given is not None:
         return float(given), "given"
     first = rows.iloc[0]
-    dcol, tcol = _first_col(rows, DRAFT_TIME_KEYS), _first_col(rows, TARGET_TIME_KEYS)
+    dcol, tcol = _first_col(rows, (DRAFT_TIME,)), _first_col(rows, (TARGET_TIME,))
     draft_calls = pd.to_numeric(rows["draft_calls"], errors="coerce").sum()
     t_p = rows[dcol].astype(float).sum() / draft_calls if dcol and draft_calls > 0 else np.nan
     if tcol and np.isfinite(t_p):

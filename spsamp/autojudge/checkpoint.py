@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from spsamp.autojudge.judge import Judge
 from spsamp.config import ConfigError
+from spsamp.records.store import file_mode
 
 FORMAT = "spsamp-autojudge/1"
 
@@ -48,6 +50,7 @@ def save(path: str | Path, judge: Judge, meta: dict[str, Any]) -> dict[str, Any]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in judge.tensors.items()}, str(tmp), metadata={"format": FORMAT})
+    os.chmod(tmp, file_mode())  # safetensors creates 0600: respect the umask like the sidecar does
     tmp_side.write_text(json.dumps(doc, indent=1, sort_keys=True, default=str), encoding="utf-8")
     if side.exists():
         side.unlink()
@@ -64,6 +67,42 @@ def load(path: str | Path) -> tuple[Judge, dict[str, Any]]:
     tensors = load_file(str(path), device="cpu")  # the judge runs on the CPU; features are moved to it
     judge = Judge(kind=meta["judge"]["kind"], tensors=tensors, stats=meta.get("training", {}), thresholds=list(meta.get("thresholds", [])))
     return judge, meta
+
+
+def check_location(path: str | Path) -> None:
+    """Refuse, in one line and before any model loads or mining starts, a ``method.checkpoint`` that
+    could never be used: half a pair (a checkpoint without its sidecar or the reverse), an
+    unreadable pair (truncated tensors, broken JSON), or — when there is nothing to reuse yet — a
+    place the trained judge could not be written to."""
+    path = Path(path).expanduser()
+    side = sidecar_path(path)
+    fix = f"delete {path} and {side} to mine and train a new judge, or set method.checkpoint to a new path"
+    if path.is_dir():
+        raise ConfigError(f"method.checkpoint: {path} is a directory — name a file in it, e.g. method.checkpoint={path}/judge.safetensors")
+    if path.exists() != side.exists():
+        have, lost = (path, side) if path.exists() else (side, path)
+        raise ConfigError(f"method.checkpoint: {have} exists but {lost.name} is missing (half a checkpoint) — {fix}")
+    if path.exists():
+        try:
+            load(path)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a truncated file or a broken sidecar: any failure to read
+            why = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise ConfigError(f"method.checkpoint: {path} is unreadable ({type(exc).__name__}: {why}) — {fix}") from None
+        return
+    # nothing to reuse: the judge will be trained and saved here, so the place must take a file now
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"method.checkpoint: cannot write {path} ({exc.strerror or exc}) — point method.checkpoint "
+                          "to a writable place, e.g. method.checkpoint=outputs/judges/judge.safetensors") from None
 
 
 def check_compatible(meta: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
@@ -89,4 +128,4 @@ def tensor_digest(judge: Judge) -> str:
     return h.hexdigest()[:12]
 
 
-__all__ = ["FORMAT", "check_compatible", "exists", "load", "save", "sidecar_path", "tensor_digest"]
+__all__ = ["FORMAT", "check_compatible", "check_location", "exists", "load", "save", "sidecar_path", "tensor_digest"]

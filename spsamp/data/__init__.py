@@ -86,7 +86,17 @@ def read_question_file(path: Path) -> list[Prompt]:
     """
     if not path.exists():
         raise ConfigError(f"dataset.path: {path} does not exist — pass dataset.path=/path/to/question.jsonl")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"dataset.path: {path} is a directory — pass the questions file in it, e.g. dataset.path={path}/question.jsonl")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"dataset.path: cannot read {path} ({exc.strerror or type(exc).__name__}) — check the file's permissions") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}) — save the file as UTF-8") from None
     records: list[tuple[int, object]] = []
     if text.lstrip().startswith("["):
         try:
@@ -102,10 +112,17 @@ def read_question_file(path: Path) -> list[Prompt]:
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg}) — one JSON object per line") from None
     prompts: list[Prompt] = []
+    seen: dict[str, str] = {}
     for idx, (lineno, rec) in enumerate(records):
         where = f"{path}:{lineno}" if lineno else f"{path}[{idx}]"
         if not isinstance(rec, dict) or "question_id" not in rec or "turns" not in rec:
             raise ConfigError(f"{where}: needs 'question_id' and 'turns' (FastChat question format) — fix that record")
+        qid = rec["question_id"]
+        if qid is None or isinstance(qid, (bool, dict, list)) or not str(qid).strip():
+            raise ConfigError(f"{where}: question_id is {json.dumps(qid)} — give every question a unique string or number id")
+        if str(qid) in seen:
+            raise ConfigError(f"{where}: question_id {str(qid)!r} is also used at {seen[str(qid)]} — give every question a unique id")
+        seen[str(qid)] = where
         turns = rec["turns"]
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
             raise ConfigError(f"{where}: 'turns' must be a non-empty list of strings — fix that record")

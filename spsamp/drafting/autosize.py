@@ -9,9 +9,18 @@ under the measured costs). Choices adapt during a run: the estimate carries over
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
-from spsamp.cost_model import AutoSize
+import torch
+
+from spsamp.cost_model import AutoSize, Costs, measure_costs
+
+log = logging.getLogger(__name__)
+
+K_MAX = 16  # longest chain k=auto may choose
+BUDGET_MAX = 64  # largest tree budget=auto may choose (v(n) is measured up to 64 new tokens)
+PROBE_TOKENS = 64  # prompt length of the cost probe in prepare()
 
 
 def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list[tuple[int, Optional[int]]]:
@@ -36,17 +45,38 @@ def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list
 
 
 class AutoSized:
-    """A drafter that proposes ``auto.choose()`` tokens/nodes per step (see module doc)."""
+    """A drafter that proposes ``auto.choose()`` tokens/nodes per step (see module doc).
 
-    def __init__(self, drafter: Any, auto: AutoSize):
+    ``tree``: choose a best-first tree's budget (``width`` nodes per batched draft pass, at most
+    ``max_depth`` deep) instead of a chain's k. Costs are measured by :meth:`prepare` (the
+    decoder's prepare hook, once per job, on a random probe prompt) or, if nobody called it, in
+    place at the first step (on top of the caches of the decode in progress).
+    """
+
+    def __init__(self, drafter: Any, tree: bool = False, width: int = 1, max_depth: int = 64):
         self.drafter = drafter
-        self.auto = auto
+        self.tree, self.width, self.max_depth = tree, width, max_depth
+        self.auto: Optional[AutoSize] = None
         self.needs_model = drafter.needs_model
         self._last: Optional[tuple[Any, int, Any]] = None  # (state, len(seq) at proposal, proposal)
         self._row: Any = None
         self._row_start = 0
 
+    def prepare(self, target: Any, draft: Any) -> None:
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
+        self.set_costs(measure_costs(target, draft, probe))
+
+    def set_costs(self, costs: Costs) -> None:
+        keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays
+        self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
+                             max_depth=self.max_depth, vd=costs.vd, acceptance=keep)
+        v = ", ".join(f"v({n})={r:.2f}" for n, r in costs.v.as_dict().items())
+        log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, v)
+
     def size(self, st: Any) -> int:
+        if self.auto is None:
+            self.set_costs(measure_costs(st.target, st.draft))  # no prepare(): measure in place, once
         self.observe()
         if st is not self._row:  # a new generate call: its metrics start here
             self._row, self._row_start = st, len(self.auto.chosen)
@@ -63,13 +93,13 @@ class AutoSized:
             return
         st, base, prop = self._last
         self._last = None
-        if prop.size:
+        if prop.size and self.auto is not None:
             self.auto.acceptance.observe(tree_visits(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])))
 
     def metrics(self) -> dict[str, Any]:
         """This row's choices (for ``metrics_json``), its last step included."""
         self.observe()
-        return self.auto.metrics(self._row_start)
+        return self.auto.metrics(self._row_start) if self.auto is not None else {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "drafter":

@@ -1,8 +1,9 @@
 """A thin adapter over any Hugging Face causal LM: forwards with a KV cache, rollback, hidden states.
 
 Decoders only talk to :class:`CausalLM`; every version difference of the transformers cache API is
-absorbed here (``DynamicCache.crop`` takes a max length in 4.x and a negative count of tokens to
-remove in 5.x, see :func:`crop_cache`).
+absorbed here: ``DynamicCache.crop`` takes a max length in 4.x and a negative count of tokens to
+remove in 5.x (see :func:`crop_cache`), and the forward's cache argument is ``past_key_values``
+up to 5.23 and ``cache`` from 5.24 on (see :func:`cache_argument`).
 
 Sliding-window layers (Mistral, Qwen2 with ``use_sliding_window``, gpt-oss) keep every position
 too (:func:`new_cache`): transformers' ``DynamicSlidingWindowLayer`` drops what falls out of the
@@ -14,6 +15,7 @@ a full-length cache on those layers.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,6 +30,14 @@ class Forward:
 
     logits: torch.Tensor
     hidden: Optional[torch.Tensor] = None
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword ``model.forward`` takes its KV cache by: ``cache`` (transformers >= 5.24, where
+    ``past_key_values`` is deprecated) or ``past_key_values`` (earlier versions, and models not yet
+    ported). Read from the signature, so each model gets the name its own forward declares."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def new_cache(config: Any) -> DynamicCache:
@@ -76,6 +86,7 @@ class CausalLM:
         self.info = dict(info or {})  # dtype, quantization, device map: copied into records
         self.device = input_device(model)
         self.cache = new_cache(model.config)
+        self.cache_kwarg = cache_argument(model)
         self.eos_ids = eos_token_ids(model, tokenizer)
 
     @property
@@ -122,15 +133,14 @@ class CausalLM:
             kwargs["attention_mask"] = {kind: m.to(self.device) for kind, m in attention_mask.items()}
         elif attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
+        kwargs[self.cache_kwarg] = self.cache  # the cache is updated in place: nothing to read back
         out = self.model(
             input_ids=ids,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1 if last_only else 0,
             output_hidden_states=hidden,
             **kwargs,
         )
-        self.cache = out.past_key_values
         h = None
         if hidden:
             h = out.hidden_states[-1][0]

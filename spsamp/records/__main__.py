@@ -1,4 +1,10 @@
-"""``python -m spsamp.records validate <path>``: check a records.parquet / records.jsonl file."""
+"""``python -m spsamp.records validate <run dir or file ...>``: check records files against the schema.
+
+A run dir is checked as a whole: ``records.jsonl`` (the log, line by line, with the real line
+number of any truncated or garbled line), ``records.parquet`` (readable, valid) and whether the
+Parquet holds exactly the log's rows (a Parquet a kill left behind the log is stale, not damaged:
+reported, and rebuilt by the next run into the dir).
+"""
 
 from __future__ import annotations
 
@@ -11,42 +17,98 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from spsamp.records.schema import schema_for, validate_table
+from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, read_jsonl, rows_by_key
 
 
-def read_any(path: Path) -> pa.Table:
+def check_jsonl(path: Path) -> tuple[list[str], list[dict]]:
+    """(problems, rows one per key) of a records JSONL log."""
+    found = read_jsonl(path)
+    problems = [f"line {n}: {msg}" for n, msg in found.problems]
+    if found.torn_tail is not None:
+        problems.append(f"line {found.torn_tail}: truncated last line (a write cut short; the next run into the dir drops it)")
+    rows = list(rows_by_key(found.rows).values())
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema_for(rows))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        return problems + [f"rows do not fit the schema ({exc})"], rows
+    return problems + validate_table(table), rows
+
+
+def check_parquet(path: Path) -> tuple[list[str], list[dict]]:
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
+        return [f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"], []
+    return validate_table(table), table.to_pylist()
+
+
+def check_file(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.exists():
+        return ["does not exist"], []
     if path.suffix == ".parquet":
-        return pq.read_table(path)
+        return check_parquet(path)
     if path.suffix == ".jsonl":
-        # types come from the schema, not from guessing over JSON values
-        import json
+        return check_jsonl(path)
+    try:
+        table = pj.read_json(path)
+    except Exception as exc:  # noqa: BLE001
+        return [f"unreadable ({type(exc).__name__}: {exc})"], []
+    return validate_table(table), table.to_pylist()
 
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return pa.Table.from_pylist(rows, schema=schema_for(rows))
-    return pj.read_json(path)
+
+def _ident(rows: list[dict]) -> set[tuple]:
+    return {(r.get("resume_key"), r.get("run_id"), r.get("status")) for r in rows}
+
+
+def check_dir(directory: Path, out=sys.stdout, err=sys.stderr) -> int:
+    """Validate a run dir's two records files; return how many files have problems."""
+    jsonl, parquet = directory / RECORDS_JSONL, directory / RECORDS_PARQUET
+    if not jsonl.exists() and not parquet.exists():
+        err.write(f"{directory}: no {RECORDS_JSONL} or {RECORDS_PARQUET} — pass a run dir\n")
+        return 1
+    bad = 0
+    results = {}
+    for path in (jsonl, parquet):
+        if not path.exists():
+            err.write(f"{path}: missing (the next run into {directory} rebuilds it from the other file)\n")
+            bad += 1
+            continue
+        problems, rows = check_file(path)
+        results[path.suffix] = (problems, rows)
+        for p in problems:
+            err.write(f"{path}: {p}\n")
+        bad += bool(problems)
+        if not problems:
+            out.write(f"{path}: ok ({len(rows)} rows)\n")
+    if ".jsonl" in results and ".parquet" in results and not results[".parquet"][0]:
+        log_rows, table_rows = _ident(results[".jsonl"][1]), _ident(results[".parquet"][1])
+        if table_rows - log_rows:
+            err.write(f"{parquet}: {len(table_rows - log_rows)} rows not in {RECORDS_JSONL} — the log lost rows; the next run "
+                      "into the dir restores them from the Parquet\n")
+            bad += 1
+        elif log_rows - table_rows:
+            out.write(f"{parquet}: stale, {len(log_rows - table_rows)} of the log's rows not yet in it (a job killed before it "
+                      "ended); the next run into the dir rewrites it\n")
+    return bad
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spsamp.records")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="check a records file against the schema")
+    v = sub.add_parser("validate", help="check a run dir's records files (or single files) against the schema")
     v.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
     bad = 0
     for path in args.paths:
         if path.is_dir():
-            path = path / "records.parquet"
-        try:
-            table = read_any(path)
-        except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
-            sys.stderr.write(f"{path}: unreadable ({type(exc).__name__}: {exc})\n")
-            bad += 1
+            bad += check_dir(path)
             continue
-        problems = validate_table(table)
+        problems, rows = check_file(path)
         for p in problems:
             sys.stderr.write(f"{path}: {p}\n")
         bad += bool(problems)
         if not problems:
-            sys.stdout.write(f"{path}: ok ({table.num_rows} rows)\n")
+            sys.stdout.write(f"{path}: ok ({len(rows)} rows)\n")
     return 1 if bad else 0
 
 

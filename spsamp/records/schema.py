@@ -17,7 +17,7 @@ CORE_FIELDS: list[pa.Field] = [
     # identity
     pa.field("run_id", _S, nullable=False),
     pa.field("resume_key", _S, nullable=False),
-    pa.field("status", _S, nullable=False),  # ok | error | skipped
+    pa.field("status", _S, nullable=False),  # ok | error
     pa.field("started_at", _S),
     pa.field("method", _S, nullable=False),
     pa.field("method_params", _S),  # JSON of every method parameter
@@ -45,6 +45,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("use_chat_template", _B),
     # output and timing
     pa.field("prompt_tokens", _I),
+    pa.field("prompt_truncated_from", _I),  # the prompt's length before dataset.truncate=left cut it; null: not cut
     pa.field("new_tokens", _I),
     pa.field("generated_text", _S),
     pa.field("generated_ids", pa.list_(_I)),
@@ -98,28 +99,11 @@ CORE_FIELDS: list[pa.Field] = [
 ]
 CORE_NAMES = [f.name for f in CORE_FIELDS]
 _CORE = {f.name: f for f in CORE_FIELDS}
-STATUSES = ("ok", "error", "skipped")
-
-SUMMARY_FIELDS: list[pa.Field] = [
-    pa.field("run_id", _S),
-    pa.field("method", _S),
-    pa.field("method_params", _S),
-    pa.field("model", _S),
-    pa.field("draft_model", _S),
-    pa.field("dataset", _S),
-    pa.field("rows", _I),
-    pa.field("ok", _I),
-    pa.field("errors", _I),
-    pa.field("new_tokens", _I),
-    pa.field("median_tokens_per_sec", _F),
-    pa.field("median_ttft_s", _F),
-    pa.field("median_prefill_s", _F),
-    pa.field("median_decode_tokens_per_sec", _F),
-    pa.field("acceptance_rate", _F),
-    pa.field("avg_tokens_per_step", _F),
-    pa.field("target_calls_per_token", _F),
-    pa.field("draft_calls_per_token", _F),
-]
+# Columns added after records were first written (2026-11). Files from before lack them; they load
+# as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
+# records dir stops validating (tests/test_old_records.py holds real pre-lock files).
+ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from"})
+STATUSES = ("ok", "error")
 
 
 def param_type(value: object) -> pa.DataType:
@@ -152,6 +136,8 @@ def _check_task_columns(table: pa.Table) -> list[str]:
     exactly where task_correct is true."""
     from spsamp.data.checkers import TASK_CHECKS  # lazy: the checker module owns the values
 
+    if "task_check" not in table.column_names or "task_correct" not in table.column_names:
+        return []  # records from before these columns existed
     checks, correct = table.column("task_check").to_pylist(), table.column("task_correct").to_pylist()
     out = []
     unknown = sorted({c for c in checks if c is not None} - set(TASK_CHECKS))
@@ -170,7 +156,8 @@ def validate_table(table: pa.Table) -> list[str]:
     names = set(table.column_names)
     for name in CORE_NAMES:
         if name not in names:
-            problems.append(f"missing column {name!r}")
+            if name not in ADDED_LATER:
+                problems.append(f"missing column {name!r}")
         elif not table.schema.field(name).type.equals(_CORE[name].type):
             problems.append(f"column {name!r} has type {table.schema.field(name).type}, expected {_CORE[name].type}")
     for name in names - set(CORE_NAMES):

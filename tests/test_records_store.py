@@ -1,0 +1,163 @@
+"""The append-only record store without a model: appends, damage and rebuild, never overwriting a
+finished row, the validator on both files, file modes under the umask, and the one summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from spsamp.records import RECORDS_JSONL, RECORDS_PARQUET, SUMMARY_PARQUET, RecordsError, RecordStore
+from spsamp.records.summary import SUMMARY_COLUMNS, summarize
+
+
+def row(i: int, status: str = "ok", run: str = "r1", **extra) -> dict:
+    base = {"run_id": run, "resume_key": f"k{i}", "status": status, "method": "baseline", "prompt_id": f"p{i}", "turn": 1,
+            "new_tokens": 10, "wall_time_s": 2.0, "ttft_s": 0.1, "target_calls": 10, "generated_ids": list(range(10))}
+    return {**base, **extra}
+
+
+def filled(tmp_path, n=4, **kw) -> RecordStore:
+    with RecordStore(tmp_path, **kw) as store:
+        for i in range(n):
+            store.add(row(i))
+    return store
+
+
+def validate(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spsamp.records", "validate", str(path)], capture_output=True, text=True)
+
+
+def test_rows_are_appended_one_line_each_and_parquet_is_written_at_close(tmp_path):
+    store = RecordStore(tmp_path, parquet_every_s=3600)
+    store.add(row(0))  # the first row always reaches the Parquet: a fresh dir has a readable file at once
+    store.add(row(1))
+    assert len((tmp_path / RECORDS_JSONL).read_text().splitlines()) == 2
+    assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 1  # derived, not rewritten per row
+    store.close()
+    assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 2
+    assert pd.read_parquet(tmp_path / SUMMARY_PARQUET).loc[0, "ok"] == 2
+
+
+def test_a_finished_row_is_never_overwritten(tmp_path):
+    store = filled(tmp_path, 1)
+    with pytest.raises(RecordsError, match="never overwritten"):
+        store.add(row(0, status="error"))
+    # an error row is replaced when its key is redone; the log keeps both lines, readers see the last
+    store.add(row(7, status="error"))
+    store.add(row(7))
+    store.close()
+    again = RecordStore(tmp_path)
+    assert again.finished("k7") is not None and len(again.rows) == 2
+
+
+def test_stale_parquet_after_a_kill_is_rebuilt_from_the_log(tmp_path):
+    store = RecordStore(tmp_path, parquet_every_s=3600)
+    for i in range(3):
+        store.add(row(i))
+    del store  # killed: no close, the Parquet holds only the first row
+    assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 1
+    assert len(RecordStore(tmp_path).rows) == 3
+    assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 3
+
+
+def test_line_cut_by_a_kill_is_dropped_and_appends_go_on(tmp_path, caplog):
+    filled(tmp_path, 2)
+    with open(tmp_path / RECORDS_JSONL, "a") as fh:
+        fh.write(json.dumps(row(2))[:40])  # killed mid-append
+    with caplog.at_level(logging.WARNING):
+        store = RecordStore(tmp_path)
+    assert "line 3" in caplog.text and "interrupted" in caplog.text
+    assert len(store.rows) == 2
+    store.add(row(3))
+    store.close()
+    lines = (tmp_path / RECORDS_JSONL).read_text().splitlines()
+    assert [json.loads(ln)["resume_key"] for ln in lines] == ["k0", "k1", "k3"]
+
+
+def test_damaged_parquet_is_rebuilt_from_jsonl_with_a_warning(tmp_path, caplog):
+    filled(tmp_path, 3)
+    data = (tmp_path / RECORDS_PARQUET).read_bytes()
+    (tmp_path / RECORDS_PARQUET).write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING):
+        store = RecordStore(tmp_path)
+    assert f"{RECORDS_PARQUET} is damaged" in caplog.text and RECORDS_JSONL in caplog.text
+    assert len(store.rows) == 3 and pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 3
+    assert (tmp_path / (RECORDS_PARQUET + ".damaged")).exists()  # kept, not deleted
+
+
+def test_deleted_parquet_loses_nothing_and_keeps_original_rows(tmp_path):
+    filled(tmp_path, 3)
+    before = (tmp_path / RECORDS_JSONL).read_text()
+    (tmp_path / RECORDS_PARQUET).unlink()
+    store = RecordStore(tmp_path)
+    assert {r["resume_key"] for r in store.rows} == {"k0", "k1", "k2"}  # nothing pending: nothing re-decoded
+    assert (tmp_path / RECORDS_JSONL).read_text() == before  # the log's rows (and timings) untouched
+
+
+def test_garbled_jsonl_line_is_restored_from_parquet(tmp_path, caplog):
+    filled(tmp_path, 3)
+    lines = (tmp_path / RECORDS_JSONL).read_text().splitlines(keepends=True)
+    lines[1] = lines[1][:25] + "\n"  # damage in the middle of the log
+    (tmp_path / RECORDS_JSONL).write_text("".join(lines))
+    res = validate(tmp_path)
+    assert res.returncode == 1 and f"{RECORDS_JSONL}: line 2: truncated or garbled" in res.stderr
+    with caplog.at_level(logging.WARNING):
+        store = RecordStore(tmp_path)
+    assert f"{RECORDS_JSONL} is damaged (line 2" in caplog.text
+    assert {r["resume_key"] for r in store.rows} == {"k0", "k1", "k2"}
+    assert validate(tmp_path).returncode == 0  # both files whole again
+    assert (tmp_path / (RECORDS_JSONL + ".damaged")).exists()
+
+
+def test_deleted_jsonl_is_rebuilt_from_parquet(tmp_path):
+    filled(tmp_path, 2)
+    (tmp_path / RECORDS_JSONL).unlink()
+    assert len(RecordStore(tmp_path).rows) == 2
+    assert len((tmp_path / RECORDS_JSONL).read_text().splitlines()) == 2
+
+
+def test_validate_checks_both_files_with_real_line_numbers(tmp_path):
+    filled(tmp_path, 3)
+    ok = validate(tmp_path)
+    assert ok.returncode == 0 and ok.stdout.count("ok (3 rows)") == 2, ok.stderr
+    text = (tmp_path / RECORDS_JSONL).read_text()
+    (tmp_path / RECORDS_JSONL).write_text(text[: len(text) - 30])  # last line cut
+    res = validate(tmp_path)
+    assert res.returncode == 1 and "line 3: truncated last line" in res.stderr
+    res = validate(tmp_path / RECORDS_JSONL)  # a file on its own too
+    assert res.returncode == 1 and "line 3" in res.stderr
+
+
+def test_unwritable_output_dir_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RecordsError, match="cannot create the output dir"):
+        RecordStore(blocker / "run")
+
+
+def test_files_respect_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        filled(tmp_path, 2)
+    finally:
+        os.umask(old)
+    for name in (RECORDS_JSONL, RECORDS_PARQUET, SUMMARY_PARQUET):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_one_summary_pools_ok_rows_and_counts_errors():
+    df = pd.DataFrame([row(0), row(1, wall_time_s=8.0, new_tokens=30, target_calls=15), row(2, status="error")])
+    s = summarize(df, ["method"])
+    assert list(s.columns) == ["method", *SUMMARY_COLUMNS]
+    r = s.iloc[0]
+    assert (r.rows, r.ok, r.errors, r.prompts, r.new_tokens) == (3, 2, 1, 2, 40)
+    assert r.tokens_per_sec == pytest.approx(40 / 10) and r.tokens_per_target_call == pytest.approx(40 / 25)
+    assert pd.isna(r.acceptance)  # no drafter: no acceptance, not 0
