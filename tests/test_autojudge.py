@@ -199,7 +199,7 @@ def test_thresholds_0_and_1_and_checkpoint_reuse(tmp_path):
     mined, ids = ckpt.load_mined(tmp_path / "judge.safetensors")  # kept for refits without mining
     assert len(mined["labels"]) == meta["training"]["train_samples"] + meta["training"]["val_samples"] == meta["mining"]["mismatches"]
     assert set(ids) == set(meta["split"]["prompt_sha"]) and mined["features"].shape[1] == meta["feature_dim"]
-    assert meta["mining"]["samples_per_minute"] > 0 and meta["mining"]["batch"] == 16
+    assert meta["mining"]["samples_per_minute"] > 0 and meta["mining"]["batch"] == 1
     gen = run.generation.__class__(max_new_tokens=20, temperature=0.0)
     rng = torch.Generator()
     base = BaselineDecoder()

@@ -138,7 +138,7 @@ class AutoJudgeDecoder(LoopDecoder):
         mining_max_tokens: int = 64  # target answer length while mining
         mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
         val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
-        mining_batch: int = 16  # swapped continuations decoded per batch; 1 = the paper's sequential walk
+        mining_batch: int = 1  # 1 = the paper's sequential walk; B > 1: B swapped continuations decoded as one batch (autojudge_humaneval: 16)
 
         def check(self) -> None:
             if self.k < 1:
