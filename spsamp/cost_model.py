@@ -80,12 +80,15 @@ def alpha_from_counts(accepted, rejections):
 
 class VerifyCost:
     """v(n) from measured ``{n: cost of an n-token pass / cost of a 1-token pass}``, piecewise
-    linear between measured widths and extended linearly past the last two (never below 1)."""
+    linear between measured widths and extended linearly past the last two (never below 1).
+
+    A pass over more tokens never costs less, so timings that say otherwise (a pass another
+    process interrupted) are pooled into a non-decreasing fit first (pool adjacent violators)."""
 
     def __init__(self, measured: dict[int, float]):
         pts = {1: 1.0, **{int(n): float(r) for n, r in measured.items()}}
         self.ns = sorted(pts)
-        self.rs = [pts[n] for n in self.ns]
+        self.rs = [max(1.0, r) for r in _non_decreasing([pts[n] for n in self.ns])]
 
     def __call__(self, n: int) -> float:
         ns, rs = self.ns, self.rs
@@ -97,6 +100,17 @@ class VerifyCost:
 
     def as_dict(self) -> dict[int, float]:
         return dict(zip(self.ns, self.rs))
+
+
+def _non_decreasing(values: list[float]) -> list[float]:
+    """Least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, c1), (m2, c2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2]
+    return [m for m, c in blocks for _ in range(int(c))]
 
 
 def chain_speedup(alpha: float, k: int, c: float, v) -> float:

@@ -370,3 +370,10 @@ def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread
     costs = cm.measure_costs(target, draft, widths=(1, 4), draft_widths=(1, 2), repeats=1)
     assert target.cache_len == 5 and draft.cache_len == 3 and costs.c > 0
     torch.testing.assert_close(target.forward(torch.tensor([6])).logits, before)
+
+
+def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
+    v = cm.VerifyCost({2: 1.4, 4: 0.8, 8: 1.0, 16: 1.5})  # v(2) and v(4) out of order: one interrupted pass
+    got = [v(n) for n in (1, 2, 4, 8, 16)]
+    assert got == sorted(got) and got[0] == 1.0
+    assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
