@@ -39,7 +39,7 @@ from spsamp.decoders.autojudge import AutoJudgeDecoder  # noqa: E402
 from spsamp.decoders.baseline import BaselineDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import check_same_tokenizer, load_model  # noqa: E402
-from spsamp.runner import encode, messages_for  # noqa: E402
+from spsamp.data.chat import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 

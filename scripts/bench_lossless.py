@@ -43,7 +43,7 @@ from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import load_model  # noqa: E402
 from spsamp.models.threads import set_threads  # noqa: E402
-from spsamp.runner import encode, messages_for  # noqa: E402
+from spsamp.data.chat import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 

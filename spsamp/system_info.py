@@ -67,13 +67,15 @@ def display_active() -> bool | None:
 def check_machine(run: Any) -> None:
     """Fail fast, before any model loads, when the machine cannot give the runs asked for.
 
-    A CUDA device that is not there; ``hardware.require_headless`` with a display active on the
+    CPU kernels this torch build lacks; a CUDA device that is not there; ``hardware.require_headless`` with a display active on the
     GPU (the display server shares the GPU's compute and memory clocks, so timings get noisy) or
     with a GPU whose display state cannot be read. One :class:`ConfigError` line each.
     """
     from spsamp.config import ConfigError
+    from spsamp.models.kernels import check_cpu_linear
 
     hw = run.hardware
+    check_cpu_linear(hw.cpu_linear)  # this torch build has the kernels asked for
     devices = {hw.device} | {s.device for s in (run.model.target, run.model.draft) if s is not None and s.device}
     if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
         raise ConfigError(

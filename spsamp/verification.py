@@ -95,8 +95,9 @@ def additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[None, None]
 
 
-def verify(target: Any, root: int, proposal: Proposal, depths: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the target once over ``[root] + proposal.tokens``; return logits ``[n+1, V]``.
+def verify(target: Any, root: int, proposal: Proposal, hidden: bool = False) -> Any:
+    """Run the target once over ``[root] + proposal.tokens``; return its :class:`Forward`: logits
+    ``[n+1, V]`` and, with ``hidden``, last hidden states ``[n+1, H]`` (row 0 = the root).
 
     The target cache holds the prefix (everything before ``root``); afterwards it also holds the
     root and every node, and the caller keeps only the accepted path (``crop`` / ``keep_positions``).
@@ -105,13 +106,11 @@ def verify(target: Any, root: int, proposal: Proposal, depths: torch.Tensor | No
     ids[0] = root
     ids[1:] = proposal.tokens
     if proposal.is_chain:
-        return target.forward(ids).logits
+        return target.forward(ids, hidden=hidden)
     prefix = target.cache_len
-    if depths is None:
-        depths = proposal.depths()
     pos = torch.empty(1, proposal.size + 1, dtype=torch.long)
     pos[0, 0] = prefix
-    pos[0, 1:] = depths + prefix
+    pos[0, 1:] = proposal.depths() + prefix
     visible = tree_visibility(ancestor_matrix(proposal.parents.tolist()), prefix)
     mask = attention_masks(target, visible, pos[0], torch.cat([torch.arange(prefix), pos[0]]))
-    return target.forward(ids, position_ids=pos, attention_mask=mask).logits
+    return target.forward(ids, hidden=hidden, position_ids=pos, attention_mask=mask)

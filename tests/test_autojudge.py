@@ -20,7 +20,7 @@ from spsamp.decoders.autojudge import AutoJudgeDecoder, autojudge_accept
 from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.models import load_model
 from spsamp.models.adapter import Forward
-from spsamp.runner import encode
+from spsamp.data.chat import encode
 
 
 @pytest.fixture(autouse=True)

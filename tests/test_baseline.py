@@ -10,7 +10,7 @@ from spsamp.config import GenerationConfig, validate
 from spsamp.data import load_prompts
 from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.models import load_model
-from spsamp.runner import encode, messages_for
+from spsamp.data.chat import encode, messages_for
 
 
 def load_pair(*overrides: str):

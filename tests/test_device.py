@@ -12,7 +12,7 @@ from device_guard import DeviceMixError, FakeCuda
 from spsamp.config import ConfigError, TinyModelConfig, validate
 from spsamp.models.adapter import CausalLM
 from spsamp.models.tiny import char_tokenizer, tiny_llama
-from spsamp.runner import encode, messages_for
+from spsamp.data.chat import encode, messages_for
 from spsamp.sampling import row_generator
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))  # every registered method, new ones included

@@ -1,4 +1,4 @@
-"""The transformers reference rows: method=hf_generate and method=hf_assisted."""
+"""The transformers reference rows: method=hf_generate, hf_assisted and hf_prompt_lookup."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from spsamp.config import GenerationConfig, validate
 from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.decoders.hf_assisted import HFAssistedDecoder
 from spsamp.decoders.hf_generate import HFGenerateDecoder
+from spsamp.decoders.hf_prompt_lookup import HFPromptLookupDecoder
+from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.models import load_model
 
 
@@ -40,6 +42,19 @@ def test_hf_generate_sampling_is_reproducible_per_row_seed(one_thread):
     ids = torch.tensor([5, 6, 7])
     run = [HFGenerateDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(s)).tokens for s in (1, 1, 2)]
     assert run[0] == run[1] and run[0] != run[2]
+
+
+def test_hf_prompt_lookup_matches_ours_at_temperature_zero(one_thread):
+    target, _ = tiny_pair()
+    gen = GenerationConfig(max_new_tokens=24)
+    for prompt in ([5, 6, 7, 5, 6, 8, 5, 6], [10, 20, 30, 40, 50]):
+        ids = torch.tensor(prompt)
+        base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
+        ours = PromptLookupDecoder(k=4, max_ngram=2).generate(target, None, ids, gen, torch.Generator())
+        ref = HFPromptLookupDecoder(k=4, max_ngram=2).generate(target, None, ids, gen, torch.Generator())
+        assert ours.tokens == ref.tokens == base
+        assert ours.stats.target_calls <= len(base) and ref.stats.target_calls <= len(base)
+        assert ref.stats.extra["mean_tokens_per_target_call"] == len(base) / ref.stats.target_calls
 
 
 def own_pair(**target_generation):

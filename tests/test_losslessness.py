@@ -1,4 +1,4 @@
-"""Proof of losslessness for SpS and SpecExec.
+"""Proof of losslessness for SpS, SpecExec and prompt lookup.
 
 1. Temperature 0: token-for-token equal to the baseline (tiny Llamas in float64; SmolLM2 + int8 draft).
 2. Sampling: on toy models whose joint distribution over short continuations is enumerable, 20,000
@@ -14,14 +14,16 @@ import pytest
 import torch
 
 from conftest import compose_cfg, smollm2_available
-from spsamp.acceptance.tree import tree_descend
+from spsamp.acceptance.rejection import ChainAcceptance
+from spsamp.acceptance.tree import TreeAcceptance, tree_descend
 from spsamp.config import GenerationConfig, validate
 from spsamp.data import load_prompts
 from spsamp.decoders.baseline import BaselineDecoder
+from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.decoders.specexec import SpecExecDecoder
 from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp.models import CausalLM, load_model
-from spsamp.runner import encode, messages_for
+from spsamp.data.chat import encode, messages_for
 from spsamp.sampling import sample
 from toy_models import ToyLM, chi_square_pvalue, exact_joint
 
@@ -31,23 +33,47 @@ FAIL_P = 1e-6  # the wrong rule must be rejected far beyond chance
 
 
 
+class Spy:
+    """Wraps a drafter and records the size of every proposal (the path a case claims to exercise)."""
+
+    def __init__(self, drafter):
+        self.drafter, self.sizes, self.depths = drafter, [], []
+        self.needs_model = drafter.needs_model
+
+    def size(self, st):
+        return self.drafter.size(st)
+
+    def propose(self, st, size, max_depth, hidden):
+        prop = self.drafter.propose(st, size, max_depth, hidden)
+        self.sizes.append(prop.size)
+        self.depths.append(prop.max_depth)
+        return prop
+
+
 def draws(decoder, q, p, gen, n=N_DRAWS, seed=0, prompt=(1,)):
     rng = torch.Generator().manual_seed(seed)
     ids = torch.tensor(prompt)
     return [tuple(decoder.generate(q, p, ids, gen, rng).tokens) for _ in range(n)]
 
 
+def spied(decoder):
+    decoder.drafter = Spy(decoder.drafter)
+    return decoder
+
+
 # target q and a deliberately different draft p (other seed, flatter), vocabulary of 6 with eos=0,
-# so continuations stop at eos inside accepted chunks or at max_new_tokens=3
+# so continuations stop at eos inside accepted chunks or at max_new_tokens. The first token comes
+# from the prefill and no draft runs past max_new_tokens, so a case proposes k tokens only when
+# max_new_tokens >= k + 2: every case asserts that it did.
 def toy_pair(draft_vocab: int = 6):
     return ToyLM(6, seed=11, scale=1.5, eos_ids=[0]), ToyLM(draft_vocab, seed=22, scale=0.8, eos_ids=[0])
 
 
 SPS_CASES = [
     dict(k=1, gen=GenerationConfig(max_new_tokens=3, temperature=1.0)),
-    dict(k=3, gen=GenerationConfig(max_new_tokens=3, temperature=1.0)),
-    dict(k=2, gen=GenerationConfig(max_new_tokens=3, temperature=0.7, top_k=4)),
-    dict(k=2, gen=GenerationConfig(max_new_tokens=2, temperature=1.0, top_p=0.8), draft_vocab=5),
+    dict(k=3, gen=GenerationConfig(max_new_tokens=5, temperature=1.0)),
+    dict(k=2, gen=GenerationConfig(max_new_tokens=4, temperature=0.7, top_k=4)),
+    dict(k=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8), draft_vocab=5),
 ]
 
 
@@ -57,7 +83,9 @@ def test_speculative_sampling_matches_target_joint(case, one_thread):
     q, p = toy_pair(case.get("draft_vocab", 6))
     gen = case["gen"]
     joint = exact_joint(q, [1], gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
-    pval = chi_square_pvalue(draws(SpeculativeDecoder(k=case["k"]), q, p, gen), joint)
+    dec = spied(SpeculativeDecoder(k=case["k"]))
+    pval = chi_square_pvalue(draws(dec, q, p, gen), joint)
+    assert max(dec.drafter.sizes) == case["k"], f"the case never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
     assert pval > PASS_P, f"SpS output deviates from the target joint (chi-square p={pval:.2e})"
 
 
@@ -72,10 +100,36 @@ SPECEXEC_CASES = [
 @pytest.mark.parametrize("params", SPECEXEC_CASES, ids=lambda c: f"b{c['budget']}-pb{c['parallel_branches']}-thr{c['branch_prune_threshold']}")
 def test_specexec_matches_target_joint(params, one_thread):
     q, p = toy_pair()
-    gen = GenerationConfig(max_new_tokens=3, temperature=1.0)
-    joint = exact_joint(q, [1], 3, 1.0)
-    pval = chi_square_pvalue(draws(SpecExecDecoder(**params), q, p, gen), joint)
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0)  # room for trees two levels deep
+    joint = exact_joint(q, [1], gen.max_new_tokens, 1.0)
+    dec = spied(SpecExecDecoder(**params))
+    pval = chi_square_pvalue(draws(dec, q, p, gen), joint)
+    # trees of more than one level were verified, of the full budget unless pruning cut them
+    full = params["budget"] if params["branch_prune_threshold"] == 0 else 2
+    assert max(dec.drafter.sizes) >= full and max(dec.drafter.depths) >= 2
     assert pval > PASS_P, f"SpecExec output deviates from the target joint (chi-square p={pval:.2e})"
+
+
+# prompt lookup: the prompt repeats, so the lookup proposes; a deterministic (one-hot) proposal must
+# still give the target's distribution at every temperature, top-k and top-p
+LOOKUP_CASES = [
+    dict(k=2, max_ngram=1, gen=GenerationConfig(max_new_tokens=4, temperature=1.0)),
+    dict(k=3, max_ngram=2, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_k=4)),
+    dict(k=2, max_ngram=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8)),
+]
+LOOKUP_PROMPT = (1, 2, 3, 1, 2, 4, 5, 3, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", LOOKUP_CASES, ids=lambda c: f"k{c['k']}-n{c['max_ngram']}-T{c['gen'].temperature}")
+def test_prompt_lookup_matches_target_joint(case, one_thread):
+    q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
+    gen = case["gen"]
+    joint = exact_joint(q, list(LOOKUP_PROMPT), gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
+    dec = spied(PromptLookupDecoder(k=case["k"], max_ngram=case["max_ngram"]))
+    pval = chi_square_pvalue(draws(dec, q, None, gen, prompt=LOOKUP_PROMPT), joint)
+    assert max(dec.drafter.sizes) == case["k"], f"the lookup never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
+    assert pval > PASS_P, f"prompt lookup output deviates from the target joint (chi-square p={pval:.2e})"
 
 
 def accept_without_ratio_test(draft_tokens, p, q, rng):
@@ -96,16 +150,26 @@ def test_negative_control_wrong_chain_rule_fails_the_test(one_thread):
     q, p = toy_pair()
     gen = GenerationConfig(max_new_tokens=3, temperature=1.0)
     dec = SpeculativeDecoder(k=2)
-    dec.acceptance = accept_without_ratio_test
+    dec.acceptance = ChainAcceptance(accept_without_ratio_test)
     pval = chi_square_pvalue(draws(dec, q, p, gen, n=5_000), exact_joint(q, [1], 3, 1.0))
     assert pval < FAIL_P, f"the goodness-of-fit test cannot tell a wrong rule apart (p={pval:.2e})"
+
+
+def test_negative_control_wrong_lookup_rule_fails_the_test(one_thread):
+    q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0)
+    dec = PromptLookupDecoder(k=2, max_ngram=1)
+    dec.acceptance = ChainAcceptance(accept_without_ratio_test)
+    joint = exact_joint(q, list(LOOKUP_PROMPT), 4, 1.0)
+    pval = chi_square_pvalue(draws(dec, q, None, gen, n=3_000, prompt=LOOKUP_PROMPT), joint)
+    assert pval < FAIL_P, f"the goodness-of-fit test cannot tell a wrong rule apart for lookups (p={pval:.2e})"
 
 
 def test_negative_control_wrong_tree_rule_fails_the_test(one_thread):
     q, p = toy_pair()
     gen = GenerationConfig(max_new_tokens=3, temperature=1.0)
     dec = SpecExecDecoder(budget=4, parallel_branches=2, max_depth=2)
-    dec.acceptance = descend_to_first_child
+    dec.acceptance = TreeAcceptance(descend_to_first_child)
     pval = chi_square_pvalue(draws(dec, q, p, gen, n=3_000), exact_joint(q, [1], 3, 1.0))
     assert pval < FAIL_P, f"the goodness-of-fit test cannot tell a wrong tree rule apart (p={pval:.2e})"
 
@@ -129,12 +193,14 @@ def tiny64():
     "decoder",
     [SpeculativeDecoder(k=1), SpeculativeDecoder(k=3), SpeculativeDecoder(k=6),
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
-     SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5)],
+     SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
+     PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],
     ids=lambda d: "-".join(f"{v}" for v in dataclasses.asdict(d.params).values()),
 )
 def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
     target, draft, twin = tiny64
     gen = GenerationConfig(max_new_tokens=40)
+    spied(decoder)
     for prompt in PROMPTS:
         ids = torch.tensor(prompt)
         base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
@@ -142,6 +208,10 @@ def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
             out = decoder.generate(target, d, ids, gen, torch.Generator().manual_seed(1))
             assert out.tokens == base, f"{decoder.name} with draft {d.name} differs from the baseline on {prompt}"
             assert out.stats.target_calls == 1 + out.stats.steps
+            assert sum(out.stats.accepted_lengths) == len(out.tokens) - 1
+    # the path is exercised: proposals of the full configured size were verified
+    full = decoder.params.budget if isinstance(decoder, SpecExecDecoder) else decoder.params.k
+    assert max(decoder.drafter.sizes) == full, f"{decoder.name} never proposed {full}: {sorted(set(decoder.drafter.sizes))}"
     # the twin draft is always right: SpS keeps every draft token
     if isinstance(decoder, SpeculativeDecoder):
         out = decoder.generate(target, twin, torch.tensor(PROMPTS[0]), gen, torch.Generator())

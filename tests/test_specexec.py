@@ -11,6 +11,7 @@ from spsamp.acceptance.tree import tree_descend
 from spsamp.config import ConfigError, GenerationConfig, validate
 from spsamp.decoders.specexec import SpecExecDecoder
 from spsamp.drafting.tree import TreeDrafter
+from spsamp.loop import DecodeStats, Decoding
 from spsamp.models import CausalLM, load_model
 from spsamp.proposals import Proposal
 from spsamp.verification import verify
@@ -25,6 +26,12 @@ def tiny64():
 
 
 PROMPT = [7, 8, 9, 10, 11]
+
+
+def state(draft, gen, seq=PROMPT, vocab=128):
+    """The part of a decoding state a drafter reads (spsamp.loop.Decoding)."""
+    return Decoding(target=None, draft=draft, gen=gen, rng=None, timer=None, stats=DecodeStats(), tokens=[],
+                    seq=list(seq), vocab=vocab, eos_ids=set())
 
 
 def branch(prop: Proposal, i: int) -> list[int]:
@@ -46,11 +53,10 @@ def test_one_pass_tree_logits_equal_separate_branch_forwards(tiny64, one_thread)
     target, draft = tiny64
     gen = GenerationConfig(temperature=0.3)  # a sharper draft grows a deeper tree
     draft.prefill(torch.tensor(PROMPT[:-1]))
-    tree = TreeDrafter(budget=20, parallel_branches=3, branch_prune_threshold=0.0, max_depth=4).propose(draft, [PROMPT[-1]], 20, gen, 128)
-    prop = tree.proposal
-    assert not prop.is_chain and prop.size == 20 and tree.stats.depth >= 3
+    prop = TreeDrafter(budget=20, parallel_branches=3, branch_prune_threshold=0.0, max_depth=4).propose(state(draft, gen), 20, 99, False)
+    assert not prop.is_chain and prop.size == 20 and prop.stats.depth >= 3
     target.prefill(torch.tensor(PROMPT[:-1]))
-    logits = verify(target, PROMPT[-1], prop, tree.depths)
+    logits = verify(target, PROMPT[-1], prop).logits
     assert logits.shape == (21, 128)
     fresh = CausalLM(target.model, target.tokenizer, "fresh")
     fresh.forward(torch.tensor(PROMPT[:-1]))
@@ -60,7 +66,7 @@ def test_one_pass_tree_logits_equal_separate_branch_forwards(tiny64, one_thread)
         fresh.crop(len(PROMPT) - 1)
         want = fresh.forward(torch.tensor([PROMPT[-1]] + branch(prop, i))).logits[-1]
         gap = (logits[i + 1] - want).abs().max().item()
-        assert gap < LOGIT_ATOL, f"node {i} (depth {int(tree.depths[i])}): tree logits differ by {gap:.2e}"
+        assert gap < LOGIT_ATOL, f"node {i} (depth {int(prop.depths()[i])}): tree logits differ by {gap:.2e}"
 
 
 def test_tree_drafter_respects_budget_depth_and_threshold(tiny64, one_thread):
@@ -68,8 +74,8 @@ def test_tree_drafter_respects_budget_depth_and_threshold(tiny64, one_thread):
     gen = GenerationConfig(temperature=1.0)
     for budget, pb, thr, depth in [(10, 1, 0.0, 3), (30, 4, 0.0, 2), (30, 2, 0.02, 6)]:
         draft.prefill(torch.tensor(PROMPT[:-1]))
-        tree = TreeDrafter(budget, pb, thr, depth).propose(draft, [PROMPT[-1]], budget, gen, 128)
-        prop, st = tree.proposal, tree.stats
+        prop = TreeDrafter(budget, pb, thr, depth).propose(state(draft, gen), budget, 99, False)
+        st = prop.stats
         parents = prop.parents.tolist()
         assert prop.size <= budget and st.depth <= depth
         assert all(par < i for i, par in enumerate(parents)), "parents must precede children"

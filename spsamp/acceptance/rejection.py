@@ -8,14 +8,17 @@ q_1..q_{k+1} (row i conditioned on the prefix and x_<i):
 - if all k are accepted, emit a bonus token from q_{k+1}.
 Every emitted token is then distributed exactly as q (the rule is lossless). At temperature 0 both
 p and q are one-hot, so the ratio is 1 on an argmax match and 0 on a miss, and the residual is q.
+A deterministic proposal (``p=None``: prompt lookup, a greedy draft) is a one-hot p: x_i is kept
+with probability q_i(x_i), and the residual is q_i with x_i removed, renormalised.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable, Optional
 
 import torch
 
+from spsamp.loop import Verdict
 from spsamp.sampling import sample
 
 
@@ -45,18 +48,19 @@ def fit_logits(logits: torch.Tensor, vocab: int) -> torch.Tensor:
 
 
 def rejection_sampling(
-    draft_tokens: torch.Tensor, p: torch.Tensor, q: torch.Tensor, rng: torch.Generator | None
+    draft_tokens: torch.Tensor, p: Optional[torch.Tensor], q: torch.Tensor, rng: torch.Generator | None
 ) -> tuple[int, int]:
     """Leviathan et al. 2023, Algorithm 1. Returns (number of draft tokens kept, next token).
 
-    draft_tokens ``[k]``, p ``[k, V]`` (the rows they were drawn from), q ``[k+1, V]``; p and q on
-    one device (the target's), ``rng`` on that device too.
+    draft_tokens ``[k]``, p ``[k, V]`` (the rows they were drawn from) or ``None`` (one-hot at each
+    draft token), q ``[k+1, V]``; p and q on one device (the target's), ``rng`` on that device too.
     """
     k = draft_tokens.numel()
     if k:
         rows = torch.arange(k, device=q.device)
         x = draft_tokens.to(q.device)
-        p_x, q_x = p[rows, x], q[rows, x]
+        q_x = q[rows, x]
+        p_x = torch.ones_like(q_x) if p is None else p[rows, x]
         # accept x_i iff u_i < q_i(x_i)/p_i(x_i), written without the division (p_i(x_i) > 0: x_i ~ p_i);
         # u is drawn where q lives, with the row generator that lives there too (spsamp.sampling)
         u = torch.rand(k, generator=rng, dtype=q.dtype, device=q.device)
@@ -67,28 +71,30 @@ def rejection_sampling(
     if n == k:
         return n, int(sample(q[k], rng))  # all accepted: bonus token x ~ q_{k+1}
     # first rejection at i = n: x ~ norm(max(q_i - p_i, 0)), the part of q that p under-covers
-    residual = (q[n] - p[n]).clamp_(min=0)
+    if p is None:
+        residual = q[n].clone()
+        residual[draft_tokens[n]] = 0.0
+    else:
+        residual = (q[n] - p[n]).clamp_(min=0)
     total = residual.sum()
     if not bool(total > 0):  # q_i == p_i up to rounding: a rejection had probability ~0; q is exact
         return n, int(sample(q[n], rng))
     return n, int(sample(residual / total, rng))
 
 
-class ChainRule(Protocol):
-    def __call__(
-        self, draft_tokens: torch.Tensor, p: torch.Tensor, q: torch.Tensor, rng: torch.Generator | None
-    ) -> tuple[int, int]: ...
-
-
 class ChainAcceptance:
-    """A swappable chain acceptance rule (default: exact :func:`rejection_sampling`).
+    """The loop's acceptance rule for chains (:class:`spsamp.loop.AcceptanceRule`) around a pure
+    function ``fn(draft_tokens [k], p [k, V] | None, q [k+1, V], rng) -> (n_kept, next_token)``
+    (default: exact :func:`rejection_sampling`)."""
 
-    Lossy rules (AutoJudge) subclass this or pass their own function with the same signature:
-    ``rule(draft_tokens [k], p [k, V], q [k+1, V], rng) -> (n_kept, next_token)``.
-    """
+    needs_hidden = False
 
-    def __init__(self, rule: Callable[..., tuple[int, int]] = rejection_sampling):
-        self.rule = rule
+    def __init__(self, fn: Callable[..., tuple[int, int]] = rejection_sampling):
+        self.fn = fn
 
-    def __call__(self, draft_tokens, p, q, rng):  # type: ignore[no-untyped-def]
-        return self.rule(draft_tokens, p, q, rng)
+    def __call__(self, proposal: Any, out: Any, st: Any) -> Verdict:
+        k = proposal.size
+        q = st.probs(out.logits[: k + 1])
+        p = None if proposal.p_dist is None else fit_vocab(proposal.p_dist, st.vocab).to(device=q.device, dtype=q.dtype)
+        n, nxt = self.fn(proposal.tokens, p, q, st.rng)
+        return Verdict(list(range(n)), nxt, rejected=n < k)

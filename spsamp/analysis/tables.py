@@ -36,8 +36,9 @@ NUMERIC_COLS = ["tokens_per_sec", "decode_tokens_per_sec", "wall_time_s", "decod
 QUALITY_HINTS = ("quality", "score", "accuracy", "correct", "exact_match", "reward")
 
 # metrics_json keys (as metric_* columns) holding total seconds spent in draft / target forwards
-DRAFT_TIME_KEYS = ("metric_draft_time_s", "metric_draft_s", "metric_draft_forward_s")
-TARGET_TIME_KEYS = ("metric_target_time_s", "metric_target_s", "metric_verify_time_s", "metric_target_forward_s")
+# (written by spsamp.decoders.base.LoopDecoder.metrics)
+DRAFT_TIME = "metric_draft_time_s"
+TARGET_TIME = "metric_target_time_s"
 
 
 class NoData(ValueError):
@@ -265,7 +266,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     """c = draft pass cost / target pass cost for the configuration whose ok rows are ``rows``.
 
     In order of preference: ``given``; draft and target forward seconds recorded in metrics_json
-    (``metric_draft_time_s``/``metric_target_time_s`` and aliases) divided by the pass counts;
+    (``metric_draft_time_s``/``metric_target_time_s``) divided by the pass counts;
     recorded draft seconds per draft call over the baseline's target pass time; a baseline run of
     the draft model itself on the same machine over the baseline's target pass time; last, a fit
     from the method's own decode time, t_p = (decode_s - steps * t_q) / draft_calls, which assumes a
@@ -276,7 +277,7 @@ def estimate_cost_ratio(df: pd.DataFrame, rows: pd.DataFrame, given: Optional[fl
     if given is not None:
         return float(given), "given"
     first = rows.iloc[0]
-    dcol, tcol = _first_col(rows, DRAFT_TIME_KEYS), _first_col(rows, TARGET_TIME_KEYS)
+    dcol, tcol = _first_col(rows, (DRAFT_TIME,)), _first_col(rows, (TARGET_TIME,))
     draft_calls = pd.to_numeric(rows["draft_calls"], errors="coerce").sum()
     t_p = rows[dcol].astype(float).sum() / draft_calls if dcol and draft_calls > 0 else np.nan
     if tcol and np.isfinite(t_p):

@@ -46,7 +46,6 @@ class MinedSet:
     h_q: list[torch.Tensor] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     prompt_ids: list[str] = field(default_factory=list)
-    positions: list[int] = field(default_factory=list)
     answer_tokens: int = 0
     prompts: int = 0
 
@@ -156,8 +155,7 @@ def mine(
         mined.prompts += 1
         mined.answer_tokens += len(original)
         log.debug("mining %s: %d answer tokens, %d mismatches, %d important", pr.id, len(original), len(samples), sum(s[2] for s in samples))
-        for pos, _d, label, h_p, h_q in samples:
-            mined.positions.append(pos)
+        for _pos, _d, label, h_p, h_q in samples:
             mined.labels.append(label)
             mined.prompt_ids.append(pr.id)
             mined.h_q.append(h_q)

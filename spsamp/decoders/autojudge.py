@@ -13,9 +13,9 @@ The judge is trained once per (model pair, mining settings) in :meth:`AutoJudgeD
 (mine labels -> features -> logistic regression, :mod:`spsamp.autojudge`) and saved to
 ``method.checkpoint``; later jobs (e.g. every point of a threshold sweep) load it.
 
-Why not ``ChainDrafter`` / ``verification.verify`` as is: the judge needs each model's hidden states
-at the draft tokens, which those return no handle to; the step below is the same chain step with
-``hidden=True`` and the same cache invariant and stats as :mod:`spsamp.decoders.speculative`.
+AutoJudge = :class:`ChainDrafter` (greedy at T=0) + :class:`JudgeRule`, run by the one loop: the
+hidden states come through the same drafter and :func:`~spsamp.verification.verify` pass, asked
+for only when a judge can change a decision (0 < threshold < 1).
 Temperature > 0 is refused (the paper's setting is greedy; a lossy rule has no sampling target).
 """
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
@@ -37,8 +37,14 @@ from spsamp.autojudge.judge import KINDS, Judge, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
 from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, GenerationConfig
-from spsamp.decoders.base import DecodeOutput, Decoder, begin
+from spsamp.data import read_question_file
+from spsamp.data.chat import encode, messages_for
+from spsamp.decoders.base import DecodeOutput, LoopDecoder
+from spsamp.drafting.chain import ChainDrafter
+from spsamp.loop import Decoding, Verdict
 from spsamp.models import CausalLM
+from spsamp.models.adapter import Forward
+from spsamp.proposals import Proposal
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +74,49 @@ def autojudge_accept(
     return k, target_tokens[k], accepted_mismatches, False
 
 
-def draft_chain(draft: CausalLM, pending: list[int], k: int, vocab: int) -> tuple[list[int], list[torch.Tensor]]:
-    """d_j = argmax p(. | prefix, d_<j), j = 1..k; p's last-layer state with each of d_1..d_{k-1} as
-    input (d_k is not fed: its state is computed only if the judge needs it)."""
-    ids = torch.tensor(pending, dtype=torch.long)
-    tokens: list[int] = []
-    states: list[torch.Tensor] = []
-    for j in range(k):
-        out = draft.forward(ids, last_only=True, hidden=j > 0)
-        if j > 0:
-            states.append(out.hidden[-1])
-        tokens.append(int(fit_logits(out.logits[-1], vocab).argmax()))
-        ids = torch.tensor(tokens[-1:], dtype=torch.long)
-    return tokens, states
+class JudgeRule:
+    """AutoJudge's acceptance rule (:class:`spsamp.loop.AcceptanceRule`) over a greedy chain.
+
+    g_1..g_{k+1} = argmax q(. | prefix, d_<j) from the target's pass; at each mismatch d_j != g_j the
+    judge reads [h_p(d_j) ; h_q(d_j)] (one batched call per step). Counters for the row's metrics
+    go to ``st.stats.extra``.
+    """
+
+    def __init__(self, judge: Optional[Judge], threshold: float, features: str):
+        self.judge, self.threshold, self.features = judge, threshold, features
+
+    @property
+    def needs_hidden(self) -> bool:
+        # at 0 / 1 every decision is fixed (target / draft token): no judge, no hidden states
+        return 0.0 < self.threshold < 1.0
+
+    def __call__(self, proposal: Proposal, out: Forward, st: Decoding) -> Verdict:
+        d, k = proposal.tokens.tolist(), proposal.size
+        g = out.logits.argmax(-1).tolist()
+        miss = [j for j in range(k) if d[j] != g[j]]
+        p_imp = torch.full((k,), math.nan, dtype=torch.float64)
+        if miss and self.needs_hidden:
+            h_p = list(proposal.hidden) if proposal.hidden is not None else []
+            if self.features == "concat" and miss[-1] == k - 1:
+                # d_k was never fed to the draft: its state costs one more draft pass (kept in cache)
+                slot = st.draft.cache_len
+                h_p.append(st.draft.forward(torch.tensor(d[-1:]), last_only=True, hidden=True).hidden[-1])
+                st.stats.draft_calls += 1
+                if proposal.slots is not None and slot == len(st.seq) + k - 1:
+                    proposal.slots[k - 1] = slot
+            hp = torch.stack([h_p[j] for j in miss]) if self.features == "concat" else None
+            # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
+            # the judge lives on the CPU; p's and q's states may sit on two devices
+            feats = make_features(None if hp is None else hp.cpu(), out.hidden[1:][miss].cpu(), self.features)
+            p_imp[miss] = self.judge.p_important(feats)
+        n, nxt, judged_ok, fell_back = autojudge_accept(d, g, p_imp, self.threshold)
+        extra = st.stats.extra
+        extra["judge_accepted"] = extra.get("judge_accepted", 0) + judged_ok
+        extra["fallbacks"] = extra.get("fallbacks", 0) + int(fell_back)
+        return Verdict(list(range(n)), nxt, rejected=n < k)
 
 
-class AutoJudgeDecoder(Decoder):
+class AutoJudgeDecoder(LoopDecoder):
     needs_draft = True
 
     @dataclass
@@ -131,6 +164,8 @@ class AutoJudgeDecoder(Decoder):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
+        self.drafter = ChainDrafter(self.params.k)  # at T=0: d_j = argmax p(. | prefix, d_<j)
+        self.acceptance = JudgeRule(None, self.params.threshold, self.params.features)
         self.judge: Optional[Judge] = None
         self.meta: dict[str, Any] = {}
         self.reused = False
@@ -182,15 +217,10 @@ class AutoJudgeDecoder(Decoder):
         self.digest = ckpt.tensor_digest(judge)
 
     def mining_prompts(self, target: CausalLM, run: Any) -> list[MiningPrompt]:
-        from spsamp.data import read_question_file
-        from spsamp.runner import encode, messages_for
-
         prm = self.params
         if prm.mining_source == "problems":
             items = [(p.id, p.prompt) for p in generate_problems(prm.mining_prompts, seed=prm.mining_seed)]
         else:
-            import random
-
             qs = read_question_file(Path(str(prm.mining_file)).expanduser())
             random.Random(prm.mining_seed).shuffle(qs)
             items = [(q.id, q.turns[0]) for q in qs[: prm.mining_prompts]]
@@ -283,50 +313,22 @@ class AutoJudgeDecoder(Decoder):
 
     # ---- decoding ------------------------------------------------------------------------------
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
-        assert draft is not None, "autojudge needs a draft model"
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         if self.judge is None:
             raise RuntimeError("autojudge: no judge loaded — prepare() must run before generate()")
         if gen.temperature != 0:
             raise ConfigError(f"generation.temperature: autojudge decodes greedily, got {gen.temperature} — set generation.temperature=0")
-        judge, prm = self.judge, self.params
-        st = begin(target, draft, prompt_ids, gen, rng)  # T=0: the first token is the argmax
-        judge_accepted = fallbacks = 0
-        while not st.done:
-            k = min(prm.k, st.room - 1)
-            d, h_p = draft_chain(draft, st.seq[draft.cache_len :], k, st.vocab)
-            st.stats.draft_calls += k
-            # g_1..g_{k+1} = argmax q(. | prefix, d_<j) from one target pass over [root, d_1..d_k]
-            out = target.forward(torch.tensor([st.seq[-1]] + d, dtype=torch.long), hidden=True)
-            g = out.logits.argmax(-1).tolist()
-            miss = [j for j in range(k) if d[j] != g[j]]
-            p_imp = torch.full((k,), math.nan, dtype=torch.float64)
-            if miss and 0.0 < prm.threshold < 1.0:  # at 0 / 1 every decision is fixed: no judge call
-                if prm.features == "concat" and miss[-1] == k - 1:
-                    h_p.append(draft.forward(torch.tensor(d[-1:]), last_only=True, hidden=True).hidden[-1])
-                    st.stats.draft_calls += 1
-                hp = torch.stack([h_p[j] for j in miss]) if prm.features == "concat" else None
-                # P(important | h_p(d_j), h_q(d_j)) at every mismatch, one batched judge call
-                # the judge lives on the CPU; p's and q's states may sit on two devices
-                feats = make_features(None if hp is None else hp.cpu(), out.hidden[1:][miss].cpu(), prm.features)
-                p_imp[miss] = judge.p_important(feats)
-            n, nxt, n_judged_ok, fell_back = autojudge_accept(d, g, p_imp, prm.threshold)
-            st.extend(d[:n] + [nxt])
-            target.crop(len(st.seq) - 1)
-            draft.crop(min(draft.cache_len, len(st.seq) - 1))
-            judge_accepted += n_judged_ok
-            fallbacks += int(fell_back)
-            st.count_chain_step(k, n)
+        if isinstance(self.acceptance, JudgeRule):  # the judge and settings of this call (a sweep edits them)
+            self.acceptance.judge, self.acceptance.threshold = self.judge, self.params.threshold
+        return super().generate(target, draft, prompt_ids, gen, rng)
+
+    def metrics(self, st: Decoding) -> dict[str, Any]:
+        prm, counts = self.params, st.stats.extra
+        judge_accepted, fallbacks = counts.pop("judge_accepted", 0), counts.pop("fallbacks", 0)
         judged = judge_accepted + fallbacks
         training = self.meta.get("training", {})
-        st.stats.extra = {
+        return {
             "threshold": prm.threshold,
             "mismatches_judged": judged,
             "judge_accepted": judge_accepted,
@@ -339,4 +341,3 @@ class AutoJudgeDecoder(Decoder):
             "autojudge_checkpoint_reused": self.reused,
             "autojudge_judge_digest": self.digest,  # sha256 of the judge tensors: same digest, same decisions
         }
-        return st.output()

@@ -29,19 +29,13 @@ class BaselineDecoder(Decoder):
     class Params:
         name: str = "baseline"
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         st = begin(target, None, prompt_ids, gen, rng)
         token = torch.empty(1, dtype=torch.long)
         while not st.done:
             token[0] = st.tokens[-1]
             logits = target.forward(token).logits[-1]
             st.extend([next_token(logits, gen, rng)])
-            st.count_chain_step(0, 0)
+            st.count_plain_step()
         return st.output()

@@ -32,13 +32,7 @@ class HFAssistedDecoder(Decoder):
             if self.k < 1:
                 raise ConfigError(f"method.k: must be >= 1, got {self.k} — use method=hf_generate for no drafting")
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         assert draft is not None, "hf_assisted needs a draft model"
         return hf_generate(target, prompt_ids, gen, rng, assistant=draft, k=self.params.k)

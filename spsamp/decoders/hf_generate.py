@@ -134,11 +134,14 @@ def hf_generate(
     rng: torch.Generator,
     assistant: Optional[CausalLM] = None,
     k: int = 0,
+    extra: Optional[dict[str, Any]] = None,
 ) -> DecodeOutput:
-    """One ``target.model.generate`` call (with ``assistant_model`` when given); tokens and counters."""
+    """One ``target.model.generate`` call (with ``assistant_model`` when given, and any ``extra``
+    generate arguments, e.g. ``prompt_lookup_num_tokens``); tokens and counters."""
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
     cfg = reference_config(gen, target.eos_ids, k if assistant is not None else 0)
+    cfg.update(**(extra or {}))
     kwargs: dict[str, Any] = {"generation_config": cfg}
     ids = prompt_ids.to(target.device)[None]
     start = time.perf_counter()
@@ -156,8 +159,8 @@ def hf_generate(
         out = target.model.generate(ids, attention_mask=torch.ones_like(ids), streamer=clock, **kwargs)
     tokens = out[0, ids.shape[1]:].tolist()
     stats = DecodeStats(target_calls=tc.calls, draft_calls=dc.calls, steps=max(tc.calls - (assistant is None), 0))
-    if assistant is not None and tc.calls:
-        # each target call of assisted generation verifies one block and keeps (accepted + 1) tokens;
+    if (assistant is not None or extra) and tc.calls:
+        # each target call of assisted (or prompt lookup) generation verifies one block and keeps (accepted + 1) tokens;
         # per-step counts are not exposed by transformers, so only the mean is recorded
         stats.extra = {"mean_tokens_per_target_call": len(tokens) / tc.calls}
     return DecodeOutput(tokens=tokens, prefill_s=tc.first_s, ttft_s=clock.ttft_s, stats=stats)
@@ -168,12 +171,6 @@ class HFGenerateDecoder(Decoder):
     class Params:
         name: str = "hf_generate"
 
-    def generate(
-        self,
-        target: CausalLM,
-        draft: Optional[CausalLM],
-        prompt_ids: torch.Tensor,
-        gen: GenerationConfig,
-        rng: torch.Generator,
-    ) -> DecodeOutput:
+    def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
+                 rng: torch.Generator) -> DecodeOutput:
         return hf_generate(target, prompt_ids, gen, rng)

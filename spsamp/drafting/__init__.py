@@ -1,11 +1,14 @@
-"""Drafters: propose tokens with the draft model p, as a chain (SpS) or a tree (SpecExec).
+"""Drafters: propose the tokens a step verifies, as a chain (SpS, AutoJudge), a tree (SpecExec) or
+looked up in the text so far without any draft model (prompt lookup).
 
-A drafter reads the draft's KV cache plus the tokens it has not seen yet (``pending``, ending with
-the root = last accepted token), appends its own work to that cache, and returns a
-:class:`~spsamp.proposals.Proposal`. The decoder rolls the cache back to the accepted path.
+Every drafter follows :class:`spsamp.loop.Drafter`: ``size(st)`` (k or the tree budget, asked every
+step) and ``propose(st, size, max_depth, hidden) -> Proposal``. A drafter with a draft model feeds
+the tokens that model has not seen yet (ending with the root = last accepted token) and appends its
+own work to the draft's KV cache; the loop rolls the cache back to the accepted path.
 """
 
 from spsamp.drafting.chain import ChainDrafter
+from spsamp.drafting.lookup import PromptLookupDrafter
 from spsamp.drafting.tree import TreeDrafter, TreeStats
 
-__all__ = ["ChainDrafter", "TreeDrafter", "TreeStats"]
+__all__ = ["ChainDrafter", "PromptLookupDrafter", "TreeDrafter", "TreeStats"]

@@ -8,27 +8,44 @@ from typing import Any
 import torch
 
 from spsamp.acceptance.rejection import fit_logits
-from spsamp.config import GenerationConfig
 from spsamp.proposals import Proposal
-from spsamp.sampling import logits_to_probs, sample
+from spsamp.sampling import sample
 
 
 class ChainDrafter:
-    """Draft ``k`` tokens; ``k`` draft forwards (the k-th token is not fed back: if all k are
-    accepted the decoder feeds it next step together with the target's bonus token)."""
+    """Draft ``k`` tokens with ``k`` draft forwards. The k-th token is not fed back: if all k are
+    accepted, the loop feeds it next step together with the target's bonus token."""
 
-    def propose(
-        self, draft: Any, pending: list[int], k: int, gen: GenerationConfig, rng: torch.Generator | None, vocab: int
-    ) -> Proposal:
+    needs_model = True
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def size(self, st: Any) -> int:
+        return self.k
+
+    def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Proposal:
+        draft, k = st.draft, max(0, min(size, max_depth))
+        base = len(st.seq)  # after the pending tokens, node i sits at draft-cache slot base + i
         tokens = torch.empty(k, dtype=torch.long)
         rows: list[torch.Tensor] = []
-        ids = torch.tensor(pending, dtype=torch.long)
+        states: list[torch.Tensor] = []
+        ids = torch.tensor(st.seq[draft.cache_len :], dtype=torch.long)
         for i in range(k):
-            logits = fit_logits(draft.forward(ids, last_only=True).logits[-1], vocab)
+            out = draft.forward(ids, last_only=True, hidden=hidden and i > 0)
+            if hidden and i > 0:
+                states.append(out.hidden[-1])  # state with x_i as input (node i - 1)
             # p_i = p(. | prefix, x_<i) under the same temperature/top-k/top-p as the target
-            p_i = logits_to_probs(logits, gen.temperature, gen.top_k, gen.top_p)
-            ids = sample(p_i, rng).reshape(1)
+            p_i = st.probs(fit_logits(out.logits[-1], st.vocab))
+            ids = sample(p_i, st.rng).reshape(1)
             tokens[i] = ids[0]
             rows.append(p_i)
-        p = torch.stack(rows) if rows else torch.empty(0, vocab)
-        return Proposal.chain(tokens, p)
+        # at T=0 every p_i is one-hot: a deterministic proposal, no [k, V] tensor needed
+        p = torch.stack(rows) if rows and st.gen.temperature > 0 else None
+        return Proposal.chain(
+            tokens,
+            p,
+            hidden=torch.stack(states) if states else None,
+            slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
+            draft_calls=k,
+        )

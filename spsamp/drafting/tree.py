@@ -43,15 +43,9 @@ class TreeStats:
     pruned: int = 0  # of those, dropped by branch_prune_threshold
 
 
-@dataclass
-class Tree:
-    proposal: Proposal
-    depths: torch.Tensor  # [n]
-    slots: list[int]  # draft-cache index of each node, -1 if it was never fed to the draft
-    stats: TreeStats
-
-
 class TreeDrafter:
+    needs_model = True
+
     def __init__(self, budget: int, parallel_branches: int, branch_prune_threshold: float, max_depth: int):
         self.budget = budget
         self.parallel_branches = parallel_branches
@@ -59,12 +53,22 @@ class TreeDrafter:
         self.log_threshold = math.log(branch_prune_threshold) if branch_prune_threshold > 0 else -math.inf
         self.max_depth = max_depth
 
+    def size(self, st: Any) -> int:
+        return self.budget
+
     def _probs(self, logits: torch.Tensor, gen: GenerationConfig, vocab: int) -> torch.Tensor:
         temp = gen.temperature if gen.temperature > 0 else 1.0
         return logits_to_probs(fit_logits(logits, vocab), temp, gen.top_k, gen.top_p)
 
-    def propose(self, draft: Any, pending: list[int], budget: int, gen: GenerationConfig, vocab: int) -> Tree:
-        """Feed ``pending`` (ending with the root) to the draft, then grow a tree of <= ``budget`` nodes."""
+    def propose(self, state: Any, size: int, max_depth: int, hidden: bool = False) -> Proposal:
+        """Feed the pending tokens (ending with the root) to the draft, then grow a tree of at most
+        ``size`` nodes and ``min(self.max_depth, max_depth)`` levels (no hidden states: no tree
+        rule asks for them)."""
+        depth_cap = min(self.max_depth, max_depth)
+        if size < 1 or depth_cap < 1:
+            return Proposal.empty()  # nothing could be used: not even the pending tokens are fed
+        draft, gen, vocab, budget = state.draft, state.gen, state.vocab, size
+        pending = state.seq[draft.cache_len :]
         st = TreeStats()
         tokens: list[int] = []
         parents: list[int] = []
@@ -96,7 +100,7 @@ class TreeDrafter:
                 ancestors.append([] if par < 0 else ancestors[par] + [slots[par]])
                 if par >= 0:
                     n_children[par] += 1
-                if depths[i] < self.max_depth:
+                if depths[i] < depth_cap:
                     batch.append(i)
             if len(tokens) >= budget or not batch:
                 break  # nothing more can be added: the last nodes need no draft pass
@@ -121,8 +125,14 @@ class TreeDrafter:
         st.size = len(tokens)
         st.depth = max(depths, default=0)
         st.leaves = sum(1 for c in n_children if c == 0)
-        prop = Proposal(tokens=torch.tensor(tokens, dtype=torch.long), parents=torch.tensor(parents, dtype=torch.long))
-        return Tree(prop, torch.tensor(depths, dtype=torch.long), slots, st)
+        return Proposal(
+            tokens=torch.tensor(tokens, dtype=torch.long),
+            parents=torch.tensor(parents, dtype=torch.long),
+            slots=slots,
+            draft_calls=st.draft_calls,
+            stats=st,
+            _depths=torch.tensor(depths, dtype=torch.long),
+        )
 
     def _push(self, heap: list, tie: Any, probs: torch.Tensor, nodes: list[int], node_lp: list[float], room: int, st: TreeStats) -> None:
         # candidates: the top-`room` children of each expanded node (no more could ever be added);

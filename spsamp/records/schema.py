@@ -17,7 +17,7 @@ CORE_FIELDS: list[pa.Field] = [
     # identity
     pa.field("run_id", _S, nullable=False),
     pa.field("resume_key", _S, nullable=False),
-    pa.field("status", _S, nullable=False),  # ok | error | skipped
+    pa.field("status", _S, nullable=False),  # ok | error
     pa.field("started_at", _S),
     pa.field("method", _S, nullable=False),
     pa.field("method_params", _S),  # JSON of every method parameter
@@ -103,7 +103,7 @@ _CORE = {f.name: f for f in CORE_FIELDS}
 # as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
 # records dir stops validating (tests/test_old_records.py holds real pre-lock files).
 ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from"})
-STATUSES = ("ok", "error", "skipped")
+STATUSES = ("ok", "error")
 
 
 def param_type(value: object) -> pa.DataType:

@@ -1,0 +1,272 @@
+"""The one draft -> verify -> accept -> roll back -> count loop every speculative method runs.
+
+A method is a pairing of a :class:`Drafter` (what to propose: a chain, a tree, or tokens looked up
+without any draft model) and an :class:`AcceptanceRule` (what to keep: exact rejection sampling,
+SpecExec's tree descent, AutoJudge's judge). :func:`speculate` is written once for all of them, in
+the spirit of the official SpecExec ``SpecBase`` and transformers' ``CandidateGenerator``:
+
+1. ``drafter.propose(st, drafter.size(st), max_depth=room - 1, hidden=rule.needs_hidden)``: a
+   :class:`~spsamp.proposals.Proposal` (tokens + parents; draft probabilities, or ``None`` for a
+   deterministic proposal, which is a one-hot p). ``size`` is asked every step: the hook where a
+   cost model may choose k or the tree budget. No node deeper than the tokens still allowed
+   (``max_new_tokens``) is ever drafted.
+2. :func:`~spsamp.verification.verify`: one target pass over root + every node.
+3. ``rule(proposal, target_forward, st)`` -> :class:`Verdict`: accepted node path and one token
+   of the target's (correction, bonus or the target's own choice).
+4. Both KV caches keep the prefix plus the accepted path (the draft also keeps entries it built
+   for accepted nodes while drafting, ``Proposal.slots``); statistics count only tokens that
+   reach the output (an EOS or the ``max_new_tokens`` cut discards the rest).
+
+Naming, fixed project-wide: **p = draft, q = target**.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+import torch
+
+from spsamp.config import GenerationConfig
+from spsamp.models.adapter import Forward
+from spsamp.proposals import Proposal
+from spsamp.sampling import logits_to_probs, sample
+from spsamp.verification import verify
+
+
+@dataclass
+class DecodeStats:
+    """Counters a decoder fills while it runs; the runner turns them into record columns.
+
+    steps: target verification calls after the prefill (baseline: one per token after the first);
+    proposed / accepted: draft tokens offered / kept in the output; rejections: steps that ended on
+    a rejected draft token; accepted_lengths: per step, tokens that reached the output, the
+    target's own token included (they sum to the new tokens after the first).
+    """
+
+    target_calls: int = 0
+    draft_calls: int = 0
+    steps: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    rejections: int = 0
+    accepted_lengths: list[int] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific metrics -> metrics_json
+
+
+@dataclass
+class DecodeOutput:
+    tokens: list[int]
+    prefill_s: float  # target prefill (the prompt forward)
+    ttft_s: float  # call start -> first new token chosen
+    stats: DecodeStats
+
+
+class Timer:
+    """Wall-clock marks for one ``generate`` call (prefill end, first token)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.prefill_s = 0.0
+        self.ttft_s = 0.0
+
+    def prefill_done(self) -> None:
+        self.prefill_s = time.perf_counter() - self.start
+
+    def first_token(self) -> None:
+        self.ttft_s = time.perf_counter() - self.start
+
+
+def truncate_at_eos(tokens: list[int], eos_ids: set[int], max_new_tokens: int) -> tuple[list[int], bool]:
+    """Cut ``tokens`` after the first eos (kept, as HF ``generate`` keeps it) and at the budget.
+
+    Returns the kept tokens and whether generation is finished.
+    """
+    for i, t in enumerate(tokens[:max_new_tokens]):
+        if t in eos_ids:
+            return tokens[: i + 1], True
+    kept = tokens[:max_new_tokens]
+    return kept, len(kept) >= max_new_tokens
+
+
+@dataclass
+class StepTrace:
+    """What one step proposed and kept (drafters' own stats ride along for method metrics)."""
+
+    proposed: int  # nodes drafted
+    depth: int  # deepest node drafted
+    kept_nodes: int  # accepted nodes kept in both caches (in the output, before its last token)
+    reused: int  # of those, nodes whose draft KV entries (built while drafting) were kept
+    stats: Any = None  # Proposal.stats (e.g. TreeStats)
+
+
+@dataclass
+class Decoding:
+    """The state one ``generate`` call carries: models, settings, output so far, timings, counters.
+
+    ``seq`` is prompt + generated tokens. Between steps the target has seen ``seq[:-1]`` (the last
+    token is the root of the next proposal) and the draft some prefix of it, ``seq[:draft.cache_len]``.
+    ``target_s`` / ``draft_s`` sum the seconds spent in each model's passes (cost model input).
+    """
+
+    target: Any
+    draft: Any
+    gen: GenerationConfig
+    rng: Optional[torch.Generator]
+    timer: Timer
+    stats: DecodeStats
+    tokens: list[int]
+    seq: list[int]
+    vocab: int
+    eos_ids: set[int]
+    target_s: float = 0.0
+    draft_s: float = 0.0
+    done: bool = False
+    trace: list[StepTrace] = field(default_factory=list)
+
+    @property
+    def room(self) -> int:
+        return self.gen.max_new_tokens - len(self.tokens)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """q (or p) under this call's temperature / top-k / top-p: one path for both models."""
+        return logits_to_probs(logits, self.gen.temperature, self.gen.top_k, self.gen.top_p)
+
+    def extend(self, chunk: list[int]) -> list[int]:
+        """Append one step's tokens, cut at eos and at the budget; return what was kept."""
+        kept, self.done = truncate_at_eos(chunk, self.eos_ids, self.room)
+        self.tokens += kept
+        self.seq += kept
+        return kept
+
+    def count_plain_step(self) -> None:
+        """One target pass that chose one token (plain decoding)."""
+        self.stats.target_calls += 1
+        self.stats.steps += 1
+        self.stats.accepted_lengths.append(1)
+
+    def output(self) -> DecodeOutput:
+        return DecodeOutput(tokens=self.tokens, prefill_s=self.timer.prefill_s, ttft_s=self.timer.ttft_s, stats=self.stats)
+
+
+def begin(
+    target: Any, draft: Any, prompt_ids: torch.Tensor, gen: GenerationConfig, rng: Optional[torch.Generator]
+) -> Decoding:
+    """Prefill the target (and the draft) on the prompt and choose the first token from q."""
+    timer, stats = Timer(), DecodeStats()
+    logits = target.prefill(prompt_ids).logits[-1]
+    timer.prefill_done()
+    stats.target_calls = 1
+    draft_s = 0.0
+    if draft is not None:
+        t0 = time.perf_counter()
+        draft.prefill(prompt_ids)
+        draft_s = time.perf_counter() - t0
+        stats.draft_calls = 1
+    st = Decoding(target, draft, gen, rng, timer, stats, [], prompt_ids.tolist(), int(logits.shape[-1]), target.eos_ids,
+                  target_s=timer.prefill_s, draft_s=draft_s)
+    # x_1 ~ q(. | prompt): the target's own first token (argmax at T=0)
+    first = int(sample(st.probs(logits), rng))
+    timer.first_token()
+    st.extend([first])
+    return st
+
+
+# ---- the two protocols ---------------------------------------------------------------------------
+
+
+class Drafter(Protocol):
+    """Proposes draft tokens for one step (chain, tree, or model-free).
+
+    ``needs_model``: whether it reads a draft model (``st.draft``); a drafter that does feeds
+    ``st.seq[st.draft.cache_len:]`` first (the root is its last token) and fills ``Proposal.slots``.
+    """
+
+    needs_model: bool
+
+    def size(self, st: Decoding) -> int:
+        """Tokens (chain) or nodes (tree) to propose this step: the per-step k / budget hook."""
+        ...
+
+    def propose(self, st: Decoding, size: int, max_depth: int, hidden: bool) -> Proposal:
+        """At most ``size`` nodes, none deeper than ``max_depth``; with ``hidden``, the draft's last
+        hidden state with each token as input where it was computed (``Proposal.hidden``)."""
+        ...
+
+
+@dataclass
+class Verdict:
+    path: list[int]  # accepted node indices, root to deepest
+    token: int  # the target's token that ends the step (correction, bonus or its own choice)
+    rejected: bool  # the step ended on a rejected draft token
+
+
+class AcceptanceRule(Protocol):
+    """Decides what to keep from a proposal given the target's pass over it.
+
+    ``needs_hidden``: ask the drafter and the target for last hidden states (AutoJudge's judge).
+    """
+
+    needs_hidden: bool
+
+    def __call__(self, proposal: Proposal, out: Forward, st: Decoding) -> Verdict: ...
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+
+def keep_path(lm: Any, prefix: int, extra: list[int]) -> None:
+    """Roll a KV cache back to its first ``prefix`` entries plus the entries ``extra`` (path order)."""
+    if extra == list(range(prefix, prefix + len(extra))):
+        lm.crop(prefix + len(extra))
+    else:
+        lm.keep_positions(torch.tensor(list(range(prefix)) + extra, dtype=torch.long))
+
+
+def speculate(
+    target: Any,
+    draft: Any,
+    prompt_ids: torch.Tensor,
+    gen: GenerationConfig,
+    rng: Optional[torch.Generator],
+    drafter: Drafter,
+    rule: AcceptanceRule,
+) -> Decoding:
+    """Decode one answer with ``drafter`` + ``rule``; returns the final state (``st.output()``)."""
+    st = begin(target, draft if drafter.needs_model else None, prompt_ids, gen, rng)
+    hidden = rule.needs_hidden
+    s = st.stats
+    while not st.done:
+        base = len(st.seq)  # target holds seq[:-1]; verify feeds the root at base - 1, node i at base + i
+        t0 = time.perf_counter()
+        # a step yields its path + one target token: nodes deeper than room - 1 could never be used
+        prop = drafter.propose(st, drafter.size(st), st.room - 1, hidden)
+        t1 = time.perf_counter()
+        out = verify(target, st.seq[-1], prop, hidden=hidden)
+        st.draft_s += t1 - t0
+        st.target_s += time.perf_counter() - t1
+        v = rule(prop, out, st)
+        tokens = prop.tokens.tolist()
+        kept = st.extend([tokens[i] for i in v.path] + [v.token])
+        used = min(len(v.path), len(kept))  # accepted nodes that reached the output
+        cached = v.path[: len(kept) - 1]  # of those, the ones now in seq[:-1]: both caches keep them
+        keep_path(target, base, [base + i for i in cached])
+        reused: list[int] = []
+        if st.draft is not None:
+            for i in cached:  # draft KV of accepted nodes built while drafting: keep, do not recompute
+                if prop.slots is None or prop.slots[i] < 0:
+                    break
+                reused.append(prop.slots[i])
+            keep_path(st.draft, base, reused)
+        # count only what reached the output: tokens past an eos / the max_new_tokens cut are not
+        # accepted, nor proposed (their verdict changed nothing)
+        s.target_calls += 1
+        s.draft_calls += prop.draft_calls
+        s.steps += 1
+        s.proposed += prop.size - (len(v.path) - used)
+        s.accepted += used
+        s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
+        s.accepted_lengths.append(len(kept))
+        st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
+    return st
