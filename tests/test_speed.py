@@ -377,3 +377,34 @@ def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
     got = [v(n) for n in (1, 2, 4, 8, 16)]
     assert got == sorted(got) and got[0] == 1.0
     assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
+# ---- wiring: method.k=auto / method.budget=auto end to end ------------------------------------
+
+
+@pytest.mark.parametrize("bad,field", [(["method=speculative", "method.k=fast"], "method.k"), (["method=speculative", "method.k=0"], "method.k"),
+                                       (["method=specexec", "method.budget=many"], "method.budget")])
+def test_auto_sizes_refuse_other_words(bad, field):
+    from spsamp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{field}: must be an integer >= 1 or auto"):
+        validate(compose_cfg(["model=tiny_random", *bad]))
+
+
+@pytest.mark.parametrize("method", [["method=speculative", "method.k=auto"], ["method=specexec", "method.budget=auto", "method.parallel_branches=4"]])
+def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method, one_thread):
+    import json
+
+    from spsamp.runner import JobInfo, run_job
+
+    common = ["model=tiny_random", "++model.target.dtype=float64", "++model.draft.dtype=float64", "generation.max_new_tokens=12",
+              "dataset.max_samples=2", "generation.warmup=0", "hardware.cpu_linear=aten"]
+    rows = run_job(compose_cfg(common + method), JobInfo(output_dir=str(tmp_path / "auto"))).rows
+    base = run_job(compose_cfg(common + ["method=baseline"]), JobInfo(output_dir=str(tmp_path / "base"))).rows
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    name = "k" if "method.k=auto" in method else "budget"
+    for r, b in zip(rows, base):
+        assert r["generated_ids"] == b["generated_ids"]  # greedy, fp64: the auto size changes speed, never tokens
+        m = json.loads(r["metrics_json"])
+        steps = sum(m[f"auto_{name}_hist"].values())
+        assert steps == r["steps"] and 1 <= m[f"auto_{name}_mean"] and m["auto_c"] > 0  # one choice per target step
+        assert r[f"param_{name}"] == "auto"
+        assert r["proposed"] > 0 and r["draft_calls"] > 1  # it really drafted
