@@ -88,8 +88,10 @@ def test_autotune_keeps_the_faster_kernel_and_only_it(monkeypatch, caplog, winne
     assert "cpu_linear=auto" in msg and "aten 1 tok" in msg and "onednn 1 tok" in msg and f"-> {winner}" in msg
 
 
-def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(monkeypatch, one_thread):
+def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(monkeypatch, tmp_path, one_thread):
     from spsamp.models import clear_model_cache, load_model
+
+    monkeypatch.setenv("SPSAMP_CACHE", str(tmp_path))  # nothing remembered yet
 
     calls = {"aten": 0, "onednn": 0}
     onednn_forward, linear_forward = OneDNNLinear.forward, torch.nn.Linear.forward
@@ -111,11 +113,43 @@ def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(mon
     clear_model_cache()
     assert calls["aten"] > 0 and calls["onednn"] > 0  # both really ran
     assert target.info["cpu_linear"] in ("aten", "onednn")
+    # the next load on this machine (another job of the sweep, a resumed run) keeps that choice untimed
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("a remembered choice is not timed again"))
+    again = load_model(run.model.target, run.hardware)
+    clear_model_cache()
+    assert again is not target and again.info["cpu_linear"] == target.info["cpu_linear"]
+    kinds = {type(m).__name__ for m in again.model.modules()}
+    assert ("OneDNNLinear" in kinds) == (target.info["cpu_linear"] == "onednn")
+    assert len(list((tmp_path / "kernels").glob("*.json"))) == 1
 
 
-def test_auto_on_a_quantized_model_is_aten_without_timing(monkeypatch):
+@pytest.mark.parametrize("remembered", ["aten", "onednn"])
+def test_a_remembered_choice_is_applied(monkeypatch, tmp_path, remembered):
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("not timed"))
+    ident = {"model": "m"}
+    key_model = _tiny_llama()
+    # remember by measuring once with a fake clock that makes `remembered` win
+    clock, _ = _fake_clock(key_model, {"aten": 1.0 if remembered == "aten" else 2.0, "onednn": 2.0 if remembered == "aten" else 1.0})
+    monkeypatch.setattr(kernels, "_clock", clock)
+    assert kernels.remembered_cpu_linear(key_model, tmp_path, ident) == remembered
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("not timed"))
+    fresh = _tiny_llama()
+    assert kernels.remembered_cpu_linear(fresh, tmp_path, ident) == remembered
+    assert any(isinstance(m, OneDNNLinear) for m in fresh.modules()) == (remembered == "onednn")
+    # another thread count is another measurement
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    try:
+        with pytest.raises(pytest.fail.Exception):
+            kernels.remembered_cpu_linear(_tiny_llama(), tmp_path, ident)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_on_a_quantized_model_is_aten_without_timing(monkeypatch, tmp_path):
     from spsamp.models import clear_model_cache, load_model
 
+    monkeypatch.setenv("SPSAMP_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("nothing to time"))
     clear_model_cache()
     run, _ = validate(compose_cfg(["model=tiny_random", "++model.target.quantization=int8_dynamic"]))
