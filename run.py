@@ -51,10 +51,14 @@ def main(cfg: DictConfig) -> None:
     except RecordsError as exc:
         log.error("records: %s", exc)
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - the job could not run: one line, the details are in the error rows
-        log.error("job %s failed: %s: %s (error rows recorded in %s; the traceback is in their `traceback` column)",
-                  "-" if info.job_num is None else info.job_num, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
-                  info.output_dir)
+    except Exception as exc:  # noqa: BLE001 - the job could not run
+        recorded = getattr(exc, "error_rows", None)
+        if recorded is None:
+            log.exception("job %s failed", "-" if info.job_num is None else info.job_num)  # unexpected: the traceback helps
+        else:  # expected kind (a model that will not load...): one line, the traceback is in the rows
+            log.error("job %s failed: %s: %s (%d error rows in %s/records.jsonl; the traceback is in their `traceback` column)",
+                      "-" if info.job_num is None else info.job_num, type(exc).__name__,
+                      str(exc).splitlines()[0] if str(exc) else "", recorded, info.output_dir)
         if multirun:
             return  # the other jobs of the sweep go on; FailedSweepCheck exits 1 if all of them fail
         sys.exit(1)

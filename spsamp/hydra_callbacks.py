@@ -63,7 +63,8 @@ class FailedSweepCheck(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs, ok, errors, first = launch_outcome(sweep_dir, getattr(self, "since", ""))
         if errors and not ok:
-            log.error("all %d jobs of this sweep failed (%d error rows; first: %s) — the error rows are in %s",
+            log.error("all %d jobs of this sweep failed: every row they decoded is an error (%d rows; first: %s) — "
+                      "see error_type / error_message under %s, fix the cause and launch the same command again",
                       jobs, errors, first, sweep_dir)
             raise SystemExit(1)
         if errors:

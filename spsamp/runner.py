@@ -152,6 +152,7 @@ class Job:
         except Exception as exc:
             for task in pending:  # finished rows stay; only pending keys get error rows
                 self._add_error(task, exc)
+            exc.error_rows = len(pending)  # type: ignore[attr-defined] - run.py says where they are
             raise
         self._warmup()
         answers: dict[tuple[str, int], list[str]] = {}
@@ -165,12 +166,12 @@ class Job:
                 continue  # an earlier turn failed: this one has no conversation to follow
             try:
                 row = self._decode(task, history)
+                self.store.add(row)  # a row the schema refuses is this prompt's failure too
             except Exception as exc:  # noqa: BLE001 - any failure becomes an error row, the run goes on
                 log.error("prompt %s turn %d repeat %d failed: %s: %s", task.prompt.id, task.turn, task.repeat, type(exc).__name__, exc)
                 self._add_error(task, exc)
                 continue
             history.append(row["generated_text"])
-            self.store.add(row)
 
     # ---- steps -------------------------------------------------------------------------------
 

