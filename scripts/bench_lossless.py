@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--stock", action=argparse.BooleanOptionalAction, default=True,
                     help="also time transformers on a second copy of the pair with PyTorch's default kernels "
                          "(cpu_linear=aten): what a transformers user runs")
+    ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for spsamp's pair, repeatable (e.g. ++model.draft.quantization=int8_dynamic)")
@@ -118,6 +119,12 @@ def main() -> None:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
     for b in budgets:
         methods[f"specexec_b{b}"] = timed(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
+    if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
+        for name, dec in (("sps_kauto", SpeculativeDecoder(k="auto")),
+                          ("specexec_bauto", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches))):
+            if not args.only or name in args.only.split(","):
+                dec.prepare(target, draft, run)
+                methods[name] = timed(dec, target, draft, eos)
     if args.only:
         keep = set(args.only.split(","))
         methods = {m: fn for m, fn in methods.items() if m in keep}
@@ -142,6 +149,7 @@ def main() -> None:
         for fn in methods.values():
             fn(ids_list[0], warm, 0)
         tot = {m: [0, 0.0, 0, 0, 0, 0] for m in methods}  # tokens, seconds, target calls, accepted, rejections, proposed
+        chosen: dict[str, list[dict]] = {m: [] for m in methods}  # auto rows: per-row metrics of the cost model
         for i, ids in enumerate(ids_list):
             for name, fn in methods.items():  # round-robin: drift hits every method alike
                 t0 = time.perf_counter()
@@ -155,6 +163,8 @@ def main() -> None:
                     row[3] += st.accepted
                     row[4] += st.rejections
                     row[5] += st.proposed
+                    if any(key.startswith("auto_") for key in st.extra):
+                        chosen[name].append(st.extra)
         tps = {m: r[0] / r[1] for m, r in tot.items()}
         print(f"## temperature {temp:g}\n")
         print("| method | tokens | tokens/s | vs | ratio | vs stock | ratio | tokens/target call | acceptance |")
@@ -181,6 +191,15 @@ def main() -> None:
             print(f"SpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c:.2f} -> "
                   f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}); "
                   f"measured {tps[f'sps_k{k}'] / tps['baseline']:.2f}x")
+        for m, rows in chosen.items():
+            if not rows or "baseline" not in tps:
+                continue
+            size = "k" if "auto_k_mean" in rows[0] else "budget"
+            mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
+            pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
+            print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
+                  f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} -> predicted {pred:.2f}x over baseline; "
+                  f"measured {tps[m] / tps['baseline']:.2f}x")
         print()
 
 

@@ -80,12 +80,15 @@ def alpha_from_counts(accepted, rejections):
 
 class VerifyCost:
     """v(n) from measured ``{n: cost of an n-token pass / cost of a 1-token pass}``, piecewise
-    linear between measured widths and extended linearly past the last two (never below 1)."""
+    linear between measured widths and extended linearly past the last two (never below 1).
+
+    A pass over more tokens never costs less, so timings that say otherwise (a pass another
+    process interrupted) are pooled into a non-decreasing fit first (pool adjacent violators)."""
 
     def __init__(self, measured: dict[int, float]):
         pts = {1: 1.0, **{int(n): float(r) for n, r in measured.items()}}
         self.ns = sorted(pts)
-        self.rs = [pts[n] for n in self.ns]
+        self.rs = [max(1.0, r) for r in _non_decreasing([pts[n] for n in self.ns])]
 
     def __call__(self, n: int) -> float:
         ns, rs = self.ns, self.rs
@@ -97,6 +100,17 @@ class VerifyCost:
 
     def as_dict(self) -> dict[int, float]:
         return dict(zip(self.ns, self.rs))
+
+
+def _non_decreasing(values: list[float]) -> list[float]:
+    """Least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, c1), (m2, c2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2]
+    return [m for m, c in blocks for _ in range(int(c))]
 
 
 def chain_speedup(alpha: float, k: int, c: float, v) -> float:
@@ -273,25 +287,24 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)  # CUDA kernels run asynchronously: time their completion
 
 
-def _pass_time(lm, ids, width: int, repeats: int) -> float:
+def _pass_time(lm, ids, width: int) -> float:
     n = lm.cache_len
-    times = []
-    for _ in range(repeats + 1):  # the first pass warms up (allocations, oneDNN primitives)
-        _sync(lm.device)
-        t0 = _clock()
-        lm.forward(ids[:width])
-        _sync(lm.device)
-        times.append(_clock() - t0)
-        lm.crop(n)
-    return statistics.median(times[1:])
+    _sync(lm.device)
+    t0 = _clock()
+    lm.forward(ids[:width])
+    _sync(lm.device)
+    dt = _clock() - t0
+    lm.crop(n)
+    return dt
 
 
-def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 3) -> Costs:
-    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths`` (medians
-    of ``repeats``, after one warm-up pass each). With ``prompt_ids`` both models are prefilled on
-    it first and left empty after; without, the passes run on top of whatever the caches hold and
-    each is cropped back (so a decode in progress can measure in place). A few seconds on a CPU
-    for a 1.5B target."""
+def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 5) -> Costs:
+    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths``: one
+    warm-up round, then ``repeats`` rounds each timing every width of both models (interleaved, so
+    load from other processes hits target and draft alike), medians compared. With ``prompt_ids``
+    both models are prefilled on it first and left empty after; without, the passes run on top of
+    whatever the caches hold and each is cropped back (so a decode in progress can measure in
+    place). About 6 x (sum of the passes) — a few seconds on a CPU for a 1.5B target."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -299,11 +312,19 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
     if prompt_ids is not None:
         target.prefill(prompt_ids)
         draft.prefill(prompt_ids)
-    t = {w: _pass_time(target, new, w, repeats) for w in widths}
-    d = {w: _pass_time(draft, new, w, repeats) for w in draft_widths}
+    t: dict[int, list[float]] = {w: [] for w in widths}
+    d: dict[int, list[float]] = {w: [] for w in draft_widths}
+    for rnd in range(repeats + 1):  # round 0 warms up (allocations, oneDNN primitives)
+        for lm, widths_, out in ((target, widths, t), (draft, draft_widths, d)):
+            for w in widths_:
+                dt = _pass_time(lm, new, w)
+                if rnd:
+                    out[w].append(dt)
     if prompt_ids is not None:
         target.reset()
         draft.reset()
-    t1 = t.get(1) or min(t.values())
-    d1 = d.get(1) or min(d.values())
-    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in t.items()}), vd=VerifyCost({w: x / d1 for w, x in d.items()}))
+    tm = {w: statistics.median(x) for w, x in t.items()}
+    dm = {w: statistics.median(x) for w, x in d.items()}
+    t1 = tm.get(1) or min(tm.values())
+    d1 = dm.get(1) or min(dm.values())
+    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in tm.items()}), vd=VerifyCost({w: x / d1 for w, x in dm.items()}))

@@ -65,8 +65,8 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
         "device": run.hardware.device,
         # other kernels round differently (near-tied tokens may flip), so the setting is part of the
         # identity — the *configured* one (auto stays auto): the choice is made at load, after the
-        # pending rows are known, and may differ run to run on a noisy machine; keying on it would
-        # redo finished rows. The chosen kernel is in each row's cpu_linear column
+        # pending rows are known, and may differ run to run (a deleted memory, a noisy machine);
+        # keying on it would redo finished rows. The chosen kernel is in each row's cpu_linear column
         "cpu_linear": run.hardware.cpu_linear,
         "dataset": [run.dataset.name, run.dataset.path, run.dataset.system_prompt],
         "prompt": [prompt.id, prompt.turns[: turn + 1]],

@@ -99,7 +99,7 @@ def test_kv_caches_equal_fresh_prefill_after_accepts_and_rejects(tiny64, one_thr
 
 
 def test_bad_k_is_one_config_error_line():
-    with pytest.raises(ConfigError, match=r"^method\.k: must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^method\.k: must be an integer >= 1 or auto"):
         validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=0"]))
 
 

@@ -88,8 +88,10 @@ def test_autotune_keeps_the_faster_kernel_and_only_it(monkeypatch, caplog, winne
     assert "cpu_linear=auto" in msg and "aten 1 tok" in msg and "onednn 1 tok" in msg and f"-> {winner}" in msg
 
 
-def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(monkeypatch, one_thread):
+def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(monkeypatch, tmp_path, one_thread):
     from spsamp.models import clear_model_cache, load_model
+
+    monkeypatch.setenv("SPSAMP_CACHE", str(tmp_path))  # nothing remembered yet
 
     calls = {"aten": 0, "onednn": 0}
     onednn_forward, linear_forward = OneDNNLinear.forward, torch.nn.Linear.forward
@@ -111,11 +113,43 @@ def test_auto_times_both_kernels_on_a_real_tiny_model_and_records_the_choice(mon
     clear_model_cache()
     assert calls["aten"] > 0 and calls["onednn"] > 0  # both really ran
     assert target.info["cpu_linear"] in ("aten", "onednn")
+    # the next load on this machine (another job of the sweep, a resumed run) keeps that choice untimed
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("a remembered choice is not timed again"))
+    again = load_model(run.model.target, run.hardware)
+    clear_model_cache()
+    assert again is not target and again.info["cpu_linear"] == target.info["cpu_linear"]
+    kinds = {type(m).__name__ for m in again.model.modules()}
+    assert ("OneDNNLinear" in kinds) == (target.info["cpu_linear"] == "onednn")
+    assert len(list((tmp_path / "kernels").glob("*.json"))) == 1
 
 
-def test_auto_on_a_quantized_model_is_aten_without_timing(monkeypatch):
+@pytest.mark.parametrize("remembered", ["aten", "onednn"])
+def test_a_remembered_choice_is_applied(monkeypatch, tmp_path, remembered):
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("not timed"))
+    ident = {"model": "m"}
+    key_model = _tiny_llama()
+    # remember by measuring once with a fake clock that makes `remembered` win
+    clock, _ = _fake_clock(key_model, {"aten": 1.0 if remembered == "aten" else 2.0, "onednn": 2.0 if remembered == "aten" else 1.0})
+    monkeypatch.setattr(kernels, "_clock", clock)
+    assert kernels.remembered_cpu_linear(key_model, tmp_path, ident) == remembered
+    monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("not timed"))
+    fresh = _tiny_llama()
+    assert kernels.remembered_cpu_linear(fresh, tmp_path, ident) == remembered
+    assert any(isinstance(m, OneDNNLinear) for m in fresh.modules()) == (remembered == "onednn")
+    # another thread count is another measurement
+    before = torch.get_num_threads()
+    torch.set_num_threads(before + 1)
+    try:
+        with pytest.raises(pytest.fail.Exception):
+            kernels.remembered_cpu_linear(_tiny_llama(), tmp_path, ident)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_auto_on_a_quantized_model_is_aten_without_timing(monkeypatch, tmp_path):
     from spsamp.models import clear_model_cache, load_model
 
+    monkeypatch.setenv("SPSAMP_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_clock", lambda: pytest.fail("nothing to time"))
     clear_model_cache()
     run, _ = validate(compose_cfg(["model=tiny_random", "++model.target.quantization=int8_dynamic"]))
@@ -370,3 +404,41 @@ def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread
     costs = cm.measure_costs(target, draft, widths=(1, 4), draft_widths=(1, 2), repeats=1)
     assert target.cache_len == 5 and draft.cache_len == 3 and costs.c > 0
     torch.testing.assert_close(target.forward(torch.tensor([6])).logits, before)
+
+
+def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
+    v = cm.VerifyCost({2: 1.4, 4: 0.8, 8: 1.0, 16: 1.5})  # v(2) and v(4) out of order: one interrupted pass
+    got = [v(n) for n in (1, 2, 4, 8, 16)]
+    assert got == sorted(got) and got[0] == 1.0
+    assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
+# ---- wiring: method.k=auto / method.budget=auto end to end ------------------------------------
+
+
+@pytest.mark.parametrize("bad,field", [(["method=speculative", "method.k=fast"], "method.k"), (["method=speculative", "method.k=0"], "method.k"),
+                                       (["method=specexec", "method.budget=many"], "method.budget")])
+def test_auto_sizes_refuse_other_words(bad, field):
+    from spsamp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{field}: must be an integer >= 1 or auto"):
+        validate(compose_cfg(["model=tiny_random", *bad]))
+
+
+@pytest.mark.parametrize("method", [["method=speculative", "method.k=auto"], ["method=specexec", "method.budget=auto", "method.parallel_branches=4"]])
+def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method, one_thread):
+    import json
+
+    from spsamp.runner import JobInfo, run_job
+
+    common = ["model=tiny_random", "++model.target.dtype=float64", "++model.draft.dtype=float64", "generation.max_new_tokens=12",
+              "dataset.max_samples=2", "generation.warmup=0", "hardware.cpu_linear=aten"]
+    rows = run_job(compose_cfg(common + method), JobInfo(output_dir=str(tmp_path / "auto"))).rows
+    base = run_job(compose_cfg(common + ["method=baseline"]), JobInfo(output_dir=str(tmp_path / "base"))).rows
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    name = "k" if "method.k=auto" in method else "budget"
+    for r, b in zip(rows, base):
+        assert r["generated_ids"] == b["generated_ids"]  # greedy, fp64: the auto size changes speed, never tokens
+        m = json.loads(r["metrics_json"])
+        steps = sum(m[f"auto_{name}_hist"].values())
+        assert steps == r["steps"] and 1 <= m[f"auto_{name}_mean"] and m["auto_c"] > 0  # one choice per target step
+        assert r[f"param_{name}"] == "auto"
+        assert r["proposed"] > 0 and r["draft_calls"] > 1  # it really drafted

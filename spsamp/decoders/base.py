@@ -17,6 +17,7 @@ import torch
 
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import GenerationConfig
+from spsamp.drafting.autosize import AutoSized
 from spsamp.loop import AcceptanceRule, DecodeOutput, DecodeStats, Decoding, Drafter, Timer, begin, speculate, truncate_at_eos
 from spsamp.models import CausalLM
 
@@ -70,6 +71,12 @@ class LoopDecoder(Decoder):
         st.stats.extra = {**st.stats.extra, **extra}
         return st.output()
 
+    def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
+        if isinstance(self.drafter, AutoSized) and draft is not None:
+            self.drafter.prepare(target, draft)  # k / budget = auto: measure c and v(n) once per job
+
     def metrics(self, st: Decoding) -> dict[str, Any]:
-        """Per-row extras for ``metrics_json``; default: seconds in proposing / in target passes."""
-        return {"draft_time_s": st.draft_s, "target_time_s": st.target_s}
+        """Per-row extras for ``metrics_json``; default: seconds in proposing / in target passes,
+        and what k / budget = auto chose."""
+        auto = self.drafter.metrics() if isinstance(self.drafter, AutoSized) else {}
+        return {"draft_time_s": st.draft_s, "target_time_s": st.target_s, **auto}

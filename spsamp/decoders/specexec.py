@@ -16,6 +16,7 @@ from typing import Any
 from spsamp.acceptance.tree import TreeAcceptance
 from spsamp.config import ConfigError
 from spsamp.decoders.base import LoopDecoder
+from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
 from spsamp.drafting.tree import TreeDrafter
 from spsamp.loop import Decoding
 
@@ -27,14 +28,16 @@ class SpecExecDecoder(LoopDecoder):
     @dataclass
     class Params:
         name: str = "specexec"
-        budget: int = 16  # draft tree nodes per step (tokens the target verifies besides the root)
+        # draft tree nodes per step (tokens the target verifies besides the root); auto: the cost
+        # model's best budget for this width and depth, re-chosen every step (spsamp/drafting/autosize.py)
+        budget: Any = 16
         parallel_branches: int = 4  # leaves expanded per batched draft forward
         branch_prune_threshold: float = 0.0  # drop children whose cumulative draft probability is below this (0 = off)
         max_depth: int = 8  # deepest tree level
 
         def check(self) -> None:
-            if self.budget < 1:
-                raise ConfigError(f"method.budget: must be >= 1, got {self.budget} — set the tree size in nodes")
+            if self.budget != "auto" and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1):
+                raise ConfigError(f"method.budget: must be an integer >= 1 or auto, got {self.budget!r} — set the tree size in nodes")
             if self.parallel_branches < 1:
                 raise ConfigError(f"method.parallel_branches: must be >= 1, got {self.parallel_branches} — use 1 for a sequential build")
             if not 0.0 <= self.branch_prune_threshold < 1.0:
@@ -47,7 +50,10 @@ class SpecExecDecoder(LoopDecoder):
     def __init__(self, **params: Any):
         super().__init__(**params)
         p = self.params
-        self.drafter = TreeDrafter(p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth)
+        auto = p.budget == "auto"
+        self.drafter = TreeDrafter(BUDGET_MAX if auto else p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth)
+        if auto:
+            self.drafter = AutoSized(self.drafter, tree=True, width=p.parallel_branches, max_depth=p.max_depth)
         self.acceptance = TreeAcceptance()
 
     def metrics(self, st: Decoding) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import ConfigError
 from spsamp.decoders.base import LoopDecoder
+from spsamp.drafting.autosize import AutoSized
 from spsamp.drafting.chain import ChainDrafter
 
 
@@ -27,13 +28,16 @@ class SpeculativeDecoder(LoopDecoder):
     @dataclass
     class Params:
         name: str = "speculative"
-        k: int = 4  # draft tokens per step (the target verifies k + 1 positions in one pass)
+        # draft tokens per step (the target verifies k + 1 positions in one pass); auto: the cost
+        # model's best k, re-chosen every step (spsamp/drafting/autosize.py)
+        k: Any = 4
 
         def check(self) -> None:
-            if self.k < 1:
-                raise ConfigError(f"method.k: must be >= 1, got {self.k} — use method=baseline for no drafting")
+            if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+                raise ConfigError(f"method.k: must be an integer >= 1 or auto, got {self.k!r} — use method=baseline for no drafting")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self.drafter = ChainDrafter(self.params.k)
+        k = self.params.k
+        self.drafter = AutoSized(ChainDrafter(1)) if k == "auto" else ChainDrafter(k)
         self.acceptance = ChainAcceptance()

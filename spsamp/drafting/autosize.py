@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 K_MAX = 16  # longest chain k=auto may choose
 BUDGET_MAX = 64  # largest tree budget=auto may choose (v(n) is measured up to 64 new tokens)
 PROBE_TOKENS = 64  # prompt length of the cost probe in prepare()
+_COSTS: dict[tuple[int, int], Costs] = {}  # (id(target), id(draft)) -> measured once per process
 
 
 def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list[tuple[int, Optional[int]]]:
@@ -63,9 +64,12 @@ class AutoSized:
         self._row_start = 0
 
     def prepare(self, target: Any, draft: Any) -> None:
-        g = torch.Generator().manual_seed(0)
-        probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        self.set_costs(measure_costs(target, draft, probe))
+        key = (id(target), id(draft))  # loaded models are memoised: a sweep's jobs share one measurement
+        if key not in _COSTS:
+            g = torch.Generator().manual_seed(0)
+            probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
+            _COSTS[key] = measure_costs(target, draft, probe)
+        self.set_costs(_COSTS[key])
 
     def set_costs(self, costs: Costs) -> None:
         keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays

@@ -17,9 +17,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -177,4 +182,37 @@ def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repea
     )
     log.info("cpu_linear=auto: %s -> %s (%.2fx the other's time)", medians, choice,
              scores[choice] / max(s for s in scores.values()) if max(scores.values()) > 0 else 1.0)
+    return choice
+
+
+def remembered_cpu_linear(model: Any, cache: Path, ident: dict[str, Any]) -> str:
+    """``auto`` as the loader runs it: :func:`autotune_cpu_linear` the first time a model is loaded
+    on this machine (torch version, thread count and ``ident``, which names the CPU), the remembered choice
+    afterwards (``<cache>/kernels/<hash>.json``; delete it to measure again).
+
+    Without the memory, two jobs of one sweep could pick different kernels on a noisy machine, and
+    rows on different kernels are never compared (their tokens may differ by rounding), so a
+    sweep's methods would lose their common baseline.
+    """
+    key = {"torch": torch.__version__, "threads": torch.get_num_threads(), **ident}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache / "kernels" / f"{digest}.json"
+    try:
+        choice = json.loads(path.read_text()).get("choice")
+    except (OSError, ValueError):
+        choice = None
+    if choice in KERNELS and list(_float_linears(model)) and onednn_available():
+        if choice == "onednn":
+            use_onednn_linears(model)
+        log.info("cpu_linear=auto: %s, as measured earlier on this machine (%s; delete it to measure again)", choice, path)
+        return choice
+    choice = autotune_cpu_linear(model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"choice": choice, "key": key}, f, default=str)
+        os.replace(tmp, path)  # parallel workers: whole files only, the last one wins
+    except OSError as exc:
+        log.warning("cpu_linear=auto: could not remember the choice in %s: %s", path, exc)
     return choice

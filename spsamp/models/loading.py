@@ -29,7 +29,8 @@ from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
 from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, find_package_file, gguf_key, gguf_to_safetensors  # noqa: F401 - public here too
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
-from spsamp.models.kernels import autotune_cpu_linear, use_onednn_linears
+from spsamp.models.kernels import remembered_cpu_linear, use_onednn_linears
+from spsamp.system_info import cpu_model
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
         if kernels == "onednn" and not use_onednn_linears(model):
             kernels = "aten"  # nothing to reorder (int8_dynamic, bitsandbytes): say what really runs
         elif kernels == "auto":
-            kernels = autotune_cpu_linear(model)  # times both at load; the record says which won
+            # timed once per machine, model and thread count, then remembered: every job of a sweep
+            # (and a resumed run) uses the same kernels, so their rows stay comparable
+            ident = {"cpu": cpu_model(), "model": asdict(spec), "dtype": dtype, "device": device}
+            kernels = remembered_cpu_linear(model, cache_root(cache_dir), ident)
         info = {
             "dtype": compute_dtype(spec.quantization, dtype),
             "device": device,
