@@ -21,6 +21,8 @@ SMALL = {
     "autojudge": ["method.k=3", "method.mining_prompts=4", "method.mining_max_tokens=10", "method.threshold=0.5"],
     "specexec": ["method.budget=6", "method.parallel_branches=2", "method.max_depth=3"],
 }
+# presets built on AutoJudge (e.g. autojudge_humaneval: code mining, batched) get the same small budget
+SMALL.update({m: SMALL["autojudge"] for m in METHODS if m.startswith("autojudge_")})
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +33,7 @@ def _single_thread(one_thread):
 def _run_config(method: str, temperature: float, tmp_path):
     over = [f"method={method}", "model=tiny_random", f"generation.temperature={temperature}", "generation.max_new_tokens=10",
             f"paths.cache_dir={tmp_path}/cache", *SMALL.get(method, [])]
-    if method == "autojudge":
+    if method.startswith("autojudge"):
         over.append(f"method.checkpoint={tmp_path}/judge.safetensors")
     cfg = compose_cfg(over)
     run, _ = validate(cfg)
@@ -68,7 +70,7 @@ def test_method_never_mixes_devices(method, temperature, placement, tmp_path):
         out = decoder.generate(target, draft, ids, run.generation, guard.generator(1234, gpu=0))
         watched = guard.ops - before
     assert len(out.tokens) > 0
-    if method == "autojudge":
+    if method.startswith("autojudge"):
         assert out.stats.extra["mismatches_judged"] > 0, "the judge was never asked: its use site went unchecked"
     assert watched > 50 * len(out.tokens), f"the guard saw only {watched} ops: the decoder ran outside it"
 
