@@ -16,9 +16,35 @@ from spsamp.decoders import method_schemas
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", METHODS)
+def _body(name: str) -> dict:
+    return yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())
+
+
+def _preset_base(name: str) -> str | None:
+    """A preset (e.g. autojudge_humaneval) is a method's own config with some knobs set for one
+    setting: ``defaults: [<method>, _self_]``; it has no schema of its own."""
+    first = _body(name)["defaults"][0]
+    return first if first in METHODS and first != name else None
+
+
+PRESETS = {m: _preset_base(m) for m in METHODS if _preset_base(m)}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_sets_only_its_methods_keys_and_only_to_non_default_values(name):
+    base, body = PRESETS[name], _body(name)
+    assert body["defaults"] == [base, "_self_"] and base not in PRESETS
+    schema = method_schemas()[base]
+    own = set(body) - {"defaults"}
+    assert own <= set(schema) - {"name", "_target_"}, f"unknown or fixed keys: {own - set(schema)}"
+    assert all(body[k] != schema[k] for k in own), f"conf/method/{name}.yaml repeats defaults"
+    composed = compose_cfg([f"method={name}"]).method
+    assert all(composed[k] == body[k] for k in own) and composed.name == base
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - set(PRESETS)))
 def test_method_yaml_names_its_class_and_repeats_no_default(name):
-    body = yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())
+    body = _body(name)
     assert body["defaults"] == [f"/spsamp_schema/method/{name}@_here_", "_self_"]
     own = set(body) - {"defaults", "_target_"}
     # only a value that depends on other groups (an interpolation) may live in the YAML
@@ -32,7 +58,7 @@ def test_method_yaml_names_its_class_and_repeats_no_default(name):
 
 
 def test_every_decoder_module_has_a_config_file():
-    assert set(method_schemas()) == set(METHODS)
+    assert set(method_schemas()) == set(METHODS) - set(PRESETS)
 
 
 def test_generation_defaults_come_from_the_dataclass():
