@@ -36,6 +36,21 @@ def tiny_overrides(tmp_path):
     return ["model=tiny_random", "generation.max_new_tokens=12", "dataset.max_samples=3", f"hydra.run.dir={tmp_path}/run"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _threads_as_spsamp_would():
+    """In-process tests run on spsamp's own stated thread default (spsamp/models/threads.py: one
+    thread on a <= 2-core machine), as every ``run.py`` subprocess does: torch's default pool over
+    all cores collapses (up to 9x slower per pass) when anything else shares them."""
+    import torch
+
+    from spsamp.models.threads import default_threads
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(default_threads()[0])
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: intra-op threads only add wake-up latency on a shared 2-core machine."""

@@ -389,3 +389,49 @@ def test_humaneval_mining_never_uses_the_test_half(tmp_path):
     mp = _decoder(params).mining_prompts(target, run)
     test_ids = {p.id for p in load_prompts(run.dataset)}
     assert len(mp) == 5 and not {m.id for m in mp} & test_ids and all(m.reference["task_id"] == m.id for m in mp)
+
+
+# ---- the mining journal: a killed mining job resumes, a changed recipe mines afresh ------------------
+
+
+def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, caplog):
+    import spsamp.autojudge.mining as mining_mod
+    from spsamp.autojudge.journal import MiningJournal
+
+    _, run, params, target, draft = _setup(tmp_path, ["method.mining_prompts=4"])
+    dec = _decoder(params)
+    prompts = dec.mining_prompts(target, run)
+    mined_ids: list[str] = []
+    real = mining_mod._mine_one
+
+    def counting(q, p, pr, *a, **k):
+        mined_ids.append(pr.id)
+        return real(q, p, pr, *a, **k)
+
+    monkeypatch.setattr(mining_mod, "_mine_one", counting)
+    check = Continuation(8, 4, 0.8)
+
+    def run_mine(recipe, n):
+        return mining_mod.mine(target, draft, prompts[:n], 10, check, journal=MiningJournal(tmp_path / "mining", recipe))
+
+    recipe = dec.mining_recipe(run)
+    part = run_mine(recipe, 2)  # a job that stopped after two prompts
+    assert mined_ids == [p.id for p in prompts[:2]] and part.resumed == 0
+    full = run_mine(recipe, 4)  # rerun with all four: only the last two are mined
+    assert mined_ids[2:] == [p.id for p in prompts[2:4]] and full.resumed == 2
+    fresh = mining_mod.mine(target, draft, prompts[:4], 10, check)  # no journal: everything mined again
+    assert full.labels == fresh.labels and full.positions == fresh.positions and full.prompt_ids == fresh.prompt_ids
+    assert all(torch.equal(a, b) for a, b in zip(full.h_q, fresh.h_q)) and all(torch.equal(a, b) for a, b in zip(full.h_p, fresh.h_p))
+    assert full.answer_tokens == fresh.answer_tokens and full.seconds > 0
+    # another answer length is another recipe: nothing is read back from the first
+    mined_ids.clear()
+    other = run_mine({**recipe, "max_tokens": 11}, 2)
+    assert other.resumed == 0 and mined_ids == [p.id for p in prompts[:2]]
+    # a damaged prompt file is moved aside and that prompt mined again
+    journal = MiningJournal(tmp_path / "mining", recipe)
+    victim = sorted(journal.dir.glob("*.safetensors"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    mined_ids.clear()
+    again = run_mine(recipe, 4)
+    assert len(mined_ids) == 1 and again.resumed == 3 and again.labels == fresh.labels
+    assert victim.with_name(victim.name + ".damaged").exists() and "unreadable" in caplog.text

@@ -51,7 +51,8 @@ def test_tiny_greedy_equals_hf_generate():
 def test_smollm2_greedy_equals_hf_generate_on_builtin_prompts():
     run, lm = load_pair("model=smollm2_135m")
     gen = GenerationConfig(max_new_tokens=24)
-    for prompt in load_prompts(run.dataset):
+    first_of_each = {p.category: p for p in reversed(load_prompts(run.dataset))}  # one prompt per category (8)
+    for prompt in first_of_each.values():
         ids = encode(lm.tokenizer, messages_for(None, prompt.turns[:1], []), use_chat_template=True)
         ours, theirs = decode(lm, ids, gen), hf_generate(lm, ids, 24)
         assert ours == theirs, f"{prompt.id}: {lm.tokenizer.decode(ours)!r} != {lm.tokenizer.decode(theirs)!r}"
@@ -67,9 +68,22 @@ def test_safetensors_cache_gives_identical_logits_to_gguf(tmp_path, monkeypatch)
     run, _ = validate(compose_cfg(["model=smollm2_135m"]))
     spec = run.model.target
     gguf = find_package_file(spec.package, spec.gguf_file)
+    # keep the model the conversion itself dequantized from the GGUF (a second GGUF load costs ~20 s)
+    loaded_from_gguf = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        model = original(cls, *args, **kwargs)
+        if kwargs.get("gguf_file"):
+            loaded_from_gguf.append(model)
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
     converted = gguf_to_safetensors(gguf, tmp_path)
+    monkeypatch.undo()
     assert (converted / "model.safetensors").exists() and not list(tmp_path.glob("converted/.tmp-*"))
-    from_gguf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    assert len(loaded_from_gguf) == 1 and loaded_from_gguf[0].dtype == torch.float32
+    from_gguf = loaded_from_gguf[0].eval()
     from_cache = AutoModelForCausalLM.from_pretrained(str(converted), dtype=torch.float32).eval()
     ids = torch.tensor([[1, 504, 3458, 314, 253, 1345, 30]])
     with torch.no_grad():

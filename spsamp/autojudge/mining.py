@@ -34,6 +34,7 @@ from transformers import DynamicCache
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
+from spsamp.autojudge.journal import MiningJournal, PromptEntry
 from spsamp.models import CausalLM
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class MinedSet:
     prompts: int = 0
     seconds: float = 0.0  # wall time of mining (answers, continuations, checks, features)
     decoded_tokens: int = 0  # target tokens decoded for swapped continuations
+    resumed: int = 0  # prompts read back from a mining journal instead of mined
 
     @property
     def samples_per_minute(self) -> Optional[float]:
@@ -294,32 +296,37 @@ def mine(
     check: ImportanceCheck,
     need_draft_hidden: bool = True,
     batch: int = 1,
+    journal: Optional[MiningJournal] = None,
 ) -> MinedSet:
     """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens);
-    ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc)."""
+    ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc). With a ``journal``
+    each prompt is written as soon as it is labelled and prompts already there are read back, not
+    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time."""
     q, p = PrefixCache(target), PrefixCache(draft)
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
     t0 = time.perf_counter()
     bar = tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None)
     for pr in bar:
-        bound = check.bind(pr.reference) if hasattr(check, "bind") else check  # outcome checks need the problem
-        stop = getattr(bound, "stop", None)
-        stop_ids = (lambda ids, stop=stop: stop(decode(ids))) if stop is not None else None
-        if batch > 1:
-            samples, original, decoded = mine_prompt_batched(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden,
-                                                             target.vocab_size, batch, stop_ids)
-            mined.decoded_tokens += decoded
-        else:
-            samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, target.vocab_size, stop_ids)
+        sha = prompt_sha(pr.text)
+        entry = journal.get(pr.id, sha) if journal is not None else None
+        from_journal = entry is not None
+        mined.resumed += from_journal
+        if entry is None:
+            entry = _mine_one(q, p, pr, max_new, check, decode, need_draft_hidden, target.vocab_size, batch)
+            if journal is not None:
+                journal.put(pr.id, sha, entry)
+        samples = entry.samples
         mined.prompts += 1
-        mined.answer_tokens += len(original)
-        mined.seconds = time.perf_counter() - t0
+        mined.answer_tokens += entry.answer_tokens
+        mined.decoded_tokens += entry.decoded_tokens
+        mined.seconds += entry.seconds
         so_far = len(mined) + len(samples)
         rate = 60 * so_far / max(mined.seconds, 1e-9)
         bar.set_postfix(samples=so_far, per_min=f"{rate:.1f}")
-        log.info("mining %s: %d answer tokens, %d mismatches, %d important (%d samples, %.1f samples/min so far)",
-                 pr.id, len(original), len(samples), sum(s[2] for s in samples), so_far, rate)
+        log.info("mining %s%s: %d answer tokens, %d mismatches, %d important (%d samples, %.1f samples/min so far)",
+                 pr.id, " (read back from the journal)" if from_journal else "",
+                 entry.answer_tokens, len(samples), sum(s[2] for s in samples), so_far, rate)
         for pos, _d, label, h_p, h_q in samples:
             mined.positions.append(pos)
             mined.labels.append(label)
@@ -329,11 +336,27 @@ def mine(
                 mined.h_p.append(h_p)
     target.reset()
     draft.reset()
-    mined.seconds = time.perf_counter() - t0
     n1 = sum(mined.labels)
-    log.info("autojudge mining: %d prompts, %d answer tokens, %d mismatches (%d important) in %.1fs: %.1f samples/min",
-             mined.prompts, mined.answer_tokens, len(mined), n1, mined.seconds, mined.samples_per_minute or 0.0)
+    log.info("autojudge mining: %d prompts (%d read back from the journal), %d answer tokens, %d mismatches (%d important) "
+             "in %.1fs of mining (%.1fs in this job): %.1f samples/min",
+             mined.prompts, mined.resumed, mined.answer_tokens, len(mined), n1, mined.seconds, time.perf_counter() - t0,
+             mined.samples_per_minute or 0.0)
     return mined
+
+
+def _mine_one(q: PrefixCache, p: PrefixCache, pr: MiningPrompt, max_new: int, check: ImportanceCheck,
+              decode: Callable[[list[int]], str], need_draft_hidden: bool, vocab: int, batch: int) -> PromptEntry:
+    t0 = time.perf_counter()
+    bound = check.bind(pr.reference) if hasattr(check, "bind") else check  # outcome checks need the problem
+    stop = getattr(bound, "stop", None)
+    stop_ids = (lambda ids, stop=stop: stop(decode(ids))) if stop is not None else None
+    decoded = 0
+    if batch > 1:
+        samples, original, decoded = mine_prompt_batched(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden,
+                                                         vocab, batch, stop_ids)
+    else:
+        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, vocab, stop_ids)
+    return PromptEntry(samples, len(original), decoded, time.perf_counter() - t0)
 
 
 def split_prompt_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -24,15 +24,17 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
+from spsamp.autojudge.journal import MiningJournal
 from spsamp.autojudge.judge import KINDS, Judge, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
 from spsamp.data.arithmetic import generate_problems
@@ -242,13 +244,35 @@ class AutoJudgeDecoder(LoopDecoder):
         sys_prompt, chat = run.dataset.system_prompt, run.generation.use_chat_template
         return [MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat), refs.get(i)) for i, t in items]
 
+    def mining_recipe(self, run: Any) -> dict[str, Any]:
+        """Everything that changes a mined label or feature (the journal's key; not the prompt count)."""
+        prm = self.params
+        plain = lambda x: OmegaConf.to_container(x) if OmegaConf.is_config(x) else (asdict(x) if is_dataclass(x) else x)  # noqa: E731
+        return {
+            "target": plain(run.model.target),
+            "draft": plain(run.model.draft),
+            "dtype_override": run.hardware.dtype,
+            "check": prm.importance_check,
+            "continuation": [prm.continuation_window, prm.continuation_match_len, prm.continuation_tau]
+            if prm.importance_check == "continuation" else None,
+            "check_timeout_s": run.dataset.check_timeout_s if prm.importance_check == "tests" else None,
+            "max_tokens": prm.mining_max_tokens,
+            "batch": prm.mining_batch,
+            "draft_hidden": prm.features == "concat",
+            "use_chat_template": run.generation.use_chat_template,
+            "system_prompt": run.dataset.system_prompt,
+        }
+
     def train(self, target: CausalLM, draft: CausalLM, run: Any, expected: dict[str, Any]) -> tuple[Judge, dict[str, Any]]:
         prm = self.params
         prompts = self.mining_prompts(target, run)
         check = make_check(prm.importance_check, prm.continuation_window, prm.continuation_match_len, prm.continuation_tau,
                            timeout_s=run.dataset.check_timeout_s)
         need_p = prm.features == "concat"
-        mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p, batch=prm.mining_batch)
+        journal = MiningJournal(Path(prm.checkpoint).expanduser().parent / "mining", self.mining_recipe(run))
+        log.info("autojudge: mining journal %s (a killed job resumes from it)", journal.dir)
+        mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p, batch=prm.mining_batch,
+                     journal=journal)
         if len(mined) == 0:
             raise RuntimeError(
                 f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
@@ -283,6 +307,8 @@ class AutoJudgeDecoder(LoopDecoder):
                 "batch": prm.mining_batch,
                 "seconds": mined.seconds,
                 "samples_per_minute": mined.samples_per_minute,
+                "resumed_prompts": mined.resumed,
+                "journal": str(journal.dir),
                 "continuation_tokens": mined.decoded_tokens,
                 "use_chat_template": run.generation.use_chat_template,
             },

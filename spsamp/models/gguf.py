@@ -80,7 +80,13 @@ def gguf_to_safetensors(gguf: Path, cache: Path, dtype: torch.dtype = torch.floa
             del model.config.quantization_config
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            # another process (a parallel sweep job, a test worker) converted it first: use theirs
+            if not (out / "config.json").exists():
+                raise
+            log.info("%s was converted by another process meanwhile; using that copy", out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
