@@ -31,8 +31,8 @@ for N in "$@"; do
     "$PY" run.py -m "${COMMON[@]}" "${AJ[@]}" method.k="$first_k" method.threshold=1
     ckpt=$("$PY" run.py "${COMMON[@]}" "${AJ[@]}" --cfg job --resolve | awk '/^  checkpoint:/ {print $2}')
     thr=$("$PY" - "$ckpt" $QUANTILES <<'EOF'
-import json, sys
-meta = json.load(open(sys.argv[1] + ".json"))
+import json, os, sys
+meta = json.load(open(os.path.expanduser(sys.argv[1]) + ".json"))
 qs = dict(zip(meta["threshold_quantiles"], meta["thresholds"]))
 print(",".join(f"{qs[float(q)]:.6g}" for q in sys.argv[2:]))
 EOF

@@ -7,6 +7,9 @@ Reads ``<judge>.mined.safetensors`` (written when the judge was trained) and the
 split, keeps the validation prompts fixed, and refits the judge (same trainer: scikit-learn,
 class-balanced logistic regression, C by validation AUC) on the first 1, 2, 4, ... of the training
 prompts in a few random orders; prints mean validation AUC per size (no mining, seconds to run).
+Beside it, the grouped 5-fold cross-validated AUC (every prompt held out once, the checkpoint's C;
+``spsamp.autojudge.judge.grouped_cv_auc``) over the first n of *all* mined prompts: one fixed
+validation split of a few dozen samples, on which C was also chosen, can flatter the judge.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from spsamp.autojudge import checkpoint as ckpt  # noqa: E402
-from spsamp.autojudge.judge import train_judge  # noqa: E402
+from spsamp.autojudge.judge import grouped_cv_auc, train_judge  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +43,9 @@ def main() -> None:
     is_val = torch.tensor([p in val_ids for p in pid])
     print(f"{len(y)} samples ({int(y.sum())} important) from {len(train_ids)} train + {len(val_ids)} validation prompts")
     sizes = sorted({min(len(train_ids), 2**i) for i in range(0, 12)})
-    print(f"{'train prompts':>13} {'train samples':>13} {'val AUC mean':>12} {'min':>6} {'max':>6}")
+    c = meta.get("training", {}).get("C") or 1.0
+    all_ids = sorted(set(pid))
+    print(f"{'train prompts':>13} {'train samples':>13} {'val AUC mean':>12} {'min':>6} {'max':>6}   {'CV AUC (n prompts, C=' + format(c, '.3g') + ')':>26}")
     for n in sizes:
         aucs, samples = [], []
         for r in range(args.repeats if n < len(train_ids) else 1):
@@ -54,10 +59,25 @@ def main() -> None:
             if judge.stats["val_auc"] is not None:
                 aucs.append(judge.stats["val_auc"])
                 samples.append(int(sel.sum()))
+        cvs = []
+        for r in range(args.repeats):
+            order = list(all_ids)
+            random.Random(r).shuffle(order)
+            keep = set(order[: max(n, 2)])
+            sel = torch.tensor([p in keep for p in pid])
+            cv = grouped_cv_auc(x[sel], y[sel], [p for p, s in zip(pid, sel.tolist()) if s], c, seed=r)
+            if cv is not None:
+                cvs.append(cv)
+        cv_txt = f"{sum(cvs) / len(cvs):.3f} ({min(cvs):.3f}-{max(cvs):.3f})" if cvs else "-"
         if aucs:
-            print(f"{n:>13} {sum(samples) / len(samples):>13.0f} {sum(aucs) / len(aucs):>12.3f} {min(aucs):>6.3f} {max(aucs):>6.3f}")
+            print(f"{n:>13} {sum(samples) / len(samples):>13.0f} {sum(aucs) / len(aucs):>12.3f} {min(aucs):>6.3f} {max(aucs):>6.3f}   {cv_txt:>26}")
         else:
-            print(f"{n:>13} {'-':>13} {'(one class only)':>12}")
+            print(f"{n:>13} {'-':>13} {'(one class only)':>12} {'':>13}   {cv_txt:>26}")
+    if len(all_ids) > max(sizes):
+        cvs = [grouped_cv_auc(x, y, pid, c, seed=r) for r in range(args.repeats)]
+        cvs = [v for v in cvs if v is not None]
+        if cvs:
+            print(f"all {len(all_ids)} mined prompts: CV AUC {sum(cvs) / len(cvs):.3f} ({min(cvs):.3f}-{max(cvs):.3f})")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,28 @@ def test_judge_reaches_high_auc_on_separable_set():
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == 0.5
 
 
+def test_grouped_cv_auc_sees_signal_and_not_noise_and_holds_prompts_out():
+    from spsamp.autojudge.judge import grouped_cv_auc
+
+    g = torch.Generator().manual_seed(3)
+    n, d = 240, 16
+    prompts = [f"p{i // 6}" for i in range(n)]  # 40 prompts x 6 samples
+    y = (torch.rand(n, generator=g) < 0.3).double()
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    x[:, :2] += 2.0 * y[:, None]
+    assert grouped_cv_auc(x, y, prompts, c=0.1) > 0.9
+    # negative control: labels independent of the features give chance
+    noise = (torch.rand(n, generator=g) < 0.3).double()
+    assert abs(grouped_cv_auc(x, noise, prompts, c=0.1) - 0.5) < 0.12
+    # a per-prompt shortcut (the label is a property of the prompt, the features name the prompt) is
+    # learnable within a prompt but not across held-out prompts: grouped folds must not leak it
+    pid = torch.tensor([i // 6 for i in range(n)])
+    y_prompt = (torch.rand(40, generator=g) < 0.4).double()[pid]
+    x_id = torch.nn.functional.one_hot(pid, 40).double() + 0.01 * torch.randn(n, 40, generator=g, dtype=torch.float64)
+    assert grouped_cv_auc(x_id, y_prompt, prompts, c=1.0) < 0.65
+    assert grouped_cv_auc(x, y, ["one"] * n, c=0.1) is None  # a single prompt: nothing to hold out
+
+
 def test_judge_matches_sklearn_and_checkpoint_round_trip(tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

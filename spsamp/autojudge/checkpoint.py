@@ -51,6 +51,7 @@ def save(path: str | Path, judge: Judge, meta: dict[str, Any]) -> dict[str, Any]
         "thresholds": judge.thresholds,
         "threshold_quantiles": judge.stats.get("threshold_quantiles"),
         "val_auc": judge.stats.get("val_auc"),
+        "cv_auc": judge.stats.get("cv_auc"),
         "training": judge.stats,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -35,7 +35,7 @@ from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.journal import MiningJournal
-from spsamp.autojudge.judge import KINDS, Judge, train_judge
+from spsamp.autojudge.judge import KINDS, Judge, grouped_cv_auc, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
 from spsamp.data.arithmetic import generate_problems
 from spsamp.config import ConfigError, GenerationConfig
@@ -284,6 +284,9 @@ class AutoJudgeDecoder(LoopDecoder):
         train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
         judge = train_judge(x[~is_val], y[~is_val], x[is_val], y[is_val], kind=prm.judge, seed=prm.mining_seed)
+        if judge.stats.get("C") is not None:  # every prompt held out once: less flattering than the one split C was chosen on
+            judge.stats["cv_auc"] = grouped_cv_auc(x, y, mined.prompt_ids, judge.stats["C"], seed=prm.mining_seed)
+            log.info("autojudge judge: grouped 5-fold CV AUC over all %d mined prompts %s (C %s)", mined.prompts, judge.stats["cv_auc"], judge.stats["C"])
         ckpt.save_mined(prm.checkpoint, x, y, mined.prompt_ids, mined.positions)
         meta = {
             **expected,
@@ -385,6 +388,7 @@ class AutoJudgeDecoder(LoopDecoder):
             "autojudge_train_samples": training.get("train_samples"),
             "autojudge_train_loss": training.get("train_loss"),
             "autojudge_val_auc": training.get("val_auc"),
+            "autojudge_cv_auc": training.get("cv_auc"),
             "autojudge_mining_samples_per_minute": self.meta.get("mining", {}).get("samples_per_minute"),
             "autojudge_checkpoint": str(Path(prm.checkpoint).expanduser()),
             "autojudge_checkpoint_reused": self.reused,
