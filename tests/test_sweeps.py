@@ -153,7 +153,7 @@ def test_smoke_sweep_runs_and_resume_redoes_exactly_the_missing_rows(tmp_path):
 def test_kill9_mid_sweep_then_relaunch_completes_without_duplicates(tmp_path):
     args = ["-m", "experiment=smoke", "dataset.max_samples=8", f"paths.output_dir={tmp_path}"]
     sweep = tmp_path / "sweeps" / "smoke"
-    second_job = sweep / "dataset.max_samples=8,method=speculative" / "records.parquet"
+    second_job = sweep / "method=speculative" / "records.parquet"  # dataset.max_samples is not in job dir names
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -182,3 +182,20 @@ def test_kill9_mid_sweep_then_relaunch_completes_without_duplicates(tmp_path):
     # rows finished before the kill were kept, not decoded again
     before = killed.set_index("resume_key").run_id
     assert (final[final.resume_key.isin(before.index)].run_id == final.resume_key.map(before).dropna()).all()
+
+
+@pytest.mark.slow
+def test_raising_max_samples_extends_each_job_instead_of_starting_over(tmp_path):
+    """A study grown in chunks (8 prompts, then 16) resumes every job's dir: only new prompts run."""
+    args = ["-m", "experiment=smoke", f"paths.output_dir={tmp_path}"]
+    sweep = tmp_path / "sweeps" / "smoke"
+    run_py([*args, "dataset.max_samples=2"])
+    first = read_rows(sweep)
+    proc = run_py([*args, "dataset.max_samples=3"])
+    final = read_rows(sweep)
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == sorted(set(first.job_dir)) and all("max_samples" not in j for j in jobs)
+    assert len(final) == len(first) * 3 // 2 and final.resume_key.is_unique and (final.status == "ok").all()
+    kept = first.set_index("resume_key").run_id
+    assert (final[final.resume_key.isin(kept.index)].run_id == final.resume_key.map(kept).dropna()).all()
+    assert "resume: 2 of 3 rows already finished" in proc.stdout + proc.stderr
