@@ -23,7 +23,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from spsamp.data.checkers import extract_final_number, run_tests
+from spsamp.data.checkers import check_text, extract_final_number
 from spsamp.data.humaneval import block_closed
 from spsamp.sandbox import Limits
 
@@ -95,10 +95,10 @@ class BoundTests:
     def passes(self, ids: list[int], decode: Callable[[list[int]], str]) -> bool:
         key = tuple(ids)
         if key not in self._outcomes:  # the original answer is compared with every swap: run it once
-            verdict = run_tests(self.problem, decode(ids), self.limits)
-            if verdict == "sandbox_error":  # no outcome at all: labels from it would be noise
-                raise RuntimeError("importance_check=tests: the sandbox could not run the tests (no Python the sandbox user may execute)")
-            self._outcomes[key] = verdict == "passed"
+            correct, verdict = check_text("tests", self.problem, decode(ids), self.limits)
+            if correct is None:  # no outcome at all (sandbox_error): labels from it would be noise
+                raise RuntimeError(f"importance_check=tests: the sandbox could not run the tests ({verdict}: no Python the sandbox user may execute)")
+            self._outcomes[key] = correct
         return self._outcomes[key]
 
     def stop(self, text: str) -> bool:

@@ -21,7 +21,6 @@ original's. Each mismatch yields one sample: the hidden states of p and q with d
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import random
 import time
@@ -30,12 +29,12 @@ from typing import Any, Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
 from spsamp.autojudge.journal import MiningJournal, PromptEntry
 from spsamp.models import CausalLM
+from spsamp.models.adapter import new_cache
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +121,6 @@ def greedy_continue(q: PrefixCache, seq: list[int], budget: int, stop: Optional[
     return cont, h_last
 
 
-def _cache_kwarg(model: Any) -> str:
-    # transformers 5 renamed the forward's past_key_values argument to cache
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @torch.inference_mode()
 def batched_continuations(
     lm: CausalLM,
@@ -149,7 +143,7 @@ def batched_continuations(
     B, L = len(lengths), max(lengths)
     assert lm.cache_len >= L, "the cache must hold every prefix"
     dev = lm.device
-    cache = DynamicCache(config=lm.model.config)
+    cache = new_cache(lm.model.config)  # the same layer types as lm.cache, which the rows are copied from
     for li, layer in enumerate(lm.cache.layers):
         k, v = layer.keys, layer.values  # [1, H, T, D]
         ks = k.new_zeros((B, k.shape[1], L, k.shape[3]))
@@ -166,7 +160,7 @@ def batched_continuations(
     rows = list(range(B))  # batch row -> sequence index
     conts: list[list[int]] = [[] for _ in range(B)]
     h_first: Optional[torch.Tensor] = None
-    kw = _cache_kwarg(lm.model)
+    kw = lm.cache_kwarg  # cache vs past_key_values: the name this model's forward declares
     for step in range(max(budgets) + 1):
         out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                        output_hidden_states=step == 0, **{kw: cache})

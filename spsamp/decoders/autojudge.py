@@ -24,12 +24,11 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import OmegaConf
 
 from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import CHECKS, make_check
@@ -247,10 +246,9 @@ class AutoJudgeDecoder(LoopDecoder):
     def mining_recipe(self, run: Any) -> dict[str, Any]:
         """Everything that changes a mined label or feature (the journal's key; not the prompt count)."""
         prm = self.params
-        plain = lambda x: OmegaConf.to_container(x) if OmegaConf.is_config(x) else (asdict(x) if is_dataclass(x) else x)  # noqa: E731
         return {
-            "target": plain(run.model.target),
-            "draft": plain(run.model.draft),
+            "target": asdict(run.model.target),
+            "draft": asdict(run.model.draft) if run.model.draft is not None else None,
             "dtype_override": run.hardware.dtype,
             "check": prm.importance_check,
             "continuation": [prm.continuation_window, prm.continuation_match_len, prm.continuation_tau]
