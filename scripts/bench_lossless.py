@@ -62,6 +62,30 @@ def timed(decoder, target, draft, eos):
     return fn
 
 
+def round_robin(prompts: list) -> list:
+    """Prompts ordered one per category in turn (file order within a category)."""
+    by_cat: dict[str, list] = {}
+    for p in prompts:
+        by_cat.setdefault(p.category, []).append(p)
+    out = []
+    while any(by_cat.values()):
+        out += [q.pop(0) for q in by_cat.values() if q]
+    return out
+
+
+def parse_budget(item: str, width: int) -> tuple[int, int]:
+    """``"16"`` -> (16, width); ``"32x16"`` -> (32, 16)."""
+    b, _, w = item.partition("x")
+    return int(b), int(w) if w else width
+
+
+def tree_budget(method: str):
+    """The budget of a ``specexec_b<B>[x<W>]`` row (None for other rows and budget=auto)."""
+    if not method.startswith("specexec_b") or method == "specexec_bauto":
+        return None
+    return int(method[len("specexec_b"):].partition("x")[0])
+
+
 def pass_cost(lm, ids, reps=20, width=1) -> float:
     """Seconds per ``width``-token forward after a real prompt (width 1: the unit of the cost model's c)."""
     lm.prefill(ids)
@@ -80,10 +104,13 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2_135m")
     ap.add_argument("--prompts", type=int, default=4, help="how many built-in prompts (first turns), in order")
     ap.add_argument("--categories", default=None, help="only built-in prompts of these categories, comma-separated (e.g. coding,extraction)")
+    ap.add_argument("--spread", action="store_true", help="take the prompts round-robin over categories (one of each first), not in file order")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--k", default="4", help="SpS / HF assisted draft lengths, comma-separated (each pair compared at equal k)")
-    ap.add_argument("--budgets", default="4,16", help="SpecExec budgets, each compared with SpS at k = budget (else the largest k)")
+    ap.add_argument("--budgets", default="4,16", help="SpecExec budgets, each compared with SpS at k = budget (else the largest k); "
+                    "BxW grows that tree W leaves per draft pass (else --parallel-branches), e.g. 8,32x16")
     ap.add_argument("--parallel-branches", type=int, default=4)
+    ap.add_argument("--max-depth", type=int, default=None, help="SpecExec's deepest tree level (default: method.max_depth's default)")
     ap.add_argument("--temps", default="0,0.7")
     ap.add_argument("--threads", type=int, default=None, help="default: hardware.num_threads' default (spsamp/models/threads.py)")
     ap.add_argument("--cpu-linear", default="auto", help="hardware.cpu_linear for spsamp's models and the hf_* rows (auto | onednn | aten)")
@@ -99,10 +126,13 @@ def main() -> None:
     logging.getLogger("spsamp").setLevel(logging.INFO)  # kernel choice, threads, auto k/budget costs
     set_threads(args.threads)
     run, target, draft = load_pair(args.model, args.cpu_linear, tuple(args.set))
-    prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")][: args.prompts]
+    prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")]
+    prompts = (round_robin(prompts) if args.spread else prompts)[: args.prompts]
     ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
     eos = target.eos_ids
-    budgets = [int(b) for b in args.budgets.split(",")]
+    trees = [parse_budget(b, args.parallel_branches) for b in args.budgets.split(",")]
+    depth = {"max_depth": args.max_depth} if args.max_depth else {}
+    budgets = [b for b, _ in trees]
     ks = [int(k) for k in args.k.split(",")]
     methods = {
         "baseline": timed(BaselineDecoder(), target, None, eos),
@@ -117,11 +147,11 @@ def main() -> None:
         methods[f"hf_assisted_k{k}"] = timed(HFAssistedDecoder(k=k), target, draft, eos)
         if stock:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
-    for b in budgets:
-        methods[f"specexec_b{b}"] = timed(SpecExecDecoder(budget=b, parallel_branches=args.parallel_branches), target, draft, eos)
+    for b, w in trees:
+        methods[f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "")] = timed(SpecExecDecoder(budget=b, parallel_branches=w, **depth), target, draft, eos)
     if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
         for name, dec in (("sps_kauto", SpeculativeDecoder(k="auto")),
-                          ("specexec_bauto", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches))):
+                          ("specexec_bauto", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
             if not args.only or name in args.only.split(","):
                 dec.prepare(target, draft, run)
                 methods[name] = timed(dec, target, draft, eos)
@@ -129,11 +159,13 @@ def main() -> None:
         keep = set(args.only.split(","))
         methods = {m: fn for m, fn in methods.items() if m in keep}
     info = system_info()
+    print("# command: " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
           f"threads={torch.get_num_threads()} | torch {torch.__version__} | transformers {info.get('transformers_version')}")
     print(f"# {args.model}: target {target.name} ({target.info.get('dtype')}, cpu_linear={args.cpu_linear} -> {target.info.get('cpu_linear')}), "
           f"draft {draft.name} ({draft.info.get('quantization')}, cpu_linear -> {draft.info.get('cpu_linear')}); "
-          f"{len(prompts)} built-in prompts, {args.max_new_tokens} new tokens, k={ks}, budgets={budgets}, parallel_branches={args.parallel_branches}")
+          f"{len(prompts)} prompts of {run.dataset.name} ({', '.join(p.id for p in prompts)}), {args.max_new_tokens} new tokens, k={ks}, budgets={args.budgets}, parallel_branches={args.parallel_branches}, "
+          f"max_depth={args.max_depth or SpecExecDecoder.Params.max_depth}")
     t_target, t_draft = pass_cost(target, ids_list[0]), pass_cost(draft, ids_list[0])
     c = t_draft / t_target
     # the cost model assumes a (k+1)-token verification pass costs one 1-token pass (memory-bound);
@@ -171,7 +203,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|")
         refs = {"baseline": "hf_generate", **{f"sps_k{k}": f"hf_assisted_k{k}" for k in ks},
                 # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
-                **{f"specexec_b{b}": f"sps_k{b if b in ks else max(ks)}" for b in budgets}}
+                **{m: f"sps_k{b if b in ks else max(ks)}" for m in tot if (b := tree_budget(m)) is not None}}
         for m, r in tot.items():
             ref = refs.get(m) if refs.get(m) in tps else None
             ref_stock = f"{ref}_stock" if ref and f"{ref}_stock" in tps else None
@@ -188,18 +220,24 @@ def main() -> None:
             alpha = float(alpha_from_counts(r[3], r[4]))
             pred = float(predicted_speedup(alpha, k, c))
             pred_v = float(expected_tokens_per_step(alpha, k)) / (k * c + v[k])
+            # Eq. (1) assumes i.i.d. acceptance; rejections cluster, so also price the tokens per
+            # target call actually observed (the rest of the gap: prefill, sampling, cache upkeep)
+            pred_obs = (r[0] / r[2]) / (k * c + v[k]) if r[2] else float("nan")
+            measured = tps[f"sps_k{k}"] / tps["baseline"]
             print(f"SpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c:.2f} -> "
-                  f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}); "
-                  f"measured {tps[f'sps_k{k}'] / tps['baseline']:.2f}x")
+                  f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}; "
+                  f"{pred_obs:.2f}x with it and the observed {r[0] / max(r[2], 1):.2f} tokens per call); measured {measured:.2f}x "
+                  f"(errors {pred / measured - 1:+.0%} / {pred_v / measured - 1:+.0%} / {pred_obs / measured - 1:+.0%})")
         for m, rows in chosen.items():
             if not rows or "baseline" not in tps:
                 continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
             pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
+            measured = tps[m] / tps["baseline"]
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
                   f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} -> predicted {pred:.2f}x over baseline; "
-                  f"measured {tps[m] / tps['baseline']:.2f}x")
+                  f"measured {measured:.2f}x (error {pred / measured - 1:+.0%})")
         print()
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
-    "expected_tree_accepted", "tree_draft_passes", "tree_speedup", "best_budget", "RankAcceptance", "AutoSize",
+    "best_tree", "best_trees", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
+    "RankAcceptance", "AcceptedByBudget", "AutoSize",
 ]
 
 
@@ -129,8 +130,9 @@ def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     return best, chain_speedup(alpha, best, c, v)
 
 
-def expected_tree_accepted(rank_probs: list[float], budget: int, max_depth: int = 64) -> float:
-    """Expected accepted draft tokens of the best ``budget``-node tree under positional acceptance.
+def best_tree(rank_probs: list[float], budget: int, max_depth: int = 64) -> tuple[float, list[int]]:
+    """The best ``budget``-node tree under positional acceptance: (expected accepted draft tokens,
+    nodes per level [depth 1, depth 2, ...]).
 
     Model (Sequoia, Chen et al. 2024, Sec. 3.1, "positional acceptance"): at every node the
     target's token is the draft's r-th most likely child with probability ``rank_probs[r-1]``,
@@ -140,45 +142,84 @@ def expected_tree_accepted(rank_probs: list[float], budget: int, max_depth: int 
     growing best-first (SpecExec's rule, Svirschevski et al. 2024, Alg. 2) is optimal here. With a
     single rank probability alpha and max_depth = budget this is the chain: alpha + ... + alpha^B.
     """
+    trees = best_trees(rank_probs, budget, max_depth)
+    return trees[-1] if trees else (0.0, [])
+
+
+def best_trees(rank_probs: list[float], budget_max: int, max_depth: int = 64) -> list[tuple[float, list[int]]]:
+    """:func:`best_tree` for every budget 1..budget_max at once (list index b - 1; shorter when
+    no more nodes have value): best-first growth makes each the first nodes of the next."""
     import heapq
 
     probs = [float(p) for p in rank_probs if p > 0]
     heap = [(-p, 1) for p in probs]  # (-value, depth) of candidate nodes
     heapq.heapify(heap)
-    total = 0.0
-    for _ in range(budget):
+    total, levels, out = 0.0, [], []
+    for _ in range(budget_max):
         if not heap:
             break
         neg, depth = heapq.heappop(heap)
         total += -neg
+        levels = levels + [0] * (depth - len(levels))
+        levels[depth - 1] += 1
+        out.append((total, list(levels)))
         if depth < max_depth:
             for p in probs:
                 heapq.heappush(heap, (neg * p, depth + 1))
-    return total
+    return out
 
 
-def tree_draft_passes(budget: int, width: int) -> int:
-    """Draft forwards to grow a ``budget``-node tree ``width`` leaves at a time (spsamp.drafting.tree):
-    the root pass, then one batched pass per round of ``width`` new nodes except the last round."""
-    return 1 + max(0, budget - 1) // max(1, width)
+def expected_tree_accepted(rank_probs: list[float], budget: int, max_depth: int = 64) -> float:
+    """Expected accepted draft tokens of the best ``budget``-node tree (:func:`best_tree`)."""
+    return best_tree(rank_probs, budget, max_depth)[0]
 
 
-def tree_speedup(rank_probs: list[float], budget: int, c: float, v, width: int = 1, max_depth: int = 64, vd=None) -> float:
+def tree_draft_cost(levels: list[int], width: int, vd=None) -> float:
+    """Draft forwards to grow a tree with ``levels`` nodes per depth, in draft single-token passes.
+
+    spsamp.drafting.tree deepens the tree one level per batched pass of up to ``width`` nodes: the
+    root pass, then every level but the deepest (its nodes are the tree's least likely, whose
+    children cannot get in) expanded ``width`` nodes at a time; a pass over w nodes costs vd(w)
+    (default 1 per pass: :func:`tree_draft_passes`)."""
+    w = max(1, width)
+    cost = 1.0
+    for n in levels[:-1]:
+        full, rest = divmod(n, w)
+        cost += full * (vd(w) if vd else 1.0) + ((vd(rest) if vd else 1.0) if rest else 0.0)
+    return cost
+
+
+def tree_draft_passes(levels: list[int], width: int) -> int:
+    """Draft forwards for a tree with ``levels`` nodes per depth (:func:`tree_draft_cost`)."""
+    return int(tree_draft_cost(levels, width))
+
+
+def tree_speedup(rank_probs: list[float], budget: int, c: float, v, width: int = 1, max_depth: int = 64, vd=None,
+                 accepted=None, draft_cost=None) -> float:
     """Predicted speedup of SpecExec with a ``budget``-node tree over plain decoding:
 
-        (1 + E[accepted](budget)) / (c (1 + rounds vd(width)) + v(budget + 1))
+        (1 + E[accepted](budget)) / (c D(budget) + v(budget + 1))
 
-    rounds = batched expansion passes of ``width`` nodes (vd: their cost in draft single-token
-    passes; default v's shape, both models being memory-bound alike)."""
-    vd = vd or v
-    rounds = tree_draft_passes(budget, width) - 1
-    cost = c * (1 + rounds * vd(width)) + v(budget + 1)
-    return (1.0 + expected_tree_accepted(rank_probs, budget, max_depth)) / cost
+    D = the tree's draft passes in draft single-token units (:func:`tree_draft_cost`; vd: a
+    w-token draft pass over a 1-token one, default v's shape, both models being memory-bound
+    alike). E[accepted] and D come from ``accepted(budget)`` / ``draft_cost(budget)`` when given
+    (:class:`AcceptedByBudget`: the trees actually built), else from the best tree under
+    positional acceptance (:func:`best_tree`)."""
+    gain, levels = best_tree(rank_probs, budget, max_depth) if accepted is None or draft_cost is None else (0.0, [])
+    gain = accepted(budget) if accepted is not None else gain
+    d = draft_cost(budget) if draft_cost is not None else tree_draft_cost(levels, width, vd or v)
+    return (1.0 + gain) / (c * d + v(budget + 1))
 
 
-def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth: int = 64, budget_max: int = 64, vd=None) -> tuple[int, float]:
+def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth: int = 64, budget_max: int = 64, vd=None,
+                accepted=None, draft_cost=None) -> tuple[int, float]:
     """The budget in 1..budget_max with the largest :func:`tree_speedup`; (budget, predicted)."""
-    scores = {b: tree_speedup(rank_probs, b, c, v, width, max_depth, vd) for b in range(1, budget_max + 1)}
+    if accepted is None or draft_cost is None:  # the positional model, every budget from one growth
+        trees = best_trees(rank_probs, budget_max, max_depth)
+        tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
+        accepted = accepted or (lambda b: tree(b)[0])
+        draft_cost = draft_cost or (lambda b: tree_draft_cost(tree(b)[1], width, vd or v))
+    scores = {b: tree_speedup(rank_probs, b, c, v, width, max_depth, vd, accepted, draft_cost) for b in range(1, budget_max + 1)}
     best = max(scores, key=lambda b: (round(scores[b], 12), -b))
     return best, scores[best]
 
@@ -226,6 +267,72 @@ class RankAcceptance:
         return self.probs()[0]
 
 
+class AcceptedByBudget:
+    """E[accepted draft tokens per step] and the draft cost of a tree, as functions of the budget,
+    from the trees actually built.
+
+    The positional model (:func:`best_tree`) values the *best* tree; SpecExec's drafter keeps the
+    nodes most likely under the *draft*, which the target does not follow as often (measured: the
+    positional prediction 114 % above the speed it ran at). The drafter gives a free counterfactual
+    instead: a smaller budget builds the first nodes of a larger budget's tree
+    (spsamp.drafting.tree), and the descent samples from the target (spsamp.acceptance.tree), so a
+    step that built n nodes and kept the path i_1 < i_2 < ... (node indices) would have kept
+    #{j : i_j < b} with budget b <= n, and its first b nodes' levels give that tree's draft cost
+    (``draft_cost(levels)``, :func:`tree_draft_cost`).
+
+    Estimates are decayed per step (``decay``) and trusted from ``min_weight`` steps on. Past the
+    largest trusted budget n the curves are the priors scaled to agree at n, so larger trees look
+    worth trying until tried — the choice explores, then corrects itself.
+    """
+
+    def __init__(self, size_max: int, draft_cost=None, decay: float = 0.95, min_weight: float = 3.0):
+        self.decay, self.min_weight = decay, min_weight
+        self.draft_cost = draft_cost or (lambda levels: tree_draft_cost(levels, 1))
+        self.sums = [0.0] * (size_max + 1)  # index b: decayed sum of accepted-with-budget-b
+        self.costs = [0.0] * (size_max + 1)  # index b: decayed sum of the b-node tree's draft cost
+        self.weights = [0.0] * (size_max + 1)
+
+    def observe(self, path: list[int], depths: list[int]) -> None:
+        """One step: the accepted node indices (increasing) of a tree whose nodes had ``depths``."""
+        self.sums = [x * self.decay for x in self.sums]
+        self.costs = [x * self.decay for x in self.costs]
+        self.weights = [w * self.decay for w in self.weights]
+        levels: list[int] = []
+        for b in range(1, min(len(depths), len(self.sums) - 1) + 1):
+            d = depths[b - 1]
+            levels += [0] * (d - len(levels))
+            levels[d - 1] += 1
+            self.weights[b] += 1.0
+            self.sums[b] += sum(1 for i in path if i < b)
+            self.costs[b] += self.draft_cost(levels)
+
+    def known(self) -> int:
+        """The largest budget with ``min_weight`` steps of evidence (0: none yet)."""
+        return max((b for b, w in enumerate(self.weights) if b and w >= self.min_weight), default=0)
+
+    def curve(self, prior) -> list[float]:
+        """[E[accepted](b) for b = 0..size_max]: observed up to :meth:`known`, non-decreasing (a
+        larger tree holds the smaller), ``prior(b)`` scaled to agree past it."""
+        return self._curve(self.sums, prior)
+
+    def cost_curve(self, prior) -> list[float]:
+        """[draft cost of the b-node tree for b = 0..size_max], as :meth:`curve`."""
+        return self._curve(self.costs, prior)
+
+    def _curve(self, sums: list[float], prior) -> list[float]:
+        n = self.known()
+        out = [0.0]
+        for b in range(1, len(sums)):
+            if b <= n:
+                out.append(max(out[-1], sums[b] / self.weights[b]))
+            elif n == 0:
+                out.append(prior(b))
+            else:
+                p_n = prior(n)
+                out.append(max(out[-1], prior(b) * out[n] / p_n if p_n > 0 else out[n]))
+        return out
+
+
 class AutoSize:
     """``method.k=auto`` / ``method.budget=auto``: before each step, the size that maximises the
     predicted speedup under the measured costs and the acceptance observed so far; after it, the
@@ -237,12 +344,20 @@ class AutoSize:
         self.c, self.v, self.vd = c, v, vd
         self.size_max, self.tree, self.width, self.max_depth = size_max, tree, width, max_depth
         self.acceptance = acceptance or RankAcceptance(max_rank=8 if tree else 1)
+        # the tree's accepted length and draft cost, as built
+        self.built = AcceptedByBudget(size_max, lambda levels: tree_draft_cost(levels, width, vd or v)) if tree else None
         self.chosen: list[int] = []
         self.predicted: list[float] = []
 
     def choose(self) -> int:
         if self.tree:
-            size, pred = best_budget(self.acceptance.probs(), self.c, self.v, self.width, self.max_depth, self.size_max, self.vd)
+            probs = self.acceptance.probs()
+            trees = best_trees(probs, self.size_max, self.max_depth)
+            tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
+            gain = self.built.curve(lambda b: tree(b)[0])
+            dcost = self.built.cost_curve(lambda b: tree_draft_cost(tree(b)[1], self.width, self.vd or self.v))
+            size, pred = best_budget(probs, self.c, self.v, self.width, self.max_depth, self.size_max, self.vd,
+                                     gain.__getitem__, dcost.__getitem__)
         else:
             size, pred = best_k(self.acceptance.alpha, self.c, self.v, self.size_max)
         self.chosen.append(size)

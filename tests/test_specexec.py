@@ -136,3 +136,22 @@ def test_kv_caches_equal_fresh_prefill_after_tree_steps(tiny64, one_thread):
 def test_bad_specexec_params_are_one_config_error_line(override, field):
     with pytest.raises(ConfigError, match=rf"^{field}: "):
         validate(compose_cfg(["model=tiny_random", "method=specexec", override]))
+
+
+@pytest.mark.parametrize("width,thr,temp", [(1, 0.0, 1.0), (4, 0.0, 0.7), (3, 0.01, 1.0)])
+def test_a_smaller_budget_builds_the_first_nodes_of_a_larger_tree(tiny64, one_thread, width, thr, temp):
+    """budget=auto reads what a budget-b tree would have accepted off a larger tree (spsamp.cost_model.
+    AcceptedByBudget): that holds only if best-first growth makes the b-node tree a prefix of the big one."""
+    _, draft = tiny64
+    gen = GenerationConfig(temperature=temp)
+    big = None
+    for b in (30, 17, 8, 1):
+        draft.prefill(torch.tensor(PROMPT[:-1]))
+        prop = TreeDrafter(30, width, thr, 6).propose(state(draft, gen), b, 99, False)
+        if big is None:
+            big = prop
+            assert big.size == 30 or thr > 0  # pruning may leave fewer candidates than the budget
+            assert big.stats.depth >= 2
+        else:
+            assert prop.size == min(b, big.size)
+            assert prop.tokens.tolist() == big.tokens.tolist()[:b] and prop.parents.tolist() == big.parents.tolist()[:b]

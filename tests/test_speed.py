@@ -263,17 +263,28 @@ def test_tree_expected_length_is_the_best_subtree_by_brute_force():
     assert cm.expected_tree_accepted(probs, budget, depth) == pytest.approx(best)
 
 
-def test_tree_draft_passes_match_the_drafter():
-    # spsamp.drafting.tree: root pass + one batched pass per full round of `width` nodes
-    assert [cm.tree_draft_passes(b, 4) for b in (1, 4, 5, 8, 9, 16)] == [1, 1, 2, 2, 3, 4]
-    assert cm.tree_draft_passes(16, 1) == 16
+def test_tree_draft_passes_count_levels_in_batches():
+    # spsamp.drafting.tree: the root pass, then each level but the deepest in passes of `width` nodes
+    assert cm.tree_draft_passes([1], 4) == 1  # one child of the root: nothing to expand
+    assert cm.tree_draft_passes([1] * 8, 4) == 8  # a chain of 8: as SpS with k = 8
+    assert cm.tree_draft_passes([4, 9, 3], 4) == 1 + 1 + 3
+    assert cm.tree_draft_passes([4, 9, 3], 16) == 3
+    assert cm.tree_draft_cost([4, 9, 3], 4, vd=cm.VerifyCost({4: 2.0})) == pytest.approx(1 + 2.0 + 2 * 2.0 + 1.0)
+
+
+def test_best_trees_are_the_prefixes_of_one_growth():
+    probs = [0.7, 0.15, 0.05]
+    trees = cm.best_trees(probs, 20, max_depth=5)
+    for b in (1, 3, 7, 20):
+        assert trees[b - 1] == (pytest.approx(cm.expected_tree_accepted(probs, b, 5)), cm.best_tree(probs, b, 5)[1])
+        assert sum(trees[b - 1][1]) == b and len(trees[b - 1][1]) <= 5
 
 
 def test_best_budget_grows_with_cheap_wide_verification_and_wide_drafting():
-    probs = [0.7, 0.15, 0.05]
+    probs = [0.4, 0.3, 0.2]  # acceptance spread over ranks: wide levels pay
     narrow, _ = cm.best_budget(probs, 0.39, INTEL, width=1)
     wide, _ = cm.best_budget(probs, 0.39, INTEL, width=8)
-    assert wide > narrow  # a batched draft pass adds 8 nodes for the price of ~one
+    assert wide > narrow  # a batched draft pass expands 8 nodes of a level for the price of ~one
     cheap, _ = cm.best_budget(probs, 0.39, FLAT, width=8)
     steep, _ = cm.best_budget(probs, 0.39, cm.VerifyCost({2: 1.5, 8: 4.0, 32: 12.0}), width=8)
     assert cheap > steep
@@ -351,6 +362,60 @@ def test_tree_visits_reads_the_accepted_path_and_the_miss():
     assert tree_visits(tokens, parents, [10, 12, 14, 5]) == [(2, 1), (2, 1), (1, 1)]  # down to the leaf e
     assert tree_visits(tokens, parents, [42]) == [(2, None)]  # the target's token is no child of the root
     assert tree_visits([5, 6, 7], [-1, 0, 1], [5, 6, 9]) == [(1, 1), (1, 1), (1, None)]  # a chain: 2 accepted, 1 rejected
+
+
+def test_tree_path_follows_the_output_through_the_proposal():
+    from spsamp.drafting.autosize import tree_path
+
+    tokens, parents = [10, 11, 12, 13, 14], [-1, -1, 0, 0, 2]
+    assert tree_path(tokens, parents, [10, 13, 99]) == [0, 3]
+    assert tree_path(tokens, parents, [10, 12, 14, 5]) == [0, 2, 4]
+    assert tree_path(tokens, parents, [42, 10]) == [] and tree_path(tokens, parents, []) == []
+    assert tree_path(tokens, parents, [12]) == []  # 12 is a grandchild, not a child of the root
+
+
+def test_accepted_by_budget_counts_what_each_smaller_tree_would_have_kept():
+    built = cm.AcceptedByBudget(size_max=8, decay=1.0, min_weight=2.0)
+    built.observe([0, 3, 6], depths=[1, 1, 1, 2, 2, 2, 3, 3])  # budget b keeps the path nodes with index < b
+    built.observe([1], depths=[1, 1, 1, 2, 2, 2, 3, 3])
+    prior = lambda b: 0.5 * b  # noqa: E731
+    curve = built.curve(prior)
+    # b=1: (1 + 0) / 2; b=2: (1 + 1) / 2; b=4: (2 + 1) / 2; b=7, 8: (3 + 1) / 2
+    assert curve[1:] == pytest.approx([0.5, 1.0, 1.0, 1.5, 1.5, 1.5, 2.0, 2.0])
+    assert built.known() == 8
+    # draft cost (1 per pass, width 1) of the first b nodes: the root pass + every level but the deepest
+    assert built.cost_curve(prior)[1:] == pytest.approx([1, 1, 1, 4, 4, 4, 7, 7])
+
+
+def test_accepted_by_budget_extrapolates_the_prior_past_what_was_built():
+    built = cm.AcceptedByBudget(size_max=16, decay=1.0, min_weight=2.0)
+    prior = lambda b: 0.25 * b  # noqa: E731
+    assert built.curve(prior) == pytest.approx([0.0] + [0.25 * b for b in range(1, 17)])  # nothing seen: the prior
+    for _ in range(3):
+        built.observe([0, 1], depths=[1, 2, 3, 4])  # 4-node trees, 2 accepted: the prior said 1.0 at 4
+    built.observe([0, 1, 2, 3, 4, 5], depths=list(range(1, 17)))  # one larger tree: below min_weight past 4
+    curve = built.curve(prior)
+    assert built.known() == 4 and curve[4] == pytest.approx((3 * 2 + 4) / 4)  # the big tree counts at b <= 4 too
+    assert curve[8] == pytest.approx(prior(8) * curve[4] / prior(4))  # the prior, scaled to agree at 4
+    assert curve == sorted(curve)
+
+
+def test_budget_auto_moves_with_the_trees_it_builds():
+    """The positional model promises a deep tree; the built trees keep one node whatever the
+    budget: budget=auto must shrink, and its prediction must come down to what was kept."""
+    auto = cm.AutoSize(c=0.3, v=INTEL, size_max=32, tree=True, width=4)
+    for _ in range(5):  # teach the rank estimate a high acceptance: the positional model likes big trees
+        auto.acceptance.observe([(4, 1)] * 6)
+    first = auto.choose()
+    for _ in range(60):
+        b = auto.choose()
+        auto.built.observe([0], depths=list(range(1, b + 1)))  # a chain of b nodes; only the first is ever kept
+    last = auto.choose()
+    assert first > 4 and last < first
+    assert auto.built.known() >= last
+    gain, dcost = auto.built.curve(lambda b: 0.0), auto.built.cost_curve(lambda b: 1.0)
+    kept_one = cm.tree_speedup([], last, 0.3, INTEL, width=4, accepted=lambda _: 1.0, draft_cost=dcost.__getitem__)
+    assert gain[last] == pytest.approx(1.0) and auto.predicted[-1] == pytest.approx(kept_one)
 
 
 class _FakeState:

@@ -45,6 +45,20 @@ def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list
     return visits
 
 
+def tree_path(tokens: list[int], parents: list[int], after: list[int]) -> list[int]:
+    """Indices of the proposal's nodes the output went through (root down), from ``after``: the
+    tokens that followed the root in the output."""
+    children = {(par, tok): i for i, (tok, par) in enumerate(zip(tokens, parents))}
+    path: list[int] = []
+    node = -1
+    for tok in after:
+        node = children.get((node, tok), -2)
+        if node == -2:
+            break
+        path.append(node)
+    return path
+
+
 class AutoSized:
     """A drafter that proposes ``auto.choose()`` tokens/nodes per step (see module doc).
 
@@ -98,7 +112,10 @@ class AutoSized:
         st, base, prop = self._last
         self._last = None
         if prop.size and self.auto is not None:
-            self.auto.acceptance.observe(tree_visits(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])))
+            tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
+            self.auto.acceptance.observe(tree_visits(tokens, parents, after))
+            if self.auto.built is not None:
+                self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist())
 
     def metrics(self) -> dict[str, Any]:
         """This row's choices (for ``metrics_json``), its last step included."""

@@ -1,12 +1,18 @@
-"""SpecExec's draft tree (Svirschevski et al. 2024, Sec. 3.1-3.2, Alg. 2 "build tree"): grow the
-tree best-first by cumulative draft log-probability, so that with a budget of B nodes it holds
-(approximately) the B most likely continuations under p.
+"""SpecExec's draft tree (Svirschevski et al. 2024, Sec. 3.1-3.2, Alg. 2 "build tree"): the
+``budget`` most likely continuations under p, by cumulative draft log-probability
+log p(path) = sum of log p along the path.
 
-Each round pops up to ``parallel_branches`` best candidates from a priority queue keyed by
-log p(path) = sum of log p along the path, adds them to the tree, and expands them with ONE batched
-draft forward (tree positions + tree mask, the same layout the target verifies); their top children
-become new candidates. A child whose cumulative probability falls below ``branch_prune_threshold``
-is pruned; nodes at ``max_depth`` are not expanded; growth stops at ``budget`` nodes.
+Growth follows the official implementation (SpecExec v4b ``grow_tree``): every node discovered so
+far is a candidate, and the tree is always the ``budget`` best of them. Each batched draft forward
+expands (feeds to the draft, with tree positions and a tree mask) the ``parallel_branches`` best
+tree nodes not expanded yet, so the tree deepens one level per pass however wide the pass is; their
+top children become candidates. Growth stops when no tree node could still have a child good enough
+to enter the tree (children are never likelier than their parent). A child whose cumulative
+probability falls below ``branch_prune_threshold`` is pruned; nodes at ``max_depth`` are not expanded.
+
+Because the tree is the best ``budget`` of one ranking, a smaller budget builds the first nodes of
+a larger budget's tree (nodes are emitted in that ranking) — budget=auto relies on it
+(spsamp.cost_model.AcceptedByBudget).
 
 Ranking distribution: the draft at the generation temperature (top-k/top-p applied as for the
 target); at temperature 0 the draft's plain softmax (T=1), since a one-hot draft would collapse
@@ -15,8 +21,6 @@ the tree to a chain. The tree's shape never affects exactness (see acceptance.tr
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -63,55 +67,47 @@ class TreeDrafter:
     def propose(self, state: Any, size: int, max_depth: int, hidden: bool = False) -> Proposal:
         """Feed the pending tokens (ending with the root) to the draft, then grow a tree of at most
         ``size`` nodes and ``min(self.max_depth, max_depth)`` levels (no hidden states: no tree
-        rule asks for them)."""
+        rule asks for them). Nodes come out best first (parents before children)."""
         depth_cap = min(self.max_depth, max_depth)
         if size < 1 or depth_cap < 1:
             return Proposal.empty()  # nothing could be used: not even the pending tokens are fed
         draft, gen, vocab, budget = state.draft, state.gen, state.vocab, size
         pending = state.seq[draft.cache_len :]
         st = TreeStats()
+        # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
         parents: list[int] = []
         depths: list[int] = []
         path_lp: list[float] = []  # log p(path to node)
-        slots: list[int] = []
-        ancestors: list[list[int]] = []  # draft-cache slots of each node's ancestors (itself excluded)
-        n_children: list[int] = []
-        heap: list[tuple[float, int, int, int]] = []  # (-log p(path), tie-break, parent, token)
-        tie = itertools.count()
+        slots: list[int] = []  # draft-cache index once expanded, else -1
 
         logits = draft.forward(torch.tensor(pending, dtype=torch.long), last_only=True).logits
         st.draft_calls = 1
         base = draft.cache_len  # prefix + root: every node sees all of it
         root_pos = base - 1
         key_pos = list(range(base))  # position of each draft-cache entry (sliding-window masks)
-        self._push(heap, tie, self._probs(logits, gen, vocab), [-1], [0.0], budget, st)
-        while heap and len(tokens) < budget:
-            batch: list[int] = []
-            while heap and len(batch) < self.parallel_branches and len(tokens) < budget:
-                neg_lp, _, par, tok = heapq.heappop(heap)
-                i = len(tokens)
-                tokens.append(tok)
-                parents.append(par)
-                path_lp.append(-neg_lp)
-                depths.append(1 if par < 0 else depths[par] + 1)
-                slots.append(-1)
-                n_children.append(0)
-                ancestors.append([] if par < 0 else ancestors[par] + [slots[par]])
-                if par >= 0:
-                    n_children[par] += 1
-                if depths[i] < depth_cap:
-                    batch.append(i)
-            if len(tokens) >= budget or not batch:
-                break  # nothing more can be added: the last nodes need no draft pass
+        known = (tokens, parents, depths, path_lp, slots)
+        self._discover(known, self._probs(logits, gen, vocab), [-1], budget, st)
+        while True:
+            tree = self._best(path_lp, depths, budget)
+            full = len(tree) == budget
+            lowest = path_lp[tree[-1]] if tree else 0.0
+            # children are never likelier than their parent: a node at the tree's lowest
+            # probability cannot add a child to a full tree
+            frontier = [i for i in tree if slots[i] < 0 and depths[i] < depth_cap and (not full or path_lp[i] > lowest)]
+            if not frontier:
+                break
+            batch = frontier[: self.parallel_branches]
             # expand the batch in one draft forward: node j at position root_pos + depth(j), seeing
-            # the prefix, its ancestors (all expanded earlier, so already cached) and itself
+            # the prefix, its ancestors (expanded earlier: they are how it was found) and itself
             cached = draft.cache_len
             visible = torch.zeros(len(batch), cached + len(batch), dtype=torch.bool)
             visible[:, :base] = True
             for j, i in enumerate(batch):
-                if ancestors[i]:
-                    visible[j, ancestors[i]] = True
+                a = parents[i]
+                while a >= 0:
+                    visible[j, slots[a]] = True
+                    a = parents[a]
                 visible[j, cached + j] = True
                 slots[i] = cached + j
             pos = torch.tensor([[root_pos + depths[i] for i in batch]], dtype=torch.long)
@@ -121,28 +117,41 @@ class TreeDrafter:
             logits = draft.forward(ids, position_ids=pos, attention_mask=mask).logits
             st.draft_calls += 1
             st.expanded += len(batch)
-            self._push(heap, tie, self._probs(logits, gen, vocab), batch, [path_lp[i] for i in batch], budget - len(tokens), st)
-        st.size = len(tokens)
-        st.depth = max(depths, default=0)
-        st.leaves = sum(1 for c in n_children if c == 0)
+            self._discover(known, self._probs(logits, gen, vocab), batch, budget, st)
+        tree = self._best(path_lp, depths, budget)
+        index = {old: new for new, old in enumerate(tree)}
+        has_child = {parents[i] for i in tree}
+        st.size = len(tree)
+        st.depth = max((depths[i] for i in tree), default=0)
+        st.leaves = sum(1 for i in tree if i not in has_child)
         return Proposal(
-            tokens=torch.tensor(tokens, dtype=torch.long),
-            parents=torch.tensor(parents, dtype=torch.long),
-            slots=slots,
+            tokens=torch.tensor([tokens[i] for i in tree], dtype=torch.long),
+            parents=torch.tensor([index[parents[i]] if parents[i] >= 0 else -1 for i in tree], dtype=torch.long),
+            slots=[slots[i] for i in tree],
             draft_calls=st.draft_calls,
             stats=st,
-            _depths=torch.tensor(depths, dtype=torch.long),
+            _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
 
-    def _push(self, heap: list, tie: Any, probs: torch.Tensor, nodes: list[int], node_lp: list[float], room: int, st: TreeStats) -> None:
-        # candidates: the top-`room` children of each expanded node (no more could ever be added);
-        # log p(child path) = log p(parent path) + log p(token | parent path)
-        m = min(room, probs.shape[-1])
-        if m <= 0:
-            return
-        top_p, top_i = torch.topk(probs, m, dim=-1)
-        for node, base_lp, row_lp, row_id in zip(nodes, node_lp, torch.log(top_p).tolist(), top_i.tolist()):
-            for j, (lp, tok) in enumerate(zip(row_lp, row_id)):
+    @staticmethod
+    def _best(path_lp: list[float], depths: list[int], budget: int) -> list[int]:
+        # ties go to the shallower node, then the earlier found: a parent always precedes its
+        # children (a child's log p(path) is at most its parent's), so the first b nodes are a tree
+        return sorted(range(len(path_lp)), key=lambda i: (-path_lp[i], depths[i], i))[:budget]
+
+    def _discover(self, known: tuple, probs: torch.Tensor, nodes: list[int], budget: int, st: TreeStats) -> None:
+        # candidates: the top children of each expanded node — at most budget - depth of them can
+        # fit (its ancestors and itself come first); log p(child path) = log p(parent) + log p(token | parent)
+        tokens, parents, depths, path_lp, slots = known
+        for node, row in zip(nodes, probs):
+            depth = depths[node] if node >= 0 else 0
+            m = min(budget - depth, row.shape[-1])
+            if m <= 0:
+                continue
+            base_lp = path_lp[node] if node >= 0 else 0.0
+            top_p, top_i = torch.topk(row, m)
+            row_lp = torch.log(top_p).tolist()
+            for j, (lp, tok) in enumerate(zip(row_lp, top_i.tolist())):
                 if lp == -math.inf:
                     break  # zero-probability children (top-k / top-p cut) are no candidates
                 st.candidates += 1
@@ -152,4 +161,8 @@ class TreeDrafter:
                     st.candidates += rest - 1
                     st.pruned += rest
                     break
-                heapq.heappush(heap, (-(base_lp + lp), next(tie), node, tok))
+                tokens.append(tok)
+                parents.append(node)
+                depths.append(depth + 1)
+                path_lp.append(base_lp + lp)
+                slots.append(-1)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue #17's headline: the real pair (Qwen2.5-Coder 0.5B -> 1.5B, bf16) on coding (HumanEval's test
+# half) and MT-Bench first turns (one question per category in turn), greedy and T=0.7, every method
+# interleaved prompt by prompt in one run per dataset (scripts/bench_lossless.py). Each table goes to
+# docs/benchmarks/data/speed_headline/<dataset>.md (the command, date, CPU and versions at its top).
+#   python -m spsamp.models.fetch qwen25_coder_05b_15b      # once
+#   bash scripts/bench_headline.sh [coding|mt_bench]...    # default: both; ~30 min each on 2 cores
+# Keep the machine otherwise quiet: ratios come from one run, but 2 cores shared halve every row.
+# THREADS (default 2: this bench wants both cores), CODING_PROMPTS/TOKENS, MT_PROMPTS/TOKENS size it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-docs/benchmarks/data/speed_headline}
+MT_BENCH=${MT_BENCH:-../shared/datasets/mt_bench.jsonl}
+mkdir -p "$OUT"
+rows=baseline,hf_generate_stock,sps_k4,sps_k8,hf_assisted_k4_stock,hf_assisted_k8_stock,sps_kauto,specexec_b16x4,specexec_b32,specexec_bauto
+common=(--model qwen25_coder_05b_15b --threads "${THREADS:-2}" --k 4,8 --budgets 16x4,32x8 --parallel-branches 8
+        --max-depth 12 --auto --temps 0,0.7 --only "$rows")
+for set in "${@:-coding mt_bench}"; do
+    for name in $set; do
+        case "$name" in
+            coding) args=(--set dataset=humaneval --set dataset.split=test --prompts "${CODING_PROMPTS:-4}"
+                          --max-new-tokens "${CODING_TOKENS:-128}") ;;
+            mt_bench) args=(--set dataset=mt_bench --set "dataset.path=$MT_BENCH" --spread --prompts "${MT_PROMPTS:-8}"
+                            --max-new-tokens "${MT_TOKENS:-64}") ;;
+            *) echo "bench_headline.sh: unknown set '$name' — use coding or mt_bench" >&2; exit 2 ;;
+        esac
+        "$PY" scripts/bench_lossless.py "${common[@]}" "${args[@]}" > "$OUT/$name.md.part" 2> "$OUT/$name.log.part"
+        mv "$OUT/$name.md.part" "$OUT/$name.md"
+        grep -v "Loading weights" "$OUT/$name.log.part" > "$OUT/$name.log" || true
+        rm -f "$OUT/$name.log.part"
+    done
+done
