@@ -79,9 +79,9 @@ class FirstTokenClock:
 
 
 # every logits processor of transformers off, by its neutral value (None-valued ones stay None:
-# with the models' configs swapped out nothing fills them in)
+# with the models' configs swapped out nothing fills them in; min_length among them — an explicit 0
+# makes the assistant's every draft call log that min_new_tokens overrides it)
 NEUTRAL = {
-    "min_length": 0,
     "repetition_penalty": 1.0,
     "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,

@@ -21,6 +21,7 @@ the tree to a chain. The tree's shape never affects exactness (see acceptance.tr
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +138,7 @@ class TreeDrafter:
     def _best(path_lp: list[float], depths: list[int], budget: int) -> list[int]:
         # ties go to the shallower node, then the earlier found: a parent always precedes its
         # children (a child's log p(path) is at most its parent's), so the first b nodes are a tree
-        return sorted(range(len(path_lp)), key=lambda i: (-path_lp[i], depths[i], i))[:budget]
+        return heapq.nsmallest(budget, range(len(path_lp)), key=lambda i: (-path_lp[i], depths[i], i))
 
     def _discover(self, known: tuple, probs: torch.Tensor, nodes: list[int], budget: int, st: TreeStats) -> None:
         # candidates: the top children of each expanded node — at most budget - depth of them can
