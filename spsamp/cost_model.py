@@ -205,10 +205,11 @@ def tree_speedup(rank_probs: list[float], budget: int, c: float, v, width: int =
     alike). E[accepted] and D come from ``accepted(budget)`` / ``draft_cost(budget)`` when given
     (:class:`AcceptedByBudget`: the trees actually built), else from the best tree under
     positional acceptance (:func:`best_tree`)."""
-    gain, levels = best_tree(rank_probs, budget, max_depth) if accepted is None or draft_cost is None else (0.0, [])
-    gain = accepted(budget) if accepted is not None else gain
-    d = draft_cost(budget) if draft_cost is not None else tree_draft_cost(levels, width, vd or v)
-    return (1.0 + gain) / (c * d + v(budget + 1))
+    if accepted is None or draft_cost is None:
+        gain, levels = best_tree(rank_probs, budget, max_depth)
+        accepted = accepted or (lambda _: gain)
+        draft_cost = draft_cost or (lambda _: tree_draft_cost(levels, width, vd or v))
+    return (1.0 + accepted(budget)) / (c * draft_cost(budget) + v(budget + 1))
 
 
 def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth: int = 64, budget_max: int = 64, vd=None,
@@ -291,20 +292,33 @@ class AcceptedByBudget:
         self.sums = [0.0] * (size_max + 1)  # index b: decayed sum of accepted-with-budget-b
         self.costs = [0.0] * (size_max + 1)  # index b: decayed sum of the b-node tree's draft cost
         self.weights = [0.0] * (size_max + 1)
+        self.spent = self.estimated = 0.0  # decayed sums: draft cost spent, and estimated from levels
 
-    def observe(self, path: list[int], depths: list[int]) -> None:
-        """One step: the accepted node indices (increasing) of a tree whose nodes had ``depths``."""
+    def observe(self, path: list[int], depths: list[int], spent: float | None = None) -> None:
+        """One step: the accepted node indices (increasing) of a tree whose nodes had ``depths``,
+        and what its draft passes really cost (``spent``, in the units of ``draft_cost``): the
+        level count misses passes spent on nodes that did not make the tree, so every estimate
+        is scaled by spent / estimate of the trees built (decayed like the rest)."""
         self.sums = [x * self.decay for x in self.sums]
         self.costs = [x * self.decay for x in self.costs]
         self.weights = [w * self.decay for w in self.weights]
         levels: list[int] = []
+        estimate = 0.0
         for b in range(1, min(len(depths), len(self.sums) - 1) + 1):
             d = depths[b - 1]
             levels += [0] * (d - len(levels))
             levels[d - 1] += 1
+            estimate = self.draft_cost(levels)
             self.weights[b] += 1.0
             self.sums[b] += sum(1 for i in path if i < b)
-            self.costs[b] += self.draft_cost(levels)
+            self.costs[b] += estimate
+        if spent is not None and estimate > 0:
+            self.spent, self.estimated = self.spent * self.decay + spent, self.estimated * self.decay + estimate
+
+    @property
+    def cost_scale(self) -> float:
+        """Draft cost really spent / estimated from levels, over the trees built (1 before any)."""
+        return self.spent / self.estimated if self.estimated > 0 else 1.0
 
     def known(self) -> int:
         """The largest budget with ``min_weight`` steps of evidence (0: none yet)."""
@@ -316,8 +330,8 @@ class AcceptedByBudget:
         return self._curve(self.sums, prior)
 
     def cost_curve(self, prior) -> list[float]:
-        """[draft cost of the b-node tree for b = 0..size_max], as :meth:`curve`."""
-        return self._curve(self.costs, prior)
+        """[draft cost of the b-node tree for b = 0..size_max], as :meth:`curve`, times :attr:`cost_scale`."""
+        return [x * self.cost_scale for x in self._curve(self.costs, prior)]
 
     def _curve(self, sums: list[float], prior) -> list[float]:
         n = self.known()
@@ -356,7 +370,11 @@ class AutoSize:
             tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
             gain = self.built.curve(lambda b: tree(b)[0])
             dcost = self.built.cost_curve(lambda b: tree_draft_cost(tree(b)[1], self.width, self.vd or self.v))
-            size, pred = best_budget(probs, self.c, self.v, self.width, self.max_depth, self.size_max, self.vd,
+            # explore at most twice the largest budget on record: an optimistic prior must not buy
+            # a 50-node tree on one step's say-so
+            known = self.built.known()
+            size, pred = best_budget(probs, self.c, self.v, self.width, self.max_depth,
+                                     min(self.size_max, 2 * known) if known else self.size_max, self.vd,
                                      gain.__getitem__, dcost.__getitem__)
         else:
             size, pred = best_k(self.acceptance.alpha, self.c, self.v, self.size_max)

@@ -400,6 +400,22 @@ def test_accepted_by_budget_extrapolates_the_prior_past_what_was_built():
     assert curve == sorted(curve)
 
 
+def test_tree_draft_cost_is_scaled_by_what_the_built_trees_really_spent():
+    built = cm.AcceptedByBudget(size_max=6, decay=1.0, min_weight=1.0)
+    built.observe([0], depths=[1, 2, 3], spent=6.0)  # levels say 1 + 2 passes; the drafter spent 6
+    assert built.cost_scale == pytest.approx(2.0)
+    assert built.cost_curve(lambda b: 1.0)[1:4] == pytest.approx([2.0, 4.0, 6.0])
+
+
+def test_budget_auto_explores_at_most_twice_the_largest_budget_on_record():
+    auto = cm.AutoSize(c=0.05, v=cm.VerifyCost({}), size_max=64, tree=True, width=8)
+    for _ in range(5):
+        auto.acceptance.observe([(4, 1)] * 6)  # a high acceptance: the prior wants a big tree
+    for _ in range(4):
+        auto.built.observe([0, 1, 2], depths=[1, 2, 3, 4])  # only 4-node trees on record, all good
+    assert auto.built.known() == 4 and auto.choose() == 8
+
+
 def test_budget_auto_moves_with_the_trees_it_builds():
     """The positional model promises a deep tree; the built trees keep one node whatever the
     budget: budget=auto must shrink, and its prediction must come down to what was kept."""

@@ -115,7 +115,16 @@ class AutoSized:
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
             self.auto.acceptance.observe(tree_visits(tokens, parents, after))
             if self.auto.built is not None:
-                self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist())
+                self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), self._spent(prop))
+
+    def _spent(self, prop: Any) -> Optional[float]:
+        """The proposal's draft passes in draft single-token units: the root pass, then passes of
+        ``expanded / passes`` nodes on average (None if the drafter keeps no such stats)."""
+        passes, expanded = prop.draft_calls - 1, getattr(prop.stats, "expanded", None)
+        if expanded is None or self.auto is None:
+            return None
+        vd = self.auto.vd or self.auto.v
+        return 1.0 + (passes * vd(max(1, round(expanded / passes))) if passes > 0 else 0.0)
 
     def metrics(self) -> dict[str, Any]:
         """This row's choices (for ``metrics_json``), its last step included."""
