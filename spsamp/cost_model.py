@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
-    "best_tree", "best_trees", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
+    "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
     "RankAcceptance", "AcceptedByBudget", "AutoSize",
 ]
 
@@ -212,14 +212,20 @@ def tree_speedup(rank_probs: list[float], budget: int, c: float, v, width: int =
     return (1.0 + accepted(budget)) / (c * draft_cost(budget) + v(budget + 1))
 
 
+def positional_curves(rank_probs: list[float], budget_max: int, max_depth: int, width: int, vd) -> tuple:
+    """(E[accepted](b), draft cost(b)) of the best b-node trees under positional acceptance
+    (:func:`best_tree`, :func:`tree_draft_cost`), every budget up to ``budget_max`` from one growth."""
+    trees = best_trees(rank_probs, budget_max, max_depth)
+    tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
+    return (lambda b: tree(b)[0]), (lambda b: tree_draft_cost(tree(b)[1], width, vd))
+
+
 def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth: int = 64, budget_max: int = 64, vd=None,
                 accepted=None, draft_cost=None) -> tuple[int, float]:
     """The budget in 1..budget_max with the largest :func:`tree_speedup`; (budget, predicted)."""
-    if accepted is None or draft_cost is None:  # the positional model, every budget from one growth
-        trees = best_trees(rank_probs, budget_max, max_depth)
-        tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
-        accepted = accepted or (lambda b: tree(b)[0])
-        draft_cost = draft_cost or (lambda b: tree_draft_cost(tree(b)[1], width, vd or v))
+    if accepted is None or draft_cost is None:
+        prior_accepted, prior_cost = positional_curves(rank_probs, budget_max, max_depth, width, vd or v)
+        accepted, draft_cost = accepted or prior_accepted, draft_cost or prior_cost
     scores = {b: tree_speedup(rank_probs, b, c, v, width, max_depth, vd, accepted, draft_cost) for b in range(1, budget_max + 1)}
     best = max(scores, key=lambda b: (round(scores[b], 12), -b))
     return best, scores[best]
@@ -366,10 +372,8 @@ class AutoSize:
     def choose(self) -> int:
         if self.tree:
             probs = self.acceptance.probs()
-            trees = best_trees(probs, self.size_max, self.max_depth)
-            tree = lambda b: trees[min(b, len(trees)) - 1] if trees else (0.0, [])  # noqa: E731
-            gain = self.built.curve(lambda b: tree(b)[0])
-            dcost = self.built.cost_curve(lambda b: tree_draft_cost(tree(b)[1], self.width, self.vd or self.v))
+            prior_accepted, prior_cost = positional_curves(probs, self.size_max, self.max_depth, self.width, self.vd or self.v)
+            gain, dcost = self.built.curve(prior_accepted), self.built.cost_curve(prior_cost)
             # explore at most twice the largest budget on record: an optimistic prior must not buy
             # a 50-node tree on one step's say-so
             known = self.built.known()

@@ -119,7 +119,7 @@ class TreeDrafter:
             st.draft_calls += 1
             st.expanded += len(batch)
             self._discover(known, self._probs(logits, gen, vocab), batch, budget, st)
-        tree = self._best(path_lp, depths, budget)
+        # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
         st.size = len(tree)
@@ -144,15 +144,16 @@ class TreeDrafter:
         # candidates: the top children of each expanded node — at most budget - depth of them can
         # fit (its ancestors and itself come first); log p(child path) = log p(parent) + log p(token | parent)
         tokens, parents, depths, path_lp, slots = known
-        for node, row in zip(nodes, probs):
-            depth = depths[node] if node >= 0 else 0
-            m = min(budget - depth, row.shape[-1])
-            if m <= 0:
-                continue
+        node_depths = [depths[node] if node >= 0 else 0 for node in nodes]
+        m = min(budget - min(node_depths), probs.shape[-1])
+        if m <= 0:
+            return
+        top_p, top_i = torch.topk(probs, m, dim=-1)  # one call for the batch; each row keeps its own share
+        for node, depth, row_lp, row_id in zip(nodes, node_depths, torch.log(top_p).tolist(), top_i.tolist()):
             base_lp = path_lp[node] if node >= 0 else 0.0
-            top_p, top_i = torch.topk(row, m)
-            row_lp = torch.log(top_p).tolist()
-            for j, (lp, tok) in enumerate(zip(row_lp, top_i.tolist())):
+            keep = max(0, budget - depth)
+            row_lp, row_id = row_lp[:keep], row_id[:keep]
+            for j, (lp, tok) in enumerate(zip(row_lp, row_id)):
                 if lp == -math.inf:
                     break  # zero-probability children (top-k / top-p cut) are no candidates
                 st.candidates += 1
