@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Issue #17's headline: the real pair (Qwen2.5-Coder 0.5B -> 1.5B, bf16) on coding (HumanEval's test
-# half) and MT-Bench first turns (one question per category in turn), greedy and T=0.7, every method
-# interleaved prompt by prompt in one run per dataset (scripts/bench_lossless.py). Each table goes to
+# Issue #17's headline: the real pair as its preset runs it (Qwen2.5-Coder 0.5B -> 1.5B; target bf16,
+# draft int8) on coding (HumanEval's test half) and MT-Bench first turns (one question per category
+# in turn), greedy and T=0.7, every method interleaved prompt by prompt in one run per dataset (scripts/bench_lossless.py). Each table goes to
 # docs/benchmarks/data/speed_headline/<dataset>.md (the command, date, CPU and versions at its top).
 #   python -m spsamp.models.fetch qwen25_coder_05b_15b      # once
 #   bash scripts/bench_headline.sh [coding|mt_bench]...    # default: both; ~30 min each on 2 cores
 # Keep the machine otherwise quiet: ratios come from one run, but 2 cores shared halve every row.
 # THREADS (default 2: this bench wants both cores), CODING_PROMPTS/TOKENS, MT_PROMPTS/TOKENS size it.
+# DRAFT_VARIANT=bf16 runs every spsamp row again on the bf16 draft, interleaved, as <row>@bf16 (into
+# <dataset>_vs_bf16_draft.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,6 +18,12 @@ mkdir -p "$OUT"
 rows=baseline,hf_generate_stock,sps_k4,sps_k8,hf_assisted_k4_stock,hf_assisted_k8_stock,sps_kauto,specexec_b16x4,specexec_b32,specexec_bauto
 common=(--model qwen25_coder_05b_15b --threads "${THREADS:-2}" --k 4,8 --budgets 16x4,32x8 --parallel-branches 8
         --max-depth 12 --auto --temps 0,0.7 --only "$rows")
+suffix=
+case "${DRAFT_VARIANT:-}" in
+    "") ;;
+    bf16) common+=(--draft-variant bf16=++model.draft.quantization=null); suffix=_vs_bf16_draft ;;
+    *) echo "bench_headline.sh: unknown DRAFT_VARIANT '$DRAFT_VARIANT' — use bf16 or leave it unset" >&2; exit 2 ;;
+esac
 for set in "${@:-coding mt_bench}"; do
     for name in $set; do
         case "$name" in
@@ -25,9 +33,10 @@ for set in "${@:-coding mt_bench}"; do
                             --max-new-tokens "${MT_TOKENS:-64}") ;;
             *) echo "bench_headline.sh: unknown set '$name' — use coding or mt_bench" >&2; exit 2 ;;
         esac
-        "$PY" scripts/bench_lossless.py "${common[@]}" "${args[@]}" > "$OUT/$name.md.part" 2> "$OUT/$name.log.part"
-        mv "$OUT/$name.md.part" "$OUT/$name.md"
-        grep -v "Loading weights" "$OUT/$name.log.part" > "$OUT/$name.log" || true
-        rm -f "$OUT/$name.log.part"
+        out="$OUT/$name$suffix"
+        "$PY" scripts/bench_lossless.py "${common[@]}" "${args[@]}" > "$out.md.part" 2> "$out.log.part"
+        mv "$out.md.part" "$out.md"
+        grep -v "Loading weights" "$out.log.part" > "$out.log" || true
+        rm -f "$out.log.part"
     done
 done

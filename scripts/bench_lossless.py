@@ -5,14 +5,15 @@
     .venv/bin/python scripts/bench_lossless.py --prompts 8 --k 1,2,3 --budgets 3,8,24 --temps 0,0.7
 
 Prints, per temperature: spsamp baseline vs HF ``generate``; SpS vs HF assisted generation
-(``assistant_model`` = the same int8 draft, ``num_assistant_tokens=k``, constant schedule, no
+(``assistant_model`` = the same draft, ``num_assistant_tokens=k``, constant schedule, no
 confidence early-stop), each transformers row twice: on the very models spsamp runs
 (``hardware.cpu_linear``, default auto: the implementations compared on equal footing) and on a
 second copy with PyTorch's default kernels (``*_stock``: transformers as its users run it);
 SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
 target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
-speedup. Methods run round-robin per prompt (so load drift from other processes hits all alike);
-tokens/s = all new tokens / all wall time (prefill included), over the prompts.
+speedup. ``--draft-variant NAME=OVERRIDES`` loads a second form of the draft (e.g. int8 against
+bf16) and repeats every spsamp row on it as ``<row>@NAME``. Methods run round-robin per prompt
+(so load drift from other processes hits all alike); tokens/s = all new tokens / all wall time (prefill included), over the prompts.
 """
 
 from __future__ import annotations
@@ -47,11 +48,30 @@ from spsamp.data.chat import encode, messages_for  # noqa: E402
 from spsamp.system_info import system_info  # noqa: E402
 
 
-def load_pair(model: str, cpu_linear: str = "auto", overrides: tuple[str, ...] = ()):
+def pair_config(model: str, cpu_linear: str = "auto", overrides: tuple[str, ...] = ()):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model}", "method=speculative", f"hardware.cpu_linear={cpu_linear}", *overrides])
-    run, _ = validate(cfg)
+    return validate(cfg)[0]
+
+
+def load_pair(model: str, cpu_linear: str = "auto", overrides: tuple[str, ...] = ()):
+    run = pair_config(model, cpu_linear, overrides)
     return run, load_model(run.model.target, run.hardware, run.paths.cache_dir), load_model(run.model.draft, run.hardware, run.paths.cache_dir)
+
+
+def load_draft(model: str, cpu_linear: str, overrides: tuple[str, ...]):
+    """Only the draft of ``model`` with ``overrides`` applied (a --draft-variant)."""
+    run = pair_config(model, cpu_linear, overrides)
+    return load_model(run.model.draft, run.hardware, run.paths.cache_dir)
+
+
+def parse_variant(item: str) -> tuple[str, tuple[str, ...]]:
+    """``"int8=++model.draft.quantization=int8_dynamic;..."`` -> ("int8", (override, ...))."""
+    name, sep, rest = item.partition("=")
+    if not sep or not name.isidentifier() or not rest:
+        raise SystemExit(f"bench_lossless: --draft-variant {item!r}: write NAME=OVERRIDE[;OVERRIDE...], "
+                         "e.g. int8=++model.draft.quantization=int8_dynamic")
+    return name, tuple(o for o in rest.split(";") if o)
 
 
 def timed(decoder, target, draft, eos):
@@ -80,7 +100,8 @@ def parse_budget(item: str, width: int) -> tuple[int, int]:
 
 
 def tree_budget(method: str):
-    """The budget of a ``specexec_b<B>[x<W>]`` row (None for other rows and budget=auto)."""
+    """The budget of a ``specexec_b<B>[x<W>][@variant]`` row (None for other rows and budget=auto)."""
+    method = method.partition("@")[0]
     if not method.startswith("specexec_b") or method == "specexec_bauto":
         return None
     return int(method[len("specexec_b"):].partition("x")[0])
@@ -108,7 +129,12 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for spsamp's pair, repeatable (e.g. ++model.draft.quantization=int8_dynamic)")
+    ap.add_argument("--draft-variant", action="append", default=[], metavar="NAME=OVERRIDE[;OVERRIDE]",
+                    help="a second form of the preset's draft, repeatable: each SpS / SpecExec row (and the auto rows) "
+                         "runs again with it as '<row>@NAME', interleaved with the rest, compared with the row on the "
+                         "preset's draft (e.g. int8=++model.draft.quantization=int8_dynamic)")
     args = ap.parse_args()
+    variants = dict(parse_variant(v) for v in args.draft_variant)
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
     logging.getLogger("spsamp").setLevel(logging.INFO)  # kernel choice, threads, auto k/budget costs
     set_threads(args.threads)
@@ -130,21 +156,26 @@ def main() -> None:
         _, stock_target, stock_draft = load_pair(args.model, "aten", tuple(args.set))
         methods["hf_generate_stock"] = timed(HFGenerateDecoder(), stock_target, None, eos)
     for k in ks:
-        methods[f"sps_k{k}"] = timed(SpeculativeDecoder(k=k), target, draft, eos)
         methods[f"hf_assisted_k{k}"] = timed(HFAssistedDecoder(k=k), target, draft, eos)
         if stock:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
-    for b, w in trees:
-        methods[f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "")] = timed(SpecExecDecoder(budget=b, parallel_branches=w, **depth), target, draft, eos)
-    if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
-        for name, dec in (("sps_kauto", SpeculativeDecoder(k="auto")),
-                          ("specexec_bauto", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
-            if not args.only or name in args.only.split(","):
-                dec.prepare(target, draft, run)
-                methods[name] = timed(dec, target, draft, eos)
-    if args.only:
-        keep = set(args.only.split(","))
-        methods = {m: fn for m, fn in methods.items() if m in keep}
+    # "" = the preset's draft; each --draft-variant repeats spsamp's speculative rows as "<row>@NAME"
+    drafts = {"": draft, **{f"@{n}": load_draft(args.model, args.cpu_linear, (*args.set, *o)) for n, o in variants.items()}}
+    keep = set(args.only.split(",")) if args.only else None
+    for at, d in drafts.items():
+        for k in ks:
+            methods[f"sps_k{k}{at}"] = timed(SpeculativeDecoder(k=k), target, d, eos)
+        for b, w in trees:
+            methods[f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + at] = timed(
+                SpecExecDecoder(budget=b, parallel_branches=w, **depth), target, d, eos)
+        if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
+            for name, dec in ((f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
+                              (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
+                if keep is None or name.partition("@")[0] in keep:
+                    dec.prepare(target, d, run)
+                    methods[name] = timed(dec, target, d, eos)
+    if keep is not None:  # --only names rows on the preset's draft; their @variant twins come along
+        methods = {m: fn for m, fn in methods.items() if m.partition("@")[0] in keep}
     info = system_info()
     print("# command: " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
@@ -157,10 +188,22 @@ def main() -> None:
     # c = draft / target single-token pass; v(n) = an n-token target pass / a 1-token one (Thm. 3.8
     # assumes v = 1: memory-bound verification)
     costs = measure_costs(target, draft, ids_list[0])
-    c = costs.c
+    c = {"": costs.c}
     v = {k: costs.v(k + 1) for k in ks}
-    curve = ", ".join(f"v({n}) = {r:.2f}" for n, r in costs.v.as_dict().items())
-    print(f"# measured costs (spsamp.cost_model.measure_costs on the first prompt): c = {c:.2f}; {curve}\n")
+
+    def curve(name: str, vc) -> str:
+        return ", ".join(f"{name}({n}) = {r:.2f}" for n, r in vc.as_dict().items())
+
+    # vd(w): a w-token draft pass / a 1-token one (what a tree level of width w costs)
+    print(f"# measured costs (spsamp.cost_model.measure_costs on the first prompt): c = {costs.c:.2f}; "
+          f"{curve('v', costs.v)}; draft {curve('vd', costs.vd)}")
+    for at, d in drafts.items():
+        if at:
+            dc = measure_costs(target, d, ids_list[0], widths=(1,))
+            c[at] = dc.c
+            print(f"# draft variant {at[1:]} ({'; '.join(variants[at[1:]])}): {d.name} ({d.info.get('quantization')}, "
+                  f"{d.info.get('dtype')}, cpu_linear -> {d.info.get('cpu_linear')}), c = {c[at]:.2f}; {curve('vd', dc.vd)}")
+    print()
 
     for temp in [float(t) for t in args.temps.split(",")]:
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=temp)
@@ -195,7 +238,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         refs = {"baseline": "hf_generate", **{f"sps_k{k}": f"hf_assisted_k{k}" for k in ks},
                 # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
-                **{m: f"sps_k{b if b in ks else max(ks)}" for m in tot if (b := tree_budget(m)) is not None}}
+                **{m: f"sps_k{b if b in ks else max(ks)}" for m in tot if (b := tree_budget(m)) is not None},
+                # a draft variant's row against the same row on the preset's draft
+                **{m: m.partition("@")[0] for m in tot if "@" in m}}
         for m, r in tot.items():
             ref = refs.get(m) if refs.get(m) in tps else None
             ref_stock = f"{ref}_stock" if ref and f"{ref}_stock" in tps else None
@@ -208,18 +253,18 @@ def main() -> None:
             print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {ref_stock or ''} | {ratio_stock} | {vs_base} | {dec_base} "
                   f"| {per_call} | {acc} |")
         print()
-        for k in ks:
-            if f"sps_k{k}" not in tot or "baseline" not in tps:
+        for at, k in ((at, k) for at in drafts for k in ks):
+            if f"sps_k{k}{at}" not in tot or "baseline" not in tps:
                 continue
-            r = tot[f"sps_k{k}"]
+            r = tot[f"sps_k{k}{at}"]
             alpha = float(alpha_from_counts(r[3], r[4]))
-            pred = float(predicted_speedup(alpha, k, c))
-            pred_v = float(expected_tokens_per_step(alpha, k)) / (k * c + v[k])
+            pred = float(predicted_speedup(alpha, k, c[at]))
+            pred_v = float(expected_tokens_per_step(alpha, k)) / (k * c[at] + v[k])
             # Eq. (1) assumes i.i.d. acceptance; rejections cluster, so also price the tokens per
             # target call actually observed (the rest of the gap: prefill, sampling, cache upkeep)
-            pred_obs = (r[0] / r[2]) / (k * c + v[k]) if r[2] else float("nan")
-            measured = dps[f"sps_k{k}"] / dps["baseline"]
-            print(f"SpS cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c:.2f} -> "
+            pred_obs = (r[0] / r[2]) / (k * c[at] + v[k]) if r[2] else float("nan")
+            measured = dps[f"sps_k{k}{at}"] / dps["baseline"]
+            print(f"SpS{at} cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c[at]:.2f} -> "
                   f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}; "
                   f"{pred_obs:.2f}x with it and the observed {r[0] / max(r[2], 1):.2f} tokens per call); measured {measured:.2f}x in the decode phase "
                   f"(errors {pred / measured - 1:+.0%} / {pred_v / measured - 1:+.0%} / {pred_obs / measured - 1:+.0%})")

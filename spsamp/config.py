@@ -252,7 +252,7 @@ def _check_hardware(run: RunConfig) -> None:
             _fail(f"{key}.device", f"unknown device {spec.device!r}", "use cpu, cuda, cuda:N, mps or null")
         device = spec.device or hw.device
         if spec.quantization == "int8_dynamic" and device != "cpu":
-            _fail(f"{key}.quantization", f"int8_dynamic runs on the CPU only, but the model goes to {device}", "use bnb8 or bnb4 on a GPU")
+            _fail(f"{key}.quantization", f"int8_dynamic runs on the CPU only, but the model goes to {device}", f"set {key}.quantization=null (or bnb8/bnb4) on a GPU")
         if spec.quantization in ("bnb8", "bnb4") and device == "mps":
             _fail(f"{key}.quantization", "bitsandbytes has no mps backend", "use null, or run on cpu/cuda")
         if spec.quantization == "bnb4" and device == "cpu" and spec.tiny is not None:

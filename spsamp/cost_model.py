@@ -424,7 +424,8 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)  # CUDA kernels run asynchronously: time their completion
 
 
-def _pass_time(lm, ids, width: int) -> float:
+def pass_time(lm, ids, width: int) -> float:
+    """Seconds of one pass of `lm` over `ids[:width]` on top of its cache, cropped back after."""
     n = lm.cache_len
     _sync(lm.device)
     t0 = _clock()
@@ -454,7 +455,7 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
     for rnd in range(repeats + 1):  # round 0 warms up (allocations, oneDNN primitives)
         for lm, widths_, out in ((target, widths, t), (draft, draft_widths, d)):
             for w in widths_:
-                dt = _pass_time(lm, new, w)
+                dt = pass_time(lm, new, w)
                 if rnd:
                     out[w].append(dt)
     if prompt_ids is not None:

@@ -203,6 +203,12 @@ def test_preset_validates_and_bad_fields_fail_in_one_line():
     t, d = run.model.target, run.model.draft
     assert (t.source, t.parts, t.gguf_size, t.dtype) == ("pypi_split_gguf", 22, 1117320768, "bfloat16")
     assert d is not None and (d.source, d.parts, d.gguf_size) == ("pypi_split_gguf", 6, 491400064)
+    # the int8 draft is a CPU kernel: on a GPU the preset fails before loading, saying what to set
+    with pytest.raises(ConfigError, match=r"^model\.draft\.quantization: int8_dynamic runs on the CPU only.*"
+                                          r"set model\.draft\.quantization=null"):
+        validate(_compose("hardware=cuda"))
+    gpu, _ = validate(_compose("hardware=cuda", "model.draft.quantization=null"))
+    assert gpu.model.draft is not None and gpu.model.draft.quantization is None
     with pytest.raises(ConfigError, match=r"^model\.target\.gguf_sha256: must be 64 hex digits"):
         validate(_compose("model.target.gguf_sha256=abc"))
     with pytest.raises(ConfigError, match=r"^model\.draft\.wheel: pypi_split_gguf needs a wheel name with \{i\}"):

