@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue #17's headline: the real pair as its preset runs it (Qwen2.5-Coder 0.5B -> 1.5B; target bf16,
 # draft int8) on coding (HumanEval's test half) and MT-Bench first turns (one question per category
-# in turn), greedy and T=0.7, every method interleaved prompt by prompt in one run per dataset (scripts/bench_lossless.py). Each table goes to
-# docs/benchmarks/data/speed_headline/<dataset>.md (the command, date, CPU and versions at its top).
+# in turn), greedy and T=0.7, every method interleaved prompt by prompt in one run per dataset
+# (scripts/bench_lossless.py). Each table goes to docs/benchmarks/data/speed_headline/<dataset>.md
+# (the command, date, CPU and versions at its top).
 #   python -m spsamp.models.fetch qwen25_coder_05b_15b      # once
 #   bash scripts/bench_headline.sh [coding|mt_bench]...    # default: both; ~30 min each on 2 cores
 # Keep the machine otherwise quiet: ratios come from one run, but 2 cores shared halve every row.

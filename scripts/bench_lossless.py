@@ -13,7 +13,8 @@ SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
 target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
 speedup. ``--draft-variant NAME=OVERRIDES`` loads a second form of the draft (e.g. int8 against
 bf16) and repeats every spsamp row on it as ``<row>@NAME``. Methods run round-robin per prompt
-(so load drift from other processes hits all alike); tokens/s = all new tokens / all wall time (prefill included), over the prompts.
+(so load drift from other processes hits all alike); tokens/s = all new tokens / all wall time
+(prefill included), over the prompts.
 """
 
 from __future__ import annotations

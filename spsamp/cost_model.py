@@ -425,7 +425,7 @@ def _sync(device) -> None:
 
 
 def pass_time(lm, ids, width: int) -> float:
-    """Seconds of one pass of `lm` over `ids[:width]` on top of its cache, cropped back after."""
+    """Seconds of one pass of ``lm`` over ``ids[:width]`` on top of its cache, cropped back after."""
     n = lm.cache_len
     _sync(lm.device)
     t0 = _clock()

@@ -1,0 +1,38 @@
+"""The benchmark script's own options (no model is loaded): `--draft-variant` parsing and row names."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "scripts" / "bench_lossless.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_lossless", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_draft_variant_parses_name_and_every_override(bench):
+    assert bench.parse_variant("int8=++model.draft.quantization=int8_dynamic") == ("int8", ("++model.draft.quantization=int8_dynamic",))
+    assert bench.parse_variant("bf16=model.draft.quantization=null;hardware.cpu_linear=aten;") == (
+        "bf16", ("model.draft.quantization=null", "hardware.cpu_linear=aten"))
+
+
+@pytest.mark.parametrize("bad", ["int8", "=model.draft.quantization=null", "int8=", "in t8=x=1", "8bit=x=1"])
+def test_bad_draft_variant_fails_in_one_line_saying_the_form(bench, bad):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_variant(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"bench_lossless: --draft-variant {bad!r}: write NAME=OVERRIDE")
+
+
+def test_a_variant_row_keeps_its_tree_budget(bench):
+    assert bench.tree_budget("specexec_b32@int8") == 32
+    assert bench.tree_budget("specexec_b16x4@bf16") == 16
+    assert bench.tree_budget("specexec_bauto@int8") is None and bench.tree_budget("sps_k4@int8") is None
