@@ -94,10 +94,15 @@ def round_robin(prompts: list) -> list:
     return out
 
 
-def parse_budget(item: str, width: int) -> tuple[int, int]:
-    """``"16"`` -> (16, width); ``"32x16"`` -> (32, 16)."""
-    b, _, w = item.partition("x")
-    return int(b), int(w) if w else width
+def parse_budget(item: str, width: int) -> tuple[int, int, str]:
+    """``"16"`` -> (16, width, "budget"); ``"32x16"`` -> (32, 16, "budget"); a trailing ``c``
+    (``"32x16c"``) -> method.grow=cost, the budget a cap."""
+    grow = "cost" if item.endswith("c") else "budget"
+    b, x, w = item.removesuffix("c").partition("x")
+    if b.isdigit() and int(b) >= 1 and (not x or (w.isdigit() and int(w) >= 1)):
+        return int(b), int(w) if x else width, grow
+    raise SystemExit(f"bench_lossless: --budgets item {item!r}: write B, BxW or either with a trailing c "
+                     "(grow=cost), B and W >= 1, e.g. 8,32x16,32x16c")
 
 
 def tree_budget(method: str):
@@ -105,7 +110,7 @@ def tree_budget(method: str):
     method = method.partition("@")[0]
     if not method.startswith("specexec_b") or method == "specexec_bauto":
         return None
-    return int(method[len("specexec_b"):].partition("x")[0])
+    return int(method[len("specexec_b"):].partition("x")[0].removesuffix("c"))
 
 
 def main() -> None:
@@ -117,7 +122,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--k", default="4", help="SpS / HF assisted draft lengths, comma-separated (each pair compared at equal k)")
     ap.add_argument("--budgets", default="4,16", help="SpecExec budgets, each compared with SpS at k = budget (else the largest k); "
-                    "BxW grows that tree W leaves per draft pass (else --parallel-branches), e.g. 8,32x16")
+                    "BxW grows that tree W leaves per draft pass (else --parallel-branches); a trailing c (32x16c) "
+                    "sizes each tree from the measured costs with the budget as a cap (method.grow=cost), e.g. 8,32x16,32x16c")
     ap.add_argument("--parallel-branches", type=int, default=4)
     ap.add_argument("--max-depth", type=int, default=None, help="SpecExec's deepest tree level (default: method.max_depth's default)")
     ap.add_argument("--temps", default="0,0.7")
@@ -146,7 +152,6 @@ def main() -> None:
     eos = target.eos_ids
     trees = [parse_budget(b, args.parallel_branches) for b in args.budgets.split(",")]
     depth = {"max_depth": args.max_depth} if args.max_depth else {}
-    budgets = [b for b, _ in trees]
     ks = [int(k) for k in args.k.split(",")]
     methods = {
         "baseline": timed(BaselineDecoder(), target, None, eos),
@@ -166,9 +171,12 @@ def main() -> None:
     for at, d in drafts.items():
         for k in ks:
             methods[f"sps_k{k}{at}"] = timed(SpeculativeDecoder(k=k), target, d, eos)
-        for b, w in trees:
-            methods[f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + at] = timed(
-                SpecExecDecoder(budget=b, parallel_branches=w, **depth), target, d, eos)
+        for b, w, grow in trees:
+            name = f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "") + at
+            dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, **depth)
+            if grow == "cost" and (keep is None or name.partition("@")[0] in keep):
+                dec.prepare(target, d, run)  # c, v(n), vd(w) measured as the runner's prepare hook does
+            methods[name] = timed(dec, target, d, eos)
         if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
             for name, dec in ((f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
                               (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
@@ -228,7 +236,7 @@ def main() -> None:
                     row[3] += st.accepted
                     row[4] += st.rejections
                     row[5] += st.proposed
-                    if any(key.startswith("auto_") for key in st.extra):
+                    if any(key.startswith(("auto_", "grow_")) for key in st.extra):
                         chosen[name].append(st.extra)
         tps = {m: r[0] / r[1] for m, r in tot.items()}
         # decode phase only (tokens after the first / time after it): what the cost model predicts;
@@ -272,10 +280,18 @@ def main() -> None:
         for m, rows in chosen.items():
             if not rows or "baseline" not in tps:
                 continue
+            measured = dps[m] / dps["baseline"]
+            if "grow_calibration" in rows[0]:
+                mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+                pred = mean("grow_predicted_speedup")
+                print(f"{m}: grow=cost verified {mean('tree_size_mean'):.1f} nodes {mean('tree_depth_mean'):.1f} deep on average "
+                      f"({mean('tree_cut_mean'):.1f} of the best-ranked cut, {mean('draft_passes_mean'):.1f} draft passes per step), "
+                      f"calibration {rows[-1]['grow_calibration']:.2f} -> predicted {pred:.2f}x over baseline; "
+                      f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
+                continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
             pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
-            measured = dps[m] / dps["baseline"]
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
                   f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} -> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")

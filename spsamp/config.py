@@ -378,3 +378,14 @@ def validate_method(method: Any) -> Any:
 def params_dict(params: Any) -> dict[str, Any]:
     """Flatten method params into ``{name: value}`` for records."""
     return {f.name: getattr(params, f.name) for f in fields(params)}
+
+
+ADDED_LATER = "added_later"  # field metadata: a method param that did not exist when older records were written
+
+
+def identity_params(params: Any) -> dict[str, Any]:
+    """:func:`params_dict` as a row's identity sees it: a param marked ``added_later`` that still
+    holds its default is left out, so rows written before it existed (which ran as its default)
+    keep their resume keys and are not decoded again."""
+    return {f.name: getattr(params, f.name) for f in fields(params)
+            if not (f.metadata.get(ADDED_LATER) and getattr(params, f.name) == f.default)}

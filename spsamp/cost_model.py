@@ -231,6 +231,65 @@ def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth:
     return best, scores[best]
 
 
+def tree_speed(values: list[float], spent: float, c: float, v, scale: float = 1.0) -> tuple[int, float]:
+    """The best first ``m`` of a tree's nodes ranked best first (any such prefix is a tree): (m,
+    predicted speedup) maximising
+
+        (1 + scale * sum(values[:m])) / (c * spent + v(m + 1))     over m = 0..len(values)
+
+    values: each node's chance of acceptance as the draft sees it (its path probability, the
+    value SpecExec ranks by; Svirschevski et al. 2024, Sec. 3.1), scaled by ``scale`` to what
+    the target accepts (:class:`Calibration`); spent: the draft passes already paid for, in draft
+    single-token passes (sunk: they do not depend on m); v(m + 1): verifying the root and m nodes."""
+    best_m, best = 0, 1.0 / (c * spent + v(1))
+    total = 0.0
+    for m, x in enumerate(values, 1):
+        total += x
+        s = (1.0 + scale * total) / (c * spent + v(m + 1))
+        if s > best:
+            best_m, best = m, s
+    return best_m, best
+
+
+def expansion_width(values: list[float], frontier: list[float], child: float, spent: float, c: float, v, vd,
+                    budget: int, scale: float = 1.0) -> int:
+    """How many of the ``frontier`` nodes (their values, best first) the next batched draft pass
+    should expand; 0 = stop growing (``method.grow=cost``).
+
+    Myopic, like EAGLE-2's dynamic tree (Li et al. 2024, Sec. 4): the pass over the best m
+    frontier nodes costs vd(m) more draft units and can add, at best, each node's likeliest child
+    at ``child`` times its value (``child``: the mean top child probability seen so far); the m
+    whose tree after the pass (the ``budget`` best of both) has the highest :func:`tree_speed`
+    wins, and no m beats the tree as it stands when another pass cannot pay for itself."""
+    _, best = tree_speed(values, spent, c, v, scale)
+    best_m = 0
+    for m in range(1, len(frontier) + 1):
+        after = sorted(values + [x * child for x in frontier[:m]], reverse=True)[:budget]
+        _, s = tree_speed(after, spent + vd(m), c, v, scale)
+        if s > best:
+            best_m, best = m, s
+    return best_m
+
+
+class Calibration:
+    """What the target accepted per unit of what the draft expected: decayed sums of accepted draft
+    tokens and of the verified trees' values (:func:`tree_speed`'s ``scale``). It starts at
+    ``prior`` with the weight of ``prior_weight`` steps and is kept within [1/4, 4]: at T=0 the
+    tree ranks by the draft's T=1 probabilities, which are not the target's greedy agreement."""
+
+    def __init__(self, prior: float = 1.0, prior_weight: float = 2.0, decay: float = 0.9):
+        self.decay = decay
+        self.accepted, self.expected = prior * prior_weight, prior_weight
+
+    def observe(self, expected: float, accepted: int) -> None:
+        self.accepted = self.accepted * self.decay + accepted
+        self.expected = self.expected * self.decay + expected
+
+    @property
+    def scale(self) -> float:
+        return min(4.0, max(0.25, self.accepted / self.expected)) if self.expected > 0 else 1.0
+
+
 class RankAcceptance:
     """Acceptance observed so far: P(target token = the draft's r-th child), r = 1..max_rank.
 
@@ -466,3 +525,21 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
     t1 = tm.get(1) or min(tm.values())
     d1 = dm.get(1) or min(dm.values())
     return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in tm.items()}), vd=VerifyCost({w: x / d1 for w, x in dm.items()}))
+
+
+PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
+_PROBED: dict[tuple[int, int], Costs] = {}  # (id(target), id(draft)) -> measured once per process
+
+
+def probe_costs(target, draft) -> Costs:
+    """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt, once per (target, draft)
+    pair per process: loaded models are memoised, so a sweep's jobs share one measurement (the
+    decoders' ``prepare`` hook for k=auto, budget=auto and grow=cost)."""
+    import torch
+
+    key = (id(target), id(draft))
+    if key not in _PROBED:
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
+        _PROBED[key] = measure_costs(target, draft, probe)
+    return _PROBED[key]

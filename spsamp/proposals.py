@@ -59,3 +59,17 @@ class Proposal:
                 depth[i] = 1 if par < 0 else depth[par] + 1
             self._depths = depth
         return self._depths
+
+
+def tree_path(tokens: list[int], parents: list[int], after: list[int]) -> list[int]:
+    """Indices of a proposal's nodes the output went through (root down), from ``after``: the
+    tokens that followed the root in the output."""
+    children = {(par, tok): i for i, (tok, par) in enumerate(zip(tokens, parents))}
+    path: list[int] = []
+    node = -1
+    for tok in after:
+        node = children.get((node, tok), -2)
+        if node == -2:
+            break
+        path.append(node)
+    return path

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from spsamp.config import GenerationConfig, RunConfig, params_dict, validate
+from spsamp.config import GenerationConfig, RunConfig, identity_params, validate
 from spsamp.data import Prompt, load_prompts
 from spsamp.data.chat import encode, messages_for
 from spsamp.data.checkers import task_columns
@@ -59,7 +59,7 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
     for timing_only in ("repeats", "warmup"):
         g.pop(timing_only)
     ident = {
-        "method": params_dict(params),
+        "method": identity_params(params),
         "model": asdict(run.model),
         "hardware_dtype": run.hardware.dtype,
         "device": run.hardware.device,

@@ -1,4 +1,4 @@
-"""The benchmark script's own options (no model is loaded): `--draft-variant` parsing and row names."""
+"""The benchmark script's own options (no model is loaded): `--draft-variant` and `--budgets` parsing and row names."""
 
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def test_a_variant_row_keeps_its_tree_budget(bench):
     assert bench.tree_budget("specexec_b32@int8") == 32
     assert bench.tree_budget("specexec_b16x4@bf16") == 16
     assert bench.tree_budget("specexec_bauto@int8") is None and bench.tree_budget("sps_k4@int8") is None
+    assert bench.tree_budget("specexec_b32x16c@int8") == 32 and bench.tree_budget("specexec_b8c") == 8  # grow=cost rows
+
+
+def test_budgets_parse_size_width_and_grow(bench):
+    assert bench.parse_budget("16", 4) == (16, 4, "budget")
+    assert bench.parse_budget("32x16", 4) == (32, 16, "budget")
+    assert bench.parse_budget("32x16c", 4) == (32, 16, "cost") and bench.parse_budget("8c", 2) == (8, 2, "cost")
+
+
+@pytest.mark.parametrize("bad", ["x4", "16x", "16xc", "sixteen", "16cc", "0", "8x0", "-4"])
+def test_bad_budget_fails_in_one_line_saying_the_form(bench, bad):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_budget(bad, 4)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"bench_lossless: --budgets item {bad!r}: write B, BxW")

@@ -25,7 +25,7 @@ from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp.models import CausalLM, load_model
 from spsamp.data.chat import encode, messages_for
 from spsamp.sampling import sample
-from toy_models import ToyLM, chi_square_pvalue, exact_joint
+from toy_models import ToyLM, chi_square_pvalue, exact_joint, priced
 
 N_DRAWS = 20_000
 PASS_P = 1e-3  # a correct sampler fails this at the fixed seed with probability 1e-3
@@ -108,6 +108,19 @@ def test_specexec_matches_target_joint(params, one_thread):
     full = params["budget"] if params["branch_prune_threshold"] == 0 else 2
     assert max(dec.drafter.sizes) >= full and max(dec.drafter.depths) >= 2
     assert pval > PASS_P, f"SpecExec output deviates from the target joint (chi-square p={pval:.2e})"
+
+
+@pytest.mark.slow
+def test_specexec_grow_cost_matches_target_joint(one_thread):
+    q, p = toy_pair()
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0)
+    # prices where the tree's size and depth change with the draft's confidence and the calibration
+    dec = SpecExecDecoder(budget=8, parallel_branches=3, max_depth=3, grow="cost")
+    priced(dec.drafter, 0.05, {8: 1.3}, {})
+    spied(dec)
+    pval = chi_square_pvalue(draws(dec, q, p, gen), exact_joint(q, [1], gen.max_new_tokens, 1.0))
+    assert len(set(dec.drafter.sizes)) >= 3 and max(dec.drafter.depths) >= 2, "grow=cost never varied the tree"
+    assert pval > PASS_P, f"SpecExec grow=cost output deviates from the target joint (chi-square p={pval:.2e})"
 
 
 # prompt lookup: the prompt repeats, so the lookup proposes; a deterministic (one-hot) proposal must
@@ -216,6 +229,36 @@ def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
     if isinstance(decoder, SpeculativeDecoder):
         out = decoder.generate(target, twin, torch.tensor(PROMPTS[0]), gen, torch.Generator())
         assert out.stats.accepted == out.stats.proposed and out.stats.rejections == 0
+
+
+# fake prices -> the tree shapes they must produce on the tiny pair (both drafts pooled): cheap
+# draft and free verification grow every tree to the cap; mid prices vary size and depth; a dear
+# draft with steep verification verifies tiny trees, some empty (a plain target step); a draft pass
+# as dear as a target pass stops at the root's children
+GROW_PRICES = {
+    "cheap": ((0.05, {}, {}), lambda sizes, depths: max(sizes) == 16 and max(depths) >= 2),
+    "mid": ((0.01, {16: 1.1}, {4: 1.5}), lambda sizes, depths: len(set(sizes)) >= 3 and max(depths) >= 3),
+    "steep": ((0.3, {16: 3.0}, {4: 2.0}), lambda sizes, depths: 0 in sizes and max(sizes) >= 2),
+    "dear": ((1.0, {}, {}), lambda sizes, depths: max(sizes) == 16 and max(depths) == 1),
+}
+
+
+@pytest.mark.parametrize("case", GROW_PRICES)
+def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, one_thread):
+    target, draft, twin = tiny64
+    prices, shaped = GROW_PRICES[case]
+    gen = GenerationConfig(max_new_tokens=40)
+    dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
+    priced(dec.drafter, *prices)
+    spied(dec)
+    for d in (draft, twin):
+        for prompt in PROMPTS:
+            ids = torch.tensor(prompt)
+            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
+            out = dec.generate(target, d, ids, gen, torch.Generator().manual_seed(1))
+            assert out.tokens == base, f"grow=cost ({case}) with draft {d.name} differs from the baseline on {prompt}"
+    sizes, depths = dec.drafter.sizes, dec.drafter.depths
+    assert shaped(sizes, depths), f"grow=cost ({case}) did not take its path: sizes {sorted(set(sizes))}, depths {sorted(set(depths))}"
 
 
 @pytest.mark.slow

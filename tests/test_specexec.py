@@ -15,7 +15,7 @@ from spsamp.loop import DecodeStats, Decoding
 from spsamp.models import CausalLM, load_model
 from spsamp.proposals import Proposal
 from spsamp.verification import verify
-from toy_models import assert_cache_is_prefill_of
+from toy_models import assert_cache_is_prefill_of, priced
 
 
 
@@ -155,3 +155,112 @@ def test_a_smaller_budget_builds_the_first_nodes_of_a_larger_tree(tiny64, one_th
         else:
             assert prop.size == min(b, big.size)
             assert prop.tokens.tolist() == big.tokens.tolist()[:b] and prop.parents.tolist() == big.parents.tolist()[:b]
+
+
+# ---- method.grow=cost ----------------------------------------------------------------------------
+
+
+def test_grow_cost_sizes_the_tree_from_the_prices(tiny64, one_thread):
+    _, draft = tiny64
+    gen = GenerationConfig(temperature=0.3)  # a sharp draft: a deep likely chain plus unlikely siblings
+
+    def grow(c, v, vd, budget=24):
+        draft.prefill(torch.tensor(PROMPT[:-1]))
+        prop = priced(TreeDrafter(budget, 4, 0.0, 6, grow="cost"), c, v, vd).propose(state(draft, gen), budget, 99, False)
+        assert draft.cache_len == len(PROMPT) + prop.stats.expanded  # only what was expanded was fed
+        return prop
+
+    full = TreeDrafter(24, 4, 0.0, 6)
+    draft.prefill(torch.tensor(PROMPT[:-1]))
+    paper = full.propose(state(draft, gen), 24, 99, False)
+    # nearly free drafting and verification: as the paper's rule, every pass and all 24 nodes
+    cheap = grow(1e-4, {}, {})
+    assert cheap.size == 24 and cheap.stats.cut == 0 and cheap.tokens.tolist() == paper.tokens.tolist()
+    # a draft pass as dear as a target pass: the root pass only; verification is free, so all
+    # 24 of the root's likeliest children are verified
+    dear = grow(1.0, {}, {})
+    assert dear.draft_calls == 1 and dear.stats.depth == 1 and dear.size == 24
+    # steep verification (v(n) = 1 + n / 21): the likely nodes are drafted, the unlikely siblings cut
+    steep = grow(0.05, {64: 4.0}, {})
+    assert steep.stats.cut > 0 and steep.size < 24 and steep.stats.depth >= 2
+    assert all(par < i for i, par in enumerate(steep.parents.tolist()))  # what is left is still a tree
+    # passes priced by width: flat, they expand several nodes each; a second node tripling the
+    # pass's price, one node per pass
+    wide, narrow = grow(0.05, {64: 2.0}, {}), grow(0.05, {64: 2.0}, {2: 3.0, 64: 200.0})
+    assert wide.stats.expanded > wide.draft_calls - 1
+    assert narrow.draft_calls >= 3 and narrow.stats.expanded == narrow.draft_calls - 1
+
+
+def test_grow_cost_learns_what_the_target_accepts_and_reports_it(tiny64, one_thread):
+    target, draft = tiny64
+    gen = GenerationConfig(max_new_tokens=24, temperature=0.0)
+    dec = SpecExecDecoder(budget=12, parallel_branches=3, grow="cost")
+    priced(dec.drafter, 0.1, {16: 1.5}, {})
+    out = dec.generate(target, draft, torch.tensor(PROMPT), gen, torch.Generator())
+    extra = out.stats.extra
+    assert 0 <= extra["tree_cut_mean"] <= 12 and extra["tree_size_mean"] <= 12
+    # the random tiny draft rarely agrees with the target: the calibration has moved below 1
+    assert extra["grow_calibration"] < 1.0
+    assert_cache_is_prefill_of(target, (PROMPT + out.tokens)[:-1])
+
+
+def test_grow_cost_measures_the_costs_once_in_prepare(tiny64, monkeypatch, one_thread):
+    from spsamp import cost_model
+
+    target, draft = tiny64
+    calls = []
+    monkeypatch.setattr(cost_model, "_PROBED", {})
+    real = cost_model.measure_costs
+    monkeypatch.setattr(cost_model, "measure_costs", lambda *a, **kw: calls.append(1) or real(*a, widths=(1, 2), draft_widths=(1, 2), repeats=1))
+    decs = [SpecExecDecoder(budget=8, grow="cost") for _ in range(2)]
+    for dec in decs:
+        dec.prepare(target, draft, None)
+    assert len(calls) == 1 and decs[0].drafter.costs is decs[1].drafter.costs  # one probe per model pair
+    assert target.cache_len == 0 and draft.cache_len == 0  # the probe leaves both models empty
+    plain = SpecExecDecoder(budget=8)
+    plain.prepare(target, draft, None)
+    assert plain.drafter.costs is None and len(calls) == 1  # the paper's rule needs no costs
+
+
+@pytest.mark.parametrize("override, match", [(["method.grow=fast"], r"^method.grow: must be budget or cost"),
+                                             (["method.grow=cost", "method.budget=auto"], r"^method.grow=cost sizes each tree itself")])
+def test_bad_grow_is_one_config_error_line(override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(compose_cfg(["model=tiny_random", "method=specexec", *override]))
+
+
+def test_grow_cost_runs_end_to_end_and_rows_from_before_keep_their_keys(tmp_path, one_thread):
+    import json
+
+    from spsamp.config import identity_params
+    from spsamp.runner import JobInfo, run_job
+
+    common = ["model=tiny_random", "++model.target.dtype=float64", "++model.draft.dtype=float64", "generation.max_new_tokens=12",
+              "dataset.max_samples=2", "generation.warmup=0", "hardware.cpu_linear=aten"]
+    rows = run_job(compose_cfg(common + ["method=specexec", "method.grow=cost", "method.budget=8"]), JobInfo(output_dir=str(tmp_path / "c"))).rows
+    base = run_job(compose_cfg(common + ["method=baseline"]), JobInfo(output_dir=str(tmp_path / "b"))).rows
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    for r, b in zip(rows, base):
+        assert r["generated_ids"] == b["generated_ids"] and r["param_grow"] == "cost"
+        m = json.loads(r["metrics_json"])
+        assert m["tree_size_mean"] <= 8 and m["grow_predicted_speedup"] > 0 and m["grow_calibration"] > 0
+    # the grow param arrived after rows were written: at its default it is not part of a row's
+    # identity (resumed dirs skip their finished rows), set to cost it is
+    assert "grow" not in identity_params(SpecExecDecoder.Params())
+    assert identity_params(SpecExecDecoder.Params(grow="cost"))["grow"] == "cost"
+
+
+def test_grow_cost_calibration_is_accepted_over_the_drafts_own_expectation(tiny64, one_thread):
+    _, draft = tiny64
+    gen = GenerationConfig(temperature=0.3)
+    drafter = priced(TreeDrafter(8, 4, 0.0, 4, grow="cost"), 1e-4, {}, {})  # nearly free: the same full tree every step
+    for _ in range(80):
+        draft.prefill(torch.tensor(PROMPT[:-1]))
+        st = state(draft, gen)
+        prop = drafter.propose(st, 8, 99, False)
+        first = prop.parents.tolist().index(-1)
+        st.seq += [prop.tokens.tolist()[first], -1]  # the target keeps one node, then a token of its own
+    expected = prop.stats.expected
+    assert prop.size == 8 and 0.3 < 1 / expected < 3 and abs(1 / expected - 1) > 0.1  # scaled or not would differ
+    drafter.observe()
+    assert drafter.calibration.scale == pytest.approx(1 / expected, rel=0.02)

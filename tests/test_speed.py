@@ -523,3 +523,45 @@ def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method,
         assert steps == r["steps"] and 1 <= m[f"auto_{name}_mean"] and m["auto_c"] > 0  # one choice per target step
         assert r[f"param_{name}"] == "auto"
         assert r["proposed"] > 0 and r["draft_calls"] > 1  # it really drafted
+
+
+# ---- method.grow=cost: each tree sized from the measured costs ----------------------------------
+
+
+def test_tree_speed_verifies_the_prefix_worth_its_verify_cost():
+    values = [0.9, 0.8, 0.2, 0.1, 0.05, 0.01]
+    # free verification: every node with any value is worth verifying
+    assert cm.tree_speed(values, spent=3, c=0.2, v=FLAT)[0] == 6
+    # each node costs 0.1 of a pass to verify: nodes worth less than what that time buys are cut
+    steep = cm.VerifyCost({64: 7.3})  # v(n) = 1 + 0.1 (n - 1)
+    m, s = cm.tree_speed(values, spent=3, c=0.2, v=steep)
+    assert m == 3 and s == pytest.approx((1 + 0.9 + 0.8 + 0.2) / (0.6 + steep(4)))
+    # a calibration that says the target accepts half of what the draft expects shrinks the tree
+    assert cm.tree_speed(values, 3, 0.2, steep, scale=0.5)[0] == 2
+    assert cm.tree_speed([], 1, 0.2, FLAT) == (0, pytest.approx(1 / 1.2))
+
+
+def test_expansion_width_stops_when_no_pass_pays_for_itself():
+    tree, frontier = [0.9, 0.05, 0.03], [0.9, 0.05]  # a confident top node and two unlikely ones
+    wide = cm.VerifyCost({8: 1.0})  # a draft pass over 8 nodes costs one over 1
+    # a cheap draft expands the likely node; the unlikely one adds too little to be worth a token slot
+    assert cm.expansion_width(tree, frontier, 0.9, spent=1, c=0.05, v=FLAT, vd=wide, budget=3) == 1
+    # with room in the tree and free width, the unlikely one comes along
+    assert cm.expansion_width(tree, frontier, 0.9, spent=1, c=0.05, v=FLAT, vd=wide, budget=8) == 2
+    # a draft pass as dear as a target pass buys less than it costs: stop
+    assert cm.expansion_width(tree, frontier, 0.9, spent=1, c=1.0, v=FLAT, vd=wide, budget=8) == 0
+    # an unsure draft (children a third as likely) stops sooner than a sure one at the same cost
+    sure = cm.expansion_width([0.6, 0.3], [0.6], 0.9, spent=4, c=0.3, v=FLAT, vd=wide, budget=8)
+    unsure = cm.expansion_width([0.6, 0.3], [0.6], 0.3, spent=4, c=0.3, v=FLAT, vd=wide, budget=8)
+    assert (sure, unsure) == (1, 0)
+
+
+def test_calibration_follows_what_the_target_accepted_within_bounds():
+    cal = cm.Calibration()
+    assert cal.scale == 1.0
+    for _ in range(40):
+        cal.observe(expected=2.0, accepted=3)
+    assert cal.scale == pytest.approx(1.5, rel=0.01)
+    for _ in range(40):
+        cal.observe(expected=2.0, accepted=0)
+    assert cal.scale == 0.25  # floor: one bad stretch must not stop every tree for good

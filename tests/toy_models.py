@@ -142,3 +142,12 @@ def assert_cache_is_prefill_of(lm, ids: list[int], atol: float = 1e-6) -> None:
         assert gap <= atol, f"{lm.name} layer {layer}: keys differ by {gap:.3e}"
         gap = (got.values - want.values).abs().max().item()
         assert gap <= atol, f"{lm.name} layer {layer}: values differ by {gap:.3e}"
+
+
+def priced(drafter, c: float, v: dict, vd: dict):
+    """A ``method.grow=cost`` tree drafter with fake measured costs (c, v(n), vd(w) points): its tree
+    shapes then do not depend on this machine's timings."""
+    from spsamp.cost_model import Costs, VerifyCost
+
+    drafter.costs = Costs(c=c, v=VerifyCost(v), vd=VerifyCost(vd))
+    return drafter

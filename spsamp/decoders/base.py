@@ -72,8 +72,9 @@ class LoopDecoder(Decoder):
         return st.output()
 
     def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
-        if isinstance(self.drafter, AutoSized) and draft is not None:
-            self.drafter.prepare(target, draft)  # k / budget = auto: measure c and v(n) once per job
+        prepare = getattr(self.drafter, "prepare", None)
+        if prepare is not None and draft is not None:
+            prepare(target, draft)  # k / budget = auto, grow = cost: measure c and v(n) once per job
 
     def metrics(self, st: Decoding) -> dict[str, Any]:
         """Per-row extras for ``metrics_json``; default: seconds in proposing / in target passes,

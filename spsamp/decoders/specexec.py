@@ -10,11 +10,11 @@ both KV caches (draft entries built for accepted nodes while drafting are kept, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spsamp.acceptance.tree import TreeAcceptance
-from spsamp.config import ConfigError
+from spsamp.config import ADDED_LATER, ConfigError
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
 from spsamp.drafting.tree import TreeDrafter
@@ -34,6 +34,9 @@ class SpecExecDecoder(LoopDecoder):
         parallel_branches: int = 4  # leaves expanded per batched draft forward
         branch_prune_threshold: float = 0.0  # drop children whose cumulative draft probability is below this (0 = off)
         max_depth: int = 8  # deepest tree level
+        # budget: grow until `budget` nodes (the paper's rule); cost: `budget` is a cap, each step's
+        # passes and verified nodes are chosen from the machine's measured costs (drafting/tree.py)
+        grow: str = field(default="budget", metadata={ADDED_LATER: True})
 
         def check(self) -> None:
             if self.budget != "auto" and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1):
@@ -44,6 +47,12 @@ class SpecExecDecoder(LoopDecoder):
                 raise ConfigError(
                     f"method.branch_prune_threshold: must be in [0, 1), got {self.branch_prune_threshold} — use 0 to disable pruning"
                 )
+            if self.grow not in ("budget", "cost"):
+                raise ConfigError(f"method.grow: must be budget or cost, got {self.grow!r} — budget grows every tree to "
+                                  "method.budget nodes, cost sizes each tree from measured pass costs")
+            if self.grow == "cost" and self.budget == "auto":
+                raise ConfigError("method.grow=cost sizes each tree itself — set method.budget to its cap (an integer, "
+                                  "e.g. 16), not auto")
             if self.max_depth < 1:
                 raise ConfigError(f"method.max_depth: must be >= 1, got {self.max_depth} — set the deepest tree level")
 
@@ -51,7 +60,8 @@ class SpecExecDecoder(LoopDecoder):
         super().__init__(**params)
         p = self.params
         auto = p.budget == "auto"
-        self.drafter = TreeDrafter(BUDGET_MAX if auto else p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth)
+        self.drafter = TreeDrafter(BUDGET_MAX if auto else p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth,
+                                   grow=p.grow)
         if auto:
             self.drafter = AutoSized(self.drafter, tree=True, width=p.parallel_branches, max_depth=p.max_depth)
         self.acceptance = TreeAcceptance()
@@ -73,5 +83,9 @@ class SpecExecDecoder(LoopDecoder):
             "effective_parallelism": sum(t.stats.expanded for t in trees) / expansions if expansions else 0.0,
             "cache_hit_rate": sum(t.reused for t in trees) / path_nodes if path_nodes else None,
             "max_active_branches": max(t.stats.leaves for t in trees),
+            "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
+            **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
+                "grow_predicted_speedup": sum(t.stats.predicted for t in trees) / n,
+                "grow_calibration": trees[-1].stats.calibration} if self.params.grow == "cost" else {}),
             **super().metrics(st),
         }

@@ -12,16 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-import torch
-
-from spsamp.cost_model import AutoSize, Costs, measure_costs
+from spsamp.cost_model import AutoSize, Costs, measure_costs, probe_costs
+from spsamp.proposals import tree_path
 
 log = logging.getLogger(__name__)
 
 K_MAX = 16  # longest chain k=auto may choose
 BUDGET_MAX = 64  # largest tree budget=auto may choose (v(n) is measured up to 64 new tokens)
-PROBE_TOKENS = 64  # prompt length of the cost probe in prepare()
-_COSTS: dict[tuple[int, int], Costs] = {}  # (id(target), id(draft)) -> measured once per process
 
 
 def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list[tuple[int, Optional[int]]]:
@@ -45,20 +42,6 @@ def tree_visits(tokens: list[int], parents: list[int], after: list[int]) -> list
     return visits
 
 
-def tree_path(tokens: list[int], parents: list[int], after: list[int]) -> list[int]:
-    """Indices of the proposal's nodes the output went through (root down), from ``after``: the
-    tokens that followed the root in the output."""
-    children = {(par, tok): i for i, (tok, par) in enumerate(zip(tokens, parents))}
-    path: list[int] = []
-    node = -1
-    for tok in after:
-        node = children.get((node, tok), -2)
-        if node == -2:
-            break
-        path.append(node)
-    return path
-
-
 class AutoSized:
     """A drafter that proposes ``auto.choose()`` tokens/nodes per step (see module doc).
 
@@ -78,12 +61,7 @@ class AutoSized:
         self._row_start = 0
 
     def prepare(self, target: Any, draft: Any) -> None:
-        key = (id(target), id(draft))  # loaded models are memoised: a sweep's jobs share one measurement
-        if key not in _COSTS:
-            g = torch.Generator().manual_seed(0)
-            probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-            _COSTS[key] = measure_costs(target, draft, probe)
-        self.set_costs(_COSTS[key])
+        self.set_costs(probe_costs(target, draft))
 
     def set_costs(self, costs: Costs) -> None:
         keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays

@@ -14,6 +14,16 @@ Because the tree is the best ``budget`` of one ranking, a smaller budget builds 
 a larger budget's tree (nodes are emitted in that ranking) — budget=auto relies on it
 (spsamp.cost_model.AcceptedByBudget).
 
+``grow="cost"`` (``method.grow=cost``) makes ``budget`` a cap and sizes each tree from the
+machine's measured costs (c, v(n), vd(w): :func:`spsamp.cost_model.probe_costs`): each pass
+expands only as many of the best unexpanded nodes as raise the predicted speedup, growth stops
+when another pass cannot pay for itself, and the target verifies the best-first prefix with the
+highest predicted speedup (:func:`~spsamp.cost_model.expansion_width`,
+:func:`~spsamp.cost_model.tree_speed`). A confident draft then grows a deep narrow tree, an
+unsure one a shallow wide one — per step, not per run (EAGLE-2's dynamic tree, Li et al. 2024,
+with SpecExec's exact acceptance). Node values are path probabilities times a calibration learnt
+from what the target accepted (:class:`~spsamp.cost_model.Calibration`).
+
 Ranking distribution: the draft at the generation temperature (top-k/top-p applied as for the
 target); at temperature 0 the draft's plain softmax (T=1), since a one-hot draft would collapse
 the tree to a chain. The tree's shape never affects exactness (see acceptance.tree).
@@ -22,6 +32,7 @@ the tree to a chain. The tree's shape never affects exactness (see acceptance.tr
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +41,12 @@ import torch
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
-from spsamp.proposals import Proposal
+from spsamp.cost_model import Calibration, Costs, expansion_width, measure_costs, probe_costs, tree_speed
+from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
 from spsamp.verification import attention_masks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,17 +60,41 @@ class TreeStats:
     expanded: int = 0  # nodes fed through the draft (their KV entries are in the draft cache)
     candidates: int = 0  # children considered (top children of expanded nodes)
     pruned: int = 0  # of those, dropped by branch_prune_threshold
+    cut: int = 0  # grow=cost: best-ranked nodes left unverified (not worth their verify cost)
+    predicted: float = 0.0  # grow=cost: the predicted speedup of the verified tree (cost_model.tree_speed)
+    calibration: float = 1.0  # grow=cost: the value scale this tree was sized with (cost_model.Calibration)
+    expected: float = 0.0  # grow=cost: the verified tree's value to the draft (sum of path probabilities)
 
 
 class TreeDrafter:
     needs_model = True
 
-    def __init__(self, budget: int, parallel_branches: int, branch_prune_threshold: float, max_depth: int):
+    def __init__(self, budget: int, parallel_branches: int, branch_prune_threshold: float, max_depth: int,
+                 grow: str = "budget"):
         self.budget = budget
         self.parallel_branches = parallel_branches
         self.threshold = branch_prune_threshold
         self.log_threshold = math.log(branch_prune_threshold) if branch_prune_threshold > 0 else -math.inf
         self.max_depth = max_depth
+        self.grow = grow
+        self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first step
+        self.calibration = Calibration()
+        self._last: tuple[Any, int, list[int], list[int], float] | None = None  # state, len(seq), tree, draft's value
+
+    def prepare(self, target: Any, draft: Any) -> None:
+        """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
+        if self.grow == "cost":
+            self.costs = probe_costs(target, draft)
+            log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c,
+                     ", ".join(f"v({n})={r:.2f}" for n, r in self.costs.v.as_dict().items()),
+                     ", ".join(f"vd({n})={r:.2f}" for n, r in self.costs.vd.as_dict().items()))
+
+    def observe(self) -> None:
+        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
+        if self._last is not None:
+            st, base, tokens, parents, value = self._last
+            self._last = None
+            self.calibration.observe(value, len(tree_path(tokens, parents, list(st.seq[base:]))))
 
     def size(self, st: Any) -> int:
         return self.budget
@@ -73,8 +111,14 @@ class TreeDrafter:
         if size < 1 or depth_cap < 1:
             return Proposal.empty()  # nothing could be used: not even the pending tokens are fed
         draft, gen, vocab, budget = state.draft, state.gen, state.vocab, size
+        by_cost = self.grow == "cost"
+        if by_cost:
+            self.observe()
+            if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
+                self.costs = measure_costs(state.target, draft)
+            costs, scale = self.costs, self.calibration.scale
         pending = state.seq[draft.cache_len :]
-        st = TreeStats()
+        st = TreeStats(calibration=scale if by_cost else 1.0)
         # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
         parents: list[int] = []
@@ -88,7 +132,8 @@ class TreeDrafter:
         root_pos = base - 1
         key_pos = list(range(base))  # position of each draft-cache entry (sliding-window masks)
         known = (tokens, parents, depths, path_lp, slots)
-        self._discover(known, self._probs(logits, gen, vocab), [-1], budget, st)
+        tops = self._discover(known, self._probs(logits, gen, vocab), [-1], budget, st)
+        spent = 1.0  # draft passes paid for, in draft single-token passes (grow=cost)
         while True:
             tree = self._best(path_lp, depths, budget)
             full = len(tree) == budget
@@ -99,6 +144,14 @@ class TreeDrafter:
             if not frontier:
                 break
             batch = frontier[: self.parallel_branches]
+            if by_cost:
+                child = sum(tops) / len(tops) if tops else 1.0
+                m = expansion_width([math.exp(path_lp[i]) for i in tree], [math.exp(path_lp[i]) for i in batch], child,
+                                    spent, costs.c, costs.v, costs.vd, budget, scale)
+                if m == 0:
+                    break  # no pass would pay for itself
+                batch = batch[:m]
+                spent += costs.vd(m)
             # expand the batch in one draft forward: node j at position root_pos + depth(j), seeing
             # the prefix, its ancestors (expanded earlier: they are how it was found) and itself
             cached = draft.cache_len
@@ -118,16 +171,24 @@ class TreeDrafter:
             logits = draft.forward(ids, position_ids=pos, attention_mask=mask).logits
             st.draft_calls += 1
             st.expanded += len(batch)
-            self._discover(known, self._probs(logits, gen, vocab), batch, budget, st)
+            tops += self._discover(known, self._probs(logits, gen, vocab), batch, budget, st)
         # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
+        if by_cost:  # verify only the best-first prefix whose predicted speedup is highest
+            values = [math.exp(path_lp[i]) for i in tree]
+            m, st.predicted = tree_speed(values, spent, costs.c, costs.v, scale)
+            st.cut, st.expected, tree = len(tree) - m, sum(values[:m]), tree[:m]
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
         st.size = len(tree)
         st.depth = max((depths[i] for i in tree), default=0)
         st.leaves = sum(1 for i in tree if i not in has_child)
+        tree_tokens = [tokens[i] for i in tree]
+        tree_parents = [index[parents[i]] if parents[i] >= 0 else -1 for i in tree]
+        if by_cost:  # against the draft's own expectation (unscaled): the calibration is accepted / that
+            self._last = (state, len(state.seq), tree_tokens, tree_parents, st.expected)
         return Proposal(
-            tokens=torch.tensor([tokens[i] for i in tree], dtype=torch.long),
-            parents=torch.tensor([index[parents[i]] if parents[i] >= 0 else -1 for i in tree], dtype=torch.long),
+            tokens=torch.tensor(tree_tokens, dtype=torch.long),
+            parents=torch.tensor(tree_parents, dtype=torch.long),
             slots=[slots[i] for i in tree],
             draft_calls=st.draft_calls,
             stats=st,
@@ -140,14 +201,16 @@ class TreeDrafter:
         # children (a child's log p(path) is at most its parent's), so the first b nodes are a tree
         return heapq.nsmallest(budget, range(len(path_lp)), key=lambda i: (-path_lp[i], depths[i], i))
 
-    def _discover(self, known: tuple, probs: torch.Tensor, nodes: list[int], budget: int, st: TreeStats) -> None:
-        # candidates: the top children of each expanded node — at most budget - depth of them can
-        # fit (its ancestors and itself come first); log p(child path) = log p(parent) + log p(token | parent)
+    def _discover(self, known: tuple, probs: torch.Tensor, nodes: list[int], budget: int, st: TreeStats) -> list[float]:
+        """Add the top children of each expanded node to the candidates; returns each node's top
+        child probability (what grow=cost expects of the next expansion)."""
+        # at most budget - depth children of a node can fit (its ancestors and itself come
+        # first); log p(child path) = log p(parent) + log p(token | parent)
         tokens, parents, depths, path_lp, slots = known
         node_depths = [depths[node] if node >= 0 else 0 for node in nodes]
         m = min(budget - min(node_depths), probs.shape[-1])
         if m <= 0:
-            return
+            return []
         top_p, top_i = torch.topk(probs, m, dim=-1)  # one call for the batch; each row keeps its own share
         for node, depth, row_lp, row_id in zip(nodes, node_depths, torch.log(top_p).tolist(), top_i.tolist()):
             base_lp = path_lp[node] if node >= 0 else 0.0
@@ -168,3 +231,4 @@ class TreeDrafter:
                 depths.append(depth + 1)
                 path_lp.append(base_lp + lp)
                 slots.append(-1)
+        return top_p[:, 0].tolist()
