@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
-    "RankAcceptance", "AcceptedByBudget", "AutoSize",
+    "RankAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
+    "measure_costs", "probe_costs", "pass_time",
 ]
 
 
@@ -528,7 +531,9 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
-_PROBED: dict[tuple[int, int], Costs] = {}  # (id(target), id(draft)) -> measured once per process
+# target -> draft -> costs, measured once per pair; weak keys: a freed model's entry goes with it (an
+# id() key could be reused by the next model loaded and hand it the old pair's costs)
+_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, Costs]]" = weakref.WeakKeyDictionary()
 
 
 def probe_costs(target, draft) -> Costs:
@@ -537,9 +542,9 @@ def probe_costs(target, draft) -> Costs:
     decoders' ``prepare`` hook for k=auto, budget=auto and grow=cost)."""
     import torch
 
-    key = (id(target), id(draft))
-    if key not in _PROBED:
+    per_draft = _PROBED.setdefault(target, weakref.WeakKeyDictionary())
+    if draft not in per_draft:
         g = torch.Generator().manual_seed(0)
         probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        _PROBED[key] = measure_costs(target, draft, probe)
-    return _PROBED[key]
+        per_draft[draft] = measure_costs(target, draft, probe)
+    return per_draft[draft]

@@ -23,6 +23,12 @@ SMALL = {
 }
 # presets built on AutoJudge (e.g. autojudge_humaneval: code mining, batched) get the same small budget
 SMALL.update({m: SMALL["autojudge"] for m in METHODS if m.startswith("autojudge_")})
+# settings that add a path of their own (a cost probe in prepare, sizes chosen from it): "<method>+<name>"
+VARIANTS = {
+    "specexec+grow_cost": ["method.grow=cost", "method.budget=8"],
+    "specexec+budget_auto": ["method.budget=auto"],
+    "speculative+k_auto": ["method.k=auto"],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +37,9 @@ def _single_thread(one_thread):
 
 
 def _run_config(method: str, temperature: float, tmp_path):
+    method, _, variant = method.partition("+")
     over = [f"method={method}", "model=tiny_random", f"generation.temperature={temperature}", "generation.max_new_tokens=10",
-            f"paths.cache_dir={tmp_path}/cache", *SMALL.get(method, [])]
+            f"paths.cache_dir={tmp_path}/cache", *SMALL.get(method, []), *VARIANTS.get(f"{method}+{variant}", [])]
     if method.startswith("autojudge"):
         over.append(f"method.checkpoint={tmp_path}/judge.safetensors")
     cfg = compose_cfg(over)
@@ -46,9 +53,14 @@ def _models(run):
 
 @pytest.mark.parametrize("placement", ["one_gpu", "two_gpus"])
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-@pytest.mark.parametrize("method", METHODS)
-def test_method_never_mixes_devices(method, temperature, placement, tmp_path):
+@pytest.mark.parametrize("method", METHODS + sorted(VARIANTS))
+def test_method_never_mixes_devices(method, temperature, placement, tmp_path, monkeypatch):
     """The models on a simulated GPU (two_gpus: the draft on a second one, model.draft.device=cuda:1)."""
+    from spsamp import cost_model
+
+    # the cost probe (k/budget=auto, grow=cost) waits for CUDA kernels before reading the clock: a
+    # simulated GPU has none to wait for (the probe's tensors are still watched)
+    monkeypatch.setattr(cost_model, "_sync", lambda device: None)
     try:
         cfg, run = _run_config(method, temperature, tmp_path)
     except ConfigError as exc:

@@ -3,6 +3,8 @@ config checks. Exactness against the target distribution: test_losslessness."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 
@@ -209,7 +211,7 @@ def test_grow_cost_measures_the_costs_once_in_prepare(tiny64, monkeypatch, one_t
 
     target, draft = tiny64
     calls = []
-    monkeypatch.setattr(cost_model, "_PROBED", {})
+    monkeypatch.setattr(cost_model, "_PROBED", weakref.WeakKeyDictionary())
     real = cost_model.measure_costs
     monkeypatch.setattr(cost_model, "measure_costs", lambda *a, **kw: calls.append(1) or real(*a, widths=(1, 2), draft_widths=(1, 2), repeats=1))
     decs = [SpecExecDecoder(budget=8, grow="cost") for _ in range(2)]
