@@ -168,23 +168,26 @@ def main() -> None:
     # "" = the preset's draft; each --draft-variant repeats spsamp's speculative rows as "<row>@NAME"
     drafts = {"": draft, **{f"@{n}": load_draft(args.model, args.cpu_linear, (*args.set, *o)) for n, o in variants.items()}}
     keep = set(args.only.split(",")) if args.only else None
+
+    def wanted(row: str) -> bool:  # --only names rows on the preset's draft; their @variant twins come along
+        return keep is None or row.partition("@")[0] in keep
+
     for at, d in drafts.items():
         for k in ks:
             methods[f"sps_k{k}{at}"] = timed(SpeculativeDecoder(k=k), target, d, eos)
         for b, w, grow in trees:
             name = f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "") + at
             dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, **depth)
-            if grow == "cost" and (keep is None or name.partition("@")[0] in keep):
+            if grow == "cost" and wanted(name):
                 dec.prepare(target, d, run)  # c, v(n), vd(w) measured as the runner's prepare hook does
             methods[name] = timed(dec, target, d, eos)
         if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
             for name, dec in ((f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
                               (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
-                if keep is None or name.partition("@")[0] in keep:
+                if wanted(name):
                     dec.prepare(target, d, run)
                     methods[name] = timed(dec, target, d, eos)
-    if keep is not None:  # --only names rows on the preset's draft; their @variant twins come along
-        methods = {m: fn for m, fn in methods.items() if m.partition("@")[0] in keep}
+    methods = {m: fn for m, fn in methods.items() if wanted(m)}
     info = system_info()
     print("# command: " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     print(f"# bench_lossless {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC | {info.get('cpu_model') or platform.processor()} | "
@@ -201,7 +204,7 @@ def main() -> None:
     v = {k: costs.v(k + 1) for k in ks}
 
     def curve(name: str, vc) -> str:
-        return ", ".join(f"{name}({n}) = {r:.2f}" for n, r in vc.as_dict().items())
+        return vc.describe(name, " = ")
 
     # vd(w): a w-token draft pass / a 1-token one (what a tree level of width w costs)
     print(f"# measured costs (spsamp.cost_model.measure_costs on the first prompt): c = {costs.c:.2f}; "

@@ -105,6 +105,10 @@ class VerifyCost:
     def as_dict(self) -> dict[int, float]:
         return dict(zip(self.ns, self.rs))
 
+    def describe(self, name: str = "v", sep: str = "=") -> str:
+        """``"v(1)=1.00, v(2)=1.03, ..."``: the measured curve, for logs and reports."""
+        return ", ".join(f"{name}({n}){sep}{r:.2f}" for n, r in self.as_dict().items())
+
 
 def _non_decreasing(values: list[float]) -> list[float]:
     """Least-squares non-decreasing fit (pool adjacent violators)."""

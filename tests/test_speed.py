@@ -492,6 +492,8 @@ def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
     got = [v(n) for n in (1, 2, 4, 8, 16)]
     assert got == sorted(got) and got[0] == 1.0
     assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
+    assert cm.VerifyCost({2: 1.5}).describe() == "v(1)=1.00, v(2)=1.50"
+    assert cm.VerifyCost({2: 1.5}).describe("vd", " = ") == "vd(1) = 1.00, vd(2) = 1.50"
 # ---- wiring: method.k=auto / method.budget=auto end to end ------------------------------------
 
 

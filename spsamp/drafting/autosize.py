@@ -67,8 +67,7 @@ class AutoSized:
         keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
                              max_depth=self.max_depth, vd=costs.vd, acceptance=keep)
-        v = ", ".join(f"v({n})={r:.2f}" for n, r in costs.v.as_dict().items())
-        log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, v)
+        log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:
         if self.auto is None:

@@ -79,22 +79,22 @@ class TreeDrafter:
         self.grow = grow
         self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first step
         self.calibration = Calibration()
-        self._last: tuple[Any, int, list[int], list[int], float] | None = None  # state, len(seq), tree, draft's value
+        self._last: tuple[Any, int, Proposal] | None = None  # (state, len(seq) at proposal, proposal)
 
     def prepare(self, target: Any, draft: Any) -> None:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
         if self.grow == "cost":
             self.costs = probe_costs(target, draft)
-            log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c,
-                     ", ".join(f"v({n})={r:.2f}" for n, r in self.costs.v.as_dict().items()),
-                     ", ".join(f"vd({n})={r:.2f}" for n, r in self.costs.vd.as_dict().items()))
+            log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
     def observe(self) -> None:
         """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
         if self._last is not None:
-            st, base, tokens, parents, value = self._last
+            st, base, prop = self._last
             self._last = None
-            self.calibration.observe(value, len(tree_path(tokens, parents, list(st.seq[base:]))))
+            # against the draft's own expectation (unscaled): the calibration is accepted / that
+            path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
+            self.calibration.observe(prop.stats.expected, len(path))
 
     def size(self, st: Any) -> int:
         return self.budget
@@ -182,18 +182,17 @@ class TreeDrafter:
         st.size = len(tree)
         st.depth = max((depths[i] for i in tree), default=0)
         st.leaves = sum(1 for i in tree if i not in has_child)
-        tree_tokens = [tokens[i] for i in tree]
-        tree_parents = [index[parents[i]] if parents[i] >= 0 else -1 for i in tree]
-        if by_cost:  # against the draft's own expectation (unscaled): the calibration is accepted / that
-            self._last = (state, len(state.seq), tree_tokens, tree_parents, st.expected)
-        return Proposal(
-            tokens=torch.tensor(tree_tokens, dtype=torch.long),
-            parents=torch.tensor(tree_parents, dtype=torch.long),
+        prop = Proposal(
+            tokens=torch.tensor([tokens[i] for i in tree], dtype=torch.long),
+            parents=torch.tensor([index[parents[i]] if parents[i] >= 0 else -1 for i in tree], dtype=torch.long),
             slots=[slots[i] for i in tree],
             draft_calls=st.draft_calls,
             stats=st,
             _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
+        if by_cost:
+            self._last = (state, len(state.seq), prop)
+        return prop
 
     @staticmethod
     def _best(path_lp: list[float], depths: list[int], budget: int) -> list[int]:
@@ -212,7 +211,8 @@ class TreeDrafter:
         if m <= 0:
             return []
         top_p, top_i = torch.topk(probs, m, dim=-1)  # one call for the batch; each row keeps its own share
-        for node, depth, row_lp, row_id in zip(nodes, node_depths, torch.log(top_p).tolist(), top_i.tolist()):
+        rows_lp = torch.log(top_p).tolist()
+        for node, depth, row_lp, row_id in zip(nodes, node_depths, rows_lp, top_i.tolist()):
             base_lp = path_lp[node] if node >= 0 else 0.0
             keep = max(0, budget - depth)
             row_lp, row_id = row_lp[:keep], row_id[:keep]
@@ -231,4 +231,4 @@ class TreeDrafter:
                 depths.append(depth + 1)
                 path_lp.append(base_lp + lp)
                 slots.append(-1)
-        return top_p[:, 0].tolist()
+        return [math.exp(row[0]) for row in rows_lp]
