@@ -10,7 +10,8 @@
 # THREADS (default 2: this bench wants both cores), CODING_PROMPTS/TOKENS, MT_PROMPTS/TOKENS size it.
 # DRAFT_VARIANT=bf16 runs every spsamp row again on the bf16 draft, interleaved, as <row>@bf16 (into
 # <dataset>_vs_bf16_draft.md). ROWS=a,b,... runs only those rows, into <dataset>${SUFFIX}.md (SUFFIX
-# required with ROWS, so a partial run never replaces a full table).
+# required with ROWS, so a partial run never replaces a full table); TEMPS=0.7 runs one temperature
+# (a partial run too: SUFFIX required).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,11 +20,11 @@ MT_BENCH=${MT_BENCH:-../shared/datasets/mt_bench.jsonl}
 mkdir -p "$OUT"
 rows=${ROWS:-baseline,hf_generate_stock,sps_k4,sps_k8,hf_assisted_k4_stock,hf_assisted_k8_stock,sps_kauto,specexec_b16x4,specexec_b32,specexec_bauto,specexec_b32x16c}
 suffix=${SUFFIX:-}
-if [ -n "${ROWS:-}" ] && [ -z "$suffix" ]; then
-    echo "bench_headline.sh: ROWS needs SUFFIX (e.g. SUFFIX=_grow_cost) so a partial run keeps the full tables" >&2; exit 2
+if { [ -n "${ROWS:-}" ] || [ -n "${TEMPS:-}" ]; } && [ -z "$suffix" ]; then
+    echo "bench_headline.sh: ROWS and TEMPS need SUFFIX (e.g. SUFFIX=_grow_cost) so a partial run keeps the full tables" >&2; exit 2
 fi
 common=(--model qwen25_coder_05b_15b --threads "${THREADS:-2}" --k 4,8 --budgets 16x4,32x8,32x16c --parallel-branches 8
-        --max-depth 12 --auto --temps 0,0.7 --only "$rows")
+        --max-depth 12 --auto --temps "${TEMPS:-0,0.7}" --only "$rows")
 case "${DRAFT_VARIANT:-}" in
     "") ;;
     bf16) common+=(--draft-variant bf16=++model.draft.quantization=null); suffix=${suffix}_vs_bf16_draft ;;

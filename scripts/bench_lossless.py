@@ -79,8 +79,37 @@ def timed(decoder, target, draft, eos):
     def fn(ids, gen, seed):
         out = decoder.generate(target, draft, ids, gen, torch.Generator().manual_seed(seed))
         toks, _ = truncate_at_eos(out.tokens, eos, gen.max_new_tokens)
-        return len(toks), out.stats, out.ttft_s
+        return len(toks), out.stats, out.ttft_s, out.prefill_s
     return fn
+
+
+def add_split(acc: dict[str, float], st, seconds: float, ttft: float, prefill: float) -> None:
+    """Sum one row's decode phase (after the first token) into ``acc``: seconds proposing (draft
+    passes and drafting), verifying (target passes) and the rest (acceptance, cache upkeep), with
+    the counts to price them. The draft's prefill is what lies between the target's and the first
+    token (the first token's own draw, well under a millisecond, with it)."""
+    draft = st.extra["draft_time_s"] - (ttft - prefill)
+    target = st.extra["target_time_s"] - prefill
+    for key, value in (("decode", seconds - ttft), ("draft", draft), ("target", target), ("steps", st.target_calls - 1),
+                       ("passes", st.draft_calls - 1), ("nodes", st.proposed)):
+        acc[key] = acc.get(key, 0.0) + value
+
+
+def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float) -> list[str]:
+    """Per step of each row, in baseline decode tokens of the same run (``unit_s`` seconds, the
+    unit the cost model's speedups are in): measured draft / verify / rest against what the cost
+    model charges (c per draft pass, v(n) per verification of n tokens, nothing for the rest).
+    Says which term a prediction's error is in."""
+    out = [f"Time per step in baseline decode tokens ({unit_s * 1e3:.0f} ms; the cost probe's 1-token target pass: "
+           f"{costs.target_pass_s / unit_s:.2f}): measured (cost model)"]
+    for m, a in split.items():
+        steps = max(a["steps"], 1)
+        draft, target = a["draft"] / steps / unit_s, a["target"] / steps / unit_s
+        rest = a["decode"] / steps / unit_s - draft - target
+        passes, width = a["passes"] / steps, a["nodes"] / steps + 1
+        out.append(f"- {m}: draft {draft:.2f} ({passes:.1f} passes; c x passes = {costs.c * passes:.2f}), verify {target:.2f} "
+                   f"({width:.1f} tokens; v = {costs.v(round(width)):.2f}), rest {rest:.2f} (0)")
+    return out
 
 
 def round_robin(prompts: list) -> list:
@@ -225,10 +254,11 @@ def main() -> None:
         # tokens, seconds, target calls, accepted, rejections, proposed, decode seconds (after the first token)
         tot = {m: [0, 0.0, 0, 0, 0, 0, 0.0] for m in methods}
         chosen: dict[str, list[dict]] = {m: [] for m in methods}  # auto rows: per-row metrics of the cost model
+        split: dict[str, dict[str, float]] = {}  # spsamp's speculative rows: where their decode time went
         for i, ids in enumerate(ids_list):
             for name, fn in methods.items():  # round-robin: drift hits every method alike
                 t0 = time.perf_counter()
-                n, st, ttft = fn(ids, gen, 1000 + i)
+                n, st, ttft, prefill = fn(ids, gen, 1000 + i)
                 dt = time.perf_counter() - t0
                 row = tot[name]
                 row[0] += n
@@ -241,6 +271,8 @@ def main() -> None:
                     row[5] += st.proposed
                     if any(key.startswith(("auto_", "grow_")) for key in st.extra):
                         chosen[name].append(st.extra)
+                    if "target_time_s" in st.extra:
+                        add_split(split.setdefault(name, {}), st, dt, ttft, prefill)
         tps = {m: r[0] / r[1] for m, r in tot.items()}
         # decode phase only (tokens after the first / time after it): what the cost model predicts;
         # tokens/s above also pays the prompt's prefill, which speculation does not speed up
@@ -298,6 +330,11 @@ def main() -> None:
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
                   f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} -> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
+        if split and "baseline" in tot:
+            base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)
+            print()
+            for line in split_lines(split, costs, base_token):
+                print(line)
         print()
 
 

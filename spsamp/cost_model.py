@@ -476,11 +476,13 @@ _clock = time.perf_counter  # tests replace it with fake timings
 
 @dataclass
 class Costs:
-    """Measured pass costs: c, v (target, n tokens / 1 token), vd (draft, w tokens / 1 token)."""
+    """Measured pass costs: c, v (target, n tokens / 1 token), vd (draft, w tokens / 1 token), and
+    the seconds of the 1-token target pass they are relative to (to read timings in that unit)."""
 
     c: float
     v: VerifyCost
     vd: VerifyCost
+    target_pass_s: float = float("nan")
 
 
 def _sync(device) -> None:
@@ -531,7 +533,8 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
     dm = {w: statistics.median(x) for w, x in d.items()}
     t1 = tm.get(1) or min(tm.values())
     d1 = dm.get(1) or min(dm.values())
-    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in tm.items()}), vd=VerifyCost({w: x / d1 for w, x in dm.items()}))
+    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in tm.items()}), vd=VerifyCost({w: x / d1 for w, x in dm.items()}),
+                 target_pass_s=t1)
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)

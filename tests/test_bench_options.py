@@ -1,4 +1,4 @@
-"""The benchmark script's own options (no model is loaded): `--draft-variant` and `--budgets` parsing and row names."""
+"""The benchmark script's own options and report lines (no model is loaded): `--draft-variant` and `--budgets` parsing, row names, the time split."""
 
 from __future__ import annotations
 
@@ -51,3 +51,21 @@ def test_bad_budget_fails_in_one_line_saying_the_form(bench, bad):
         bench.parse_budget(bad, 4)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"bench_lossless: --budgets item {bad!r}: write B, BxW")
+
+
+def test_time_split_prices_each_term_per_step_in_baseline_tokens(bench):
+    from types import SimpleNamespace
+
+    from spsamp.cost_model import Costs, VerifyCost
+
+    acc: dict[str, float] = {}
+    for _ in range(2):  # two rows of 10 steps each: 1 s drafting, 2 s verifying, 0.5 s the rest, after
+        # a 0.3 s target prefill and a 0.1 s draft prefill (first token at 0.4 s)
+        st = SimpleNamespace(extra={"draft_time_s": 1.1, "target_time_s": 2.3}, target_calls=11, draft_calls=41, proposed=40)
+        bench.add_split(acc, st, seconds=3.9, ttft=0.4, prefill=0.3)
+    assert acc == pytest.approx({"decode": 7.0, "draft": 2.0, "target": 4.0, "steps": 20, "passes": 80, "nodes": 80})
+    costs = Costs(c=0.2, v=VerifyCost({1: 1.0, 4: 1.2, 8: 1.6}), vd=VerifyCost({1: 1.0}), target_pass_s=0.08)
+    head, line = bench.split_lines({"sps_k4": acc}, costs, unit_s=0.1)  # a baseline decode token: 100 ms
+    assert "(100 ms; the cost probe's 1-token target pass: 0.80)" in head
+    # per step: 0.1 s drafting = 1.00 token, 0.2 s verifying = 2.00, 0.05 s rest = 0.50; 4 passes, 5 tokens
+    assert line == "- sps_k4: draft 1.00 (4.0 passes; c x passes = 0.80), verify 2.00 (5.0 tokens; v = 1.30), rest 0.50 (0)"
