@@ -321,14 +321,16 @@ def main() -> None:
                 pred = mean("grow_predicted_speedup")
                 print(f"{m}: grow=cost verified {mean('tree_size_mean'):.1f} nodes {mean('tree_depth_mean'):.1f} deep on average "
                       f"({mean('tree_cut_mean'):.1f} of the best-ranked cut, {mean('draft_passes_mean'):.1f} draft passes per step), "
-                      f"calibration {rows[-1]['grow_calibration']:.2f} -> predicted {pred:.2f}x over baseline; "
+                      f"calibration {rows[-1]['grow_calibration']:.2f}, c {rows[-1]['grow_c']:.2f} (probe {rows[-1]['grow_c_probe']:.2f}) "
+                      f"-> predicted {pred:.2f}x over baseline; "
                       f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
                 continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
             pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
-                  f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} -> predicted {pred:.2f}x over baseline; "
+                  f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f}) "
+                  f"-> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
         if split and "baseline" in tot:
             base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)

@@ -297,6 +297,38 @@ class Calibration:
         return min(4.0, max(0.25, self.accepted / self.expected)) if self.expected > 0 else 1.0
 
 
+class ObservedCost:
+    """c as the run itself measures it: the draft's seconds per draft unit (single-token pass
+    equivalents, wider passes at vd(w)) over the target's seconds per verify unit (v(n) for an
+    n-token pass), decayed per step. The probe (:func:`probe_costs`) times bare forwards on a short
+    prompt once per job; a decode also pays drafting's own work (probabilities, sampling, tree
+    bookkeeping), attends over a longer cache, and may run beside another process — measured on
+    the real pair, the drafting steps cost 10-20 % more than the probe's c said. Trusted from
+    ``min_weight`` steps on, and kept within [1/2, 2] of the probe's c, so one disturbed step
+    cannot swing the choice."""
+
+    def __init__(self, decay: float = 0.9, min_weight: float = 3.0):
+        self.decay, self.min_weight = decay, min_weight
+        self.draft_s = self.draft_units = self.target_s = self.verify_units = self.weight = 0.0
+
+    def observe(self, draft_s: float, draft_units: float, target_s: float, verify_units: float) -> None:
+        """One step: seconds proposing and the draft units the probe prices them at; seconds
+        verifying and the verify units (v(n)) the probe prices that pass at."""
+        if min(draft_s, draft_units, target_s, verify_units) <= 0:
+            return  # an empty proposal or a clock that did not move: nothing to learn
+        d = self.decay
+        self.draft_s, self.draft_units = self.draft_s * d + draft_s, self.draft_units * d + draft_units
+        self.target_s, self.verify_units = self.target_s * d + target_s, self.verify_units * d + verify_units
+        self.weight = self.weight * d + 1.0
+
+    def c(self, probe: float) -> float:
+        """The c to size the next step with: the run's own once trusted, else the probe's."""
+        if self.weight < self.min_weight:
+            return probe
+        seen = (self.draft_s / self.draft_units) / (self.target_s / self.verify_units)
+        return min(2.0 * probe, max(0.5 * probe, seen))
+
+
 class RankAcceptance:
     """Acceptance observed so far: P(target token = the draft's r-th child), r = 1..max_rank.
 
@@ -428,6 +460,8 @@ class AutoSize:
     def __init__(self, c: float, v: VerifyCost, size_max: int, tree: bool = False, width: int = 1, max_depth: int = 64,
                  vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None):
         self.c, self.v, self.vd = c, v, vd
+        self.c_probe = c  # the probe's; self.c is what the last choice used (corrected by `observed`)
+        self.observed = ObservedCost()
         self.size_max, self.tree, self.width, self.max_depth = size_max, tree, width, max_depth
         self.acceptance = acceptance or RankAcceptance(max_rank=8 if tree else 1)
         # the tree's accepted length and draft cost, as built
@@ -436,6 +470,7 @@ class AutoSize:
         self.predicted: list[float] = []
 
     def choose(self) -> int:
+        self.c = self.observed.c(self.c_probe)
         if self.tree:
             probs = self.acceptance.probs()
             prior_accepted, prior_cost = positional_curves(probs, self.size_max, self.max_depth, self.width, self.vd or self.v)
@@ -468,6 +503,7 @@ class AutoSize:
             "auto_predicted_speedup": sum(preds) / len(preds),
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,
+            "auto_c_probe": self.c_probe,
         }
 
 

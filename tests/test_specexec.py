@@ -193,6 +193,29 @@ def test_grow_cost_sizes_the_tree_from_the_prices(tiny64, one_thread):
     assert narrow.draft_calls >= 3 and narrow.stats.expanded == narrow.draft_calls - 1
 
 
+def test_grow_cost_sizes_trees_with_the_c_the_run_measured(tiny64, one_thread):
+    from spsamp.cost_model import ObservedCost
+
+    _, draft = tiny64
+    gen = GenerationConfig(temperature=0.3)
+    drafter = priced(TreeDrafter(24, 4, 0.0, 6, grow="cost"), 1e-4, {}, {})
+    drafter.observed = ObservedCost(min_weight=1.0)
+    draft.prefill(torch.tensor(PROMPT[:-1]))
+    st = state(draft, gen)
+    prop = drafter.propose(st, 24, 99, False)
+    assert prop.stats.c == pytest.approx(1e-4) and prop.size == 24  # the probe's c: nearly free, every pass
+    st.seq += [-1]  # nothing accepted; the loop then adds the step's seconds
+    st.draft_s, st.target_s = 0.2 * prop.stats.spent, 0.2 * drafter.costs.v(prop.size + 1)
+    drafter.observe()
+    # the run found a draft unit as dear as a verify unit: c 1.0 would be, clipped to 2x the probe's
+    draft.prefill(torch.tensor(PROMPT[:-1]))
+    assert drafter.propose(state(draft, gen), 24, 99, False).stats.c == pytest.approx(2e-4)
+    drafter.observed.c = lambda probe: 1.0  # as dear as the target: the root pass only (the probe's c would grow on)
+    draft.prefill(torch.tensor(PROMPT[:-1]))
+    dear = drafter.propose(state(draft, gen), 24, 99, False)
+    assert dear.stats.c == 1.0 and dear.draft_calls == 1
+
+
 def test_grow_cost_learns_what_the_target_accepts_and_reports_it(tiny64, one_thread):
     target, draft = tiny64
     gen = GenerationConfig(max_new_tokens=24, temperature=0.0)
@@ -246,6 +269,7 @@ def test_grow_cost_runs_end_to_end_and_rows_from_before_keep_their_keys(tmp_path
         assert r["generated_ids"] == b["generated_ids"] and r["param_grow"] == "cost"
         m = json.loads(r["metrics_json"])
         assert m["tree_size_mean"] <= 8 and m["grow_predicted_speedup"] > 0 and m["grow_calibration"] > 0
+        assert 0.5 * m["grow_c_probe"] <= m["grow_c"] <= 2 * m["grow_c_probe"]  # the run's own c, near the probe's
     # the grow param arrived after rows were written: at its default it is not part of a row's
     # identity (resumed dirs skip their finished rows), set to cost it is
     assert "grow" not in identity_params(SpecExecDecoder.Params())

@@ -437,6 +437,7 @@ def test_budget_auto_moves_with_the_trees_it_builds():
 class _FakeState:
     def __init__(self):
         self.seq = [0]
+        self.draft_s = self.target_s = 0.0  # seconds in each model's passes (spsamp.loop.Decoding)
 
 
 class _FakeChain:
@@ -447,7 +448,7 @@ class _FakeChain:
     def propose(self, st, size, max_depth, hidden):
         from spsamp.proposals import Proposal
 
-        return Proposal(tokens=torch.arange(1, size + 1), parents=torch.arange(-1, size - 1))
+        return Proposal(tokens=torch.arange(1, size + 1), parents=torch.arange(-1, size - 1), draft_calls=size)
 
 
 def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
@@ -471,6 +472,43 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
         else:
             assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
     assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
+
+
+def test_observed_cost_is_the_runs_own_ratio_once_trusted_and_within_bounds():
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5)
+    assert seen.c(0.2) == 0.2  # nothing seen: the probe's
+    seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.25, verify_units=1.0)  # 75 ms a draft unit, 250 a verify unit
+    assert seen.c(0.2) == 0.2  # one step (weight 1 < 1.5): not trusted yet
+    seen.observe(0.3, 4.0, 0.25, 1.0)
+    assert seen.c(0.2) == pytest.approx(0.3)
+    seen.observe(0.0, 0.0, 0.25, 1.0)  # an empty proposal teaches nothing
+    assert seen.c(0.2) == pytest.approx(0.3)
+    assert seen.c(0.1) == pytest.approx(0.2) and seen.c(1.0) == pytest.approx(0.5)  # within [1/2, 2] of the probe
+    for _ in range(6):
+        seen.observe(0.5, 4.0, 0.25, 1.0)  # the draft turns dearer (0.5): recent steps outweigh the first
+    assert 0.45 < seen.c(0.4) < 0.5
+
+
+def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
+    from spsamp.drafting.autosize import AutoSized
+
+    def run(draft_s_per_token: float) -> tuple[dict, int]:
+        drafter = AutoSized(_FakeChain())
+        drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
+        st = _FakeState()
+        for _ in range(40):
+            k = drafter.size(st)
+            prop = drafter.propose(st, k, k, False)
+            st.seq += prop.tokens.tolist()[: k - 1] + [-1]  # all but the last accepted: alpha ~ (k-1)/k
+            st.draft_s += draft_s_per_token * k  # what the loop adds after the step
+            st.target_s += 0.25  # one verify pass (v = 1) a step
+        return drafter.metrics(), k
+
+    probe_like, k_probe = run(0.025)  # the run's draft costs what the probe said: c = 0.025 / 0.25
+    dear, k_dear = run(0.045)  # drafting costs 1.8x the probe's c in the run
+    assert probe_like["auto_c"] == pytest.approx(0.1) and probe_like["auto_c_probe"] == pytest.approx(0.1)
+    assert dear["auto_c"] == pytest.approx(0.18) and dear["auto_c_probe"] == pytest.approx(0.1)
+    assert k_dear < k_probe  # a dearer draft buys shorter chains
 
 
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):

@@ -146,8 +146,12 @@ def assert_cache_is_prefill_of(lm, ids: list[int], atol: float = 1e-6) -> None:
 
 def priced(drafter, c: float, v: dict, vd: dict):
     """A ``method.grow=cost`` tree drafter with fake measured costs (c, v(n), vd(w) points): its tree
-    shapes then do not depend on this machine's timings."""
-    from spsamp.cost_model import Costs, VerifyCost
+    shapes then do not depend on this machine's timings — neither the probe's nor the run's own
+    (a toy draft costs as much as its toy target, so the run would correct c towards 2x the fake)."""
+    import math
+
+    from spsamp.cost_model import Costs, ObservedCost, VerifyCost
 
     drafter.costs = Costs(c=c, v=VerifyCost(v), vd=VerifyCost(vd))
+    drafter.observed = ObservedCost(min_weight=math.inf)
     return drafter

@@ -86,6 +86,8 @@ class SpecExecDecoder(LoopDecoder):
             "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
             **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
                 "grow_predicted_speedup": sum(t.stats.predicted for t in trees) / n,
-                "grow_calibration": trees[-1].stats.calibration} if self.params.grow == "cost" else {}),
+                "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
+                "grow_c_probe": trees[-1].stats.c_probe}
+               if self.params.grow == "cost" else {}),
             **super().metrics(st),
         }

@@ -56,7 +56,8 @@ class AutoSized:
         self.tree, self.width, self.max_depth = tree, width, max_depth
         self.auto: Optional[AutoSize] = None
         self.needs_model = drafter.needs_model
-        self._last: Optional[tuple[Any, int, Any]] = None  # (state, len(seq) at proposal, proposal)
+        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
+        self._last: Optional[tuple[Any, int, Any, float, float]] = None
         self._row: Any = None
         self._row_start = 0
 
@@ -65,8 +66,11 @@ class AutoSized:
 
     def set_costs(self, costs: Costs) -> None:
         keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays
+        seen = self.auto.observed if self.auto is not None else None
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
                              max_depth=self.max_depth, vd=costs.vd, acceptance=keep)
+        if seen is not None:
+            self.auto.observed = seen
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:
@@ -79,20 +83,23 @@ class AutoSized:
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Any:
         prop = self.drafter.propose(st, size, max_depth, hidden)
-        self._last = (st, len(st.seq), prop)
+        self._last = (st, len(st.seq), prop, st.draft_s, st.target_s)  # seconds so far: the step's are added after it
         return prop
 
     def observe(self) -> None:
         """Score the last proposal against what its state's output now holds (once)."""
         if self._last is None:
             return
-        st, base, prop = self._last
+        st, base, prop, draft_s, target_s = self._last
         self._last = None
         if prop.size and self.auto is not None:
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
             self.auto.acceptance.observe(tree_visits(tokens, parents, after))
+            spent = self._spent(prop)
             if self.auto.built is not None:
-                self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), self._spent(prop))
+                self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)
+            self.auto.observed.observe(st.draft_s - draft_s, spent if spent is not None else float(prop.draft_calls),
+                                       st.target_s - target_s, self.auto.v(prop.size + 1))
 
     def _spent(self, prop: Any) -> Optional[float]:
         """The proposal's draft passes in draft single-token units: the root pass, then passes of

@@ -41,7 +41,7 @@ import torch
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
-from spsamp.cost_model import Calibration, Costs, expansion_width, measure_costs, probe_costs, tree_speed
+from spsamp.cost_model import Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs, tree_speed
 from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
 from spsamp.verification import attention_masks
@@ -64,6 +64,9 @@ class TreeStats:
     predicted: float = 0.0  # grow=cost: the predicted speedup of the verified tree (cost_model.tree_speed)
     calibration: float = 1.0  # grow=cost: the value scale this tree was sized with (cost_model.Calibration)
     expected: float = 0.0  # grow=cost: the verified tree's value to the draft (sum of path probabilities)
+    spent: float = 0.0  # grow=cost: its draft passes in draft single-token units (root pass included)
+    c: float = 0.0  # grow=cost: the draft/target cost ratio it was sized with (cost_model.ObservedCost)
+    c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
 
 
 class TreeDrafter:
@@ -79,7 +82,9 @@ class TreeDrafter:
         self.grow = grow
         self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first step
         self.calibration = Calibration()
-        self._last: tuple[Any, int, Proposal] | None = None  # (state, len(seq) at proposal, proposal)
+        self.observed = ObservedCost()  # grow=cost: c as this run's own passes cost it
+        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
+        self._last: tuple[Any, int, Proposal, float, float] | None = None
 
     def prepare(self, target: Any, draft: Any) -> None:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
@@ -90,11 +95,13 @@ class TreeDrafter:
     def observe(self) -> None:
         """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
         if self._last is not None:
-            st, base, prop = self._last
+            st, base, prop, draft_s, target_s = self._last
             self._last = None
             # against the draft's own expectation (unscaled): the calibration is accepted / that
             path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
             self.calibration.observe(prop.stats.expected, len(path))
+            if self.costs is not None:
+                self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
 
     def size(self, st: Any) -> int:
         return self.budget
@@ -112,13 +119,16 @@ class TreeDrafter:
             return Proposal.empty()  # nothing could be used: not even the pending tokens are fed
         draft, gen, vocab, budget = state.draft, state.gen, state.vocab, size
         by_cost = self.grow == "cost"
+        st = TreeStats()
         if by_cost:
             self.observe()
             if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
                 self.costs = measure_costs(state.target, draft)
-            costs, scale = self.costs, self.calibration.scale
+            costs = self.costs
+            st.calibration = scale = self.calibration.scale
+            st.c = c = self.observed.c(costs.c)
+            st.c_probe = costs.c
         pending = state.seq[draft.cache_len :]
-        st = TreeStats(calibration=scale if by_cost else 1.0)
         # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
         parents: list[int] = []
@@ -147,7 +157,7 @@ class TreeDrafter:
             if by_cost:
                 child = sum(tops) / len(tops) if tops else 1.0
                 m = expansion_width([math.exp(path_lp[i]) for i in tree], [math.exp(path_lp[i]) for i in batch], child,
-                                    spent, costs.c, costs.v, costs.vd, budget, scale)
+                                    spent, c, costs.v, costs.vd, budget, scale)
                 if m == 0:
                     break  # no pass would pay for itself
                 batch = batch[:m]
@@ -175,8 +185,8 @@ class TreeDrafter:
         # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
         if by_cost:  # verify only the best-first prefix whose predicted speedup is highest
             values = [math.exp(path_lp[i]) for i in tree]
-            m, st.predicted = tree_speed(values, spent, costs.c, costs.v, scale)
-            st.cut, st.expected, tree = len(tree) - m, sum(values[:m]), tree[:m]
+            m, st.predicted = tree_speed(values, spent, c, costs.v, scale)
+            st.cut, st.expected, st.spent, tree = len(tree) - m, sum(values[:m]), spent, tree[:m]
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
         st.size = len(tree)
@@ -191,7 +201,7 @@ class TreeDrafter:
             _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
         if by_cost:
-            self._last = (state, len(state.seq), prop)
+            self._last = (state, len(state.seq), prop, state.draft_s, state.target_s)  # the step's seconds come after
         return prop
 
     @staticmethod
