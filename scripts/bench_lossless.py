@@ -11,7 +11,9 @@ confidence early-stop), each transformers row twice: on the very models spsamp r
 second copy with PyTorch's default kernels (``*_stock``: transformers as its users run it);
 SpecExec vs SpS at equal and larger draft budgets (tokens/s and tokens per
 target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside the measured
-speedup. ``--draft-variant NAME=OVERRIDES`` loads a second form of the draft (e.g. int8 against
+speedup (and each auto row's own); and per step of each spsamp speculative row, the seconds
+drafting, verifying and the rest, in baseline decode tokens, beside what the cost model charges
+for them (which term a prediction's error is in). ``--draft-variant NAME=OVERRIDES`` loads a second form of the draft (e.g. int8 against
 bf16) and repeats every spsamp row on it as ``<row>@NAME``. Methods run round-robin per prompt
 (so load drift from other processes hits all alike); tokens/s = all new tokens / all wall time
 (prefill included), over the prompts.
