@@ -130,6 +130,15 @@ def chain_speedup(alpha: float, k: int, c: float, v) -> float:
     return float(expected_tokens_per_step(alpha, k)) / (k * c + v(k + 1))
 
 
+def pooled_speedup(speedups: list[float], step_costs: list[float]) -> float:
+    """The predicted speedup of many steps together: their predicted tokens over their predicted
+    cost, sum(s_i * cost_i) / sum(cost_i). What a run measures is all tokens over all time, which
+    weighs each step by its cost; a plain mean of per-step speedups would weigh a cheap step as
+    much as a dear one."""
+    total = sum(step_costs)
+    return sum(s * c for s, c in zip(speedups, step_costs)) / total if total > 0 else float("nan")
+
+
 def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     """The k in 1..k_max with the largest :func:`chain_speedup`; (k, predicted speedup). Ties go
     to the smaller k (less draft work wasted when alpha is overestimated)."""
@@ -468,6 +477,7 @@ class AutoSize:
         self.built = AcceptedByBudget(size_max, lambda levels: tree_draft_cost(levels, width, vd or v)) if tree else None
         self.chosen: list[int] = []
         self.predicted: list[float] = []
+        self.step_costs: list[float] = []  # each choice's predicted step cost, in target single-token passes
 
     def choose(self) -> int:
         self.c = self.observed.c(self.c_probe)
@@ -481,15 +491,18 @@ class AutoSize:
             size, pred = best_budget(probs, self.c, self.v, self.width, self.max_depth,
                                      min(self.size_max, 2 * known) if known else self.size_max, self.vd,
                                      gain.__getitem__, dcost.__getitem__)
+            cost = self.c * dcost[size] + self.v(size + 1)
         else:
             size, pred = best_k(self.acceptance.alpha, self.c, self.v, self.size_max)
+            cost = size * self.c + self.v(size + 1)
         self.chosen.append(size)
         self.predicted.append(pred)
+        self.step_costs.append(cost)
         return size
 
     def metrics(self, since: int = 0) -> dict[str, float | int | dict]:
         """What was chosen (steps from ``since`` on), for a record's ``metrics_json``."""
-        sizes, preds = self.chosen[since:], self.predicted[since:]
+        sizes, preds, costs = self.chosen[since:], self.predicted[since:], self.step_costs[since:]
         if not sizes:
             return {}
         name = "budget" if self.tree else "k"
@@ -500,7 +513,7 @@ class AutoSize:
             f"auto_{name}_mean": sum(sizes) / len(sizes),
             f"auto_{name}_last": sizes[-1],
             f"auto_{name}_hist": hist,
-            "auto_predicted_speedup": sum(preds) / len(preds),
+            "auto_predicted_speedup": pooled_speedup(preds, costs),
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,
             "auto_c_probe": self.c_probe,

@@ -5,6 +5,7 @@ clock) wherever a choice is checked; speed itself is never asserted."""
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -502,13 +503,17 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
             st.seq += prop.tokens.tolist()[: k - 1] + [-1]  # all but the last accepted: alpha ~ (k-1)/k
             st.draft_s += draft_s_per_token * k  # what the loop adds after the step
             st.target_s += 0.25  # one verify pass (v = 1) a step
-        return drafter.metrics(), k
+        return drafter.metrics(), k, drafter.auto
 
-    probe_like, k_probe = run(0.025)  # the run's draft costs what the probe said: c = 0.025 / 0.25
-    dear, k_dear = run(0.045)  # drafting costs 1.8x the probe's c in the run
+    probe_like, k_probe, _ = run(0.025)  # the run's draft costs what the probe said: c = 0.025 / 0.25
+    dear, k_dear, auto = run(0.045)  # drafting costs 1.8x the probe's c in the run
     assert probe_like["auto_c"] == pytest.approx(0.1) and probe_like["auto_c_probe"] == pytest.approx(0.1)
     assert dear["auto_c"] == pytest.approx(0.18) and dear["auto_c_probe"] == pytest.approx(0.1)
     assert k_dear < k_probe  # a dearer draft buys shorter chains
+    # each choice is priced at the c it used (k draft passes, one flat verify pass), and the row's
+    # prediction pools its steps by those costs
+    assert auto.step_costs[-1] == pytest.approx(auto.chosen[-1] * 0.18 + 1.0)
+    assert dear["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted, auto.step_costs))
 
 
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):
@@ -605,3 +610,11 @@ def test_calibration_follows_what_the_target_accepted_within_bounds():
     for _ in range(40):
         cal.observe(expected=2.0, accepted=0)
     assert cal.scale == 0.25  # floor: one bad stretch must not stop every tree for good
+
+
+def test_pooled_speedup_weighs_each_step_by_its_cost():
+    # a cheap step at 3x (1 token-pass for 3 tokens) and a dear one at 1x (5 passes for 5 tokens):
+    # together 8 tokens in 6 passes, 1.33x — not the 2x a plain mean of the two would say
+    assert cm.pooled_speedup([3.0, 1.0], [1.0, 5.0]) == pytest.approx(8 / 6)
+    assert cm.pooled_speedup([2.0, 2.0], [1.0, 7.0]) == pytest.approx(2.0)
+    assert math.isnan(cm.pooled_speedup([], []))

@@ -15,6 +15,7 @@ from typing import Any
 
 from spsamp.acceptance.tree import TreeAcceptance
 from spsamp.config import ADDED_LATER, ConfigError
+from spsamp.cost_model import pooled_speedup
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
 from spsamp.drafting.tree import TreeDrafter
@@ -85,7 +86,9 @@ class SpecExecDecoder(LoopDecoder):
             "max_active_branches": max(t.stats.leaves for t in trees),
             "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
             **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
-                "grow_predicted_speedup": sum(t.stats.predicted for t in trees) / n,
+                # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
+                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees],
+                                                         [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees]),
                 "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
                 "grow_c_probe": trees[-1].stats.c_probe}
                if self.params.grow == "cost" else {}),
