@@ -467,10 +467,10 @@ class AutoSize:
     best-first tree grown ``width`` nodes per draft pass (best :func:`tree_speedup`)."""
 
     def __init__(self, c: float, v: VerifyCost, size_max: int, tree: bool = False, width: int = 1, max_depth: int = 64,
-                 vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None):
+                 vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None, observed: ObservedCost | None = None):
         self.c, self.v, self.vd = c, v, vd
         self.c_probe = c  # the probe's; self.c is what the last choice used (corrected by `observed`)
-        self.observed = ObservedCost()
+        self.observed = observed or ObservedCost()
         self.size_max, self.tree, self.width, self.max_depth = size_max, tree, width, max_depth
         self.acceptance = acceptance or RankAcceptance(max_rank=8 if tree else 1)
         # the tree's accepted length and draft cost, as built

@@ -65,12 +65,10 @@ class AutoSized:
         self.set_costs(probe_costs(target, draft))
 
     def set_costs(self, costs: Costs) -> None:
-        keep = self.auto.acceptance if self.auto is not None else None  # what was observed so far stays
-        seen = self.auto.observed if self.auto is not None else None
+        old = self.auto  # what was observed so far (acceptance, the run's own c) stays
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
-                             max_depth=self.max_depth, vd=costs.vd, acceptance=keep)
-        if seen is not None:
-            self.auto.observed = seen
+                             max_depth=self.max_depth, vd=costs.vd, acceptance=old.acceptance if old else None,
+                             observed=old.observed if old else None)
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:

@@ -100,8 +100,8 @@ class TreeDrafter:
             # against the draft's own expectation (unscaled): the calibration is accepted / that
             path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
             self.calibration.observe(prop.stats.expected, len(path))
-            if self.costs is not None:
-                self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
+            # _last is only kept by grow=cost, which has its costs before it proposes
+            self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
 
     def size(self, st: Any) -> int:
         return self.budget
