@@ -17,7 +17,6 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-docs/benchmarks/data/speed_headline}
 MT_BENCH=${MT_BENCH:-../shared/datasets/mt_bench.jsonl}
-mkdir -p "$OUT"
 rows=${ROWS:-baseline,hf_generate_stock,sps_k4,sps_k8,hf_assisted_k4_stock,hf_assisted_k8_stock,sps_kauto,specexec_b16x4,specexec_b32,specexec_bauto,specexec_b32x16c}
 suffix=${SUFFIX:-}
 if { [ -n "${ROWS:-}" ] || [ -n "${TEMPS:-}" ]; } && [ -z "$suffix" ]; then
@@ -30,19 +29,27 @@ case "${DRAFT_VARIANT:-}" in
     bf16) common+=(--draft-variant bf16=++model.draft.quantization=null); suffix=${suffix}_vs_bf16_draft ;;
     *) echo "bench_headline.sh: unknown DRAFT_VARIANT '$DRAFT_VARIANT' — use bf16 or leave it unset" >&2; exit 2 ;;
 esac
+# every set name is checked before the first (half-hour) bench starts
+names=()
 for set in "${@:-coding mt_bench}"; do
     for name in $set; do
         case "$name" in
-            coding) args=(--set dataset=humaneval --set dataset.split=test --prompts "${CODING_PROMPTS:-4}"
-                          --max-new-tokens "${CODING_TOKENS:-128}") ;;
-            mt_bench) args=(--set dataset=mt_bench --set "dataset.path=$MT_BENCH" --spread --prompts "${MT_PROMPTS:-8}"
-                            --max-new-tokens "${MT_TOKENS:-64}") ;;
+            coding|mt_bench) names+=("$name") ;;
             *) echo "bench_headline.sh: unknown set '$name' — use coding or mt_bench" >&2; exit 2 ;;
         esac
-        out="$OUT/$name$suffix"
-        "$PY" scripts/bench_lossless.py "${common[@]}" "${args[@]}" > "$out.md.part" 2> "$out.log.part"
-        mv "$out.md.part" "$out.md"
-        grep -v "Loading weights" "$out.log.part" > "$out.log" || true
-        rm -f "$out.log.part"
     done
+done
+mkdir -p "$OUT"
+for name in "${names[@]}"; do
+    case "$name" in
+        coding) args=(--set dataset=humaneval --set dataset.split=test --prompts "${CODING_PROMPTS:-4}"
+                      --max-new-tokens "${CODING_TOKENS:-128}") ;;
+        mt_bench) args=(--set dataset=mt_bench --set "dataset.path=$MT_BENCH" --spread --prompts "${MT_PROMPTS:-8}"
+                        --max-new-tokens "${MT_TOKENS:-64}") ;;
+    esac
+    out="$OUT/$name$suffix"
+    "$PY" scripts/bench_lossless.py "${common[@]}" "${args[@]}" > "$out.md.part" 2> "$out.log.part"
+    mv "$out.md.part" "$out.md"
+    grep -v "Loading weights" "$out.log.part" > "$out.log" || true
+    rm -f "$out.log.part"
 done

@@ -69,3 +69,28 @@ def test_time_split_prices_each_term_per_step_in_baseline_tokens(bench):
     assert "(100 ms; the cost probe's 1-token target pass: 0.80)" in head
     # per step: 0.1 s drafting = 1.00 token, 0.2 s verifying = 2.00, 0.05 s rest = 0.50; 4 passes, 5 tokens
     assert line == "- sps_k4: draft 1.00 (4.0 passes; c x passes = 0.80), verify 2.00 (5.0 tokens; v = 1.30), rest 0.50 (0)"
+
+
+_HEADLINE = Path(__file__).resolve().parent.parent / "scripts" / "bench_headline.sh"
+
+
+@pytest.mark.parametrize("env, args, message", [
+    ({"ROWS": "baseline"}, [], "ROWS and TEMPS need SUFFIX"),
+    ({"TEMPS": "0.7"}, [], "ROWS and TEMPS need SUFFIX"),
+    ({"DRAFT_VARIANT": "fp8"}, [], "unknown DRAFT_VARIANT 'fp8'"),
+    ({}, ["coding", "mt_bnch"], "unknown set 'mt_bnch'"),  # a later bad name stops it before the first bench
+])
+def test_headline_script_refuses_bad_input_in_one_line_before_any_bench(tmp_path, env, args, message):
+    import os
+    import subprocess
+
+    ran = tmp_path / "ran"
+    fake_python = tmp_path / "python"  # stands in for the bench: leaves a mark if anything got that far
+    fake_python.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    fake_python.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(_HEADLINE), *args], env={**os.environ, "PY": str(fake_python), "OUT": str(out), **env},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"bench_headline.sh: {message}") and proc.stderr.count("\n") == 1
+    assert not ran.exists() and not out.exists()  # nothing ran, no table dir was made
