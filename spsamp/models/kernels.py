@@ -10,9 +10,14 @@
   over one (the memory-bound regime speculative decoding assumes), and a single-token pass is
   ~1.8x faster too. Logits differ from ``aten`` by float rounding (~1e-4), the same for every
   method, so methods stay comparable and greedy-exactness holds method against method.
-- ``auto`` (every preset's default): which of the two wins depends on the CPU (measured: oneDNN
-  1.6x stock on an AMD EPYC, 0.78x on an Intel Xeon with AMX), so each model times both at load
-  (:func:`autotune_cpu_linear`) and keeps the faster.
+- ``split``: ``aten`` for single-token passes, ``onednn`` for wider ones (verification, tree levels,
+  prefill), holding both weight layouts. On an Intel Xeon with AMX (2026-12-02, SmolLM2-135M fp32,
+  1 thread) MKL's single-row path beat oneDNN's (60 vs 75 ms) while oneDNN won at 5 tokens (84 vs
+  102 ms): either kernel alone made plain decoding or verification pay.
+- ``auto`` (every preset's default): which wins depends on the CPU (measured: oneDNN 1.6x stock on
+  an AMD EPYC, 0.78x on an Intel Xeon with AMX), so each model times ``aten`` and ``onednn`` at load
+  (:func:`autotune_cpu_linear`) and keeps the faster — or ``split``, when taking each width's faster
+  kernel beats both and the second layout fits in memory.
 """
 
 from __future__ import annotations
@@ -29,12 +34,19 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from spsamp.config import CPU_LINEAR, ConfigError
+from spsamp.config import CPU_LINEAR, CPU_LINEAR_FIX, ConfigError
 
 log = logging.getLogger(__name__)
 
-KERNELS = ("aten", "onednn")  # what ``auto`` chooses between
+KERNELS = ("aten", "onednn")  # what ``auto`` times
+CHOICES = (*KERNELS, "split")  # what ``auto`` chooses between (split: each width's faster kernel)
+# split holds a second copy of every weight, so auto takes it only when it saves at least this share
+# of the better single kernel's time (below that, pass-to-pass noise could pick it) and the copy takes
+# under SPLIT_MEMORY_SHARE of the memory available at load
+SPLIT_MIN_GAIN = 0.03
+SPLIT_MEMORY_SHARE = 0.5
 _PACKABLE = (torch.float32, torch.bfloat16)
 # auto: a decode pass (1 token) and a verification pass of the default k=4 (k+1 = 5 tokens), after a
 # short prompt; the first round is warm-up, then AUTO_REPEATS interleaved rounds, medians compared
@@ -45,22 +57,28 @@ _clock: Callable[[], float] = time.perf_counter  # tests replace it with fake ti
 
 
 class OneDNNLinear(nn.Module):
-    """``y = x W^T + b`` with ``W`` held only in oneDNN's reordered layout.
+    """``y = x W^T + b`` with ``W`` held in oneDNN's reordered layout.
 
     The original weight is dropped (it would double the memory) unless it is shared with another
-    module — a tied input embedding still needs it for lookups.
+    module — a tied input embedding still needs it for lookups — or ``split`` is set
+    (``hardware.cpu_linear=split``): then a single-token pass (one row) goes through ``F.linear`` on
+    the original weight and only wider passes through oneDNN, for CPUs whose fastest one-row GEMV
+    and fastest small GEMM come from different libraries.
     """
 
-    def __init__(self, linear: nn.Linear, keep_weight: bool):
+    def __init__(self, linear: nn.Linear, keep_weight: bool, split: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         # a plain attribute, not a buffer: .to()/state_dict cannot handle the opaque mkldnn layout
         self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
-        if keep_weight:
+        if keep_weight or split:
             self.weight = linear.weight
+        self.split = split
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split and x.shape[:-1].numel() == 1:
+            return F.linear(x, self.weight, self.bias)
         flat = x.reshape(-1, self.in_features)
         if not flat.is_contiguous():
             flat = flat.contiguous()
@@ -68,7 +86,8 @@ class OneDNNLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, kernel=onednn"
+        kernel = "split (aten at 1 token, onednn wider)" if self.split else "onednn"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, kernel={kernel}"
 
 
 def onednn_available() -> bool:
@@ -79,10 +98,9 @@ def check_cpu_linear(kind: str) -> None:
     """Fail before loading when ``kind`` is unknown or this torch build lacks oneDNN."""
     if kind not in CPU_LINEAR:
         raise ConfigError(
-            f"hardware.cpu_linear: must be one of {', '.join(CPU_LINEAR)}, got {kind!r} "
-            "— use auto (time both at load), onednn (prepacked) or aten (stock PyTorch)"
+            f"hardware.cpu_linear: must be one of {', '.join(CPU_LINEAR)}, got {kind!r} — {CPU_LINEAR_FIX}"
         )
-    if kind == "onednn" and not onednn_available():
+    if kind in ("onednn", "split") and not onednn_available():
         raise ConfigError("hardware.cpu_linear: this torch build has no oneDNN linear kernels — set hardware.cpu_linear=auto or aten")
 
 
@@ -94,8 +112,9 @@ def _float_linears(model: Any) -> Iterator[tuple[nn.Module, str, nn.Linear]]:
                 yield parent, name, child
 
 
-def use_onednn_linears(model: Any) -> int:
-    """Swap every float ``nn.Linear`` of a CPU model for :class:`OneDNNLinear`; returns how many.
+def use_onednn_linears(model: Any, split: bool = False) -> int:
+    """Swap every float ``nn.Linear`` of a CPU model for :class:`OneDNNLinear` (``split``: keeping
+    ``aten`` for single-token passes); returns how many.
 
     Quantized (int8_dynamic, bitsandbytes) and offloaded layers are not plain ``nn.Linear`` or not
     on the CPU, and are left alone.
@@ -103,9 +122,9 @@ def use_onednn_linears(model: Any) -> int:
     shared = _shared_weights(model)
     swapped = 0
     for parent, name, child in _float_linears(model):
-        setattr(parent, name, OneDNNLinear(child, keep_weight=id(child.weight) in shared))
+        setattr(parent, name, OneDNNLinear(child, keep_weight=id(child.weight) in shared, split=split))
         swapped += 1
-    log.debug("oneDNN linear kernels: %d layers reordered", swapped)
+    log.debug("oneDNN linear kernels (%s): %d layers reordered", "split" if split else "onednn", swapped)
     return swapped
 
 
@@ -114,15 +133,22 @@ def _shared_weights(model: Any) -> set[int]:
     return {id(getattr(emb, "weight", None))}
 
 
-def choose_cpu_linear(timings: dict[str, dict[int, list[float]]]) -> tuple[str, dict[str, float]]:
+def choose_cpu_linear(timings: dict[str, dict[int, list[float]]], allow_split: bool = True) -> tuple[str, dict[str, float]]:
     """The faster kernel from interleaved pass timings ``{kernel: {width: [seconds, ...]}}``.
 
     Each kernel's score is the sum over widths of its median pass time (a decode pass and a
     verification pass count alike; medians shrug off a pass that another process interrupted).
-    Ties go to ``aten``, the stock kernels. Returns (choice, scores).
+    Ties go to ``aten``, the stock kernels. ``split`` scores ``aten``'s 1-token median plus
+    ``onednn``'s wider ones, and wins only by more than ``SPLIT_MIN_GAIN`` of the better single
+    kernel's score (it costs a second weight copy) and when ``allow_split``. Returns (choice, scores).
     """
-    scores = {k: sum(statistics.median(ts) for ts in by_width.values()) for k, by_width in timings.items()}
+    med = {k: {w: statistics.median(ts) for w, ts in by_width.items()} for k, by_width in timings.items()}
+    scores = {k: sum(by_width.values()) for k, by_width in med.items()}
     choice = min(sorted(scores), key=lambda k: (scores[k], k != "aten"))
+    if set(KERNELS) <= set(med) and 1 in med["aten"] and len(med["onednn"]) > 1:
+        scores["split"] = med["aten"][1] + sum(t for w, t in med["onednn"].items() if w != 1)
+        if allow_split and scores["split"] < (1 - SPLIT_MIN_GAIN) * scores[choice]:
+            choice = "split"
     return choice, scores
 
 
@@ -151,7 +177,8 @@ def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repea
 
     def install(kind: str) -> None:
         for (parent, name, lin), fast in zip(linears, packed):
-            setattr(parent, name, fast if kind == "onednn" else lin)
+            setattr(parent, name, fast if kind in ("onednn", "split") else lin)
+            fast.split = kind == "split"
 
     from spsamp.models.adapter import CausalLM  # the passes decoders run: same cache handling
 
@@ -168,7 +195,7 @@ def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repea
                     dt = _time_pass(lm, ids, w, AUTO_PREFIX)
                     if rnd:
                         timings[kind][w].append(dt)
-        choice, scores = choose_cpu_linear(timings)
+        choice, scores = choose_cpu_linear(timings, allow_split=_copy_fits(linears, shared))
     except Exception:
         install("aten")  # leave the model as it was loaded
         raise
@@ -180,9 +207,31 @@ def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repea
     medians = ", ".join(
         f"{k} " + " / ".join(f"{w} tok {statistics.median(timings[k][w]) * 1e3:.2f} ms" for w in widths) for k in KERNELS
     )
-    log.info("cpu_linear=auto: %s -> %s (%.2fx the other's time)", medians, choice,
-             scores[choice] / max(s for s in scores.values()) if max(scores.values()) > 0 else 1.0)
+    others = [v for k, v in scores.items() if k != choice]
+    log.info("cpu_linear=auto: %s -> %s (%.2fx the best other's time%s)", medians, choice,
+             scores[choice] / min(others) if min(others) > 0 else 1.0,
+             "; aten at 1 token, onednn wider, both weight layouts held" if choice == "split" else "")
     return choice
+
+
+def _available_bytes() -> int | None:
+    """Memory the kernel says a new allocation can take now (``MemAvailable``); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _copy_fits(linears: list[tuple[nn.Module, str, nn.Linear]], shared: set[int]) -> bool:
+    """Whether ``split``'s second weight layout fits: the original weights it keeps (the packed
+    copies exist already during timing) take under SPLIT_MEMORY_SHARE of the memory available."""
+    extra = sum(lin.weight.numel() * lin.weight.element_size() for _, _, lin in linears if id(lin.weight) not in shared)
+    avail = _available_bytes()
+    return avail is None or extra < SPLIT_MEMORY_SHARE * avail
 
 
 def remembered_cpu_linear(model: Any, cache: Path, ident: dict[str, Any]) -> str:
@@ -194,16 +243,17 @@ def remembered_cpu_linear(model: Any, cache: Path, ident: dict[str, Any]) -> str
     rows on different kernels are never compared (their tokens may differ by rounding), so a
     sweep's methods would lose their common baseline.
     """
-    key = {"torch": torch.__version__, "threads": torch.get_num_threads(), **ident}
+    # CHOICES in the key: a choice remembered before a new candidate existed is measured again
+    key = {"torch": torch.__version__, "threads": torch.get_num_threads(), "choices": CHOICES, **ident}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache / "kernels" / f"{digest}.json"
     try:
         choice = json.loads(path.read_text()).get("choice")
     except (OSError, ValueError):
         choice = None
-    if choice in KERNELS and list(_float_linears(model)) and onednn_available():
-        if choice == "onednn":
-            use_onednn_linears(model)
+    if choice in CHOICES and list(_float_linears(model)) and onednn_available():
+        if choice != "aten":
+            use_onednn_linears(model, split=choice == "split")
         log.info("cpu_linear=auto: %s, as measured earlier on this machine (%s; delete it to measure again)", choice, path)
         return choice
     choice = autotune_cpu_linear(model)

@@ -60,7 +60,7 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
     key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None, kernels], sort_keys=True, default=str)
     if key not in _LOADED:
         model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
-        if kernels == "onednn" and not use_onednn_linears(model):
+        if kernels in ("onednn", "split") and not use_onednn_linears(model, split=kernels == "split"):
             kernels = "aten"  # nothing to reorder (int8_dynamic, bitsandbytes): say what really runs
         elif kernels == "auto":
             # timed once per machine, model and thread count, then remembered: every job of a sweep

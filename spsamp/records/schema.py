@@ -30,7 +30,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("draft_quantization", _S),
     pa.field("device", _S),
     pa.field("device_map", _S),
-    pa.field("cpu_linear", _S),  # linear kernels the target ran with on the CPU (aten | onednn), null off the CPU
+    pa.field("cpu_linear", _S),  # linear kernels the target ran with on the CPU (aten | onednn | split), null off the CPU
     pa.field("dataset", _S),
     pa.field("prompt_id", _S),
     pa.field("category", _S),
