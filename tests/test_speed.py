@@ -45,7 +45,8 @@ def test_choice_ignores_a_pass_another_process_interrupted():
 
 # medians (ms) from the Intel Xeon with AMX of 2026-12-02, SmolLM2-135M fp32, 1 thread: MKL's one-row
 # GEMV beats oneDNN, oneDNN's small GEMM beats MKL, and summed the two kernels nearly tie
-INTEL_1_THREAD = {"aten": {1: [60.4] * 3, 5: [102.4] * 3}, "onednn": {1: [75.1] * 3, 5: [84.5] * 3}}
+INTEL_1_THREAD_MS = {"aten": {1: 60.4, 5: 102.4}, "onednn": {1: 75.1, 5: 84.5}}
+INTEL_1_THREAD = {k: {w: [ms] * 3 for w, ms in by_width.items()} for k, by_width in INTEL_1_THREAD_MS.items()}
 
 
 def test_split_wins_where_each_kernel_wins_one_width():
@@ -74,7 +75,7 @@ def test_autotune_can_choose_split_and_then_holds_both_layouts(monkeypatch, capl
     ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
     with torch.inference_mode():
         ref = model(ids).logits
-    _fake_pass_times(monkeypatch, model, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    _fake_pass_times(monkeypatch, model, INTEL_1_THREAD_MS)
     with caplog.at_level(logging.INFO, logger="spsamp.models.kernels"):
         assert autotune_cpu_linear(model, widths=(1, 5), repeats=3) == "split"
     fast = [m for m in model.modules() if isinstance(m, OneDNNLinear)]
@@ -86,14 +87,14 @@ def test_autotune_can_choose_split_and_then_holds_both_layouts(monkeypatch, capl
     # too little memory for the second copy: the better single kernel instead
     monkeypatch.setattr(kernels, "_available_bytes", lambda: 1024)
     small = _tiny_llama(tied=True)
-    _fake_pass_times(monkeypatch, small, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    _fake_pass_times(monkeypatch, small, INTEL_1_THREAD_MS)
     assert autotune_cpu_linear(small, widths=(1, 5), repeats=3) == "onednn"
 
 
 def test_a_remembered_split_is_applied_untimed(monkeypatch, tmp_path):
     ident = {"model": "m"}
     first = _tiny_llama()
-    _fake_pass_times(monkeypatch, first, {k: {w: ts[0] for w, ts in v.items()} for k, v in INTEL_1_THREAD.items()})
+    _fake_pass_times(monkeypatch, first, INTEL_1_THREAD_MS)
     assert kernels.remembered_cpu_linear(first, tmp_path, ident) == "split"
     monkeypatch.setattr(kernels, "_time_pass", lambda *a: pytest.fail("not timed"))
     fresh = _tiny_llama()

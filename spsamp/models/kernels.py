@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 KERNELS = ("aten", "onednn")  # what ``auto`` times
 CHOICES = (*KERNELS, "split")  # what ``auto`` chooses between (split: each width's faster kernel)
+REORDERED = ("onednn", "split")  # the choices that run OneDNNLinear (and need oneDNN in the build)
 # split holds a second copy of every weight, so auto takes it only when it saves at least this share
 # of the better single kernel's time (below that, pass-to-pass noise could pick it) and the copy takes
 # under SPLIT_MEMORY_SHARE of the memory available at load
@@ -100,7 +101,7 @@ def check_cpu_linear(kind: str) -> None:
         raise ConfigError(
             f"hardware.cpu_linear: must be one of {', '.join(CPU_LINEAR)}, got {kind!r} — {CPU_LINEAR_FIX}"
         )
-    if kind in ("onednn", "split") and not onednn_available():
+    if kind in REORDERED and not onednn_available():
         raise ConfigError("hardware.cpu_linear: this torch build has no oneDNN linear kernels — set hardware.cpu_linear=auto or aten")
 
 
@@ -177,7 +178,7 @@ def autotune_cpu_linear(model: Any, widths: tuple[int, ...] = AUTO_WIDTHS, repea
 
     def install(kind: str) -> None:
         for (parent, name, lin), fast in zip(linears, packed):
-            setattr(parent, name, fast if kind in ("onednn", "split") else lin)
+            setattr(parent, name, fast if kind in REORDERED else lin)
             fast.split = kind == "split"
 
     from spsamp.models.adapter import CausalLM  # the passes decoders run: same cache handling

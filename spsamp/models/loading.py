@@ -29,7 +29,7 @@ from spsamp.config import HardwareConfig, ModelSpec, OffloadConfig
 from spsamp.models.adapter import CausalLM
 from spsamp.models.gguf import ModelLoadError, cache_root, converted_dir, find_package_file, gguf_key, gguf_to_safetensors  # noqa: F401 - public here too
 from spsamp.models.placement import device_map_summary, offload_kwargs, tiny_checkpoint
-from spsamp.models.kernels import remembered_cpu_linear, use_onednn_linears
+from spsamp.models.kernels import REORDERED, remembered_cpu_linear, use_onednn_linears
 from spsamp.system_info import cpu_model
 from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dynamic
 
@@ -60,7 +60,7 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
     key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None, kernels], sort_keys=True, default=str)
     if key not in _LOADED:
         model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
-        if kernels in ("onednn", "split") and not use_onednn_linears(model, split=kernels == "split"):
+        if kernels in REORDERED and not use_onednn_linears(model, split=kernels == "split"):
             kernels = "aten"  # nothing to reorder (int8_dynamic, bitsandbytes): say what really runs
         elif kernels == "auto":
             # timed once per machine, model and thread count, then remembered: every job of a sweep
