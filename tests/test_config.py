@@ -53,6 +53,11 @@ BAD = [
     (["dataset=mt_bench"], "dataset.path: dataset 'mt_bench' needs a path"),
     (["dataset.turns=all"], "dataset.turns: must be 'first' or 'both'"),
     (["+method.k=3"], "method.k: unknown key"),
+    (["method=speculative", "method.stop_below=1.5"], "method.stop_below: must be a probability in (0, 1)"),
+    (["method=speculative", "method.stop_below=0"], "method.stop_below: must be a probability in (0, 1)"),
+    (["method=speculative", "method.k=auto", "method.stop_below=0.4"], "method.stop_below: k=auto sizes the chain"),
+    (["method=speculative", "method.stop_below=often"], "method.stop_below:"),
+    (["method=speculative", "method.stop_below=0.4"], None),
     (["method._target_=spsamp.nope.Decoder"], "method._target_: cannot import"),
     (["model=gpt_oss_20b", "method._target_=spsamp.decoders.baseline.BaselineDecoder"], None),  # baseline needs no draft
 ]

@@ -74,18 +74,22 @@ SPS_CASES = [
     dict(k=3, gen=GenerationConfig(max_new_tokens=5, temperature=1.0)),
     dict(k=2, gen=GenerationConfig(max_new_tokens=4, temperature=0.7, top_k=4)),
     dict(k=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8), draft_vocab=5),
+    # chains that end early at an unlikely draft token (and others that run to k)
+    dict(k=3, gen=GenerationConfig(max_new_tokens=5, temperature=1.0), stop_below=0.3),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", SPS_CASES, ids=lambda c: f"k{c['k']}-T{c['gen'].temperature}-V{c.get('draft_vocab', 6)}")
+@pytest.mark.parametrize("case", SPS_CASES, ids=lambda c: f"k{c['k']}-T{c['gen'].temperature}-V{c.get('draft_vocab', 6)}-stop{c.get('stop_below')}")
 def test_speculative_sampling_matches_target_joint(case, one_thread):
     q, p = toy_pair(case.get("draft_vocab", 6))
     gen = case["gen"]
     joint = exact_joint(q, [1], gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
-    dec = spied(SpeculativeDecoder(k=case["k"]))
+    dec = spied(SpeculativeDecoder(k=case["k"], stop_below=case.get("stop_below")))
     pval = chi_square_pvalue(draws(dec, q, p, gen), joint)
     assert max(dec.drafter.sizes) == case["k"], f"the case never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
+    if case.get("stop_below"):  # the early stop happened mid-chain, not only where max_new_tokens cut it
+        assert {1, 2} <= set(dec.drafter.sizes), f"no chain ended early: {set(dec.drafter.sizes)}"
     assert pval > PASS_P, f"SpS output deviates from the target joint (chi-square p={pval:.2e})"
 
 
@@ -204,7 +208,7 @@ def tiny64():
 
 @pytest.mark.parametrize(
     "decoder",
-    [SpeculativeDecoder(k=1), SpeculativeDecoder(k=3), SpeculativeDecoder(k=6),
+    [SpeculativeDecoder(k=1), SpeculativeDecoder(k=3), SpeculativeDecoder(k=6), SpeculativeDecoder(k=6, stop_below=0.02),
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
      SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
      PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],
@@ -225,6 +229,8 @@ def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
     # the path is exercised: proposals of the full configured size were verified
     full = decoder.params.budget if isinstance(decoder, SpecExecDecoder) else decoder.params.k
     assert max(decoder.drafter.sizes) == full, f"{decoder.name} never proposed {full}: {sorted(set(decoder.drafter.sizes))}"
+    if getattr(decoder.params, "stop_below", None):
+        assert min(decoder.drafter.sizes) < full, "stop_below never ended a chain early"
     # the twin draft is always right: SpS keeps every draft token
     if isinstance(decoder, SpeculativeDecoder):
         out = decoder.generate(target, twin, torch.tensor(PROMPTS[0]), gen, torch.Generator())

@@ -13,7 +13,7 @@ from acceptance and draft cost is in :mod:`spsamp.cost_model`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import ConfigError
@@ -31,13 +31,21 @@ class SpeculativeDecoder(LoopDecoder):
         # draft tokens per step (the target verifies k + 1 positions in one pass); auto: the cost
         # model's best k, re-chosen every step (spsamp/drafting/autosize.py)
         k: Any = 4
+        # end a step's chain after the first draft token whose draft probability is below this
+        # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens
+        stop_below: Optional[float] = None
 
         def check(self) -> None:
             if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
                 raise ConfigError(f"method.k: must be an integer >= 1 or auto, got {self.k!r} — use method=baseline for no drafting")
+            if self.stop_below is not None:
+                if isinstance(self.stop_below, bool) or not isinstance(self.stop_below, (int, float)) or not 0 < self.stop_below < 1:
+                    raise ConfigError(f"method.stop_below: must be a probability in (0, 1) or null, got {self.stop_below!r} — e.g. method.stop_below=0.4")
+                if self.k == "auto":
+                    raise ConfigError("method.stop_below: k=auto sizes the chain from the cost model, which assumes k tokens per step — set an integer method.k or method.stop_below=null")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
         k = self.params.k
-        self.drafter = AutoSized(ChainDrafter(1)) if k == "auto" else ChainDrafter(k)
+        self.drafter = AutoSized(ChainDrafter(1)) if k == "auto" else ChainDrafter(k, self.params.stop_below)
         self.acceptance = ChainAcceptance()

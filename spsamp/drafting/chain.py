@@ -14,15 +14,26 @@ from spsamp.sampling import sample
 
 class ChainDrafter:
     """Draft ``k`` tokens with ``k`` draft forwards. The k-th token is not fed back: if all k are
-    accepted, the loop feeds it next step together with the target's bonus token."""
+    accepted, the loop feeds it next step together with the target's bonus token.
+
+    stop_below: end the chain early, after the first token whose draft probability p_i(x_i) is below
+    it (transformers' ``assistant_confidence_threshold``): an unlikely draft token is likely rejected,
+    so the passes after it are mostly wasted. Still exact: the stop depends only on the draft's own
+    tokens, so given the accepted prefix the next output is q's either way (bonus token or ratio test).
+    """
 
     needs_model = True
 
-    def __init__(self, k: int):
-        self.k = k
+    def __init__(self, k: int, stop_below: float | None = None):
+        self.k, self.stop_below = k, stop_below
 
     def size(self, st: Any) -> int:
         return self.k
+
+    @staticmethod
+    def _confidence(st: Any, logits: torch.Tensor, p_i: torch.Tensor, token: torch.Tensor) -> float:
+        # greedy p_i is one-hot, so the draft's confidence there is its untempered softmax
+        return float(p_i[token] if st.gen.temperature > 0 else torch.softmax(logits.float(), -1)[token])
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Proposal:
         draft, k = st.draft, max(0, min(size, max_depth))
@@ -36,10 +47,14 @@ class ChainDrafter:
             if hidden and i > 0:
                 states.append(out.hidden[-1])  # state with x_i as input (node i - 1)
             # p_i = p(. | prefix, x_<i) under the same temperature/top-k/top-p as the target
-            p_i = st.probs(fit_logits(out.logits[-1], st.vocab))
+            logits = fit_logits(out.logits[-1], st.vocab)
+            p_i = st.probs(logits)
             ids = sample(p_i, st.rng).reshape(1)
             tokens[i] = ids[0]
             rows.append(p_i)
+            if self.stop_below is not None and i < k - 1 and self._confidence(st, logits, p_i, ids[0]) < self.stop_below:
+                k, tokens = i + 1, tokens[: i + 1]
+                break
         # at T=0 every p_i is one-hot: a deterministic proposal, no [k, V] tensor needed
         p = torch.stack(rows) if rows and st.gen.temperature > 0 else None
         return Proposal.chain(
