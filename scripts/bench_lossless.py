@@ -139,6 +139,18 @@ def parse_budget(item: str, width: int) -> tuple[int, int, str]:
                      "(grow=cost), B and W >= 1, e.g. 8,32x16,32x16c")
 
 
+def parse_stop(item: str) -> str:
+    """A ``--stop-below`` item, checked: a probability strictly between 0 and 1, kept as written
+    (it names the row ``sps_k<k>_stop<item>``)."""
+    try:
+        ok = 0 < float(item) < 1
+    except ValueError:
+        ok = False
+    if ok:
+        return item
+    raise SystemExit(f"bench_lossless: --stop-below item {item!r}: write probabilities in (0, 1), comma-separated, e.g. 0.2,0.4")
+
+
 def tree_budget(method: str):
     """The budget of a ``specexec_b<B>[x<W>][@variant]`` row (None for other rows and budget=auto)."""
     method = method.partition("@")[0]
@@ -166,6 +178,8 @@ def main() -> None:
     ap.add_argument("--stock", action=argparse.BooleanOptionalAction, default=True,
                     help="also time transformers on a second copy of the pair with PyTorch's default kernels "
                          "(cpu_linear=aten): what a transformers user runs")
+    ap.add_argument("--stop-below", default=None, metavar="P[,P]",
+                    help="also time SpS with method.stop_below=P at each k, as sps_k<k>_stop<P> (chains end at a draft token with p < P)")
     ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -185,6 +199,7 @@ def main() -> None:
     ids_list = [encode(target.tokenizer, messages_for(None, p.turns[:1], []), True) for p in prompts]
     eos = target.eos_ids
     trees = [parse_budget(b, args.parallel_branches) for b in args.budgets.split(",")]
+    stops = [parse_stop(p) for p in args.stop_below.split(",")] if args.stop_below else []
     depth = {"max_depth": args.max_depth} if args.max_depth else {}
     ks = [int(k) for k in args.k.split(",")]
     methods = {
@@ -209,6 +224,8 @@ def main() -> None:
     for at, d in drafts.items():
         for k in ks:
             methods[f"sps_k{k}{at}"] = timed(SpeculativeDecoder(k=k), target, d, eos)
+            for stop in stops:
+                methods[f"sps_k{k}_stop{stop}{at}"] = timed(SpeculativeDecoder(k=k, stop_below=float(stop)), target, d, eos)
         for b, w, grow in trees:
             name = f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "") + at
             dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, **depth)

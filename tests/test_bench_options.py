@@ -32,6 +32,18 @@ def test_bad_draft_variant_fails_in_one_line_saying_the_form(bench, bad):
     assert "\n" not in msg and msg.startswith(f"bench_lossless: --draft-variant {bad!r}: write NAME=OVERRIDE")
 
 
+def test_stop_below_items_are_probabilities_kept_as_written(bench):
+    assert bench.parse_stop("0.4") == "0.4" and bench.parse_stop(".25") == ".25"
+
+
+@pytest.mark.parametrize("bad", ["0", "1", "1.5", "-0.2", "often", ""])
+def test_bad_stop_below_fails_in_one_line_saying_the_form(bench, bad):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_stop(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"bench_lossless: --stop-below item {bad!r}: write probabilities in (0, 1)")
+
+
 def test_a_variant_row_keeps_its_tree_budget(bench):
     assert bench.tree_budget("specexec_b32@int8") == 32
     assert bench.tree_budget("specexec_b16x4@bf16") == 16
