@@ -179,7 +179,8 @@ def main() -> None:
                     help="also time transformers on a second copy of the pair with PyTorch's default kernels "
                          "(cpu_linear=aten): what a transformers user runs")
     ap.add_argument("--stop-below", default=None, metavar="P[,P]",
-                    help="also time SpS with method.stop_below=P at each k, as sps_k<k>_stop<P> (chains end at a draft token with p < P)")
+                    help="also time SpS with method.stop_below=P at each k, as sps_k<k>_stop<P> (chains end at a draft token with p < P); "
+                         "with --auto also k=auto with the stop, as sps_kauto_stop<P>")
     ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -233,8 +234,10 @@ def main() -> None:
                 dec.prepare(target, d, run)  # c, v(n), vd(w) measured as the runner's prepare hook does
             methods[name] = timed(dec, target, d, eos)
         if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
-            for name, dec in ((f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
-                              (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))):
+            autos = [(f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
+                     *((f"sps_kauto_stop{stop}{at}", SpeculativeDecoder(k="auto", stop_below=float(stop))) for stop in stops),
+                     (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))]
+            for name, dec in autos:
                 if wanted(name):
                     dec.prepare(target, d, run)
                     methods[name] = timed(dec, target, d, eos)
@@ -350,8 +353,10 @@ def main() -> None:
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
             pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
+            sure = (f" (sure of {rows[-1]['auto_sure']:.0%} of draft tokens, accepted {rows[-1]['auto_alpha_sure']:.3f} "
+                    f"of those, {rows[-1]['auto_alpha_unsure']:.3f} of the rest)" if "auto_sure" in rows[-1] else "")
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
-                  f"alpha={rows[-1]['auto_alpha']:.3f}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f}) "
+                  f"alpha={rows[-1]['auto_alpha']:.3f}{sure}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f}) "
                   f"-> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
         if split and "baseline" in tot:

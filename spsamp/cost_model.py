@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
-    "RankAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
+    "stopped_chain", "best_stopped_k", "RankAcceptance", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
     "measure_costs", "probe_costs", "pass_time",
 ]
 
@@ -128,6 +128,35 @@ def chain_speedup(alpha: float, k: int, c: float, v) -> float:
 
     (k draft passes of cost c, then one target pass over the root and k tokens)."""
     return float(expected_tokens_per_step(alpha, k)) / (k * c + v(k + 1))
+
+
+def stopped_chain(k: int, c: float, v, alpha_sure: float, alpha_unsure: float, sure: float) -> tuple[float, float]:
+    """A chain of at most k tokens that ends after the first draft token the draft is unsure of
+    (``method.stop_below``): (predicted speedup, expected step cost in target single-token passes).
+
+    Each draft token is sure (p_i(x_i) >= the stop) with probability ``sure`` and then accepted
+    with probability ``alpha_sure``, else accepted with ``alpha_unsure`` (positions i.i.d., as in
+    Thm. 3.8). Token i is drafted iff tokens 1..i-1 were all sure, and kept iff they were all sure
+    and accepted and it is accepted itself, so with a = sure alpha_sure + (1 - sure) alpha_unsure:
+
+        E[kept] = a sum_{i=1..k} (sure alpha_sure)^(i-1)      E[passes] = sum_{i=1..k} sure^(i-1)
+        speedup = (1 + E[kept]) / (c E[passes] + E[v(L + 1)]),  P(L = i) = sure^(i-1) (1 - sure), i < k
+
+    With sure = 1 this is :func:`chain_speedup`."""
+    a = sure * alpha_sure + (1.0 - sure) * alpha_unsure
+    kept = a * sum((sure * alpha_sure) ** i for i in range(k))
+    passes = sum(sure**i for i in range(k))
+    verify = sum(sure**i * (1.0 - sure) * v(i + 2) for i in range(k - 1)) + sure ** (k - 1) * v(k + 1)
+    cost = c * passes + verify
+    return (1.0 + kept) / cost, cost
+
+
+def best_stopped_k(c: float, v, alpha_sure: float, alpha_unsure: float, sure: float, k_max: int = 16) -> tuple[int, float, float]:
+    """The cap k in 1..k_max with the largest :func:`stopped_chain` speedup: (k, speedup, step
+    cost). Ties go to the smaller k."""
+    scores = {k: stopped_chain(k, c, v, alpha_sure, alpha_unsure, sure) for k in range(1, k_max + 1)}
+    best = max(scores, key=lambda k: (round(scores[k][0], 12), -k))
+    return best, *scores[best]
 
 
 def pooled_speedup(speedups: list[float], step_costs: list[float]) -> float:
@@ -381,6 +410,39 @@ class RankAcceptance:
         return self.probs()[0]
 
 
+class ConfidenceAcceptance:
+    """What a confidence-stopped chain (:func:`stopped_chain`) needs, observed so far: the share of
+    draft tokens the draft was sure of, and the acceptance of sure and of unsure tokens. Decayed per
+    token like :class:`RankAcceptance`, from priors worth ``prior_weight`` tokens each (an unsure
+    token starts at half the sure one's acceptance: it is the one a stop expects to fail)."""
+
+    def __init__(self, prior_alpha: float = 0.6, prior_sure: float = 0.8, prior_weight: float = 2.0, decay: float = 0.98):
+        self.decay = decay
+        self.drafted, self.sure_drafted = prior_weight, prior_weight * prior_sure
+        self.tests = [prior_weight, prior_weight]  # [sure, unsure]
+        self.hits = [prior_weight * prior_alpha, prior_weight * prior_alpha / 2]
+
+    def observe(self, sure: list[bool], kept: int) -> None:
+        """One step: whether the draft was sure of each token it drafted, and how many the target
+        kept (the first ``kept`` were accepted; the next, if any, was tested and rejected)."""
+        for i, s in enumerate(sure):
+            d = self.decay
+            self.drafted, self.sure_drafted = self.drafted * d + 1.0, self.sure_drafted * d + float(s)
+            self.tests, self.hits = [t * d for t in self.tests], [h * d for h in self.hits]
+            if i <= kept:  # tested: accepted (i < kept) or the first rejection (i == kept)
+                self.tests[0 if s else 1] += 1.0
+                self.hits[0 if s else 1] += float(i < kept)
+
+    @property
+    def sure(self) -> float:
+        return self.sure_drafted / self.drafted
+
+    @property
+    def alphas(self) -> tuple[float, float]:
+        """(acceptance of sure tokens, of unsure tokens)."""
+        return self.hits[0] / self.tests[0], self.hits[1] / self.tests[1]
+
+
 class AcceptedByBudget:
     """E[accepted draft tokens per step] and the draft cost of a tree, as functions of the budget,
     from the trees actually built.
@@ -463,16 +525,20 @@ class AcceptedByBudget:
 class AutoSize:
     """``method.k=auto`` / ``method.budget=auto``: before each step, the size that maximises the
     predicted speedup under the measured costs and the acceptance observed so far; after it, the
-    step's outcome. ``tree=False``: a chain (best :func:`chain_speedup`); ``tree=True``: a
-    best-first tree grown ``width`` nodes per draft pass (best :func:`tree_speedup`)."""
+    step's outcome. ``tree=False``: a chain (best :func:`chain_speedup`; with ``stop``, the cap of a
+    confidence-stopped chain, best :func:`stopped_chain`); ``tree=True``: a best-first tree grown
+    ``width`` nodes per draft pass (best :func:`tree_speedup`)."""
 
     def __init__(self, c: float, v: VerifyCost, size_max: int, tree: bool = False, width: int = 1, max_depth: int = 64,
-                 vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None, observed: ObservedCost | None = None):
+                 vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None, observed: ObservedCost | None = None,
+                 stop: bool = False, confidence: ConfidenceAcceptance | None = None):
         self.c, self.v, self.vd = c, v, vd
         self.c_probe = c  # the probe's; self.c is what the last choice used (corrected by `observed`)
         self.observed = observed or ObservedCost()
         self.size_max, self.tree, self.width, self.max_depth = size_max, tree, width, max_depth
         self.acceptance = acceptance or RankAcceptance(max_rank=8 if tree else 1)
+        # a chain with a confidence stop (method.stop_below): k is its cap, priced by stopped_chain
+        self.confidence = (confidence or ConfidenceAcceptance()) if stop and not tree else None
         # the tree's accepted length and draft cost, as built
         self.built = AcceptedByBudget(size_max, lambda levels: tree_draft_cost(levels, width, vd or v)) if tree else None
         self.chosen: list[int] = []
@@ -492,6 +558,8 @@ class AutoSize:
                                      min(self.size_max, 2 * known) if known else self.size_max, self.vd,
                                      gain.__getitem__, dcost.__getitem__)
             cost = self.c * dcost[size] + self.v(size + 1)
+        elif self.confidence is not None:
+            size, pred, cost = best_stopped_k(self.c, self.v, *self.confidence.alphas, self.confidence.sure, self.size_max)
         else:
             size, pred = best_k(self.acceptance.alpha, self.c, self.v, self.size_max)
             cost = size * self.c + self.v(size + 1)
@@ -509,7 +577,12 @@ class AutoSize:
         hist: dict[str, int] = {}
         for s in sizes:
             hist[str(s)] = hist.get(str(s), 0) + 1
+        stop = {}
+        if self.confidence is not None:
+            a_sure, a_unsure = self.confidence.alphas
+            stop = {"auto_sure": self.confidence.sure, "auto_alpha_sure": a_sure, "auto_alpha_unsure": a_unsure}
         return {
+            **stop,
             f"auto_{name}_mean": sum(sizes) / len(sizes),
             f"auto_{name}_last": sizes[-1],
             f"auto_{name}_hist": hist,

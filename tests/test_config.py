@@ -55,7 +55,7 @@ BAD = [
     (["+method.k=3"], "method.k: unknown key"),
     (["method=speculative", "method.stop_below=1.5"], "method.stop_below: must be a probability in (0, 1)"),
     (["method=speculative", "method.stop_below=0"], "method.stop_below: must be a probability in (0, 1)"),
-    (["method=speculative", "method.k=auto", "method.stop_below=0.4"], "method.stop_below: k=auto sizes the chain"),
+    (["method=speculative", "method.k=auto", "method.stop_below=0.4"], None),
     (["method=speculative", "method.stop_below=often"], "method.stop_below:"),
     (["method=speculative", "method.stop_below=0.4"], None),
     (["method._target_=spsamp.nope.Decoder"], "method._target_: cannot import"),

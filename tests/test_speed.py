@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -597,6 +598,86 @@ def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
     assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
     assert cm.VerifyCost({2: 1.5}).describe() == "v(1)=1.00, v(2)=1.50"
     assert cm.VerifyCost({2: 1.5}).describe("vd", " = ") == "vd(1) = 1.00, vd(2) = 1.50"
+# ---- method.k=auto with method.stop_below: the cap of a confidence-stopped chain -------------------
+
+
+def test_stopped_chain_without_stops_is_the_chain():
+    for alpha, k, c, v in [(0.8, 4, 0.1, FLAT), (0.5, 2, 0.3, INTEL), (0.95, 12, 0.2, INTEL)]:
+        speed, cost = cm.stopped_chain(k, c, v, alpha, 0.1, sure=1.0)
+        assert speed == pytest.approx(cm.chain_speedup(alpha, k, c, v)) and cost == pytest.approx(k * c + v(k + 1))
+
+
+@pytest.mark.parametrize("k,c,a_sure,a_unsure,sure", [(8, 0.2, 0.9, 0.2, 0.6), (3, 0.4, 0.7, 0.4, 0.3), (12, 0.05, 0.97, 0.05, 0.85)])
+def test_stopped_chain_is_what_such_chains_yield(k, c, a_sure, a_unsure, sure):
+    """Simulate the model the formula claims to price: per position, sure with probability
+    ``sure``, then accepted with a_sure (else a_unsure); the chain ends after an unsure token or at k;
+    kept = the accepted prefix. Tokens over cost of 100,000 steps must match."""
+    rng = np.random.default_rng(0)
+    n = 100_000
+    is_sure = rng.random((n, k)) < sure
+    accepted = rng.random((n, k)) < np.where(is_sure, a_sure, a_unsure)
+    # drafted: position i exists iff positions < i were all sure
+    drafted = np.concatenate([np.ones((n, 1), bool), np.cumprod(is_sure[:, :-1], axis=1).astype(bool)], axis=1)
+    length = drafted.sum(1)
+    kept = (np.cumprod(accepted & drafted, axis=1)).sum(1)
+    cost = c * length + np.array([INTEL(int(x) + 1) for x in length])
+    speed, step_cost = cm.stopped_chain(k, c, INTEL, a_sure, a_unsure, sure)
+    assert (1 + kept).sum() / cost.sum() == pytest.approx(speed, rel=0.01)
+    assert cost.mean() == pytest.approx(step_cost, rel=0.01)
+
+
+def test_best_stopped_k_is_the_argmax_and_a_stop_that_cuts_bad_tokens_buys_longer_caps():
+    c, a_sure, a_unsure, sure = 0.2, 0.95, 0.1, 0.5
+    k, speed, _ = cm.best_stopped_k(c, INTEL, a_sure, a_unsure, sure, k_max=16)
+    assert speed == pytest.approx(max(cm.stopped_chain(j, c, INTEL, a_sure, a_unsure, sure)[0] for j in range(1, 17)))
+    # the same tokens without the stop: acceptance a = the pooled rate, every chain runs to k
+    plain_k, plain = cm.best_k(sure * a_sure + (1 - sure) * a_unsure, c, INTEL, 16)
+    assert k > plain_k and speed > plain
+    # a stop that fires on tokens no worse than the rest buys nothing: the cap drops to the plain k's size or below
+    assert cm.best_stopped_k(c, INTEL, 0.6, 0.6, 0.5)[0] <= cm.best_k(0.6, c, INTEL)[0] + 1
+
+
+def test_confidence_acceptance_learns_the_sure_share_and_both_acceptances():
+    conf = cm.ConfidenceAcceptance(decay=1.0)
+    for _ in range(200):
+        conf.observe([True, True, False], kept=2)  # two sure tokens kept, the unsure third rejected
+        conf.observe([True, False], kept=2)  # both kept
+    a_sure, a_unsure = conf.alphas
+    assert a_sure > 0.98 and 0.45 < a_unsure < 0.55 and conf.sure == pytest.approx(0.6, abs=0.01)
+    conf.observe([True, True, True, True], kept=0)  # tokens after the first rejection were never tested
+    assert conf.tests[0] == pytest.approx(2 + 600 + 1)
+
+
+class _FakeStoppedChain(_FakeChain):
+    """Proposes up to `size` tokens; the draft is sure of all but every third token, where it stops."""
+
+    stop_below = 0.5
+
+    def propose(self, st, size, max_depth, hidden):
+        from spsamp.proposals import Proposal
+
+        sure = [(i + 1) % 3 != 0 for i in range(size)]
+        n = next((i + 1 for i, s in enumerate(sure) if not s), size)
+        return Proposal.chain(torch.arange(1, n + 1), draft_calls=n, stats=sure[:n])
+
+
+def test_auto_k_with_a_stop_learns_from_its_flags_and_reports_them():
+    from spsamp.drafting.autosize import AutoSized
+
+    drafter = AutoSized(_FakeStoppedChain())
+    drafter.set_costs(cm.Costs(c=0.2, v=FLAT, vd=FLAT))
+    st = _FakeState()
+    for _ in range(80):
+        k = drafter.size(st)
+        prop = drafter.propose(st, k, k, False)
+        toks = prop.tokens.tolist()
+        kept = toks if len(toks) < 3 else toks[:2]  # sure tokens are kept, the unsure third is rejected
+        st.seq += kept + [99]
+    m = drafter.metrics()
+    assert m["auto_alpha_sure"] > 0.9 and m["auto_alpha_unsure"] < 0.2 and 0.5 < m["auto_sure"] < 0.8
+    assert m["auto_k_last"] >= 3  # chains that reach the unsure token: the stop ends them, not the cap
+
+
 # ---- wiring: method.k=auto / method.budget=auto end to end ------------------------------------
 
 
@@ -609,7 +690,8 @@ def test_auto_sizes_refuse_other_words(bad, field):
         validate(compose_cfg(["model=tiny_random", *bad]))
 
 
-@pytest.mark.parametrize("method", [["method=speculative", "method.k=auto"], ["method=specexec", "method.budget=auto", "method.parallel_branches=4"]])
+@pytest.mark.parametrize("method", [["method=speculative", "method.k=auto"], ["method=speculative", "method.k=auto", "method.stop_below=0.2"],
+                                    ["method=specexec", "method.budget=auto", "method.parallel_branches=4"]])
 def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method, one_thread):
     import json
 
@@ -628,6 +710,8 @@ def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method,
         assert steps == r["steps"] and 1 <= m[f"auto_{name}_mean"] and m["auto_c"] > 0  # one choice per target step
         assert r[f"param_{name}"] == "auto"
         assert r["proposed"] > 0 and r["draft_calls"] > 1  # it really drafted
+        if "method.stop_below=0.2" in method:
+            assert 0 <= m["auto_sure"] <= 1 and {"auto_alpha_sure", "auto_alpha_unsure"} <= m.keys()
 
 
 # ---- method.grow=cost: each tree sized from the measured costs ----------------------------------

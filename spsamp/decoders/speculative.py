@@ -32,7 +32,8 @@ class SpeculativeDecoder(LoopDecoder):
         # model's best k, re-chosen every step (spsamp/drafting/autosize.py)
         k: Any = 4
         # end a step's chain after the first draft token whose draft probability is below this
-        # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens
+        # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens.
+        # With k=auto, k is the chain's cap, priced with the stop (spsamp.cost_model.stopped_chain)
         stop_below: Optional[float] = None
 
         def check(self) -> None:
@@ -41,11 +42,10 @@ class SpeculativeDecoder(LoopDecoder):
             if self.stop_below is not None:
                 if isinstance(self.stop_below, bool) or not isinstance(self.stop_below, (int, float)) or not 0 < self.stop_below < 1:
                     raise ConfigError(f"method.stop_below: must be a probability in (0, 1) or null, got {self.stop_below!r} — e.g. method.stop_below=0.4")
-                if self.k == "auto":
-                    raise ConfigError("method.stop_below: k=auto sizes the chain from the cost model, which assumes k tokens per step — set an integer method.k or method.stop_below=null")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
         k = self.params.k
-        self.drafter = AutoSized(ChainDrafter(1)) if k == "auto" else ChainDrafter(k, self.params.stop_below)
+        chain = ChainDrafter(1 if k == "auto" else k, self.params.stop_below)
+        self.drafter = AutoSized(chain) if k == "auto" else chain
         self.acceptance = ChainAcceptance()

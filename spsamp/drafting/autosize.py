@@ -68,7 +68,8 @@ class AutoSized:
         old = self.auto  # what was observed so far (acceptance, the run's own c) stays
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
                              max_depth=self.max_depth, vd=costs.vd, acceptance=old.acceptance if old else None,
-                             observed=old.observed if old else None)
+                             observed=old.observed if old else None, stop=getattr(self.drafter, "stop_below", None) is not None,
+                             confidence=old.confidence if old else None)
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:
@@ -92,7 +93,10 @@ class AutoSized:
         self._last = None
         if prop.size and self.auto is not None:
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
-            self.auto.acceptance.observe(tree_visits(tokens, parents, after))
+            visits = tree_visits(tokens, parents, after)
+            self.auto.acceptance.observe(visits)
+            if self.auto.confidence is not None and isinstance(prop.stats, list):  # a stopped chain's sure flags
+                self.auto.confidence.observe(prop.stats, sum(1 for _, rank in visits if rank == 1))
             spent = self._spent(prop)
             if self.auto.built is not None:
                 self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)

@@ -20,6 +20,8 @@ class ChainDrafter:
     it (transformers' ``assistant_confidence_threshold``): an unlikely draft token is likely rejected,
     so the passes after it are mostly wasted. Still exact: the stop depends only on the draft's own
     tokens, so given the accepted prefix the next output is q's either way (bonus token or ratio test).
+    With a stop, the proposal's ``stats`` is the list of which tokens the draft was sure of (all of
+    them judged, the last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
     """
 
     needs_model = True
@@ -42,6 +44,7 @@ class ChainDrafter:
         rows: list[torch.Tensor] = []
         states: list[torch.Tensor] = []
         ids = torch.tensor(st.seq[draft.cache_len :], dtype=torch.long)
+        sure: list[bool] = []
         for i in range(k):
             out = draft.forward(ids, last_only=True, hidden=hidden and i > 0)
             if hidden and i > 0:
@@ -52,9 +55,11 @@ class ChainDrafter:
             ids = sample(p_i, st.rng).reshape(1)
             tokens[i] = ids[0]
             rows.append(p_i)
-            if self.stop_below is not None and i < k - 1 and self._confidence(st, logits, p_i, ids[0]) < self.stop_below:
-                k, tokens = i + 1, tokens[: i + 1]
-                break
+            if self.stop_below is not None:
+                sure.append(self._confidence(st, logits, p_i, ids[0]) >= self.stop_below)
+                if not sure[-1] and i < k - 1:
+                    k, tokens = i + 1, tokens[: i + 1]
+                    break
         # at T=0 every p_i is one-hot: a deterministic proposal, no [k, V] tensor needed
         p = torch.stack(rows) if rows and st.gen.temperature > 0 else None
         return Proposal.chain(
@@ -63,4 +68,5 @@ class ChainDrafter:
             hidden=torch.stack(states) if states else None,
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
             draft_calls=k,
+            stats=sure if self.stop_below is not None else None,
         )
