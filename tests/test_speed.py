@@ -513,6 +513,22 @@ class _FakeChain:
         return Proposal(tokens=torch.arange(1, size + 1), parents=torch.arange(-1, size - 1), draft_calls=size)
 
 
+def _drive(drafter, st, steps: int, keep, draft_s_per_token: float = 0.0, target_s: float = 0.0) -> list[int]:
+    """``steps`` fake decode steps: the drafter sizes and proposes, the target keeps ``keep(tokens)``
+    and adds its own token (a correction after a rejection, else a bonus); the loop's clocks advance
+    by the given seconds. Returns the sizes chosen."""
+    sizes = []
+    for _ in range(steps):
+        k = drafter.size(st)
+        tokens = drafter.propose(st, k, k, False).tokens.tolist()
+        kept = keep(tokens)
+        st.seq += kept + [-1 if len(kept) < len(tokens) else 99]
+        st.draft_s += draft_s_per_token * len(tokens)  # what the loop adds after the step
+        st.target_s += target_s
+        sizes.append(k)
+    return sizes
+
+
 def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
     from spsamp.drafting.autosize import AutoSized
 
@@ -520,13 +536,7 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
     drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
     sizes = []
     for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
-        st = _FakeState()
-        for _ in range(steps):
-            k = drafter.size(st)
-            prop = drafter.propose(st, k, k, False)
-            kept = prop.tokens.tolist()[: int(k * take)]
-            st.seq += kept + [-1 if len(kept) < k else 99]  # the target's own token ends the step
-            sizes.append(k)
+        sizes += _drive(drafter, _FakeState(), steps, lambda tokens: tokens[: int(len(tokens) * take)])
         m = drafter.metrics()
         assert sum(m["auto_k_hist"].values()) == steps  # this row's steps only
         if row == 0:
@@ -557,13 +567,8 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
     def run(draft_s_per_token: float) -> tuple[dict, int]:
         drafter = AutoSized(_FakeChain())
         drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
-        st = _FakeState()
-        for _ in range(40):
-            k = drafter.size(st)
-            prop = drafter.propose(st, k, k, False)
-            st.seq += prop.tokens.tolist()[: k - 1] + [-1]  # all but the last accepted: alpha ~ (k-1)/k
-            st.draft_s += draft_s_per_token * k  # what the loop adds after the step
-            st.target_s += 0.25  # one verify pass (v = 1) a step
+        # all but the last accepted (alpha ~ (k-1)/k); one verify pass (v = 1) a step
+        k = _drive(drafter, _FakeState(), 40, lambda tokens: tokens[:-1], draft_s_per_token, 0.25)[-1]
         return drafter.metrics(), k, drafter.auto
 
     probe_like, k_probe, _ = run(0.025)  # the run's draft costs what the probe said: c = 0.025 / 0.25
@@ -666,13 +671,7 @@ def test_auto_k_with_a_stop_learns_from_its_flags_and_reports_them():
 
     drafter = AutoSized(_FakeStoppedChain())
     drafter.set_costs(cm.Costs(c=0.2, v=FLAT, vd=FLAT))
-    st = _FakeState()
-    for _ in range(80):
-        k = drafter.size(st)
-        prop = drafter.propose(st, k, k, False)
-        toks = prop.tokens.tolist()
-        kept = toks if len(toks) < 3 else toks[:2]  # sure tokens are kept, the unsure third is rejected
-        st.seq += kept + [99]
+    _drive(drafter, _FakeState(), 80, lambda tokens: tokens[:2])  # sure tokens are kept, the unsure third is rejected
     m = drafter.metrics()
     assert m["auto_alpha_sure"] > 0.9 and m["auto_alpha_unsure"] < 0.2 and 0.5 < m["auto_sure"] < 0.8
     assert m["auto_k_last"] >= 3  # chains that reach the unsure token: the stop ends them, not the cap
