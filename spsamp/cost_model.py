@@ -121,6 +121,12 @@ def _non_decreasing(values: list[float]) -> list[float]:
     return [m for m, c in blocks for _ in range(int(c))]
 
 
+def _best_size(sizes, speedup) -> int:
+    """The size with the largest predicted ``speedup(size)``; ties (to 12 places: float noise is no
+    preference) go to the smaller size, which wastes less draft work when acceptance is overestimated."""
+    return max(sizes, key=lambda n: (round(speedup(n), 12), -n))
+
+
 def chain_speedup(alpha: float, k: int, c: float, v) -> float:
     """Leviathan et al. 2023, Thm. 3.8 with the measured verification cost in place of 1:
 
@@ -155,7 +161,7 @@ def best_stopped_k(c: float, v, alpha_sure: float, alpha_unsure: float, sure: fl
     """The cap k in 1..k_max with the largest :func:`stopped_chain` speedup: (k, speedup, step
     cost). Ties go to the smaller k."""
     scores = {k: stopped_chain(k, c, v, alpha_sure, alpha_unsure, sure) for k in range(1, k_max + 1)}
-    best = max(scores, key=lambda k: (round(scores[k][0], 12), -k))
+    best = _best_size(scores, lambda k: scores[k][0])
     return best, *scores[best]
 
 
@@ -171,7 +177,7 @@ def pooled_speedup(speedups: list[float], step_costs: list[float]) -> float:
 def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     """The k in 1..k_max with the largest :func:`chain_speedup`; (k, predicted speedup). Ties go
     to the smaller k (less draft work wasted when alpha is overestimated)."""
-    best = max(range(1, k_max + 1), key=lambda k: (round(chain_speedup(alpha, k, c, v), 12), -k))
+    best = _best_size(range(1, k_max + 1), lambda k: chain_speedup(alpha, k, c, v))
     return best, chain_speedup(alpha, best, c, v)
 
 
@@ -272,7 +278,7 @@ def best_budget(rank_probs: list[float], c: float, v, width: int = 1, max_depth:
         prior_accepted, prior_cost = positional_curves(rank_probs, budget_max, max_depth, width, vd or v)
         accepted, draft_cost = accepted or prior_accepted, draft_cost or prior_cost
     scores = {b: tree_speedup(rank_probs, b, c, v, width, max_depth, vd, accepted, draft_cost) for b in range(1, budget_max + 1)}
-    best = max(scores, key=lambda b: (round(scores[b], 12), -b))
+    best = _best_size(scores, scores.__getitem__)
     return best, scores[best]
 
 
