@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml scripts/setup.sh requirements/lock.txt requirements/mod
 run: setup
 	$(BIN)/python run.py
 
-test: setup
-	bash scripts/test.sh $(PYTEST_ARGS)
+# test.sh runs `make setup` itself, after starting what can install beside it (a local SLURM, as root)
+test:
+	VENV=$(VENV) PY=$(PY) bash scripts/test.sh $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Proof of losslessness for SpS, SpecExec and prompt lookup.
 
 1. Temperature 0: token-for-token equal to the baseline (tiny Llamas in float64; SmolLM2 + int8 draft).
-2. Sampling: on toy models whose joint distribution over short continuations is enumerable, 12,000
+2. Sampling: on toy models whose joint distribution over short continuations is enumerable, 8,000
    draws pass a chi-square goodness-of-fit test against the exact target joint (fixed seed; pass
    at p > 1e-3), while a deliberately wrong rule (accept without the ratio test) fails it (p < 1e-6).
 """
@@ -27,7 +27,7 @@ from spsamp.data.chat import encode, messages_for
 from spsamp.sampling import sample
 from toy_models import ToyLM, chi_square_pvalue, exact_joint, priced
 
-N_DRAWS = 12_000
+N_DRAWS = 8_000
 PASS_P = 1e-3  # a correct sampler fails this at the fixed seed with probability 1e-3
 FAIL_P = 1e-6  # the wrong rule must be rejected far beyond chance
 

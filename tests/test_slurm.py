@@ -1,7 +1,8 @@
 """Sweeps through a real SLURM (the single-node cluster of scripts/slurm_local.sh).
 
-`scripts/test.sh` (CI) starts it before pytest when it runs as root with apt-get; these tests
-start it themselves in that case too, and skip, saying why, when no SLURM can be had.
+`scripts/test.sh` (CI) starts it in the background when it runs as root with apt-get, and these tests
+wait for that start; run without it, they start it themselves in that case too, and skip, saying why,
+when no SLURM can be had.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,6 +27,12 @@ SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 def slurm():
     """A SLURM whose node takes jobs (started here if need be, and then stopped), or a skip saying why."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the sweeps extra (hydra-submitit-launcher)")
+    starting = os.environ.get("SPSAMP_SLURM_STARTING")
+    if starting:  # scripts/test.sh started it in the background (and stops it afterwards)
+        rc = _wait_for_background_start(Path(starting))
+        if rc != 0:
+            log = (Path(starting) / "log").read_text(errors="replace").strip().splitlines()
+            pytest.skip(f"scripts/slurm_local.sh start (begun by scripts/test.sh) failed: {log[-1:] or rc}")
     if subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0:
         yield
         return
@@ -40,6 +48,16 @@ def slurm():
         pytest.skip(f"scripts/slurm_local.sh start failed: {proc.stderr.strip().splitlines()[-1:]}")
     yield
     subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
+
+
+def _wait_for_background_start(report: Path, timeout: float = 900.0) -> int:
+    """The exit status of the start scripts/test.sh runs in the background (it writes ``rc`` when done)."""
+    deadline = time.monotonic() + timeout
+    while not (report / "rc").exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the background SLURM start did not end within {timeout:.0f} s (log: {report / 'log'})")
+        time.sleep(0.5)
+    return int((report / "rc").read_text().strip() or 1)
 
 
 def rows(sweep) -> pd.DataFrame:
