@@ -349,11 +349,19 @@ class ObservedCost:
     bookkeeping), attends over a longer cache, and may run beside another process — measured on
     the real pair, the drafting steps cost 10-20 % more than the probe's c said. Trusted from
     ``min_weight`` steps on, and kept within [1/2, 2] of the probe's c, so one disturbed step
-    cannot swing the choice."""
+    cannot swing the choice.
 
-    def __init__(self, decay: float = 0.9, min_weight: float = 3.0):
-        self.decay, self.min_weight = decay, min_weight
+    The time unit itself, T1 (one single-token target pass), is the probe's too, and on a machine
+    whose speed drifts (30 % within an hour, measured) verify passes the probe priced at v(n) can
+    cost more or less than v(n) T1 *now*. A run that also times some plain single-token target
+    passes (:meth:`observe_t1`: k=auto does one step in ``AutoSize.t1_every``) measures both in the
+    same minutes: c is then the draft's seconds per unit over the run's T1, and
+    :meth:`verify_scale` the run's verify seconds per v-unit over its T1 (1 until T1 is seen)."""
+
+    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7):
+        self.decay, self.min_weight, self.t1_decay = decay, min_weight, t1_decay
         self.draft_s = self.draft_units = self.target_s = self.verify_units = self.weight = 0.0
+        self.t1_s = self.t1_weight = 0.0  # plain target passes timed in the run, decayed per pass
 
     def observe(self, draft_s: float, draft_units: float, target_s: float, verify_units: float) -> None:
         """One step: seconds proposing and the draft units the probe prices them at; seconds
@@ -365,12 +373,32 @@ class ObservedCost:
         self.target_s, self.verify_units = self.target_s * d + target_s, self.verify_units * d + verify_units
         self.weight = self.weight * d + 1.0
 
+    def observe_t1(self, seconds: float) -> None:
+        """One plain single-token target pass, timed in the run (the unit every cost is priced in)."""
+        if seconds <= 0:
+            return
+        self.t1_s = self.t1_s * self.t1_decay + seconds
+        self.t1_weight = self.t1_weight * self.t1_decay + 1.0
+
+    def t1(self) -> float | None:
+        """The run's seconds per single-token target pass, or None before one was timed."""
+        return self.t1_s / self.t1_weight if self.t1_weight > 0 else None
+
     def c(self, probe: float) -> float:
         """The c to size the next step with: the run's own once trusted, else the probe's."""
         if self.weight < self.min_weight:
             return probe
-        seen = (self.draft_s / self.draft_units) / (self.target_s / self.verify_units)
+        unit = self.t1() or self.target_s / self.verify_units
+        seen = (self.draft_s / self.draft_units) / unit
         return min(2.0 * probe, max(0.5 * probe, seen))
+
+    def verify_scale(self) -> float:
+        """The run's verify seconds per v-unit over its own T1, within [1/2, 2]: what a verify pass
+        the probe priced at v(n) costs now, per v(n). 1 until both are seen."""
+        t1 = self.t1()
+        if t1 is None or self.weight < self.min_weight:
+            return 1.0
+        return min(2.0, max(0.5, (self.target_s / self.verify_units) / t1))
 
 
 class RankAcceptance:
@@ -537,7 +565,7 @@ class AutoSize:
 
     def __init__(self, c: float, v: VerifyCost, size_max: int, tree: bool = False, width: int = 1, max_depth: int = 64,
                  vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None, observed: ObservedCost | None = None,
-                 stop: bool = False, confidence: ConfidenceAcceptance | None = None):
+                 stop: bool = False, confidence: ConfidenceAcceptance | None = None, t1_every: int = 0):
         self.c, self.v, self.vd = c, v, vd
         self.c_probe = c  # the probe's; self.c is what the last choice used (corrected by `observed`)
         self.observed = observed or ObservedCost()
@@ -550,9 +578,20 @@ class AutoSize:
         self.chosen: list[int] = []
         self.predicted: list[float] = []
         self.step_costs: list[float] = []  # each choice's predicted step cost, in target single-token passes
+        # every t1_every-th step is a plain one (size 0: the target's own token, exact as any step)
+        # whose single-token pass re-times T1 in the run (ObservedCost.observe_t1); 0: never
+        self.t1_every, self.calls = t1_every, 0
+        self.t1_at: list[int] = []  # len(self.chosen) at each such step
+        self.v_scale = 1.0  # what the last choice multiplied v(n > 1) by (ObservedCost.verify_scale)
 
     def choose(self) -> int:
+        self.calls += 1
+        if self.t1_every and self.calls % self.t1_every == 0:
+            self.t1_at.append(len(self.chosen))
+            return 0
         self.c = self.observed.c(self.c_probe)
+        self.v_scale = scale = self.observed.verify_scale()
+        v = self.v if scale == 1.0 else (lambda n: self.v(n) * scale if n > 1 else self.v(n))
         if self.tree:
             probs = self.acceptance.probs()
             prior_accepted, prior_cost = positional_curves(probs, self.size_max, self.max_depth, self.width, self.vd or self.v)
@@ -560,15 +599,15 @@ class AutoSize:
             # explore at most twice the largest budget on record: an optimistic prior must not buy
             # a 50-node tree on one step's say-so
             known = self.built.known()
-            size, pred = best_budget(probs, self.c, self.v, self.width, self.max_depth,
+            size, pred = best_budget(probs, self.c, v, self.width, self.max_depth,
                                      min(self.size_max, 2 * known) if known else self.size_max, self.vd,
                                      gain.__getitem__, dcost.__getitem__)
-            cost = self.c * dcost[size] + self.v(size + 1)
+            cost = self.c * dcost[size] + v(size + 1)
         elif self.confidence is not None:
-            size, pred, cost = best_stopped_k(self.c, self.v, *self.confidence.alphas, self.confidence.sure, self.size_max)
+            size, pred, cost = best_stopped_k(self.c, v, *self.confidence.alphas, self.confidence.sure, self.size_max)
         else:
-            size, pred = best_k(self.acceptance.alpha, self.c, self.v, self.size_max)
-            cost = size * self.c + self.v(size + 1)
+            size, pred = best_k(self.acceptance.alpha, self.c, v, self.size_max)
+            cost = size * self.c + v(size + 1)
         self.chosen.append(size)
         self.predicted.append(pred)
         self.step_costs.append(cost)
@@ -579,6 +618,8 @@ class AutoSize:
         sizes, preds, costs = self.chosen[since:], self.predicted[since:], self.step_costs[since:]
         if not sizes:
             return {}
+        t1_steps = sum(1 for at in self.t1_at if at >= since)
+        t1 = self.observed.t1()
         name = "budget" if self.tree else "k"
         hist: dict[str, int] = {}
         for s in sizes:
@@ -592,7 +633,11 @@ class AutoSize:
             f"auto_{name}_mean": sum(sizes) / len(sizes),
             f"auto_{name}_last": sizes[-1],
             f"auto_{name}_hist": hist,
-            "auto_predicted_speedup": pooled_speedup(preds, costs),
+            # a plain step is predicted as what it is: one token for one T1
+            "auto_predicted_speedup": pooled_speedup(preds + [1.0] * t1_steps, costs + [1.0] * t1_steps),
+            "auto_t1_steps": t1_steps,
+            "auto_t1_s": t1,
+            "auto_verify_scale": self.v_scale,
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,
             "auto_c_probe": self.c_probe,

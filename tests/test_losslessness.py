@@ -241,6 +241,28 @@ def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
         assert out.stats.accepted == out.stats.proposed and out.stats.rejections == 0
 
 
+def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
+    """k=auto re-times T1 with a plain step (size 0) every T1_EVERY steps: mid-answer, after steps that
+    left the draft's cache behind, the output must still be the baseline's."""
+    from spsamp.cost_model import Costs, VerifyCost
+
+    target, draft, twin = tiny64
+    gen = GenerationConfig(max_new_tokens=40)
+    dec = SpeculativeDecoder(k="auto")
+    dec.drafter.set_costs(Costs(c=0.1, v=VerifyCost({16: 1.0}), vd=None))
+    dec.drafter.auto.t1_every = 3
+    spied(dec)
+    for d in (draft, twin):
+        for prompt in PROMPTS:
+            ids = torch.tensor(prompt)
+            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
+            out = dec.generate(target, d, ids, gen, torch.Generator())
+            assert out.tokens == base, f"k=auto with plain steps, draft {d.name}, differs from the baseline on {prompt}"
+    sizes = dec.drafter.sizes
+    assert sizes.count(0) >= 4 and max(sizes) >= 3, f"no plain steps between sized ones: {sizes}"
+    assert dec.drafter.drafter.auto.observed.t1() > 0  # the plain steps' passes were timed
+
+
 # fake prices -> the tree shapes they must produce on the tiny pair (both drafts pooled): cheap
 # draft and free verification grow every tree to the cap; mid prices vary size and depth; a dear
 # draft with steep verification verifies tiny trees, some empty (a plain target step); a draft pass

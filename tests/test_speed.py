@@ -530,7 +530,7 @@ def _drive(drafter, st, steps: int, keep, draft_s_per_token: float = 0.0, target
 
 
 def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
-    from spsamp.drafting.autosize import AutoSized
+    from spsamp.drafting.autosize import T1_EVERY, AutoSized
 
     drafter = AutoSized(_FakeChain())
     drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
@@ -538,12 +538,51 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
     for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
         sizes += _drive(drafter, _FakeState(), steps, lambda tokens: tokens[: int(len(tokens) * take)])
         m = drafter.metrics()
-        assert sum(m["auto_k_hist"].values()) == steps  # this row's steps only
+        # this row's steps only: sized ones, and the plain steps that re-time T1 (every T1_EVERY-th)
+        assert sum(m["auto_k_hist"].values()) + m["auto_t1_steps"] == steps
         if row == 0:
             assert m["auto_k_last"] >= 10 and m["auto_alpha"] > 0.9
         else:
             assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
     assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
+    # the plain steps: every T1_EVERY-th step of the job, rows or not
+    assert [i for i, k in enumerate(sizes) if k == 0] == list(range(T1_EVERY - 1, len(sizes), T1_EVERY))
+
+
+def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, t1_decay=0.5)
+    assert seen.t1() is None and seen.verify_scale() == 1.0
+    for _ in range(3):  # 75 ms a draft unit, 300 ms a verify unit (v-units: the probe's)
+        seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.3, verify_units=1.0)
+    assert seen.c(0.2) == pytest.approx(0.25) and seen.verify_scale() == 1.0  # no T1 yet: the verify unit
+    seen.observe_t1(0.0)  # a clock that did not move teaches nothing
+    assert seen.t1() is None
+    seen.observe_t1(0.25)  # a plain pass now takes 250 ms: a verify pass costs 1.2 of them, not 1
+    assert seen.t1() == pytest.approx(0.25)
+    assert seen.c(0.2) == pytest.approx(0.3) and seen.verify_scale() == pytest.approx(1.2)
+    seen.observe_t1(0.05)  # the machine sped up: recent passes outweigh older ones (decay 0.5)
+    assert seen.t1() == pytest.approx((0.25 * 0.5 + 0.05) / 1.5)
+    assert seen.verify_scale() == 2.0 and seen.c(0.2) == pytest.approx(0.4)  # both within [1/2, 2]
+
+
+def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps():
+    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=4)
+    for _ in range(10):
+        auto.acceptance.observe_chain(8, 7)
+    assert [auto.choose() for _ in range(4)][3] == 0 and auto.t1_at == [3]  # the 4th step is plain
+    for _ in range(4):  # trusted from a weight of 3 on (decay 0.9)
+        auto.observed.observe(draft_s=0.08, draft_units=1.0, target_s=0.65, verify_units=1.3)  # 0.5 s a v-unit
+    auto.observed.observe_t1(0.4)
+    k = auto.choose()  # verify passes cost 1.25x what the probe said, drafting 0.2 of the run's T1
+    scaled = lambda n: 1.25 * auto.v(n) if n > 1 else 1.0  # noqa: E731
+    assert auto.v_scale == pytest.approx(1.25) and auto.c == pytest.approx(0.2)
+    assert (k, auto.predicted[-1]) == cm.best_k(auto.acceptance.alpha, 0.2, scaled, 16)
+    assert auto.step_costs[-1] == pytest.approx(k * 0.2 + scaled(k + 1))
+    m = auto.metrics()
+    assert m["auto_t1_steps"] == 1 and m["auto_t1_s"] == pytest.approx(0.4) and m["auto_verify_scale"] == pytest.approx(1.25)
+    assert sum(m["auto_k_hist"].values()) == 4  # the plain step is no size the model chose ...
+    # ... but it is part of the row's time: one token for one T1 in the pooled prediction
+    assert m["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + [1.0], auto.step_costs + [1.0]))
 
 
 def test_observed_cost_is_the_runs_own_ratio_once_trusted_and_within_bounds():
@@ -579,7 +618,9 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
     # each choice is priced at the c it used (k draft passes, one flat verify pass), and the row's
     # prediction pools its steps by those costs
     assert auto.step_costs[-1] == pytest.approx(auto.chosen[-1] * 0.18 + 1.0)
-    assert dear["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted, auto.step_costs))
+    plain = [1.0] * dear["auto_t1_steps"]  # the plain steps that re-timed T1: one token for one T1 each
+    assert dear["auto_t1_steps"] == 1 and dear["auto_verify_scale"] == pytest.approx(1.0)  # a T1 as dear as a verify pass
+    assert dear["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + plain, auto.step_costs + plain))
 
 
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):
@@ -705,7 +746,7 @@ def test_auto_size_runs_records_its_choices_and_stays_lossless(tmp_path, method,
     for r, b in zip(rows, base):
         assert r["generated_ids"] == b["generated_ids"]  # greedy, fp64: the auto size changes speed, never tokens
         m = json.loads(r["metrics_json"])
-        steps = sum(m[f"auto_{name}_hist"].values())
+        steps = sum(m[f"auto_{name}_hist"].values()) + m.get("auto_t1_steps", 0)
         assert steps == r["steps"] and 1 <= m[f"auto_{name}_mean"] and m["auto_c"] > 0  # one choice per target step
         assert r[f"param_{name}"] == "auto"
         assert r["proposed"] > 0 and r["draft_calls"] > 1  # it really drafted

@@ -18,6 +18,10 @@ from spsamp.proposals import tree_path
 log = logging.getLogger(__name__)
 
 K_MAX = 16  # longest chain k=auto may choose
+# k=auto makes every T1_EVERY-th step a plain one: its single-token target pass re-times the unit the
+# costs are priced in (cost_model.ObservedCost.observe_t1). It keeps one token where a step keeps ~3-11,
+# so it costs ~1 % of a run; trees do not (yet): their sizes come from the same probe's unit.
+T1_EVERY = 32
 BUDGET_MAX = 64  # largest tree budget=auto may choose (v(n) is measured up to 64 new tokens)
 
 
@@ -69,7 +73,7 @@ class AutoSized:
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
                              max_depth=self.max_depth, vd=costs.vd, acceptance=old.acceptance if old else None,
                              observed=old.observed if old else None, stop=getattr(self.drafter, "stop_below", None) is not None,
-                             confidence=old.confidence if old else None)
+                             confidence=old.confidence if old else None, t1_every=0 if self.tree else T1_EVERY)
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:
@@ -102,6 +106,8 @@ class AutoSized:
                 self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)
             self.auto.observed.observe(st.draft_s - draft_s, spent if spent is not None else float(prop.draft_calls),
                                        st.target_s - target_s, self.auto.v(prop.size + 1))
+        elif self.auto is not None:  # a plain step (T1_EVERY, or no room left): one single-token target pass
+            self.auto.observed.observe_t1(st.target_s - target_s)
 
     def _spent(self, prop: Any) -> Optional[float]:
         """The proposal's draft passes in draft single-token units: the root pass, then passes of
