@@ -117,6 +117,18 @@ def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, varian
     return out
 
 
+def run_unit(rows: list[dict], prefix: str, base_token_s: float) -> str:
+    """The run's own T1 (its plain steps' single-token target passes, the unit its last prediction
+    was priced in) against plain decoding's decode seconds per token in the same run, and the scale
+    verify passes were priced at (cost_model.ObservedCost); empty before a T1 was timed."""
+    t1 = rows[-1].get(f"{prefix}_t1_s")
+    if t1 is None:
+        return ""
+    plain = sum(r.get(f"{prefix}_t1_steps", 0) for r in rows)
+    return (f", run's T1 {t1 * 1e3:.0f} ms ({t1 / base_token_s:.2f} of baseline's decode token; {plain} plain steps), "
+            f"verify scale {rows[-1][f'{prefix}_verify_scale']:.2f}")
+
+
 def round_robin(prompts: list) -> list:
     """Prompts ordered one per category in turn (file order within a category)."""
     by_cat: dict[str, list] = {}
@@ -341,13 +353,14 @@ def main() -> None:
             if not rows or "baseline" not in tps:
                 continue
             measured = dps[m] / dps["baseline"]
+            base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)
             if "grow_calibration" in rows[0]:
                 mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
                 pred = mean("grow_predicted_speedup")
                 print(f"{m}: grow=cost verified {mean('tree_size_mean'):.1f} nodes {mean('tree_depth_mean'):.1f} deep on average "
                       f"({mean('tree_cut_mean'):.1f} of the best-ranked cut, {mean('draft_passes_mean'):.1f} draft passes per step), "
-                      f"calibration {rows[-1]['grow_calibration']:.2f}, c {rows[-1]['grow_c']:.2f} (probe {rows[-1]['grow_c_probe']:.2f}) "
-                      f"-> predicted {pred:.2f}x over baseline; "
+                      f"calibration {rows[-1]['grow_calibration']:.2f}, c {rows[-1]['grow_c']:.2f} (probe {rows[-1]['grow_c_probe']:.2f})"
+                      f"{run_unit(rows, 'grow', base_token)} -> predicted {pred:.2f}x over baseline; "
                       f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
                 continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
@@ -356,8 +369,8 @@ def main() -> None:
             sure = (f" (sure of {rows[-1]['auto_sure']:.0%} of draft tokens, accepted {rows[-1]['auto_alpha_sure']:.3f} "
                     f"of those, {rows[-1]['auto_alpha_unsure']:.3f} of the rest)" if "auto_sure" in rows[-1] else "")
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
-                  f"alpha={rows[-1]['auto_alpha']:.3f}{sure}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f}) "
-                  f"-> predicted {pred:.2f}x over baseline; "
+                  f"alpha={rows[-1]['auto_alpha']:.3f}{sure}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f})"
+                  f"{run_unit(rows, 'auto', base_token)} -> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
         if split and "baseline" in tot:
             base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)

@@ -26,7 +26,7 @@ __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
     "stopped_chain", "best_stopped_k", "RankAcceptance", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
-    "measure_costs", "probe_costs", "pass_time",
+    "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify",
 ]
 
 
@@ -341,6 +341,23 @@ class Calibration:
         return min(4.0, max(0.25, self.accepted / self.expected)) if self.expected > 0 else 1.0
 
 
+# the sized drafters (k=auto, grow=cost) make a job's first step and every T1_EVERY-th after it a
+# plain one: its single-token target pass re-times the unit every cost is priced in
+# (ObservedCost.observe_t1) — from the start, since a coding answer of 128 tokens takes ~13 steps. A
+# plain step keeps one token where a step keeps ~3-11, so it costs ~1 % of a run.
+T1_EVERY = 32
+
+
+def plain_step(step: int, every: int) -> bool:
+    """Whether a job's ``step``-th sized step (from 1) is a plain one that re-times T1 (never if every = 0)."""
+    return every > 0 and step % every == 1 % every
+
+
+def scaled_verify(v, scale: float):
+    """v(n) with every verify pass (n > 1) priced ``scale`` times the probe's (ObservedCost.verify_scale)."""
+    return v if scale == 1.0 else (lambda n: v(n) * scale if n > 1 else v(n))
+
+
 class ObservedCost:
     """c as the run itself measures it: the draft's seconds per draft unit (single-token pass
     equivalents, wider passes at vd(w)) over the target's seconds per verify unit (v(n) for an
@@ -578,20 +595,20 @@ class AutoSize:
         self.chosen: list[int] = []
         self.predicted: list[float] = []
         self.step_costs: list[float] = []  # each choice's predicted step cost, in target single-token passes
-        # every t1_every-th step is a plain one (size 0: the target's own token, exact as any step)
-        # whose single-token pass re-times T1 in the run (ObservedCost.observe_t1); 0: never
+        # the first step and every t1_every-th after it are plain ones (size 0: the target's own token,
+        # exact as any step) whose single-token pass re-times T1 in the run (ObservedCost.observe_t1); 0: never
         self.t1_every, self.calls = t1_every, 0
         self.t1_at: list[int] = []  # len(self.chosen) at each such step
         self.v_scale = 1.0  # what the last choice multiplied v(n > 1) by (ObservedCost.verify_scale)
 
     def choose(self) -> int:
         self.calls += 1
-        if self.t1_every and self.calls % self.t1_every == 0:
+        if plain_step(self.calls, self.t1_every):
             self.t1_at.append(len(self.chosen))
             return 0
         self.c = self.observed.c(self.c_probe)
         self.v_scale = scale = self.observed.verify_scale()
-        v = self.v if scale == 1.0 else (lambda n: self.v(n) * scale if n > 1 else self.v(n))
+        v = scaled_verify(self.v, scale)
         if self.tree:
             probs = self.acceptance.probs()
             prior_accepted, prior_cost = positional_curves(probs, self.size_max, self.max_depth, self.width, self.vd or self.v)

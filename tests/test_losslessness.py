@@ -39,6 +39,7 @@ class Spy:
     def __init__(self, drafter):
         self.drafter, self.sizes, self.depths = drafter, [], []
         self.cut_short = 0  # proposals smaller than both the size asked for and the room left
+        self.plain = 0  # plain steps a sized drafter took to re-time T1 (size 0 asked, or a tree's plain stats)
         self.needs_model = drafter.needs_model
 
     def size(self, st):
@@ -47,6 +48,7 @@ class Spy:
     def propose(self, st, size, max_depth, hidden):
         prop = self.drafter.propose(st, size, max_depth, hidden)
         self.sizes.append(prop.size)
+        self.plain += (size == 0 and max_depth > 0) or getattr(prop.stats, "plain", False)
         self.cut_short += prop.size < min(size, max_depth)
         self.depths.append(prop.max_depth)
         return prop
@@ -258,8 +260,7 @@ def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread
             base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
             out = dec.generate(target, d, ids, gen, torch.Generator())
             assert out.tokens == base, f"k=auto with plain steps, draft {d.name}, differs from the baseline on {prompt}"
-    sizes = dec.drafter.sizes
-    assert sizes.count(0) >= 4 and max(sizes) >= 3, f"no plain steps between sized ones: {sizes}"
+    assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) >= 3, f"no plain steps between sized ones: {dec.drafter.sizes}"
     assert dec.drafter.drafter.auto.observed.t1() > 0  # the plain steps' passes were timed
 
 
@@ -291,6 +292,27 @@ def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, on
             assert out.tokens == base, f"grow=cost ({case}) with draft {d.name} differs from the baseline on {prompt}"
     sizes, depths = dec.drafter.sizes, dec.drafter.depths
     assert shaped(sizes, depths), f"grow=cost ({case}) did not take its path: sizes {sorted(set(sizes))}, depths {sorted(set(depths))}"
+
+
+def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
+    """grow=cost re-times T1 with a plain step every T1_EVERY steps: the output stays the baseline's,
+    the plain steps' passes are timed, and the row's metrics count them."""
+    target, draft, twin = tiny64
+    gen = GenerationConfig(max_new_tokens=40)
+    dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
+    priced(dec.drafter, 0.05, {}, {})
+    dec.drafter.t1_every = 3
+    spied(dec)
+    for d in (draft, twin):
+        for prompt in PROMPTS:
+            ids = torch.tensor(prompt)
+            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
+            out = dec.generate(target, d, ids, gen, torch.Generator().manual_seed(1))
+            assert out.tokens == base, f"grow=cost with plain steps, draft {d.name}, differs from the baseline on {prompt}"
+    assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) == 16, f"no plain steps between full trees: {dec.drafter.sizes}"
+    assert dec.drafter.drafter.observed.t1() > 0  # the plain steps' passes were timed
+    # the last row's metrics count its plain steps
+    assert out.stats.extra["grow_t1_steps"] >= 1 and out.stats.extra["grow_verify_scale"] == 1.0  # fake prices: never re-priced
 
 
 @pytest.mark.slow

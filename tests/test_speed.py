@@ -544,9 +544,9 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
             assert m["auto_k_last"] >= 10 and m["auto_alpha"] > 0.9
         else:
             assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
-    assert max(sizes[:60]) > sizes[0] and sizes[-1] == 1
-    # the plain steps: every T1_EVERY-th step of the job, rows or not
-    assert [i for i, k in enumerate(sizes) if k == 0] == list(range(T1_EVERY - 1, len(sizes), T1_EVERY))
+    assert max(sizes[:60]) > sizes[1] and sizes[-1] == 1
+    # the plain steps: the job's first step and every T1_EVERY-th after it, rows or not
+    assert [i for i, k in enumerate(sizes) if k == 0] == list(range(0, len(sizes), T1_EVERY))
 
 
 def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
@@ -566,10 +566,11 @@ def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
 
 
 def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps():
-    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=4)
+    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=8)
     for _ in range(10):
         auto.acceptance.observe_chain(8, 7)
-    assert [auto.choose() for _ in range(4)][3] == 0 and auto.t1_at == [3]  # the 4th step is plain
+    first = [auto.choose() for _ in range(4)]
+    assert first[0] == 0 and min(first[1:]) > 0 and auto.t1_at == [0]  # the first step is plain, the next 7 sized
     for _ in range(4):  # trusted from a weight of 3 on (decay 0.9)
         auto.observed.observe(draft_s=0.08, draft_units=1.0, target_s=0.65, verify_units=1.3)  # 0.5 s a v-unit
     auto.observed.observe_t1(0.4)
@@ -619,7 +620,7 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
     # prediction pools its steps by those costs
     assert auto.step_costs[-1] == pytest.approx(auto.chosen[-1] * 0.18 + 1.0)
     plain = [1.0] * dear["auto_t1_steps"]  # the plain steps that re-timed T1: one token for one T1 each
-    assert dear["auto_t1_steps"] == 1 and dear["auto_verify_scale"] == pytest.approx(1.0)  # a T1 as dear as a verify pass
+    assert dear["auto_t1_steps"] == 2 and dear["auto_verify_scale"] == pytest.approx(1.0)  # a T1 as dear as a verify pass
     assert dear["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + plain, auto.step_costs + plain))
 
 

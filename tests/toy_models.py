@@ -154,4 +154,5 @@ def priced(drafter, c: float, v: dict, vd: dict):
 
     drafter.costs = Costs(c=c, v=VerifyCost(v), vd=VerifyCost(vd))
     drafter.observed = ObservedCost(min_weight=math.inf)
+    drafter.t1_every = 0  # no plain T1 steps: every step's shape is the prices' (tests of those steps set it)
     return drafter

@@ -69,9 +69,10 @@ class SpecExecDecoder(LoopDecoder):
 
     def metrics(self, st: Decoding) -> dict[str, Any]:
         """Per-row SpecExec extras (defined in docs/records.md)."""
-        trees = [t for t in st.trace if t.stats is not None]
+        trees = [t for t in st.trace if t.stats is not None and not t.stats.plain]
         if not trees:
             return super().metrics(st)
+        plain = [1.0] * sum(1 for t in st.trace if t.stats is not None and t.stats.plain)  # one token for one T1 each
         n = len(trees)
         expansions = sum(t.stats.draft_calls - 1 for t in trees)
         candidates = sum(t.stats.candidates for t in trees)
@@ -87,10 +88,11 @@ class SpecExecDecoder(LoopDecoder):
             "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
             **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
                 # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
-                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees],
-                                                         [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees]),
+                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain,
+                                                         [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees] + plain),
                 "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
-                "grow_c_probe": trees[-1].stats.c_probe}
+                "grow_c_probe": trees[-1].stats.c_probe, "grow_t1_steps": len(plain), "grow_t1_s": trees[-1].stats.t1_s,
+                "grow_verify_scale": trees[-1].stats.v_scale}
                if self.params.grow == "cost" else {}),
             **super().metrics(st),
         }

@@ -12,16 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from spsamp.cost_model import AutoSize, Costs, measure_costs, probe_costs
+from spsamp.cost_model import T1_EVERY, AutoSize, Costs, measure_costs, probe_costs
 from spsamp.proposals import tree_path
 
 log = logging.getLogger(__name__)
 
 K_MAX = 16  # longest chain k=auto may choose
-# k=auto makes every T1_EVERY-th step a plain one: its single-token target pass re-times the unit the
-# costs are priced in (cost_model.ObservedCost.observe_t1). It keeps one token where a step keeps ~3-11,
-# so it costs ~1 % of a run; trees do not (yet): their sizes come from the same probe's unit.
-T1_EVERY = 32
 BUDGET_MAX = 64  # largest tree budget=auto may choose (v(n) is measured up to 64 new tokens)
 
 

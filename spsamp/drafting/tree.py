@@ -41,7 +41,8 @@ import torch
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
-from spsamp.cost_model import Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs, tree_speed
+from spsamp.cost_model import (T1_EVERY, Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs,
+                                plain_step, scaled_verify, tree_speed)
 from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
 from spsamp.verification import attention_masks
@@ -67,6 +68,9 @@ class TreeStats:
     spent: float = 0.0  # grow=cost: its draft passes in draft single-token units (root pass included)
     c: float = 0.0  # grow=cost: the draft/target cost ratio it was sized with (cost_model.ObservedCost)
     c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
+    v_scale: float = 1.0  # grow=cost: what verify passes v(n > 1) were priced at, per the probe's v(n)
+    t1_s: float | None = None  # grow=cost: the run's seconds per single-token target pass (None: not timed yet)
+    plain: bool = False  # grow=cost: a plain step (no tree) that re-times T1 (cost_model.T1_EVERY)
 
 
 class TreeDrafter:
@@ -83,6 +87,8 @@ class TreeDrafter:
         self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first step
         self.calibration = Calibration()
         self.observed = ObservedCost()  # grow=cost: c as this run's own passes cost it
+        self.t1_every = T1_EVERY if grow == "cost" else 0  # grow=cost: the first step and every t1_every-th after it are plain
+        self.steps = 0
         # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
         self._last: tuple[Any, int, Proposal, float, float] | None = None
 
@@ -98,10 +104,13 @@ class TreeDrafter:
             st, base, prop, draft_s, target_s = self._last
             self._last = None
             # against the draft's own expectation (unscaled): the calibration is accepted / that
-            path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
-            self.calibration.observe(prop.stats.expected, len(path))
-            # _last is only kept by grow=cost, which has its costs before it proposes
-            self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
+            if prop.size == 0:  # no tree verified (a plain step, or every node cut): one single-token target pass
+                self.observed.observe_t1(st.target_s - target_s)
+            if not prop.stats.plain:
+                path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
+                self.calibration.observe(prop.stats.expected, len(path))
+                # _last is only kept by grow=cost, which has its costs before it proposes
+                self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
 
     def size(self, st: Any) -> int:
         return self.budget
@@ -122,12 +131,19 @@ class TreeDrafter:
         st = TreeStats()
         if by_cost:
             self.observe()
+            self.steps += 1
+            if plain_step(self.steps, self.t1_every):  # re-time T1: no draft, the target's own token
+                prop = Proposal.chain(torch.empty(0, dtype=torch.long), stats=TreeStats(plain=True))
+                self._last = (state, len(state.seq), prop, state.draft_s, state.target_s)
+                return prop
             if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
                 self.costs = measure_costs(state.target, draft)
             costs = self.costs
             st.calibration = scale = self.calibration.scale
             st.c = c = self.observed.c(costs.c)
             st.c_probe = costs.c
+            st.v_scale, st.t1_s = self.observed.verify_scale(), self.observed.t1()
+            verify = scaled_verify(costs.v, st.v_scale)
         pending = state.seq[draft.cache_len :]
         # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
@@ -157,7 +173,7 @@ class TreeDrafter:
             if by_cost:
                 child = sum(tops) / len(tops) if tops else 1.0
                 m = expansion_width([math.exp(path_lp[i]) for i in tree], [math.exp(path_lp[i]) for i in batch], child,
-                                    spent, c, costs.v, costs.vd, budget, scale)
+                                    spent, c, verify, costs.vd, budget, scale)
                 if m == 0:
                     break  # no pass would pay for itself
                 batch = batch[:m]
@@ -185,7 +201,7 @@ class TreeDrafter:
         # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
         if by_cost:  # verify only the best-first prefix whose predicted speedup is highest
             values = [math.exp(path_lp[i]) for i in tree]
-            m, st.predicted = tree_speed(values, spent, c, costs.v, scale)
+            m, st.predicted = tree_speed(values, spent, c, verify, scale)
             st.cut, st.expected, st.spent, tree = len(tree) - m, sum(values[:m]), spent, tree[:m]
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
