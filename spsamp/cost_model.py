@@ -371,8 +371,8 @@ class ObservedCost:
     The time unit itself, T1 (one single-token target pass), is the probe's too, and on a machine
     whose speed drifts (30 % within an hour, measured) verify passes the probe priced at v(n) can
     cost more or less than v(n) T1 *now*. A run that also times some plain single-token target
-    passes (:meth:`observe_t1`: k=auto does one step in ``AutoSize.t1_every``) measures both in the
-    same minutes: c is then the draft's seconds per unit over the run's T1, and
+    passes (:meth:`observe_t1`: k=auto and grow=cost take a plain step now and then, :func:`plain_step`)
+    measures both in the same minutes: c is then the draft's seconds per unit over the run's T1, and
     :meth:`verify_scale` the run's verify seconds per v-unit over its T1 (1 until T1 is seen)."""
 
     def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7):

@@ -102,7 +102,7 @@ class AutoSized:
                 self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)
             self.auto.observed.observe(st.draft_s - draft_s, spent if spent is not None else float(prop.draft_calls),
                                        st.target_s - target_s, self.auto.v(prop.size + 1))
-        elif self.auto is not None:  # a plain step (T1_EVERY, or no room left): one single-token target pass
+        elif self.auto is not None:  # a plain step (cost_model.plain_step, or no room left): one single-token target pass
             self.auto.observed.observe_t1(st.target_s - target_s)
 
     def _spent(self, prop: Any) -> Optional[float]:
