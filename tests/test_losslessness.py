@@ -243,23 +243,30 @@ def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
         assert out.stats.accepted == out.stats.proposed and out.stats.rejections == 0
 
 
+def equals_baseline_tiny(dec, tiny64, what: str, seed: int | None = 1):
+    """Decode PROMPTS greedily (40 tokens) with ``dec`` and both tiny drafts; every answer must be the
+    baseline's. Returns the last output."""
+    target, draft, twin = tiny64
+    gen = GenerationConfig(max_new_tokens=40)
+    for d in (draft, twin):
+        for prompt in PROMPTS:
+            ids = torch.tensor(prompt)
+            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
+            rng = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
+            out = dec.generate(target, d, ids, gen, rng)
+            assert out.tokens == base, f"{what} with draft {d.name} differs from the baseline on {prompt}"
+    return out
+
+
 def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
     """k=auto re-times T1 with a plain step (size 0) every T1_EVERY steps: mid-answer, after steps that
     left the draft's cache behind, the output must still be the baseline's."""
     from spsamp.cost_model import Costs, VerifyCost
 
-    target, draft, twin = tiny64
-    gen = GenerationConfig(max_new_tokens=40)
     dec = SpeculativeDecoder(k="auto")
     dec.drafter.set_costs(Costs(c=0.1, v=VerifyCost({16: 1.0}), vd=None))
     dec.drafter.auto.t1_every = 3
-    spied(dec)
-    for d in (draft, twin):
-        for prompt in PROMPTS:
-            ids = torch.tensor(prompt)
-            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
-            out = dec.generate(target, d, ids, gen, torch.Generator())
-            assert out.tokens == base, f"k=auto with plain steps, draft {d.name}, differs from the baseline on {prompt}"
+    equals_baseline_tiny(spied(dec), tiny64, "k=auto with plain steps", seed=None)
     assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) >= 3, f"no plain steps between sized ones: {dec.drafter.sizes}"
     assert dec.drafter.drafter.auto.observed.t1() > 0  # the plain steps' passes were timed
 
@@ -278,18 +285,10 @@ GROW_PRICES = {
 
 @pytest.mark.parametrize("case", GROW_PRICES)
 def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, one_thread):
-    target, draft, twin = tiny64
     prices, shaped = GROW_PRICES[case]
-    gen = GenerationConfig(max_new_tokens=40)
     dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
     priced(dec.drafter, *prices)
-    spied(dec)
-    for d in (draft, twin):
-        for prompt in PROMPTS:
-            ids = torch.tensor(prompt)
-            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
-            out = dec.generate(target, d, ids, gen, torch.Generator().manual_seed(1))
-            assert out.tokens == base, f"grow=cost ({case}) with draft {d.name} differs from the baseline on {prompt}"
+    equals_baseline_tiny(spied(dec), tiny64, f"grow=cost ({case})")
     sizes, depths = dec.drafter.sizes, dec.drafter.depths
     assert shaped(sizes, depths), f"grow=cost ({case}) did not take its path: sizes {sorted(set(sizes))}, depths {sorted(set(depths))}"
 
@@ -297,18 +296,10 @@ def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, on
 def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
     """grow=cost re-times T1 with a plain step every T1_EVERY steps: the output stays the baseline's,
     the plain steps' passes are timed, and the row's metrics count them."""
-    target, draft, twin = tiny64
-    gen = GenerationConfig(max_new_tokens=40)
     dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
     priced(dec.drafter, 0.05, {}, {})
     dec.drafter.t1_every = 3
-    spied(dec)
-    for d in (draft, twin):
-        for prompt in PROMPTS:
-            ids = torch.tensor(prompt)
-            base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
-            out = dec.generate(target, d, ids, gen, torch.Generator().manual_seed(1))
-            assert out.tokens == base, f"grow=cost with plain steps, draft {d.name}, differs from the baseline on {prompt}"
+    out = equals_baseline_tiny(spied(dec), tiny64, "grow=cost with plain steps")
     assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) == 16, f"no plain steps between full trees: {dec.drafter.sizes}"
     assert dec.drafter.drafter.observed.t1() > 0  # the plain steps' passes were timed
     # the last row's metrics count its plain steps
