@@ -349,11 +349,12 @@ def main() -> None:
                   f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}; "
                   f"{pred_obs:.2f}x with it and the observed {r[0] / max(r[2], 1):.2f} tokens per call); measured {measured:.2f}x in the decode phase "
                   f"(errors {pred / measured - 1:+.0%} / {pred_v / measured - 1:+.0%} / {pred_obs / measured - 1:+.0%})")
+        # plain decoding's decode seconds per token: the unit the rows' timings are read in
+        base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1) if "baseline" in tot else float("nan")
         for m, rows in chosen.items():
             if not rows or "baseline" not in tps:
                 continue
             measured = dps[m] / dps["baseline"]
-            base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)
             if "grow_calibration" in rows[0]:
                 mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
                 pred = mean("grow_predicted_speedup")
@@ -373,7 +374,6 @@ def main() -> None:
                   f"{run_unit(rows, 'auto', base_token)} -> predicted {pred:.2f}x over baseline; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
         if split and "baseline" in tot:
-            base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1)
             print()
             for line in split_lines(split, costs, base_token, c):
                 print(line)

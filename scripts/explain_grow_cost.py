@@ -2,13 +2,15 @@
 
 bench_lossless.py reports grow=cost's predicted speedup against the measured one; this splits the
 error into its three factors (the prediction is (1 + scale * expected) / (c * spent + v(n + 1)) per
-step, in the probe's single-token target passes T1; spsamp.cost_model.tree_speed):
+step, in single-token target passes T1 — the run's own once a plain step timed one, else the
+probe's — with v scaled by the run's verify scale; spsamp.cost_model.tree_speed):
 
 - tokens: predicted tokens per step (1 + calibration scale x the verified tree's value) over the
   tokens the step kept;
 - cost: the predicted step cost (c x draft units + v(nodes + 1), in T1) over the seconds the step
-  spent drafting and verifying, in T1;
-- unit: the baseline's decode seconds per token over T1 (the prediction assumes one T1 per token).
+  spent drafting and verifying, in the T1 it was priced in;
+- unit: the baseline's decode seconds per token over T1 (the steps' T1, weighed by their seconds;
+  the prediction assumes one T1 per token).
 
 predicted / measured = tokens / (cost x unit), up to the time a step spends outside drafting and
 verifying and the pooling of rows.
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lossless import load_pair, round_robin, timed  # noqa: E402
 
 from spsamp.config import GenerationConfig  # noqa: E402
+from spsamp.cost_model import scaled_verify  # noqa: E402
 from spsamp.data import load_prompts  # noqa: E402
 from spsamp.data.chat import encode, messages_for  # noqa: E402
 from spsamp.decoders.baseline import BaselineDecoder  # noqa: E402
@@ -58,7 +61,8 @@ def main() -> None:
     dec = SpecExecDecoder(budget=args.budget, parallel_branches=args.width, grow="cost")
     dec.prepare(target, draft, run)
     costs = dec.drafter.costs
-    steps: list[tuple[float, int, float, float]] = []  # (predicted tokens, kept + 1, predicted cost, seconds)
+    # (predicted tokens, kept + 1, predicted cost in T1, seconds, seconds in the T1 the step was priced in)
+    steps: list[tuple[float, int, float, float, float]] = []
     observe = TreeDrafter.observe
 
     def logged(self) -> None:  # the step's outcome, read where the drafter reads it
@@ -66,8 +70,9 @@ def main() -> None:
             st, base, prop, draft_s, target_s = self._last
             kept = len(tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])))
             s = prop.stats
-            steps.append((1 + s.calibration * s.expected, 1 + kept, s.c * s.spent + costs.v(prop.size + 1),
-                          st.draft_s - draft_s + st.target_s - target_s))
+            seconds = st.draft_s - draft_s + st.target_s - target_s
+            steps.append((1 + s.calibration * s.expected, 1 + kept, s.c * s.spent + scaled_verify(costs.v, s.v_scale)(prop.size + 1),
+                          seconds, seconds / (s.t1_s or costs.target_pass_s)))
         observe(self)
 
     TreeDrafter.observe = logged
@@ -85,14 +90,15 @@ def main() -> None:
             decode[name][1] += n - 1
             if name == "grow":
                 predicted.append(st.extra["grow_predicted_speedup"])
-    t1 = costs.target_pass_s
+    t1 = sum(s[3] for s in steps) / sum(s[4] for s in steps)  # the steps' T1, weighed by their seconds
     tokens = sum(s[0] for s in steps) / sum(s[1] for s in steps)
-    cost = sum(s[2] for s in steps) / (sum(s[3] for s in steps) / t1)
+    cost = sum(s[2] for s in steps) / sum(s[4] for s in steps)
     unit = decode["baseline"][0] / decode["baseline"][1] / t1
     measured = (decode["baseline"][0] / decode["baseline"][1]) / (decode["grow"][0] / decode["grow"][1])
     pred = sum(predicted) / len(predicted)
     print(f"# {args.model}, {len(ids_list)} prompts, T={args.temperature}, budget {args.budget}x{args.width} grow=cost, "
-          f"{len(steps)} steps; probe: c={costs.c:.3f}, T1={t1 * 1000:.0f} ms, {costs.v.describe()}")
+          f"{len(steps)} steps; probe: c={costs.c:.3f}, T1={costs.target_pass_s * 1000:.0f} ms, {costs.v.describe()}; "
+          f"the steps' T1: {t1 * 1000:.0f} ms")
     print(f"tokens predicted / kept: {tokens:.3f}")
     print(f"step cost predicted / spent (drafting + verifying, in T1): {cost:.3f}")
     print(f"baseline decode seconds per token / T1: {unit:.3f}")

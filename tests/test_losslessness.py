@@ -259,7 +259,7 @@ def equals_baseline_tiny(dec, tiny64, what: str, seed: int | None = 1):
 
 
 def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
-    """k=auto re-times T1 with a plain step (size 0) every T1_EVERY steps: mid-answer, after steps that
+    """k=auto re-times T1 with plain steps (size 0; here every 3rd): mid-answer, after steps that
     left the draft's cache behind, the output must still be the baseline's."""
     from spsamp.cost_model import Costs, VerifyCost
 
@@ -294,7 +294,7 @@ def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, on
 
 
 def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
-    """grow=cost re-times T1 with a plain step every T1_EVERY steps: the output stays the baseline's,
+    """grow=cost re-times T1 with plain steps (here every 3rd): the output stays the baseline's,
     the plain steps' passes are timed, and the row's metrics count them."""
     dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
     priced(dec.drafter, 0.05, {}, {})

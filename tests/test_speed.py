@@ -538,7 +538,7 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
     for row, (take, steps) in enumerate(((1.0, 60), (0.0, 200))):  # row 0: every draft token accepted; row 1: none
         sizes += _drive(drafter, _FakeState(), steps, lambda tokens: tokens[: int(len(tokens) * take)])
         m = drafter.metrics()
-        # this row's steps only: sized ones, and the plain steps that re-time T1 (every T1_EVERY-th)
+        # this row's steps only: sized ones, and the plain steps that re-time T1 (the first, then every T1_EVERY-th)
         assert sum(m["auto_k_hist"].values()) + m["auto_t1_steps"] == steps
         if row == 0:
             assert m["auto_k_last"] >= 10 and m["auto_alpha"] > 0.9
