@@ -43,6 +43,8 @@ from spsamp.decoders.base import truncate_at_eos  # noqa: E402
 from spsamp.decoders.baseline import BaselineDecoder  # noqa: E402
 from spsamp.decoders.hf_assisted import HFAssistedDecoder  # noqa: E402
 from spsamp.decoders.hf_generate import HFGenerateDecoder  # noqa: E402
+from spsamp.decoders.hf_prompt_lookup import HFPromptLookupDecoder  # noqa: E402
+from spsamp.decoders.prompt_lookup import PromptLookupDecoder  # noqa: E402
 from spsamp.decoders.specexec import SpecExecDecoder  # noqa: E402
 from spsamp.decoders.speculative import SpeculativeDecoder  # noqa: E402
 from spsamp.models import load_model  # noqa: E402
@@ -93,7 +95,7 @@ def add_split(acc: dict[str, float], st, seconds: float, ttft: float, prefill: f
     draft = st.extra["draft_time_s"] - (ttft - prefill)
     target = st.extra["target_time_s"] - prefill
     for key, value in (("decode", seconds - ttft), ("draft", draft), ("target", target), ("steps", st.target_calls - 1),
-                       ("passes", st.draft_calls - 1), ("nodes", st.proposed)):
+                       ("passes", max(st.draft_calls - 1, 0)), ("nodes", st.proposed)):
         acc[key] = acc.get(key, 0.0) + value
 
 
@@ -163,6 +165,14 @@ def parse_stop(item: str) -> str:
     raise SystemExit(f"bench_lossless: --stop-below item {item!r}: write probabilities in (0, 1), comma-separated, e.g. 0.2,0.4")
 
 
+def parse_lookup(item: str) -> int:
+    """A ``--lookup`` item, checked: tokens looked up per draft pass, an integer >= 1 (it names the
+    row ``sps_k<k>_look<item>``)."""
+    if item.isdigit() and int(item) >= 1:
+        return int(item)
+    raise SystemExit(f"bench_lossless: --lookup item {item!r}: write integers >= 1, comma-separated, e.g. 10")
+
+
 def tree_budget(method: str):
     """The budget of a ``specexec_b<B>[x<W>][@variant]`` row (None for other rows and budget=auto)."""
     method = method.partition("@")[0]
@@ -193,6 +203,10 @@ def main() -> None:
     ap.add_argument("--stop-below", default=None, metavar="P[,P]",
                     help="also time SpS with method.stop_below=P at each k, as sps_k<k>_stop<P> (chains end at a draft token with p < P); "
                          "with --auto also k=auto with the stop, as sps_kauto_stop<P>")
+    ap.add_argument("--lookup", default=None, metavar="N[,N]",
+                    help="also time SpS with method.lookup=N at each k, as sps_k<k>_look<N> (up to N looked-up tokens checked "
+                         "per draft pass), and prompt lookup alone (prompt_lookup_k<N>, hf_prompt_lookup_k<N>_stock, 3-grams); "
+                         "with --auto also k=auto with it, as sps_kauto_look<N>")
     ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -213,6 +227,7 @@ def main() -> None:
     eos = target.eos_ids
     trees = [parse_budget(b, args.parallel_branches) for b in args.budgets.split(",")]
     stops = [parse_stop(p) for p in args.stop_below.split(",")] if args.stop_below else []
+    looks = [parse_lookup(n) for n in args.lookup.split(",")] if args.lookup else []
     depth = {"max_depth": args.max_depth} if args.max_depth else {}
     ks = [int(k) for k in args.k.split(",")]
     methods = {
@@ -227,6 +242,10 @@ def main() -> None:
         methods[f"hf_assisted_k{k}"] = timed(HFAssistedDecoder(k=k), target, draft, eos)
         if stock:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
+    for n in looks:  # the cascade's bottom drafter alone (no draft model), spsamp's and transformers' own
+        methods[f"prompt_lookup_k{n}"] = timed(PromptLookupDecoder(k=n, max_ngram=3), target, None, eos)
+        if stock:
+            methods[f"hf_prompt_lookup_k{n}_stock"] = timed(HFPromptLookupDecoder(k=n, max_ngram=3), stock_target, None, eos)
     # "" = the preset's draft; each --draft-variant repeats spsamp's speculative rows as "<row>@NAME"
     drafts = {"": draft, **{f"@{n}": load_draft(args.model, args.cpu_linear, (*args.set, *o)) for n, o in variants.items()}}
     keep = set(args.only.split(",")) if args.only else None
@@ -239,6 +258,8 @@ def main() -> None:
             methods[f"sps_k{k}{at}"] = timed(SpeculativeDecoder(k=k), target, d, eos)
             for stop in stops:
                 methods[f"sps_k{k}_stop{stop}{at}"] = timed(SpeculativeDecoder(k=k, stop_below=float(stop)), target, d, eos)
+            for n in looks:
+                methods[f"sps_k{k}_look{n}{at}"] = timed(SpeculativeDecoder(k=k, lookup=n), target, d, eos)
         for b, w, grow in trees:
             name = f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "") + at
             dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, **depth)
@@ -248,6 +269,7 @@ def main() -> None:
         if args.auto:  # sizes chosen by the cost model from costs measured here (prepare) and acceptance seen so far
             autos = [(f"sps_kauto{at}", SpeculativeDecoder(k="auto")),
                      *((f"sps_kauto_stop{stop}{at}", SpeculativeDecoder(k="auto", stop_below=float(stop))) for stop in stops),
+                     *((f"sps_kauto_look{n}{at}", SpeculativeDecoder(k="auto", lookup=n)) for n in looks),
                      (f"specexec_bauto{at}", SpecExecDecoder(budget="auto", parallel_branches=args.parallel_branches, **depth))]
             for name, dec in autos:
                 if wanted(name):
@@ -318,6 +340,8 @@ def main() -> None:
         print("| method | tokens | tokens/s | vs | ratio | vs stock | ratio | vs baseline | decode-phase vs baseline | tokens/target call | acceptance |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         refs = {"baseline": "hf_generate", **{f"sps_k{k}": f"hf_assisted_k{k}" for k in ks},
+                **{f"sps_k{k}_look{n}": f"hf_assisted_k{k}" for k in ks for n in looks},
+                **{f"prompt_lookup_k{n}": f"hf_prompt_lookup_k{n}" for n in looks},
                 # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
                 **{m: f"sps_k{b if b in ks else max(ks)}" for m in tot if (b := tree_budget(m)) is not None},
                 # a draft variant's row against the same row on the preset's draft

@@ -44,6 +44,18 @@ def test_bad_stop_below_fails_in_one_line_saying_the_form(bench, bad):
     assert "\n" not in msg and msg.startswith(f"bench_lossless: --stop-below item {bad!r}: write probabilities in (0, 1)")
 
 
+def test_lookup_items_are_positive_integers(bench):
+    assert bench.parse_lookup("10") == 10 and bench.parse_lookup("1") == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "2.5", "ten", ""])
+def test_bad_lookup_fails_in_one_line_saying_the_form(bench, bad):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_lookup(bad)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"bench_lossless: --lookup item {bad!r}: write integers >= 1")
+
+
 def test_a_variant_row_keeps_its_tree_budget(bench):
     assert bench.tree_budget("specexec_b32@int8") == 32
     assert bench.tree_budget("specexec_b16x4@bf16") == 16

@@ -58,6 +58,11 @@ BAD = [
     (["method=speculative", "method.k=auto", "method.stop_below=0.4"], None),
     (["method=speculative", "method.stop_below=often"], "method.stop_below:"),
     (["method=speculative", "method.stop_below=0.4"], None),
+    (["method=speculative", "method.lookup=-1"], "method.lookup: must be an integer >= 0"),
+    (["method=speculative", "method.lookup=10", "method.lookup_ngram=0"], "method.lookup_ngram: must be an integer >= 1"),
+    (["method=speculative", "method.lookup=10", "method.lookup_min_ngram=4"], "method.lookup_min_ngram: 4 is above method.lookup_ngram=3"),
+    (["method=speculative", "method.lookup=many"], "method.lookup:"),
+    (["method=speculative", "method.k=auto", "method.lookup=10", "method.stop_below=0.4"], None),
     (["method._target_=spsamp.nope.Decoder"], "method._target_: cannot import"),
     (["model=gpt_oss_20b", "method._target_=spsamp.decoders.baseline.BaselineDecoder"], None),  # baseline needs no draft
 ]

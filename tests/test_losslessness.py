@@ -40,6 +40,7 @@ class Spy:
         self.drafter, self.sizes, self.depths = drafter, [], []
         self.cut_short = 0  # proposals smaller than both the size asked for and the room left
         self.plain = 0  # plain steps a sized drafter took to re-time T1 (size 0 asked, or a tree's plain stats)
+        self.calls = 0  # draft passes spent (a chain with lookup spends fewer than its tokens)
         self.needs_model = drafter.needs_model
 
     def size(self, st):
@@ -51,6 +52,7 @@ class Spy:
         self.plain += (size == 0 and max_depth > 0) or getattr(prop.stats, "plain", False)
         self.cut_short += prop.size < min(size, max_depth)
         self.depths.append(prop.max_depth)
+        self.calls += prop.draft_calls
         return prop
 
 
@@ -153,6 +155,59 @@ def test_prompt_lookup_matches_target_joint(case, one_thread):
     assert pval > PASS_P, f"prompt lookup output deviates from the target joint (chi-square p={pval:.2e})"
 
 
+class GuessLog:
+    """Wraps a ChainDrafter's lookup: counts the guess tokens it offered its draft."""
+
+    def __init__(self, chain):
+        self.offered, self._guess = 0, chain._guess
+        chain._guess = self
+
+    def __call__(self, st, chain, room):
+        guess = self._guess(st, chain, room)
+        self.offered += len(guess)
+        return guess
+
+
+CASCADE_CASES = [
+    dict(k=4, gen=GenerationConfig(max_new_tokens=6, temperature=1.0)),
+    dict(k=3, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_p=0.9)),
+    dict(k=4, gen=GenerationConfig(max_new_tokens=6, temperature=1.0), stop_below=0.2),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASCADE_CASES, ids=lambda c: f"k{c['k']}-T{c['gen'].temperature}-stop{c.get('stop_below')}")
+def test_sps_with_lookup_cascade_matches_target_joint(case, one_thread):
+    """SpS whose draft checks looked-up tokens (method.lookup): still the target's joint. The draft
+    is the target's twin in shape but not in numbers, and the prompt repeats bigrams, so guesses
+    are offered often and the draft keeps some and rejects others (both asserted)."""
+    q, p = toy_pair()
+    gen = case["gen"]
+    joint = exact_joint(q, list(LOOKUP_PROMPT), gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
+    dec = spied(SpeculativeDecoder(k=case["k"], lookup=3, lookup_ngram=2, lookup_min_ngram=2, stop_below=case.get("stop_below")))
+    log = GuessLog(dec.drafter.drafter)
+    pval = chi_square_pvalue(draws(dec, q, p, gen, prompt=LOOKUP_PROMPT), joint)
+    assert max(dec.drafter.sizes) == case["k"], f"the case never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
+    kept = sum(dec.drafter.sizes) - dec.drafter.calls  # a pass yields one token plus the guesses it kept
+    if not case.get("stop_below"):  # (a stop drops tokens a pass yielded, so this count holds without one)
+        assert 0 < kept < log.offered, f"guesses kept {kept} of {log.offered}: the cascade's accept and reject paths were not both run"
+    assert dec.drafter.calls < sum(dec.drafter.sizes), "no draft pass kept a guess"
+    assert pval > PASS_P, f"SpS with lookup deviates from the target joint (chi-square p={pval:.2e})"
+
+
+def test_negative_control_cascade_keeping_every_guess_fails_the_test(one_thread, monkeypatch):
+    """A draft that keeps every looked-up token (no draft-level ratio test) hands the target-level
+    rule tokens that were not drawn from the p it reports: the fit test must catch it."""
+    import spsamp.drafting.chain as chain_module
+
+    monkeypatch.setattr(chain_module, "rejection_sampling", accept_without_ratio_test)
+    q, p = toy_pair()
+    gen = GenerationConfig(max_new_tokens=5, temperature=1.0)
+    dec = SpeculativeDecoder(k=3, lookup=3, lookup_ngram=2, lookup_min_ngram=2)
+    pval = chi_square_pvalue(draws(dec, q, p, gen, n=3_000, prompt=LOOKUP_PROMPT), exact_joint(q, list(LOOKUP_PROMPT), 5, 1.0))
+    assert pval < FAIL_P, f"the goodness-of-fit test cannot tell a wrong cascade apart (p={pval:.2e})"
+
+
 def accept_without_ratio_test(draft_tokens, p, q, rng):
     """WRONG on purpose: keep every draft token, then a bonus token from q (outputs follow p)."""
     return draft_tokens.numel(), int(sample(q[draft_tokens.numel()], rng))
@@ -213,6 +268,7 @@ def tiny64():
 @pytest.mark.parametrize(
     "decoder",
     [SpeculativeDecoder(k=1), SpeculativeDecoder(k=3), SpeculativeDecoder(k=6), SpeculativeDecoder(k=6, stop_below=0.2),
+     SpeculativeDecoder(k=6, lookup=4), SpeculativeDecoder(k=5, lookup=8, lookup_ngram=2, stop_below=0.2),
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
      SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
      PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],

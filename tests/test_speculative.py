@@ -98,6 +98,57 @@ def test_kv_caches_equal_fresh_prefill_after_accepts_and_rejects(tiny64, one_thr
     assert accepted > 0 and rejected > 0, "the test should cover both accepted and rejected drafts"
 
 
+class Recorder:
+    """Wraps a drafter; keeps every proposal it made and the text it was made after."""
+
+    def __init__(self, drafter):
+        self.drafter, self.props, self.prefixes, self.needs_model = drafter, [], [], drafter.needs_model
+
+    def size(self, st):
+        return self.drafter.size(st)
+
+    def propose(self, st, size, max_depth, hidden):
+        self.prefixes.append(list(st.seq))
+        self.props.append(self.drafter.propose(st, size, max_depth, hidden))
+        return self.props[-1]
+
+
+@pytest.mark.parametrize("stop_below", [None, 0.3])
+def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below, one_thread):
+    """method.lookup changes what a chain costs, not the chain: in float64, step by step, SpS with
+    lookup proposes the plain chain's tokens, leaves the draft's KV cache as a fresh prefill would,
+    and spends fewer draft passes where the draft kept guesses. Both report, for each node but the
+    last, the draft's hidden state with that node as input, as one fresh pass computes it."""
+    from spsamp.models import CausalLM
+
+    target, _ = tiny64
+    twin = CausalLM(target.model, target.tokenizer, "twin")  # the target's weights: its chains follow the output's loops
+    gen = GenerationConfig(max_new_tokens=40)
+    saved = 0
+    for prompt in ([5, 6, 7], [40, 41, 42, 43, 44, 45], [80, 12, 33, 9]):
+        runs = []
+        for lookup in (0, 4):
+            dec = SpeculativeDecoder(k=6, lookup=lookup, stop_below=stop_below)
+            dec.drafter = Recorder(dec.drafter)
+            dec.acceptance.needs_hidden = True  # ask for the draft's hidden states (AutoJudge's path)
+            out = dec.generate(target, twin, torch.tensor(prompt), gen, torch.Generator())
+            assert_cache_is_prefill_of(twin, (prompt + out.tokens)[: twin.cache_len])
+            for seq, prop in zip(dec.drafter.prefixes, dec.drafter.props):
+                if prop.size > 1:
+                    fresh = CausalLM(target.model, target.tokenizer, "fresh")
+                    want = fresh.forward(torch.tensor(seq + prop.tokens.tolist()[:-1]), hidden=True).hidden[len(seq) :]
+                    assert prop.hidden is not None and torch.allclose(prop.hidden, want, atol=1e-6), f"lookup={lookup}: wrong hidden states"
+            runs.append((out, dec.drafter.props))
+        (plain, plain_props), (cascade, cascade_props) = runs
+        assert cascade.tokens == plain.tokens
+        assert len(plain_props) == len(cascade_props)
+        for a, b in zip(plain_props, cascade_props):
+            assert a.tokens.tolist() == b.tokens.tolist() and a.slots == b.slots
+            assert b.draft_calls <= a.draft_calls and b.draft_units == b.size
+        saved += plain.stats.draft_calls - cascade.stats.draft_calls
+    assert saved > 0, "no guess was ever kept: the cascade path was not exercised"
+
+
 def test_bad_k_is_one_config_error_line():
     with pytest.raises(ConfigError, match=r"^method\.k: must be an integer >= 1 or auto"):
         validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=0"]))

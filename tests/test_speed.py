@@ -624,6 +624,28 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
     assert dear["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + plain, auto.step_costs + plain))
 
 
+class _FakeCascade(_FakeChain):
+    """Proposes as _FakeChain does, in one draft pass (a lookup chain whose guesses the draft all
+    kept), priced in plain-chain units as ChainDrafter prices a chain drafted with lookup."""
+
+    def propose(self, st, size, max_depth, hidden):
+        prop = super().propose(st, size, max_depth, hidden)
+        prop.draft_calls, prop.draft_units = min(size, 1), float(size)
+        return prop
+
+
+def test_auto_k_prices_a_lookup_chain_per_drafted_token():
+    """With method.lookup a chain costs fewer draft passes than tokens: k=auto's c is the run's draft
+    seconds per drafted token (the unit its k x c prices), not per pass."""
+    from spsamp.drafting.autosize import AutoSized
+
+    drafter = AutoSized(_FakeCascade())
+    drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
+    _drive(drafter, _FakeState(), 40, lambda tokens: tokens[:-1], 0.015, 0.25)  # 15 ms per drafted token, 250 ms per pass
+    m = drafter.metrics()
+    assert m["auto_c"] == pytest.approx(0.06) and m["auto_c_probe"] == pytest.approx(0.1)  # 0.015 / 0.25
+
+
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):
     from spsamp.models import load_model
 

@@ -106,8 +106,11 @@ class AutoSized:
             self.auto.observed.observe_t1(st.target_s - target_s)
 
     def _spent(self, prop: Any) -> Optional[float]:
-        """The proposal's draft passes in draft single-token units: the root pass, then passes of
-        ``expanded / passes`` nodes on average (None if the drafter keeps no such stats)."""
+        """The proposal's draft passes in draft single-token units: its own ``draft_units`` if it
+        says, else the root pass, then passes of ``expanded / passes`` nodes on average (None if the
+        drafter keeps no such stats)."""
+        if prop.draft_units is not None:
+            return prop.draft_units
         passes, expanded = prop.draft_calls - 1, getattr(prop.stats, "expanded", None)
         if expanded is None or self.auto is None:
             return None

@@ -1,5 +1,18 @@
 """Chain drafting for exact speculative sampling (Leviathan et al. 2023, Alg. 1, lines 1-3):
-x_i ~ p(. | prefix, x_<i) for i = 1..k, autoregressively with the draft's KV cache."""
+x_i ~ p(. | prefix, x_<i) for i = 1..k, autoregressively with the draft's KV cache.
+
+With ``lookup`` the chain is drafted faster, not differently: a vertical cascade (Chen et al. 2023,
+"Cascade Speculative Drafting", with prompt lookup as the model-free bottom drafter). Before a
+draft pass, up to ``lookup`` tokens that followed the latest n-gram's earlier occurrence in prompt
++ output (:func:`spsamp.drafting.lookup.lookup`) ride along in the same pass, and the draft checks
+them as a target would check a proposal — exact rejection sampling with a one-hot proposal
+(:func:`spsamp.acceptance.rejection.rejection_sampling`, p_j = the draft's own rows). The chain is
+then distributed exactly as the draft's own k-token chain (at T=0 token for token the same one, up
+to how the draft rounds a multi-token pass against single-token ones: exact in float64), and every
+kept token still comes with the p_i it follows, so the target-level rule is untouched. Only the
+number of draft passes falls — by how much the output repeats its context (measured: an answer
+that restates the prompt's code, 0.3 passes per token; MT-Bench chat, 0.8).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +20,15 @@ from typing import Any
 
 import torch
 
-from spsamp.acceptance.rejection import fit_logits
+from spsamp.acceptance.rejection import fit_logits, rejection_sampling
+from spsamp.drafting.lookup import lookup
 from spsamp.proposals import Proposal
 from spsamp.sampling import sample
 
 
 class ChainDrafter:
-    """Draft ``k`` tokens with ``k`` draft forwards. The k-th token is not fed back: if all k are
-    accepted, the loop feeds it next step together with the target's bonus token.
+    """Draft ``k`` tokens with at most ``k`` draft forwards (``k`` without ``lookup``). The k-th token
+    is not fed back: if all k are accepted, the loop feeds it next step with the target's bonus token.
 
     stop_below: end the chain early, after the first token whose draft probability p_i(x_i) is below
     it (transformers' ``assistant_confidence_threshold``): an unlikely draft token is likely rejected,
@@ -22,51 +36,85 @@ class ChainDrafter:
     tokens, so given the accepted prefix the next output is q's either way (bonus token or ratio test).
     With a stop, the proposal's ``stats`` is the list of which tokens the draft was sure of (all of
     them judged, the last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
+
+    lookup / lookup_ngram / lookup_min_ngram: tokens looked up per draft pass (0: none), the longest
+    and the shortest n-gram matched (module doc). A chain drafted so is priced in plain-chain units
+    (``Proposal.draft_units`` = its length): k=auto's c becomes the run's draft seconds per drafted
+    token, so a run whose lookups hit chooses longer chains.
     """
 
     needs_model = True
 
-    def __init__(self, k: int, stop_below: float | None = None):
+    def __init__(self, k: int, stop_below: float | None = None, lookup: int = 0, lookup_ngram: int | None = None,
+                 lookup_min_ngram: int | None = None):
+        if lookup and not (lookup_ngram and lookup_min_ngram):
+            raise ValueError("ChainDrafter: lookup needs lookup_ngram and lookup_min_ngram (SpeculativeDecoder.Params holds the defaults)")
         self.k, self.stop_below = k, stop_below
+        self.lookup, self.lookup_ngram, self.lookup_min_ngram = lookup, lookup_ngram, lookup_min_ngram
 
     def size(self, st: Any) -> int:
         return self.k
 
     @staticmethod
-    def _confidence(st: Any, logits: torch.Tensor, p_i: torch.Tensor, token: torch.Tensor) -> float:
+    def _confidence(st: Any, logits: torch.Tensor, p_i: torch.Tensor, token: int) -> float:
         # greedy p_i is one-hot, so the draft's confidence there is its untempered softmax
         return float(p_i[token] if st.gen.temperature > 0 else torch.softmax(logits.float(), -1)[token])
+
+    def _guess(self, st: Any, chain: list[int], room: int) -> list[int]:
+        if not self.lookup or room < 1:
+            return []
+        return lookup(st.seq + chain, min(self.lookup, room), self.lookup_ngram, st.eos_ids, self.lookup_min_ngram)
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Proposal:
         draft, k = st.draft, max(0, min(size, max_depth))
         base = len(st.seq)  # after the pending tokens, node i sits at draft-cache slot base + i
-        tokens = torch.empty(k, dtype=torch.long)
+        chain: list[int] = []
         rows: list[torch.Tensor] = []
-        states: list[torch.Tensor] = []
-        ids = torch.tensor(st.seq[draft.cache_len :], dtype=torch.long)
+        states: list[torch.Tensor] = []  # states[i] = draft hidden state with node i as input
         sure: list[bool] = []
-        for i in range(k):
-            out = draft.forward(ids, last_only=True, hidden=hidden and i > 0)
-            if hidden and i > 0:
-                states.append(out.hidden[-1])  # state with x_i as input (node i - 1)
-            # p_i = p(. | prefix, x_<i) under the same temperature/top-k/top-p as the target
-            logits = fit_logits(out.logits[-1], st.vocab)
-            p_i = st.probs(logits)
-            ids = sample(p_i, st.rng).reshape(1)
-            tokens[i] = ids[0]
-            rows.append(p_i)
-            if self.stop_below is not None:
-                sure.append(self._confidence(st, logits, p_i, ids[0]) >= self.stop_below)
-                if not sure[-1] and i < k - 1:
-                    k, tokens = i + 1, tokens[: i + 1]
-                    break
+        feed = st.seq[draft.cache_len :]  # not yet seen by the draft; ends with the root
+        passes = 0
+        while len(chain) < k:
+            # the pass's last position yields one more token, so a guess may fill the chain but not pass it
+            guess = self._guess(st, chain, k - len(chain) - 1)
+            start = draft.cache_len
+            out = draft.forward(torch.tensor(feed + guess, dtype=torch.long), last_only=not guess, hidden=hidden)
+            passes += 1
+            # rows j = 0..g: p(. | prefix, chain, guess_<j), from the positions that took the last fed
+            # token and each guess token; p = p_i under the same temperature/top-k/top-p as the target
+            logits = fit_logits(out.logits[-(len(guess) + 1) :], st.vocab)
+            p = st.probs(logits)
+            n = 0  # guess tokens kept
+            if guess:
+                # draft-level SpS of the one-hot guess against p: x_j = g_j kept w.p. p_j(g_j), the
+                # first miss resampled from p_j without g_j — each token is still a draw from p_j
+                g = torch.tensor(guess, dtype=torch.long)
+                n, nxt = rejection_sampling(g, None, p.to(st.rng.device) if st.rng is not None else p, st.rng)
+                new = guess[:n] + [nxt]
+                draft.crop(start + len(feed) + n)  # entries of rejected guess tokens are not the chain's
+            else:
+                new = [int(sample(p[0], st.rng))]
+            if hidden:
+                # rows: the last fed token (a node once the chain has begun; else the root), then each guess
+                h = out.hidden[-(len(guess) + 1) :]
+                states += list(h[(0 if chain else 1) : n + 1])
+            for j, token in enumerate(new):
+                chain.append(token)
+                rows.append(p[j])
+                if self.stop_below is not None:
+                    sure.append(self._confidence(st, logits[j], p[j], token) >= self.stop_below)
+                    if not sure[-1] and len(chain) < k:
+                        k = len(chain)  # the rest of this pass's tokens are dropped with the stop
+                        break
+            feed = [chain[-1]]
         # at T=0 every p_i is one-hot: a deterministic proposal, no [k, V] tensor needed
-        p = torch.stack(rows) if rows and st.gen.temperature > 0 else None
+        p_dist = torch.stack(rows) if rows and st.gen.temperature > 0 else None
         return Proposal.chain(
-            tokens,
-            p,
-            hidden=torch.stack(states) if states else None,
+            torch.tensor(chain, dtype=torch.long),
+            p_dist,
+            hidden=torch.stack(states[: k - 1]) if hidden and k > 1 else None,
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
-            draft_calls=k,
+            draft_calls=passes,
+            draft_units=float(k) if self.lookup else None,
             stats=sure if self.stop_below is not None else None,
         )
