@@ -146,6 +146,9 @@ def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below
             assert a.tokens.tolist() == b.tokens.tolist() and a.slots == b.slots
             assert b.draft_calls <= a.draft_calls and b.draft_units == b.size
         saved += plain.stats.draft_calls - cascade.stats.draft_calls
+        if stop_below is None:  # every kept guess is a pass saved (a stop may drop a pass's kept guesses)
+            assert cascade.stats.extra.get("lookup_kept", 0) == plain.stats.draft_calls - cascade.stats.draft_calls
+            assert cascade.stats.extra.get("lookup_offered", 0) >= cascade.stats.extra.get("lookup_kept", 0)
     assert saved > 0, "no guess was ever kept: the cascade path was not exercised"
 
 

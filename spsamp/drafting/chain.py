@@ -92,6 +92,9 @@ class ChainDrafter:
                 n, nxt = rejection_sampling(g, None, p.to(st.rng.device) if st.rng is not None else p, st.rng)
                 new = guess[:n] + [nxt]
                 draft.crop(start + len(feed) + n)  # entries of rejected guess tokens are not the chain's
+                extra = st.stats.extra  # -> the row's metrics_json
+                extra["lookup_offered"] = extra.get("lookup_offered", 0) + len(guess)
+                extra["lookup_kept"] = extra.get("lookup_kept", 0) + n
             else:
                 new = [int(sample(p[0], st.rng))]
             if hidden:
