@@ -261,7 +261,9 @@ def test_headline_experiment_commands_compose_and_validate():
             seen.add((run.hardware.cpu_linear, tuple(sorted(params_dict(params).items()))))
     methods = [(kernels, dict(s)) for kernels, s in seen]
     assert {m["name"] for _, m in methods} == {"baseline", "hf_generate", "speculative", "hf_assisted", "specexec", "autojudge"}
-    assert sorted(m["k"] for _, m in methods if m["name"] == "speculative") == [2, 4, 8]
+    # SpS k = 2, 4, 8, and k = 8 / auto with the lookup -> draft cascade
+    assert sorted((str(m["k"]), m["lookup"]) for _, m in methods if m["name"] == "speculative") == [
+        ("2", 0), ("4", 0), ("8", 0), ("8", 10), ("auto", 10)]
     # transformers' assisted generation at the same k, on our kernels and on stock ones
     assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted") == [
         (kern, k) for kern in ("aten", "auto") for k in (2, 4, 8)]
