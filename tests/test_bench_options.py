@@ -24,36 +24,28 @@ def test_draft_variant_parses_name_and_every_override(bench):
         "bf16", ("model.draft.quantization=null", "hardware.cpu_linear=aten"))
 
 
-@pytest.mark.parametrize("bad", ["int8", "=model.draft.quantization=null", "int8=", "in t8=x=1", "8bit=x=1"])
-def test_bad_draft_variant_fails_in_one_line_saying_the_form(bench, bad):
-    with pytest.raises(SystemExit) as err:
-        bench.parse_variant(bad)
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"bench_lossless: --draft-variant {bad!r}: write NAME=OVERRIDE")
-
-
 def test_stop_below_items_are_probabilities_kept_as_written(bench):
     assert bench.parse_stop("0.4") == "0.4" and bench.parse_stop(".25") == ".25"
-
-
-@pytest.mark.parametrize("bad", ["0", "1", "1.5", "-0.2", "often", ""])
-def test_bad_stop_below_fails_in_one_line_saying_the_form(bench, bad):
-    with pytest.raises(SystemExit) as err:
-        bench.parse_stop(bad)
-    msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"bench_lossless: --stop-below item {bad!r}: write probabilities in (0, 1)")
 
 
 def test_lookup_items_are_positive_integers(bench):
     assert bench.parse_lookup("10") == 10 and bench.parse_lookup("1") == 1
 
 
-@pytest.mark.parametrize("bad", ["0", "-3", "2.5", "ten", ""])
-def test_bad_lookup_fails_in_one_line_saying_the_form(bench, bad):
+# (parser, bad item, what its one line says after "bench_lossless: ")
+BAD_ITEMS = [
+    *(("parse_variant", bad, "--draft-variant {!r}: write NAME=OVERRIDE") for bad in ["int8", "=model.draft.quantization=null", "int8=", "in t8=x=1", "8bit=x=1"]),
+    *(("parse_stop", bad, "--stop-below item {!r}: write probabilities in (0, 1)") for bad in ["0", "1", "1.5", "-0.2", "often", ""]),
+    *(("parse_lookup", bad, "--lookup item {!r}: write integers >= 1") for bad in ["0", "-3", "2.5", "ten", ""]),
+]
+
+
+@pytest.mark.parametrize("parser,bad,says", BAD_ITEMS, ids=lambda v: repr(v) if isinstance(v, str) else None)
+def test_a_bad_option_item_fails_in_one_line_saying_the_form(bench, parser, bad, says):
     with pytest.raises(SystemExit) as err:
-        bench.parse_lookup(bad)
+        getattr(bench, parser)(bad)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"bench_lossless: --lookup item {bad!r}: write integers >= 1")
+    assert "\n" not in msg and msg.startswith("bench_lossless: " + says.format(bad))
 
 
 def test_a_variant_row_keeps_its_tree_budget(bench):
