@@ -242,10 +242,11 @@ def main() -> None:
         methods[f"hf_assisted_k{k}"] = timed(HFAssistedDecoder(k=k), target, draft, eos)
         if stock:
             methods[f"hf_assisted_k{k}_stock"] = timed(HFAssistedDecoder(k=k), stock_target, stock_draft, eos)
+    ngram = SpeculativeDecoder.Params.lookup_ngram  # the cascade's longest n-gram
     for n in looks:  # the cascade's bottom drafter alone (no draft model), spsamp's and transformers' own
-        methods[f"prompt_lookup_k{n}"] = timed(PromptLookupDecoder(k=n, max_ngram=3), target, None, eos)
+        methods[f"prompt_lookup_k{n}"] = timed(PromptLookupDecoder(k=n, max_ngram=ngram), target, None, eos)
         if stock:
-            methods[f"hf_prompt_lookup_k{n}_stock"] = timed(HFPromptLookupDecoder(k=n, max_ngram=3), stock_target, None, eos)
+            methods[f"hf_prompt_lookup_k{n}_stock"] = timed(HFPromptLookupDecoder(k=n, max_ngram=ngram), stock_target, None, eos)
     # "" = the preset's draft; each --draft-variant repeats spsamp's speculative rows as "<row>@NAME"
     drafts = {"": draft, **{f"@{n}": load_draft(args.model, args.cpu_linear, (*args.set, *o)) for n, o in variants.items()}}
     keep = set(args.only.split(",")) if args.only else None

@@ -25,46 +25,17 @@ from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp.models import CausalLM, load_model
 from spsamp.data.chat import encode, messages_for
 from spsamp.sampling import sample
-from toy_models import ToyLM, chi_square_pvalue, exact_joint, priced
+from toy_models import ToyLM, chi_square_pvalue, exact_joint, priced, spied
 
 N_DRAWS = 8_000
 PASS_P = 1e-3  # a correct sampler fails this at the fixed seed with probability 1e-3
 FAIL_P = 1e-6  # the wrong rule must be rejected far beyond chance
 
 
-
-class Spy:
-    """Wraps a drafter and records the size of every proposal (the path a case claims to exercise)."""
-
-    def __init__(self, drafter):
-        self.drafter, self.sizes, self.depths = drafter, [], []
-        self.cut_short = 0  # proposals smaller than both the size asked for and the room left
-        self.plain = 0  # plain steps a sized drafter took to re-time T1 (size 0 asked, or a tree's plain stats)
-        self.calls = 0  # draft passes spent (a chain with lookup spends fewer than its tokens)
-        self.needs_model = drafter.needs_model
-
-    def size(self, st):
-        return self.drafter.size(st)
-
-    def propose(self, st, size, max_depth, hidden):
-        prop = self.drafter.propose(st, size, max_depth, hidden)
-        self.sizes.append(prop.size)
-        self.plain += (size == 0 and max_depth > 0) or getattr(prop.stats, "plain", False)
-        self.cut_short += prop.size < min(size, max_depth)
-        self.depths.append(prop.max_depth)
-        self.calls += prop.draft_calls
-        return prop
-
-
 def draws(decoder, q, p, gen, n=N_DRAWS, seed=0, prompt=(1,)):
     rng = torch.Generator().manual_seed(seed)
     ids = torch.tensor(prompt)
     return [tuple(decoder.generate(q, p, ids, gen, rng).tokens) for _ in range(n)]
-
-
-def spied(decoder):
-    decoder.drafter = Spy(decoder.drafter)
-    return decoder
 
 
 # target q and a deliberately different draft p (other seed, flatter), vocabulary of 6 with eos=0,

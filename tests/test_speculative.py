@@ -15,7 +15,7 @@ from spsamp.config import ConfigError, GenerationConfig, validate
 from spsamp.decoders.base import truncate_at_eos
 from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp.models import load_model
-from toy_models import ToyLM, assert_cache_is_prefill_of
+from toy_models import ToyLM, assert_cache_is_prefill_of, spied
 
 
 
@@ -98,21 +98,6 @@ def test_kv_caches_equal_fresh_prefill_after_accepts_and_rejects(tiny64, one_thr
     assert accepted > 0 and rejected > 0, "the test should cover both accepted and rejected drafts"
 
 
-class Recorder:
-    """Wraps a drafter; keeps every proposal it made and the text it was made after."""
-
-    def __init__(self, drafter):
-        self.drafter, self.props, self.prefixes, self.needs_model = drafter, [], [], drafter.needs_model
-
-    def size(self, st):
-        return self.drafter.size(st)
-
-    def propose(self, st, size, max_depth, hidden):
-        self.prefixes.append(list(st.seq))
-        self.props.append(self.drafter.propose(st, size, max_depth, hidden))
-        return self.props[-1]
-
-
 @pytest.mark.parametrize("stop_below", [None, 0.3])
 def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below, one_thread):
     """method.lookup changes what a chain costs, not the chain: in float64, step by step, SpS with
@@ -128,8 +113,7 @@ def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below
     for prompt in ([5, 6, 7], [40, 41, 42, 43, 44, 45], [80, 12, 33, 9]):
         runs = []
         for lookup in (0, 4):
-            dec = SpeculativeDecoder(k=6, lookup=lookup, stop_below=stop_below)
-            dec.drafter = Recorder(dec.drafter)
+            dec = spied(SpeculativeDecoder(k=6, lookup=lookup, stop_below=stop_below))
             dec.acceptance.needs_hidden = True  # ask for the draft's hidden states (AutoJudge's path)
             out = dec.generate(target, twin, torch.tensor(prompt), gen, torch.Generator())
             assert_cache_is_prefill_of(twin, (prompt + out.tokens)[: twin.cache_len])

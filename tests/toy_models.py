@@ -156,3 +156,38 @@ def priced(drafter, c: float, v: dict, vd: dict):
     drafter.observed = ObservedCost(min_weight=math.inf)
     drafter.t1_every = 0  # no plain T1 steps: every step's shape is the prices' (tests of those steps set it)
     return drafter
+
+
+# ---- a drafter spy ----
+
+
+class Spy:
+    """Wraps a drafter and records every proposal (the path a case claims to exercise): its size,
+    depth and draft passes, the proposal itself and the text it was made after."""
+
+    def __init__(self, drafter):
+        self.drafter, self.sizes, self.depths = drafter, [], []
+        self.props, self.prefixes = [], []
+        self.cut_short = 0  # proposals smaller than both the size asked for and the room left
+        self.plain = 0  # plain steps a sized drafter took to re-time T1 (size 0 asked, or a tree's plain stats)
+        self.calls = 0  # draft passes spent (a chain with lookup spends fewer than its tokens)
+        self.needs_model = drafter.needs_model
+
+    def size(self, st):
+        return self.drafter.size(st)
+
+    def propose(self, st, size, max_depth, hidden):
+        self.prefixes.append(list(st.seq))
+        prop = self.drafter.propose(st, size, max_depth, hidden)
+        self.props.append(prop)
+        self.sizes.append(prop.size)
+        self.plain += (size == 0 and max_depth > 0) or getattr(prop.stats, "plain", False)
+        self.cut_short += prop.size < min(size, max_depth)
+        self.depths.append(prop.max_depth)
+        self.calls += prop.draft_calls
+        return prop
+
+
+def spied(decoder):
+    decoder.drafter = Spy(decoder.drafter)
+    return decoder

@@ -23,7 +23,6 @@ import torch
 from spsamp.acceptance.rejection import fit_logits, rejection_sampling
 from spsamp.drafting.lookup import lookup
 from spsamp.proposals import Proposal
-from spsamp.sampling import sample
 
 
 class ChainDrafter:
@@ -84,19 +83,17 @@ class ChainDrafter:
             # token and each guess token; p = p_i under the same temperature/top-k/top-p as the target
             logits = fit_logits(out.logits[-(len(guess) + 1) :], st.vocab)
             p = st.probs(logits)
-            n = 0  # guess tokens kept
+            # draft-level SpS of the one-hot guess against p: x_j = g_j kept w.p. p_j(g_j), the first
+            # miss resampled from p_j without g_j — each token is still a draw from p_j; with no guess
+            # this is x ~ p_0, the plain chain's draw (uniforms are drawn where the generator lives)
+            g = torch.tensor(guess, dtype=torch.long)
+            n, nxt = rejection_sampling(g, None, p.to(st.rng.device) if st.rng is not None else p, st.rng)
+            new = guess[:n] + [nxt]
             if guess:
-                # draft-level SpS of the one-hot guess against p: x_j = g_j kept w.p. p_j(g_j), the
-                # first miss resampled from p_j without g_j — each token is still a draw from p_j
-                g = torch.tensor(guess, dtype=torch.long)
-                n, nxt = rejection_sampling(g, None, p.to(st.rng.device) if st.rng is not None else p, st.rng)
-                new = guess[:n] + [nxt]
                 draft.crop(start + len(feed) + n)  # entries of rejected guess tokens are not the chain's
                 extra = st.stats.extra  # -> the row's metrics_json
                 extra["lookup_offered"] = extra.get("lookup_offered", 0) + len(guess)
                 extra["lookup_kept"] = extra.get("lookup_kept", 0) + n
-            else:
-                new = [int(sample(p[0], st.rng))]
             if hidden:
                 # rows: the last fed token (a node once the chain has begun; else the root), then each guess
                 h = out.hidden[-(len(guess) + 1) :]
