@@ -131,6 +131,30 @@ def run_unit(rows: list[dict], prefix: str, base_token_s: float) -> str:
             f"verify scale {rows[-1][f'{prefix}_verify_scale']:.2f}")
 
 
+def pooled_prediction(rows: list[dict], measured_tokens: float) -> tuple[float, str]:
+    """k=auto's prediction over a bench row's prompts, pooled as the measurement is (all tokens over
+    all time: each prompt's steps x predicted tokens over its steps x predicted cost), and its tokens
+    term beside the measured tokens per target call (prefill included). Rows written before the
+    terms were recorded: the mean of their predictions, no terms."""
+    if not all("auto_predicted_step_cost" in r for r in rows):
+        return sum(r["auto_predicted_speedup"] for r in rows) / len(rows), ""
+    steps = sum(r["auto_steps"] for r in rows)
+    tokens = sum(r["auto_steps"] * r["auto_predicted_step_tokens"] for r in rows)
+    cost = sum(r["auto_steps"] * r["auto_predicted_step_cost"] for r in rows)
+    return tokens / cost, (f" ({tokens / steps:.2f} tokens per step, measured {measured_tokens:.2f} per target call; "
+                           f"a step {cost / steps:.2f} T1)")
+
+
+def lookup_states(row: dict) -> str:
+    """A lookup cascade's pricing by lookup state at the row's end (cost_model.LookupStates), or ''."""
+    if "auto_lookup_share" not in row:
+        return ""
+    fmt = lambda x, spec: "-" if x is None else format(x, spec)  # noqa: E731  (None: a state seen under 3 steps)
+    return (f", {fmt(row['auto_lookup_share'], '.0%')} of steps began with a lookup guess (draft units per token "
+            f"{fmt(row['auto_units_per_token_hit'], '.2f')} with, {fmt(row['auto_units_per_token_miss'], '.2f')} without; "
+            f"alpha {fmt(row['auto_alpha_hit'], '.3f')} / {fmt(row['auto_alpha_miss'], '.3f')})")
+
+
 def round_robin(prompts: list) -> list:
     """Prompts ordered one per category in turn (file order within a category)."""
     by_cat: dict[str, list] = {}
@@ -391,12 +415,12 @@ def main() -> None:
                 continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
-            pred = sum(r["auto_predicted_speedup"] for r in rows) / len(rows)
+            pred, terms = pooled_prediction(rows, tot[m][0] / max(tot[m][2], 1))
             sure = (f" (sure of {rows[-1]['auto_sure']:.0%} of draft tokens, accepted {rows[-1]['auto_alpha_sure']:.3f} "
                     f"of those, {rows[-1]['auto_alpha_unsure']:.3f} of the rest)" if "auto_sure" in rows[-1] else "")
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
                   f"alpha={rows[-1]['auto_alpha']:.3f}{sure}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f})"
-                  f"{run_unit(rows, 'auto', base_token)} -> predicted {pred:.2f}x over baseline; "
+                  f"{lookup_states(rows[-1])}{run_unit(rows, 'auto', base_token)} -> predicted {pred:.2f}x over baseline{terms}; "
                   f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
         if split and "baseline" in tot:
             print()

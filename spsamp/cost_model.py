@@ -25,7 +25,7 @@ import numpy as np
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
-    "stopped_chain", "best_stopped_k", "RankAcceptance", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
+    "stopped_chain", "best_stopped_k", "RankAcceptance", "LookupStates", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
     "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify",
 ]
 
@@ -494,6 +494,57 @@ class ConfidenceAcceptance:
         return self.hits[0] / self.tests[0], self.hits[1] / self.tests[1]
 
 
+class LookupStates:
+    """What a lookup cascade's chain (``method.lookup``, spsamp.drafting.chain) costs and keeps, by
+    the state a step begins in: 1 if the text so far continues an earlier n-gram (a guess in hand),
+    else 0. An answer that restates its prompt is cheap to draft (its guesses are kept: ~0.3 draft
+    passes per token, measured) and the target accepts nearly all of it; the new code after it is
+    neither, and one estimate decayed over the last steps lags every switch between the two.
+
+    Per state, decayed per step (``decay``): draft units per drafted token (passes at vd(1 + guess),
+    :class:`ObservedCost`'s unit, so c stays the machine's and this the text's share of it) and the
+    target's per-token acceptance. A state is trusted from ``min_steps`` steps on; before, the
+    figures of all steps together (units 1 before any: a plain chain)."""
+
+    def __init__(self, decay: float = 0.9, min_steps: float = 3.0):
+        self.decay, self.min_steps = decay, min_steps
+        # key None: every state together; per key decayed [draft units, drafted tokens, steps]
+        self.sums: dict[int | None, list[float]] = {s: [0.0, 0.0, 0.0] for s in (None, 0, 1)}
+        self.acceptance = {0: RankAcceptance(max_rank=1), 1: RankAcceptance(max_rank=1)}
+
+    def observe(self, state: int, units: float, tokens: int, visits: list[tuple[int, int | None]]) -> None:
+        """One step begun in ``state``: its chain of ``tokens`` cost ``units`` draft units, and the
+        target's descent visited ``visits`` (:func:`spsamp.drafting.autosize.tree_visits`)."""
+        if tokens < 1 or units <= 0:
+            return
+        for key in (None, state):
+            u, t, n = self.sums[key]
+            self.sums[key] = [u * self.decay + units, t * self.decay + tokens, n * self.decay + 1.0]
+        self.acceptance[state].observe(visits)
+
+    def trusted(self, state: int) -> bool:
+        return self.sums[state][2] >= self.min_steps
+
+    def units_per_token(self, state: int | None) -> float:
+        """Draft units per drafted token in ``state`` (all states while it is untrusted; 1 before any step)."""
+        key = state if state is not None and self.trusted(state) else None
+        u, t, _ = self.sums[key]
+        return u / t if t > 0 else 1.0
+
+    def alpha(self, state: int | None, pooled: float) -> float:
+        """The target's acceptance in ``state``, or ``pooled`` while it is untrusted."""
+        return self.acceptance[state].alpha if state is not None and self.trusted(state) else pooled
+
+    def metrics(self, states: list[int | None]) -> dict[str, float | None]:
+        """For a record: the share of ``states`` (the row's sized steps) begun with a guess in hand,
+        and each trusted state's units per token and acceptance."""
+        out: dict[str, float | None] = {"auto_lookup_share": sum(s == 1 for s in states) / len(states) if states else None}
+        for state, name in ((1, "hit"), (0, "miss")):  # None (null in JSON) while untrusted
+            out[f"auto_units_per_token_{name}"] = self.units_per_token(state) if self.trusted(state) else None
+            out[f"auto_alpha_{name}"] = self.acceptance[state].alpha if self.trusted(state) else None
+        return out
+
+
 class AcceptedByBudget:
     """E[accepted draft tokens per step] and the draft cost of a tree, as functions of the budget,
     from the trees actually built.
@@ -582,7 +633,8 @@ class AutoSize:
 
     def __init__(self, c: float, v: VerifyCost, size_max: int, tree: bool = False, width: int = 1, max_depth: int = 64,
                  vd: VerifyCost | None = None, acceptance: RankAcceptance | None = None, observed: ObservedCost | None = None,
-                 stop: bool = False, confidence: ConfidenceAcceptance | None = None, t1_every: int = 0):
+                 stop: bool = False, confidence: ConfidenceAcceptance | None = None, t1_every: int = 0,
+                 lookup: LookupStates | None = None):
         self.c, self.v, self.vd = c, v, vd
         self.c_probe = c  # the probe's; self.c is what the last choice used (corrected by `observed`)
         self.observed = observed or ObservedCost()
@@ -590,9 +642,12 @@ class AutoSize:
         self.acceptance = acceptance or RankAcceptance(max_rank=8 if tree else 1)
         # a chain with a confidence stop (method.stop_below): k is its cap, priced by stopped_chain
         self.confidence = (confidence or ConfidenceAcceptance()) if stop and not tree else None
+        # a lookup cascade's chain (method.lookup): its cost per token and acceptance by lookup state
+        self.lookup = lookup if not tree else None
         # the tree's accepted length and draft cost, as built
         self.built = AcceptedByBudget(size_max, lambda levels: tree_draft_cost(levels, width, vd or v)) if tree else None
         self.chosen: list[int] = []
+        self.states: list[int | None] = []  # the lookup state each choice began in
         self.predicted: list[float] = []
         self.step_costs: list[float] = []  # each choice's predicted step cost, in target single-token passes
         # the first step and every t1_every-th after it are plain ones (size 0: the target's own token,
@@ -601,7 +656,8 @@ class AutoSize:
         self.t1_at: list[int] = []  # len(self.chosen) at each such step
         self.v_scale = 1.0  # what the last choice multiplied v(n > 1) by (ObservedCost.verify_scale)
 
-    def choose(self) -> int:
+    def choose(self, state: int | None = None) -> int:
+        """The next step's size; ``state``: the lookup state it begins in (:class:`LookupStates`)."""
         self.calls += 1
         if plain_step(self.calls, self.t1_every):
             self.t1_at.append(len(self.chosen))
@@ -620,12 +676,19 @@ class AutoSize:
                                      min(self.size_max, 2 * known) if known else self.size_max, self.vd,
                                      gain.__getitem__, dcost.__getitem__)
             cost = self.c * dcost[size] + v(size + 1)
-        elif self.confidence is not None:
-            size, pred, cost = best_stopped_k(self.c, v, *self.confidence.alphas, self.confidence.sure, self.size_max)
         else:
-            size, pred = best_k(self.acceptance.alpha, self.c, v, self.size_max)
-            cost = size * self.c + v(size + 1)
+            # a drafted token costs c (a single-token draft pass) times the draft units a token takes
+            # (1 for a plain chain; fewer where lookup guesses ride along)
+            alpha, per_token = self.acceptance.alpha, self.c
+            if self.lookup is not None:
+                alpha, per_token = self.lookup.alpha(state, alpha), self.c * self.lookup.units_per_token(state)
+            if self.confidence is not None:
+                size, pred, cost = best_stopped_k(per_token, v, *self.confidence.alphas, self.confidence.sure, self.size_max)
+            else:
+                size, pred = best_k(alpha, per_token, v, self.size_max)
+                cost = size * per_token + v(size + 1)
         self.chosen.append(size)
+        self.states.append(state)
         self.predicted.append(pred)
         self.step_costs.append(cost)
         return size
@@ -645,8 +708,17 @@ class AutoSize:
         if self.confidence is not None:
             a_sure, a_unsure = self.confidence.alphas
             stop = {"auto_sure": self.confidence.sure, "auto_alpha_sure": a_sure, "auto_alpha_unsure": a_unsure}
+        if self.lookup is not None:
+            stop.update(self.lookup.metrics(self.states[since:]))
+        # the prediction split into its terms, per step (plain steps: one token for one T1), so a
+        # report can pool rows and say whether the tokens or the cost were misjudged
+        steps = len(sizes) + t1_steps
+        tokens = sum(p * c for p, c in zip(preds, costs)) + t1_steps
         return {
             **stop,
+            "auto_steps": steps,
+            "auto_predicted_step_tokens": tokens / steps,
+            "auto_predicted_step_cost": (sum(costs) + t1_steps) / steps,
             f"auto_{name}_mean": sum(sizes) / len(sizes),
             f"auto_{name}_last": sizes[-1],
             f"auto_{name}_hist": hist,

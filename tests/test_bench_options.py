@@ -113,3 +113,22 @@ def test_headline_script_refuses_bad_input_in_one_line_before_any_bench(tmp_path
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"bench_headline.sh: {message}") and proc.stderr.count("\n") == 1
     assert not ran.exists() and not out.exists()  # nothing ran, no table dir was made
+
+
+def test_auto_prediction_is_pooled_over_prompts_as_the_measurement_is(bench):
+    """A short prompt that was predicted fast must not count as much as a long one: the bench pools
+    k=auto's prediction as tokens over cost, and says its tokens term beside the measured one."""
+    rows = [{"auto_steps": 10, "auto_predicted_step_tokens": 8.0, "auto_predicted_step_cost": 2.0, "auto_predicted_speedup": 4.0},
+            {"auto_steps": 30, "auto_predicted_step_tokens": 4.0, "auto_predicted_step_cost": 2.0, "auto_predicted_speedup": 2.0}]
+    pred, terms = bench.pooled_prediction(rows, 5.5)
+    assert pred == pytest.approx((80 + 120) / (20 + 60)) and "5.00 tokens per step, measured 5.50" in terms and "2.00 T1" in terms
+    old = [{"auto_predicted_speedup": 4.0}, {"auto_predicted_speedup": 2.0}]  # rows from before the terms: their mean
+    assert bench.pooled_prediction(old, 5.5) == (3.0, "")
+
+
+def test_lookup_states_line_reads_states_not_yet_trusted(bench):
+    row = {"auto_lookup_share": 0.5, "auto_units_per_token_hit": 0.25, "auto_units_per_token_miss": None,
+           "auto_alpha_hit": 0.97, "auto_alpha_miss": None}
+    line = bench.lookup_states(row)
+    assert "50% of steps" in line and "0.25 with, - without" in line and "alpha 0.970 / -" in line
+    assert bench.lookup_states({"auto_alpha": 0.9}) == ""

@@ -625,25 +625,93 @@ def test_auto_k_corrects_the_probes_c_by_the_runs_own_pass_times():
 
 
 class _FakeCascade(_FakeChain):
-    """Proposes as _FakeChain does, in one draft pass (a lookup chain whose guesses the draft all
-    kept), priced in plain-chain units as ChainDrafter prices a chain drafted with lookup."""
+    """A lookup chain (ChainDrafter with method.lookup) on a text that switches between restating its
+    context (``st.restating``: the step begins with a guess in hand, the draft keeps every guess, so
+    the chain takes one pass) and new text (no guess: one pass per token)."""
+
+    lookup = 10
+
+    def lookup_state(self, st):
+        return int(st.restating)
 
     def propose(self, st, size, max_depth, hidden):
         prop = super().propose(st, size, max_depth, hidden)
-        prop.draft_calls, prop.draft_units = min(size, 1), float(size)
+        prop.pass_guesses = [size - 1] if st.restating else [0] * size
+        prop.draft_calls = len(prop.pass_guesses)
         return prop
 
 
-def test_auto_k_prices_a_lookup_chain_per_drafted_token():
-    """With method.lookup a chain costs fewer draft passes than tokens: k=auto's c is the run's draft
-    seconds per drafted token (the unit its k x c prices), not per pass."""
+def _drive_two_regimes(drafter, blocks, pass_s=0.05, target_s=0.25):
+    """Steps in blocks of (restating, steps): restating text is all accepted, new text half. Clocks
+    advance 50 ms per draft pass and 250 ms per target pass (T1). Returns the sizes by state and
+    the measured speedup over plain decoding (tokens per T1)."""
+    st = _FakeState()
+    sizes, tokens, seconds = {0: [], 1: []}, 0, 0.0
+    for restating, steps in blocks:
+        st.restating = restating
+        for _ in range(steps):
+            k = drafter.size(st)
+            prop = drafter.propose(st, k, k, False)
+            drafted = prop.tokens.tolist()
+            kept = drafted if restating else drafted[: len(drafted) // 2]
+            st.seq += kept + [-1 if len(kept) < len(drafted) else 99]
+            draft = pass_s * prop.draft_calls if k else 0.0
+            st.draft_s, st.target_s = st.draft_s + draft, st.target_s + target_s
+            tokens, seconds = tokens + len(kept) + 1, seconds + draft + target_s
+            if k:
+                sizes[restating].append(k)
+    return sizes, tokens / (seconds / target_s)
+
+
+def test_lookup_states_trust_a_state_after_min_steps_and_fall_back_to_all_steps():
+    states = cm.LookupStates(decay=1.0, min_steps=2)
+    assert states.units_per_token(1) == 1.0 and states.alpha(1, 0.6) == 0.6  # nothing seen: a plain chain, the pooled alpha
+    states.observe(1, units=1.2, tokens=8, visits=[(1, 1)] * 8)
+    states.observe(0, units=4.0, tokens=4, visits=[(1, 1), (1, None)])
+    # one step each: neither trusted, both priced from all steps
+    assert states.units_per_token(1) == states.units_per_token(0) == pytest.approx(5.2 / 12)
+    assert states.alpha(0, 0.6) == 0.6 and states.metrics([1, 0])["auto_alpha_hit"] is None
+    states.observe(1, units=1.2, tokens=8, visits=[(1, 1)] * 7 + [(1, None)])
+    states.observe(1, units=0.0, tokens=8, visits=[])  # a clock-free step teaches nothing
+    assert states.units_per_token(1) == pytest.approx(0.15) and states.units_per_token(0) == pytest.approx(6.4 / 20)
+    assert states.alpha(1, 0.6) == pytest.approx(states.acceptance[1].alpha) and states.alpha(1, 0.6) > 0.8
+    assert states.units_per_token(None) == pytest.approx(6.4 / 20) and states.alpha(None, 0.6) == 0.6
+    m = states.metrics([1, 1, 0, None])
+    assert m["auto_lookup_share"] == 0.5 and m["auto_units_per_token_hit"] == pytest.approx(0.15)
+    assert m["auto_units_per_token_miss"] is None
+
+
+def test_auto_k_prices_a_lookup_chain_by_the_state_its_step_begins_in():
+    """With method.lookup, a step that begins with a guess in hand drafts its chain in few passes and
+    (restated text) is accepted whole; one without pays a pass per token. k=auto keeps c the
+    machine's (seconds per single-token draft pass over T1) and learns each state's draft units per
+    token and acceptance: long chains while restating, short ones after, and a prediction of the
+    run's speed that pooled estimates (lagging each switch) do not reach."""
     from spsamp.drafting.autosize import AutoSized
 
+    blocks = [(1, 12), (0, 12)] * 5
     drafter = AutoSized(_FakeCascade())
     drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
-    _drive(drafter, _FakeState(), 40, lambda tokens: tokens[:-1], 0.015, 0.25)  # 15 ms per drafted token, 250 ms per pass
+    sizes, measured = _drive_two_regimes(drafter, blocks)
     m = drafter.metrics()
-    assert m["auto_c"] == pytest.approx(0.06) and m["auto_c_probe"] == pytest.approx(0.1)  # 0.015 / 0.25
+    assert m["auto_c"] == pytest.approx(0.2) and m["auto_c_probe"] == pytest.approx(0.1)  # 0.05 / 0.25
+    assert m["auto_units_per_token_miss"] == pytest.approx(1.0) and m["auto_units_per_token_hit"] < 0.15
+    assert m["auto_alpha_hit"] > 0.9 > 0.7 > m["auto_alpha_miss"]
+    assert 0.4 < m["auto_lookup_share"] < 0.6
+    assert min(sizes[1][-5:]) > 2 * max(sizes[0][-5:])
+    # the prediction's terms multiply back to it
+    assert m["auto_predicted_step_tokens"] / m["auto_predicted_step_cost"] == pytest.approx(m["auto_predicted_speedup"])
+    by_state = m["auto_predicted_speedup"] / measured - 1
+
+    class _OneState(_FakeCascade):  # the same chains, priced without the state
+        def lookup_state(self, st):
+            return None
+
+    pooled = AutoSized(_OneState())
+    pooled.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
+    _, measured_pooled = _drive_two_regimes(pooled, blocks)
+    error_pooled = pooled.metrics()["auto_predicted_speedup"] / measured_pooled - 1
+    assert abs(by_state) < 0.1 and abs(by_state) < abs(error_pooled) / 2, (by_state, error_pooled)
 
 
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from spsamp.cost_model import T1_EVERY, AutoSize, Costs, measure_costs, probe_costs
+from spsamp.cost_model import T1_EVERY, AutoSize, Costs, LookupStates, measure_costs, probe_costs
 from spsamp.proposals import tree_path
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ class AutoSized:
         self.tree, self.width, self.max_depth = tree, width, max_depth
         self.auto: Optional[AutoSize] = None
         self.needs_model = drafter.needs_model
-        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
-        self._last: Optional[tuple[Any, int, Any, float, float]] = None
+        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step, lookup state)
+        self._last: Optional[tuple[Any, int, Any, float, float, Optional[int]]] = None
+        self._state: Optional[int] = None  # the lookup state the step being sized begins in
         self._row: Any = None
         self._row_start = 0
 
@@ -69,7 +70,8 @@ class AutoSized:
         self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
                              max_depth=self.max_depth, vd=costs.vd, acceptance=old.acceptance if old else None,
                              observed=old.observed if old else None, stop=getattr(self.drafter, "stop_below", None) is not None,
-                             confidence=old.confidence if old else None, t1_every=0 if self.tree else T1_EVERY)
+                             confidence=old.confidence if old else None, t1_every=0 if self.tree else T1_EVERY,
+                             lookup=old.lookup if old else (LookupStates() if getattr(self.drafter, "lookup", 0) else None))
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:
@@ -78,18 +80,20 @@ class AutoSized:
         self.observe()
         if st is not self._row:  # a new generate call: its metrics start here
             self._row, self._row_start = st, len(self.auto.chosen)
-        return self.auto.choose()
+        state = getattr(self.drafter, "lookup_state", None)
+        self._state = state(st) if state is not None and self.auto.lookup is not None else None
+        return self.auto.choose(self._state)
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Any:
         prop = self.drafter.propose(st, size, max_depth, hidden)
-        self._last = (st, len(st.seq), prop, st.draft_s, st.target_s)  # seconds so far: the step's are added after it
+        self._last = (st, len(st.seq), prop, st.draft_s, st.target_s, self._state)  # seconds so far: the step's are added after it
         return prop
 
     def observe(self) -> None:
         """Score the last proposal against what its state's output now holds (once)."""
         if self._last is None:
             return
-        st, base, prop, draft_s, target_s = self._last
+        st, base, prop, draft_s, target_s, state = self._last
         self._last = None
         if prop.size and self.auto is not None:
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
@@ -98,6 +102,8 @@ class AutoSized:
             if self.auto.confidence is not None and isinstance(prop.stats, list):  # a stopped chain's sure flags
                 self.auto.confidence.observe(prop.stats, sum(1 for _, rank in visits if rank == 1))
             spent = self._spent(prop)
+            if state is not None and spent is not None:
+                self.auto.lookup.observe(state, spent, prop.size, visits)
             if self.auto.built is not None:
                 self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)
             self.auto.observed.observe(st.draft_s - draft_s, spent if spent is not None else float(prop.draft_calls),
@@ -106,15 +112,15 @@ class AutoSized:
             self.auto.observed.observe_t1(st.target_s - target_s)
 
     def _spent(self, prop: Any) -> Optional[float]:
-        """The proposal's draft passes in draft single-token units: its own ``draft_units`` if it
-        says, else the root pass, then passes of ``expanded / passes`` nodes on average (None if the
-        drafter keeps no such stats)."""
-        if prop.draft_units is not None:
-            return prop.draft_units
+        """The proposal's draft passes in draft single-token units: a lookup chain's passes at
+        vd(1 + guess), else the root pass, then passes of ``expanded / passes`` nodes on average
+        (None if the drafter keeps no such stats)."""
+        vd = (self.auto.vd or self.auto.v) if self.auto is not None else None
+        if prop.pass_guesses is not None and vd is not None:
+            return sum(vd(1 + g) for g in prop.pass_guesses)
         passes, expanded = prop.draft_calls - 1, getattr(prop.stats, "expanded", None)
-        if expanded is None or self.auto is None:
+        if expanded is None or vd is None:
             return None
-        vd = self.auto.vd or self.auto.v
         return 1.0 + (passes * vd(max(1, round(expanded / passes))) if passes > 0 else 0.0)
 
     def metrics(self) -> dict[str, Any]:

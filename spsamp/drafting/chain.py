@@ -37,9 +37,10 @@ class ChainDrafter:
     them judged, the last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
 
     lookup / lookup_ngram / lookup_min_ngram: tokens looked up per draft pass (0: none), the longest
-    and the shortest n-gram matched (module doc). A chain drafted so is priced in plain-chain units
-    (``Proposal.draft_units`` = its length): k=auto's c becomes the run's draft seconds per drafted
-    token, so a run whose lookups hit chooses longer chains.
+    and the shortest n-gram matched (module doc). A chain drafted so says what each pass fed
+    (``Proposal.pass_guesses``), and :meth:`lookup_state` tells k=auto whether a step begins with a
+    guess in hand: it prices a chain by the draft passes per token and the acceptance seen in that
+    state (:class:`spsamp.cost_model.LookupStates`).
     """
 
     needs_model = True
@@ -64,6 +65,11 @@ class ChainDrafter:
             return []
         return lookup(st.seq + chain, min(self.lookup, room), self.lookup_ngram, st.eos_ids, self.lookup_min_ngram)
 
+    def lookup_state(self, st: Any) -> int | None:
+        """1 if the text so far continues an earlier n-gram (the first pass would feed a guess), 0 if
+        not; None without lookup (one state: k=auto's pooled estimates)."""
+        return int(bool(self._guess(st, [], 1))) if self.lookup else None
+
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Proposal:
         draft, k = st.draft, max(0, min(size, max_depth))
         base = len(st.seq)  # after the pending tokens, node i sits at draft-cache slot base + i
@@ -72,13 +78,13 @@ class ChainDrafter:
         states: list[torch.Tensor] = []  # states[i] = draft hidden state with node i as input
         sure: list[bool] = []
         feed = st.seq[draft.cache_len :]  # not yet seen by the draft; ends with the root
-        passes = 0
+        guesses: list[int] = []  # guess tokens fed with each pass
         while len(chain) < k:
             # the pass's last position yields one more token, so a guess may fill the chain but not pass it
             guess = self._guess(st, chain, k - len(chain) - 1)
             start = draft.cache_len
             out = draft.forward(torch.tensor(feed + guess, dtype=torch.long), last_only=not guess, hidden=hidden)
-            passes += 1
+            guesses.append(len(guess))
             # rows j = 0..g: p(. | prefix, chain, guess_<j), from the positions that took the last fed
             # token and each guess token; p = p_i under the same temperature/top-k/top-p as the target
             logits = fit_logits(out.logits[-(len(guess) + 1) :], st.vocab)
@@ -114,7 +120,7 @@ class ChainDrafter:
             p_dist,
             hidden=torch.stack(states[: k - 1]) if hidden and k > 1 else None,
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
-            draft_calls=passes,
-            draft_units=float(k) if self.lookup else None,
+            draft_calls=len(guesses),
+            pass_guesses=guesses if self.lookup else None,
             stats=sure if self.stop_below is not None else None,
         )
