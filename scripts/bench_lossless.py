@@ -198,8 +198,8 @@ def parse_lookup(item: str) -> int:
 
 
 def tree_budget(method: str):
-    """The budget of a ``specexec_b<B>[x<W>][@variant]`` row (None for other rows and budget=auto)."""
-    method = method.partition("@")[0]
+    """The budget of a ``specexec_b<B>[x<W>][c][_look<N>][@variant]`` row (None for other rows and budget=auto)."""
+    method = method.partition("@")[0].partition("_look")[0]
     if not method.startswith("specexec_b") or method == "specexec_bauto":
         return None
     return int(method[len("specexec_b"):].partition("x")[0].removesuffix("c"))
@@ -230,7 +230,9 @@ def main() -> None:
     ap.add_argument("--lookup", default=None, metavar="N[,N]",
                     help="also time SpS with method.lookup=N at each k, as sps_k<k>_look<N> (up to N looked-up tokens checked "
                          "per draft pass), and prompt lookup alone (prompt_lookup_k<N>, hf_prompt_lookup_k<N>_stock, 3-grams); "
-                         "with --auto also k=auto with it, as sps_kauto_look<N>")
+                         "with --auto also k=auto with it, as sps_kauto_look<N>; each --budgets tree also with it, as specexec_b<B>..._look<N>")
+    ap.add_argument("--trace", default=None, metavar="FILE",
+                    help="write each k=auto step's predicted tokens and cost beside its outcome (tokens kept, draft and verify ms) to FILE")
     ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -243,6 +245,14 @@ def main() -> None:
     variants = dict(parse_variant(v) for v in args.draft_variant)
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
     logging.getLogger("spsamp").setLevel(logging.INFO)  # kernel choice, threads, auto k/budget costs
+    if args.trace:  # every k=auto step's prediction beside its outcome, for reading where a prediction errs
+        handler = logging.FileHandler(args.trace, mode="w")
+        handler.setFormatter(logging.Formatter("%(relativeCreated)d %(message)s"))
+        auto_log = logging.getLogger("spsamp.drafting.autosize")
+        auto_log.setLevel(logging.DEBUG)
+        auto_log.addHandler(handler)
+        for h in logging.getLogger().handlers:  # the console keeps INFO and up
+            h.setLevel(logging.INFO)
     set_threads(args.threads)
     run, target, draft = load_pair(args.model, args.cpu_linear, tuple(args.set))
     prompts = [p for p in load_prompts(run.dataset) if not args.categories or p.category in args.categories.split(",")]
@@ -285,9 +295,10 @@ def main() -> None:
                 methods[f"sps_k{k}_stop{stop}{at}"] = timed(SpeculativeDecoder(k=k, stop_below=float(stop)), target, d, eos)
             for n in looks:
                 methods[f"sps_k{k}_look{n}{at}"] = timed(SpeculativeDecoder(k=k, lookup=n), target, d, eos)
-        for b, w, grow in trees:
-            name = f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "") + at
-            dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, **depth)
+        for (b, w, grow), n in ((tree, n) for tree in trees for n in (0, *looks)):  # each tree, then with each lookup
+            name = (f"specexec_b{b}" + (f"x{w}" if w != args.parallel_branches else "") + ("c" if grow == "cost" else "")
+                    + (f"_look{n}" if n else "") + at)
+            dec = SpecExecDecoder(budget=b, parallel_branches=w, grow=grow, lookup=n, **depth)
             if grow == "cost" and wanted(name):
                 dec.prepare(target, d, run)  # c, v(n), vd(w) measured as the runner's prepare hook does
             methods[name] = timed(dec, target, d, eos)
@@ -369,6 +380,8 @@ def main() -> None:
                 **{f"prompt_lookup_k{n}": f"hf_prompt_lookup_k{n}" for n in looks},
                 # SpecExec against SpS at an equal draft budget (budget b nodes ~ k = b), else the largest k
                 **{m: f"sps_k{b if b in ks else max(ks)}" for m in tot if (b := tree_budget(m)) is not None},
+                # a tree grown with lookup against the same tree without it
+                **{m: m.replace(f"_look{n}", "") for m in tot for n in looks if m.startswith("specexec_b") and f"_look{n}" in m},
                 # a draft variant's row against the same row on the preset's draft
                 **{m: m.partition("@")[0] for m in tot if "@" in m}}
         for m, r in tot.items():

@@ -390,3 +390,12 @@ def identity_params(params: Any) -> dict[str, Any]:
     keep their resume keys and are not decoded again."""
     return {f.name: getattr(params, f.name) for f in fields(params)
             if not (f.metadata.get(ADDED_LATER) and getattr(params, f.name) == f.default)}
+
+
+def legacy_identities(params: Any) -> list[dict[str, Any]]:
+    """The identities rows of the same settings may have been written under by a version that
+    already had some ``added_later`` params but did not yet leave them out at their defaults: the
+    identity plus each leading run of those params (declaration order = the order they arrived)."""
+    later = [f.name for f in fields(params) if f.metadata.get(ADDED_LATER) and getattr(params, f.name) == f.default]
+    ident = identity_params(params)
+    return [{**ident, **{name: getattr(params, name) for name in later[:n]}} for n in range(1, len(later) + 1)]

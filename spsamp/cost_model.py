@@ -373,10 +373,18 @@ class ObservedCost:
     cost more or less than v(n) T1 *now*. A run that also times some plain single-token target
     passes (:meth:`observe_t1`: k=auto and grow=cost take a plain step now and then, :func:`plain_step`)
     measures both in the same minutes: c is then the draft's seconds per unit over the run's T1, and
-    :meth:`verify_scale` the run's verify seconds per v-unit over its T1 (1 until T1 is seen)."""
+    :meth:`verify_scale` the run's verify seconds per v-unit over its T1 (1 until T1 is seen).
 
-    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7):
-        self.decay, self.min_weight, self.t1_decay = decay, min_weight, t1_decay
+    A plain step is one pass, though, and one pass on this machine varies by ±10 % (sd; measured on
+    the real pair, 66 single-token passes), so a row's one or two plain steps put ±10 % on every
+    cost priced in T1 — the run's verify passes, seen every step, say T1 too (their seconds per
+    v-unit: the probe's v(n) ratios held within 1 % at a 400-token cache as at its 64, and two probes
+    of one run agreed within ~6-10 %). T1 is therefore both pooled: plain passes, plus the verify
+    passes' seconds per v-unit worth ``verify_weight`` plain passes (inverse variances, ±10 % a pass
+    against ±6 % for the v(n) ratios)."""
+
+    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7, verify_weight: float = 3.0):
+        self.decay, self.min_weight, self.t1_decay, self.verify_weight = decay, min_weight, t1_decay, verify_weight
         self.draft_s = self.draft_units = self.target_s = self.verify_units = self.weight = 0.0
         self.t1_s = self.t1_weight = 0.0  # plain target passes timed in the run, decayed per pass
 
@@ -398,8 +406,14 @@ class ObservedCost:
         self.t1_weight = self.t1_weight * self.t1_decay + 1.0
 
     def t1(self) -> float | None:
-        """The run's seconds per single-token target pass, or None before one was timed."""
-        return self.t1_s / self.t1_weight if self.t1_weight > 0 else None
+        """The run's seconds per single-token target pass (plain passes pooled with the verify
+        passes' seconds per v-unit, once both are seen), or None before a plain pass was timed."""
+        if self.t1_weight <= 0:
+            return None
+        if self.weight < self.min_weight or self.verify_units <= 0:
+            return self.t1_s / self.t1_weight
+        w = self.verify_weight
+        return (self.t1_s + w * self.target_s / self.verify_units) / (self.t1_weight + w)
 
     def c(self, probe: float) -> float:
         """The c to size the next step with: the run's own once trusted, else the probe's."""
@@ -704,18 +718,18 @@ class AutoSize:
         hist: dict[str, int] = {}
         for s in sizes:
             hist[str(s)] = hist.get(str(s), 0) + 1
-        stop = {}
+        extra: dict[str, float | None] = {}  # what the chain's options add
         if self.confidence is not None:
             a_sure, a_unsure = self.confidence.alphas
-            stop = {"auto_sure": self.confidence.sure, "auto_alpha_sure": a_sure, "auto_alpha_unsure": a_unsure}
+            extra = {"auto_sure": self.confidence.sure, "auto_alpha_sure": a_sure, "auto_alpha_unsure": a_unsure}
         if self.lookup is not None:
-            stop.update(self.lookup.metrics(self.states[since:]))
+            extra.update(self.lookup.metrics(self.states[since:]))
         # the prediction split into its terms, per step (plain steps: one token for one T1), so a
         # report can pool rows and say whether the tokens or the cost were misjudged
         steps = len(sizes) + t1_steps
         tokens = sum(p * c for p, c in zip(preds, costs)) + t1_steps
         return {
-            **stop,
+            **extra,
             "auto_steps": steps,
             "auto_predicted_step_tokens": tokens / steps,
             "auto_predicted_step_cost": (sum(costs) + t1_steps) / steps,

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from spsamp.config import GenerationConfig, RunConfig, identity_params, validate
+from spsamp.config import GenerationConfig, RunConfig, identity_params, legacy_identities, validate
 from spsamp.data import Prompt, load_prompts
 from spsamp.data.chat import encode, messages_for
 from spsamp.data.checkers import task_columns
@@ -51,15 +51,17 @@ class Task:
     turn: int
     repeat: int
     key: str
+    aliases: tuple[str, ...] = ()  # keys the same row had under earlier versions (legacy_identities)
 
 
-def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: int) -> str:
-    """Stable identity of one row: everything that changes its tokens, nothing that only times it."""
+def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: int, method: dict | None = None) -> str:
+    """Stable identity of one row: everything that changes its tokens, nothing that only times it
+    (``method``: the method's identity, :func:`identity_params` unless given)."""
     g = asdict(run.generation)
     for timing_only in ("repeats", "warmup"):
         g.pop(timing_only)
     ident = {
-        "method": identity_params(params),
+        "method": identity_params(params) if method is None else method,
         "model": asdict(run.model),
         "hardware_dtype": run.hardware.dtype,
         "device": run.hardware.device,
@@ -119,7 +121,8 @@ class Job:
         self.rows = RowBuilder(self.run, self.params, self.decoder.name, self.decoder.needs_draft, job, self.run_id,
                                speculative=self.decoder.speculative)
         self.tasks = [
-            Task(p, t, r, resume_key(self.run, self.params, p, t, r))
+            Task(p, t, r, resume_key(self.run, self.params, p, t, r),
+                 tuple(resume_key(self.run, self.params, p, t, r, ident) for ident in legacy_identities(self.params)))
             for p in self.prompts
             for r in range(self.run.generation.repeats)
             for t in range(len(p.turns))
@@ -131,7 +134,15 @@ class Job:
 
     @property
     def pending(self) -> list[Task]:
-        return [t for t in self.tasks if self.store.finished(t.key) is None]
+        return [t for t in self.tasks if self._finished(t) is None]
+
+    def _finished(self, task: Task) -> dict | None:
+        """The task's finished row, under its key or one an earlier version gave it."""
+        for key in (task.key, *task.aliases):
+            row = self.store.finished(key)
+            if row is not None:
+                return row
+        return None
 
     def execute(self) -> RecordStore:
         with self.store:  # the derived files (Parquet, summaries) are written however the job ends
@@ -158,7 +169,7 @@ class Job:
         answers: dict[tuple[str, int], list[str]] = {}
         for task in tqdm(self.tasks, desc=f"{self.decoder.name}", unit="row", disable=None):
             history = answers.setdefault((task.prompt.id, task.repeat), [])
-            finished = self.store.finished(task.key)
+            finished = self._finished(task)
             if finished is not None:
                 history.append(finished["generated_text"])
                 continue

@@ -53,6 +53,7 @@ def test_a_variant_row_keeps_its_tree_budget(bench):
     assert bench.tree_budget("specexec_b16x4@bf16") == 16
     assert bench.tree_budget("specexec_bauto@int8") is None and bench.tree_budget("sps_k4@int8") is None
     assert bench.tree_budget("specexec_b32x16c@int8") == 32 and bench.tree_budget("specexec_b8c") == 8  # grow=cost rows
+    assert bench.tree_budget("specexec_b32x16c_look10@int8") == 32 and bench.tree_budget("specexec_b8c_look4") == 8  # with lookup
 
 
 def test_budgets_parse_size_width_and_grow(bench):

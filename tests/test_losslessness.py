@@ -166,6 +166,20 @@ def test_sps_with_lookup_cascade_matches_target_joint(case, one_thread):
     assert pval > PASS_P, f"SpS with lookup deviates from the target joint (chi-square p={pval:.2e})"
 
 
+@pytest.mark.slow
+def test_specexec_with_lookup_matches_target_joint(one_thread):
+    """SpecExec whose draft passes also feed looked-up tokens (method.lookup): the tree changes only
+    in how its nodes are reached, and the descent samples from the target, so still its joint. The
+    prompt repeats bigrams, so guess nodes join trees (asserted)."""
+    q, p = toy_pair()
+    gen = GenerationConfig(max_new_tokens=5, temperature=1.0)
+    dec = spied(SpecExecDecoder(budget=8, parallel_branches=2, max_depth=3, lookup=3, lookup_ngram=2, lookup_min_ngram=2))
+    pval = chi_square_pvalue(draws(dec, q, p, gen, prompt=LOOKUP_PROMPT), exact_joint(q, list(LOOKUP_PROMPT), gen.max_new_tokens, 1.0))
+    kept = sum(prop.stats.guess_kept for prop in dec.drafter.props if prop.stats is not None)  # (no room left: an empty proposal)
+    assert kept > 0 and max(dec.drafter.depths) >= 2, "no guess node joined a tree"
+    assert pval > PASS_P, f"SpecExec with lookup deviates from the target joint (chi-square p={pval:.2e})"
+
+
 def test_negative_control_cascade_keeping_every_guess_fails_the_test(one_thread, monkeypatch):
     """A draft that keeps every looked-up token (no draft-level ratio test) hands the target-level
     rule tokens that were not drawn from the p it reports: the fit test must catch it."""
@@ -242,6 +256,7 @@ def tiny64():
      SpeculativeDecoder(k=6, lookup=4), SpeculativeDecoder(k=5, lookup=8, lookup_ngram=2, stop_below=0.2),
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
      SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
+     SpecExecDecoder(budget=16, parallel_branches=4, lookup=4),
      PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],
     ids=lambda d: "-".join(f"{v}" for v in dataclasses.asdict(d.params).values()),
 )
@@ -343,6 +358,17 @@ def test_specexec_grow_cost_greedy_equals_baseline_tiny_float64(case, tiny64, on
     equals_baseline_tiny(spied(dec), tiny64, f"grow=cost ({case})")
     sizes, depths = dec.drafter.sizes, dec.drafter.depths
     assert shaped(sizes, depths), f"grow=cost ({case}) did not take its path: sizes {sorted(set(sizes))}, depths {sorted(set(depths))}"
+
+
+@pytest.mark.parametrize("case", ["cheap", "mid"])
+def test_specexec_grow_cost_with_lookup_greedy_equals_baseline_tiny_float64(case, tiny64, one_thread):
+    """grow=cost whose passes also feed looked-up tokens: guess nodes join the trees (their passes
+    priced at vd(width + guess)) and the output stays the baseline's."""
+    prices, _ = GROW_PRICES[case]
+    dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost", lookup=4)
+    priced(dec.drafter, *prices)
+    equals_baseline_tiny(spied(dec), tiny64, f"grow=cost with lookup ({case})")
+    assert sum(p.stats.guess_kept for p in dec.drafter.props if p.stats is not None) > 0, "no guess node joined a tree"
 
 
 def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):

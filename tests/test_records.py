@@ -84,6 +84,23 @@ def test_changed_settings_are_new_rows_not_resumed(tmp_path):
     assert len(df) == 6 and sorted(df.temperature.unique()) == [0.0, 0.7]
 
 
+@pytest.mark.parametrize("aliases", [True, False])
+def test_rows_keyed_by_an_earlier_version_are_resumed_not_redone(tmp_path, monkeypatch, aliases):
+    """Rows written while speculative's added-later options (stop_below, the lookup ones) still sat
+    in a row's identity at their defaults keep counting as finished (runner: the keys of
+    config.legacy_identities); without those keys (the negative control) they would be decoded again."""
+    import spsamp.runner as runner
+    from spsamp.config import params_dict
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "identity_params", params_dict)  # that version's identity: every param
+        tiny_job(tmp_path, "method=speculative", samples=2)
+    if not aliases:
+        monkeypatch.setattr(runner, "legacy_identities", lambda params: [])
+    cfg = compose_cfg(["model=tiny_random", "generation.max_new_tokens=10", "dataset.max_samples=2", "method=speculative"])
+    assert len(runner.Job(cfg, JobInfo(output_dir=str(tmp_path))).pending) == (0 if aliases else 2)
+
+
 def test_failing_prompt_becomes_error_row_and_run_goes_on(tmp_path):
     tiny_job(tmp_path, "+fail_on_prompt=writing-2")
     df = pd.read_parquet(tmp_path / RECORDS_PARQUET).set_index("prompt_id")

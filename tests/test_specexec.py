@@ -17,7 +17,7 @@ from spsamp.loop import DecodeStats, Decoding
 from spsamp.models import CausalLM, load_model
 from spsamp.proposals import Proposal
 from spsamp.verification import verify
-from toy_models import assert_cache_is_prefill_of, priced
+from toy_models import Spy, assert_cache_is_prefill_of, priced
 
 
 
@@ -133,7 +133,8 @@ def test_kv_caches_equal_fresh_prefill_after_tree_steps(tiny64, one_thread):
 @pytest.mark.parametrize(
     "override, field",
     [("method.budget=0", "method.budget"), ("method.branch_prune_threshold=1.5", "method.branch_prune_threshold"),
-     ("method.parallel_branches=0", "method.parallel_branches"), ("method.max_depth=0", "method.max_depth")],
+     ("method.parallel_branches=0", "method.parallel_branches"), ("method.max_depth=0", "method.max_depth"),
+     ("method.lookup=-1", "method.lookup"), ("method.lookup_min_ngram=4", "method.lookup_min_ngram")],
 )
 def test_bad_specexec_params_are_one_config_error_line(override, field):
     with pytest.raises(ConfigError, match=rf"^{field}: "):
@@ -157,6 +158,52 @@ def test_a_smaller_budget_builds_the_first_nodes_of_a_larger_tree(tiny64, one_th
         else:
             assert prop.size == min(b, big.size)
             assert prop.tokens.tolist() == big.tokens.tolist()[:b] and prop.parents.tolist() == big.parents.tolist()[:b]
+
+
+# ---- method.lookup: looked-up tokens ride along in the tree's draft passes ------------------------
+
+
+@pytest.mark.parametrize("params,temp", [(dict(budget=16, parallel_branches=4), 0.0), (dict(budget=12, parallel_branches=2, max_depth=5), 1.0),
+                                         (dict(budget=24, parallel_branches=3, branch_prune_threshold=0.01), 0.7)])
+def test_lookup_builds_the_same_tree_in_fewer_passes(tiny64, one_thread, params, temp):
+    """The tree is the budget best nodes of the draft's ranking however its nodes were reached, so
+    in float64 a tree grown with lookup equals the one grown without, step by step — a guess
+    node's row read at a wrong position or through a wrong mask would rank its children otherwise —
+    while guess nodes spare passes; after the decode both caches are fresh prefills (accepted guess
+    nodes' draft KV entries are kept, not recomputed)."""
+    target, _ = tiny64
+    twin = CausalLM(target.model, target.tokenizer, "twin")  # the target's weights: its trees follow the output's loops
+    gen = GenerationConfig(max_new_tokens=40, temperature=temp)
+    runs = []
+    for lookup in (0, 4):
+        dec = SpecExecDecoder(**params, lookup=lookup)
+        dec.drafter = Spy(dec.drafter)
+        out = dec.generate(target, twin, torch.tensor(PROMPT), gen, torch.Generator().manual_seed(0))
+        seq = PROMPT + out.tokens
+        assert_cache_is_prefill_of(target, seq[:-1])
+        assert_cache_is_prefill_of(twin, seq[: twin.cache_len])
+        runs.append((out, dec.drafter.props))
+    (plain, plain_props), (cascade, cascade_props) = runs
+    assert cascade.tokens == plain.tokens and len(cascade_props) == len(plain_props)
+    for a, b in zip(plain_props, cascade_props):
+        assert b.tokens.tolist() == a.tokens.tolist() and b.parents.tolist() == a.parents.tolist()
+        assert b.draft_calls <= a.draft_calls
+    kept = sum(p.stats.guess_kept for p in cascade_props)
+    assert 0 < kept and cascade.stats.extra["lookup_kept"] == kept <= cascade.stats.extra["lookup_offered"]
+    assert cascade.stats.draft_calls < plain.stats.draft_calls, "no pass was spared"
+    assert cascade.stats.extra["cache_hit_rate"] > 0
+
+
+def test_lookup_guess_past_the_depth_cap_is_not_fed(tiny64, one_thread):
+    """A guess never runs deeper than the tree may: the root pass feeds at most max_depth tokens."""
+    target, _ = tiny64
+    twin = CausalLM(target.model, target.tokenizer, "twin")
+    seq = [3, 4, 5, 6, 7, 8, 9, 3, 4]  # "3 4" recurs: the lookup offers 5 6 7 8 9 ...
+    twin.prefill(torch.tensor(seq[:-1]))
+    prop = TreeDrafter(8, 2, 0.0, 2, lookup=6, lookup_ngram=2, lookup_min_ngram=2).propose(
+        state(twin, GenerationConfig(), seq=seq), 8, 99, False)
+    assert prop.stats.depth <= 2 and prop.stats.guessed >= 2
+    assert prop.stats.guessed <= 2 * prop.stats.draft_calls  # each pass fed at most max_depth - depth(anchor) guesses
 
 
 # ---- method.grow=cost ----------------------------------------------------------------------------

@@ -137,6 +137,16 @@ def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below
     assert saved > 0, "no guess was ever kept: the cascade path was not exercised"
 
 
+def test_options_added_later_keep_the_keys_of_rows_written_before_them():
+    """stop_below and lookup arrived after speculative rows were written: at their defaults they are
+    not part of a row's identity (a resumed dir skips its finished rows); set, they are."""
+    from spsamp.config import identity_params
+
+    assert identity_params(SpeculativeDecoder.Params()) == {"name": "speculative", "k": 4}
+    assert identity_params(SpeculativeDecoder.Params(lookup=10))["lookup"] == 10
+    assert identity_params(SpeculativeDecoder.Params(stop_below=0.4, lookup_ngram=2)).keys() >= {"stop_below", "lookup_ngram"}
+
+
 def test_bad_k_is_one_config_error_line():
     with pytest.raises(ConfigError, match=r"^method\.k: must be an integer >= 1 or auto"):
         validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=0"]))

@@ -550,7 +550,7 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
 
 
 def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
-    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, t1_decay=0.5)
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, t1_decay=0.5, verify_weight=0.0)  # plain passes alone
     assert seen.t1() is None and seen.verify_scale() == 1.0
     for _ in range(3):  # 75 ms a draft unit, 300 ms a verify unit (v-units: the probe's)
         seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.3, verify_units=1.0)
@@ -565,8 +565,22 @@ def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
     assert seen.verify_scale() == 2.0 and seen.c(0.2) == pytest.approx(0.4)  # both within [1/2, 2]
 
 
+def test_observed_t1_pools_plain_passes_with_the_verify_passes_seconds_per_unit():
+    """One plain pass that ran 40 % slow (another process woke up) moves T1 by a quarter of that
+    when the run's verify passes say T1 too (weight 3 plain passes), not by all of it."""
+    seen = cm.ObservedCost(decay=0.9, min_weight=3.0)
+    seen.observe_t1(0.42)  # before any verify pass: the plain pass alone
+    assert seen.t1() == pytest.approx(0.42)
+    for _ in range(10):  # verify passes at 330 ms per v-unit (v(n) = 1.1 at 363 ms)
+        seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)
+    assert seen.t1() == pytest.approx((0.42 + 3 * 0.33) / 4)
+    assert seen.verify_scale() == pytest.approx(0.33 / seen.t1())  # still what a v-unit costs per T1
+    assert seen.c(0.2) == pytest.approx(0.0625 / seen.t1())
+
+
 def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps():
-    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=8)
+    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=8,
+                       observed=cm.ObservedCost(verify_weight=0.0))  # T1 from the plain pass alone
     for _ in range(10):
         auto.acceptance.observe_chain(8, 7)
     first = [auto.choose() for _ in range(4)]

@@ -18,6 +18,7 @@ from spsamp.config import ADDED_LATER, ConfigError
 from spsamp.cost_model import pooled_speedup
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
+from spsamp.drafting.lookup import check_lookup_params
 from spsamp.drafting.tree import TreeDrafter
 from spsamp.loop import Decoding
 
@@ -38,6 +39,12 @@ class SpecExecDecoder(LoopDecoder):
         # budget: grow until `budget` nodes (the paper's rule); cost: `budget` is a cap, each step's
         # passes and verified nodes are chosen from the machine's measured costs (drafting/tree.py)
         grow: str = field(default="budget", metadata={ADDED_LATER: True})
+        # per draft pass, feed up to this many tokens looked up in prompt + output + the path to the
+        # pass's best node; those that are top children of the node before them are expanded in that
+        # pass (a lookup -> draft cascade, spsamp/drafting/tree.py; SpS's method.lookup); 0: off
+        lookup: int = field(default=0, metadata={ADDED_LATER: True})
+        lookup_ngram: int = field(default=3, metadata={ADDED_LATER: True})
+        lookup_min_ngram: int = field(default=2, metadata={ADDED_LATER: True})
 
         def check(self) -> None:
             if self.budget != "auto" and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1):
@@ -56,13 +63,14 @@ class SpecExecDecoder(LoopDecoder):
                                   "e.g. 16), not auto")
             if self.max_depth < 1:
                 raise ConfigError(f"method.max_depth: must be >= 1, got {self.max_depth} — set the deepest tree level")
+            check_lookup_params(self.lookup, self.lookup_ngram, self.lookup_min_ngram)
 
     def __init__(self, **params: Any):
         super().__init__(**params)
         p = self.params
         auto = p.budget == "auto"
         self.drafter = TreeDrafter(BUDGET_MAX if auto else p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth,
-                                   grow=p.grow)
+                                   grow=p.grow, lookup=p.lookup, lookup_ngram=p.lookup_ngram, lookup_min_ngram=p.lookup_min_ngram)
         if auto:
             self.drafter = AutoSized(self.drafter, tree=True, width=p.parallel_branches, max_depth=p.max_depth)
         self.acceptance = TreeAcceptance()
@@ -86,6 +94,8 @@ class SpecExecDecoder(LoopDecoder):
             "cache_hit_rate": sum(t.reused for t in trees) / path_nodes if path_nodes else None,
             "max_active_branches": max(t.stats.leaves for t in trees),
             "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
+            **({"lookup_offered": sum(t.stats.guessed for t in trees), "lookup_kept": sum(t.stats.guess_kept for t in trees)}
+               if self.params.lookup else {}),
             **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
                 # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
                 "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain,

@@ -12,14 +12,15 @@ from acceptance and draft cost is in :mod:`spsamp.cost_model`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.config import ConfigError
+from spsamp.config import ADDED_LATER, ConfigError
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.autosize import AutoSized
 from spsamp.drafting.chain import ChainDrafter
+from spsamp.drafting.lookup import check_lookup_params
 
 
 class SpeculativeDecoder(LoopDecoder):
@@ -34,16 +35,17 @@ class SpeculativeDecoder(LoopDecoder):
         # end a step's chain after the first draft token whose draft probability is below this
         # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens.
         # With k=auto, k is the chain's cap, priced with the stop (spsamp.cost_model.stopped_chain)
-        stop_below: Optional[float] = None
+        stop_below: Optional[float] = field(default=None, metadata={ADDED_LATER: True})
         # before each draft pass, look up to this many tokens in prompt + output (what followed the
         # first earlier occurrence of the latest n-gram, lookup_min_ngram <= n <= lookup_ngram) and let
         # the draft check them in that same pass, keeping those it would have drawn itself: the same
         # chain for fewer draft passes (a lookup -> draft cascade, spsamp/drafting/chain.py); 0: off.
         # A guess the draft rejects makes its pass dearer (11 tokens cost ~1.6 single-token passes of
         # the int8 Qwen draft), and single-token matches rarely hold outside copied text: hence n >= 2
-        lookup: int = 0
-        lookup_ngram: int = 3
-        lookup_min_ngram: int = 2
+        # (options added after rows were written: at their defaults they stay out of a row's identity)
+        lookup: int = field(default=0, metadata={ADDED_LATER: True})
+        lookup_ngram: int = field(default=3, metadata={ADDED_LATER: True})
+        lookup_min_ngram: int = field(default=2, metadata={ADDED_LATER: True})
 
         def check(self) -> None:
             if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
@@ -51,13 +53,7 @@ class SpeculativeDecoder(LoopDecoder):
             if self.stop_below is not None:
                 if isinstance(self.stop_below, bool) or not isinstance(self.stop_below, (int, float)) or not 0 < self.stop_below < 1:
                     raise ConfigError(f"method.stop_below: must be a probability in (0, 1) or null, got {self.stop_below!r} — e.g. method.stop_below=0.4")
-            for key, least in (("lookup", 0), ("lookup_ngram", 1), ("lookup_min_ngram", 1)):
-                value = getattr(self, key)
-                if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                    raise ConfigError(f"method.{key}: must be an integer >= {least}, got {value!r} — e.g. method.lookup=10 method.lookup_ngram=3")
-            if self.lookup_min_ngram > self.lookup_ngram:
-                raise ConfigError(f"method.lookup_min_ngram: {self.lookup_min_ngram} is above method.lookup_ngram={self.lookup_ngram} — "
-                                  "set lookup_min_ngram <= lookup_ngram (e.g. 2 and 3)")
+            check_lookup_params(self.lookup, self.lookup_ngram, self.lookup_min_ngram)
 
     def __init__(self, **params: Any):
         super().__init__(**params)

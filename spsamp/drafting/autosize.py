@@ -108,6 +108,13 @@ class AutoSized:
                 self.auto.built.observe(tree_path(tokens, parents, after), prop.depths().tolist(), spent)
             self.auto.observed.observe(st.draft_s - draft_s, spent if spent is not None else float(prop.draft_calls),
                                        st.target_s - target_s, self.auto.v(prop.size + 1))
+            if log.isEnabledFor(logging.DEBUG) and self.auto.step_costs:  # a step's prediction beside its outcome
+                t1 = self.auto.observed.t1()
+                kept = sum(1 for _, rank in visits if rank == 1)
+                log.debug("step of %s: size %d, lookup state %s, predicted %.2f tokens for %.3f T1; kept %d (+1), drafted in %.1f ms, "
+                          "verified in %.1f ms, T1 %s ms", self.describe(), prop.size, state, self.auto.predicted[-1] * self.auto.step_costs[-1],
+                          self.auto.step_costs[-1], kept, (st.draft_s - draft_s) * 1e3, (st.target_s - target_s) * 1e3,
+                          f"{t1 * 1e3:.1f}" if t1 else "-")
         elif self.auto is not None:  # a plain step (cost_model.plain_step, or no room left): one single-token target pass
             self.auto.observed.observe_t1(st.target_s - target_s)
 
@@ -122,6 +129,11 @@ class AutoSized:
         if expanded is None or vd is None:
             return None
         return 1.0 + (passes * vd(max(1, round(expanded / passes))) if passes > 0 else 0.0)
+
+    def describe(self) -> str:
+        """What is sized, for logs: ``"budget=auto"``, ``"k=auto"``, ``"k=auto lookup=10"``."""
+        lookup = getattr(self.drafter, "lookup", 0)
+        return ("budget=auto" if self.tree else "k=auto") + (f" lookup={lookup}" if lookup else "")
 
     def metrics(self) -> dict[str, Any]:
         """This row's choices (for ``metrics_json``), its last step included."""

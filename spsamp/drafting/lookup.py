@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from spsamp.config import ConfigError
 from spsamp.proposals import Proposal
 
 
@@ -35,6 +36,17 @@ def lookup(seq: list[int], k: int, max_ngram: int, eos_ids: set[int] = frozenset
                         return follow[: j + 1]
                 return follow
     return []
+
+
+def check_lookup_params(lookup: Any, ngram: Any, min_ngram: Any) -> None:
+    """``method.lookup`` / ``lookup_ngram`` / ``lookup_min_ngram`` of a lookup -> draft cascade (SpS and
+    SpecExec): one line naming the field and the fix."""
+    for key, value, least in (("lookup", lookup, 0), ("lookup_ngram", ngram, 1), ("lookup_min_ngram", min_ngram, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"method.{key}: must be an integer >= {least}, got {value!r} — e.g. method.lookup=10 method.lookup_ngram=3")
+    if min_ngram > ngram:
+        raise ConfigError(f"method.lookup_min_ngram: {min_ngram} is above method.lookup_ngram={ngram} — "
+                          "set lookup_min_ngram <= lookup_ngram (e.g. 2 and 3)")
 
 
 class PromptLookupDrafter:

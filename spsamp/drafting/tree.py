@@ -24,6 +24,16 @@ unsure one a shallow wide one — per step, not per run (EAGLE-2's dynamic tree,
 with SpecExec's exact acceptance). Node values are path probabilities times a calibration learnt
 from what the target accepted (:class:`~spsamp.cost_model.Calibration`).
 
+``lookup`` (``method.lookup``): each draft pass also feeds up to ``lookup`` tokens that followed the
+latest n-gram's earlier occurrence in prompt + output + the path to the pass's best node (the
+anchor: the root in the first pass), as the chain drafter does (spsamp.drafting.chain). The draft's
+rows at those positions are the distributions of the looked-up path's nodes: each guess token
+that is one of its parent's top children is then an expanded node for free (its KV entry is
+exactly the one a later pass would have built), and growth continues below it. The first guess
+token that is not stops the walk; its entry and the rest are never visible to a node and are
+dropped with the step's other unused entries. The tree is still the ``budget`` best nodes of the
+same ranking; only the passes spent reaching deep ones fall.
+
 Ranking distribution: the draft at the generation temperature (top-k/top-p applied as for the
 target); at temperature 0 the draft's plain softmax (T=1), since a one-hot draft would collapse
 the tree to a chain. The tree's shape never affects exactness (see acceptance.tree).
@@ -43,6 +53,7 @@ from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
 from spsamp.cost_model import (T1_EVERY, Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs,
                                 plain_step, scaled_verify, tree_speed)
+from spsamp.drafting.lookup import lookup
 from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
 from spsamp.verification import attention_masks
@@ -70,6 +81,8 @@ class TreeStats:
     c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
     v_scale: float = 1.0  # grow=cost: what verify passes v(n > 1) were priced at, per the probe's v(n)
     t1_s: float | None = None  # grow=cost: the run's seconds per single-token target pass (None: not timed yet)
+    guessed: int = 0  # lookup tokens fed with the draft passes
+    guess_kept: int = 0  # of those, nodes expanded by it (a top child of the node before it)
     plain: bool = False  # grow=cost: a plain step (no tree) that re-times T1 (cost_model.T1_EVERY)
 
 
@@ -77,7 +90,10 @@ class TreeDrafter:
     needs_model = True
 
     def __init__(self, budget: int, parallel_branches: int, branch_prune_threshold: float, max_depth: int,
-                 grow: str = "budget"):
+                 grow: str = "budget", lookup: int = 0, lookup_ngram: int | None = None, lookup_min_ngram: int | None = None):
+        if lookup and not (lookup_ngram and lookup_min_ngram):
+            raise ValueError("TreeDrafter: lookup needs lookup_ngram and lookup_min_ngram (SpecExecDecoder.Params holds the defaults)")
+        self.lookup, self.lookup_ngram, self.lookup_min_ngram = lookup, lookup_ngram, lookup_min_ngram
         self.budget = budget
         self.parallel_branches = parallel_branches
         self.threshold = branch_prune_threshold
@@ -151,15 +167,19 @@ class TreeDrafter:
         depths: list[int] = []
         path_lp: list[float] = []  # log p(path to node)
         slots: list[int] = []  # draft-cache index once expanded, else -1
-
-        logits = draft.forward(torch.tensor(pending, dtype=torch.long), last_only=True).logits
-        st.draft_calls = 1
-        base = draft.cache_len  # prefix + root: every node sees all of it
-        root_pos = base - 1
-        key_pos = list(range(base))  # position of each draft-cache entry (sliding-window masks)
         known = (tokens, parents, depths, path_lp, slots)
-        tops = self._discover(known, self._probs(logits, gen, vocab), [-1], budget, st)
-        spent = 1.0  # draft passes paid for, in draft single-token passes (grow=cost)
+
+        guess = self._guess(state, known, -1, depth_cap)
+        start = draft.cache_len
+        logits = draft.forward(torch.tensor(pending + guess, dtype=torch.long), last_only=not guess).logits
+        st.draft_calls = 1
+        base = start + len(pending)  # prefix + root: every node sees all of it
+        root_pos = base - 1
+        key_pos = list(range(draft.cache_len))  # position of each draft-cache entry (sliding-window masks)
+        probs = self._probs(logits[-(len(guess) + 1) :], gen, vocab)
+        tops = self._discover(known, probs[:1], [-1], budget, st)
+        tops += self._follow(known, guess, -1, base, probs[1:], depth_cap, budget, st)
+        spent = costs.vd(1 + len(guess)) if by_cost else 1.0  # draft passes paid for, in draft single-token passes
         while True:
             tree = self._best(path_lp, depths, budget)
             full = len(tree) == budget
@@ -177,11 +197,15 @@ class TreeDrafter:
                 if m == 0:
                     break  # no pass would pay for itself
                 batch = batch[:m]
-                spent += costs.vd(m)
+            anchor = batch[0]  # the best node this pass expands: a lookup continues its path
+            guess = self._guess(state, known, anchor, depth_cap - depths[anchor])
+            if by_cost:
+                spent += costs.vd(len(batch) + len(guess))
             # expand the batch in one draft forward: node j at position root_pos + depth(j), seeing
-            # the prefix, its ancestors (expanded earlier: they are how it was found) and itself
-            cached = draft.cache_len
-            visible = torch.zeros(len(batch), cached + len(batch), dtype=torch.bool)
+            # the prefix, its ancestors (expanded earlier: they are how it was found) and itself;
+            # then the guess after the anchor, each token seeing the anchor's view and the guess so far
+            cached, width = draft.cache_len, len(batch) + len(guess)
+            visible = torch.zeros(width, cached + width, dtype=torch.bool)
             visible[:, :base] = True
             for j, i in enumerate(batch):
                 a = parents[i]
@@ -190,14 +214,20 @@ class TreeDrafter:
                     a = parents[a]
                 visible[j, cached + j] = True
                 slots[i] = cached + j
-            pos = torch.tensor([[root_pos + depths[i] for i in batch]], dtype=torch.long)
-            key_pos += pos[0].tolist()
-            ids = torch.tensor([tokens[i] for i in batch], dtype=torch.long)
+            for j in range(len(guess)):
+                row = len(batch) + j
+                visible[row] = visible[0]
+                visible[row, cached + len(batch) : cached + row + 1] = True
+            positions = [root_pos + depths[i] for i in batch] + [root_pos + depths[anchor] + 1 + j for j in range(len(guess))]
+            pos = torch.tensor([positions], dtype=torch.long)
+            key_pos += positions
+            ids = torch.tensor([tokens[i] for i in batch] + guess, dtype=torch.long)
             mask = attention_masks(draft, visible, pos[0], torch.tensor(key_pos, dtype=torch.long))
-            logits = draft.forward(ids, position_ids=pos, attention_mask=mask).logits
+            probs = self._probs(draft.forward(ids, position_ids=pos, attention_mask=mask).logits, gen, vocab)
             st.draft_calls += 1
             st.expanded += len(batch)
-            tops += self._discover(known, self._probs(logits, gen, vocab), batch, budget, st)
+            tops += self._discover(known, probs[: len(batch)], batch, budget, st)
+            tops += self._follow(known, guess, anchor, cached + len(batch), probs[len(batch) :], depth_cap, budget, st)
         # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
         if by_cost:  # verify only the best-first prefix whose predicted speedup is highest
             values = [math.exp(path_lp[i]) for i in tree]
@@ -219,6 +249,39 @@ class TreeDrafter:
         if by_cost:
             self._last = (state, len(state.seq), prop, state.draft_s, state.target_s)  # the step's seconds come after
         return prop
+
+    def _guess(self, state: Any, known: tuple, anchor: int, room: int) -> list[int]:
+        """Up to ``room`` lookup tokens to continue the path to ``anchor`` (-1: the root) in the pass
+        expanding it (its children lie ``room`` levels above the depth cap at most)."""
+        if not self.lookup or room < 1:
+            return []
+        tokens, parents = known[0], known[1]
+        path: list[int] = []
+        while anchor >= 0:
+            path.append(tokens[anchor])
+            anchor = parents[anchor]
+        return lookup(state.seq + path[::-1], min(self.lookup, room), self.lookup_ngram, state.eos_ids, self.lookup_min_ngram)
+
+    def _follow(self, known: tuple, guess: list[int], anchor: int, first_slot: int, probs: torch.Tensor, depth_cap: int,
+                budget: int, st: TreeStats) -> list[float]:
+        """Walk a guess fed after ``anchor`` (its tokens at draft-cache slots ``first_slot``...,
+        their rows ``probs``): each token that is a discovered child of the node before it becomes
+        an expanded node (its top children discovered from its row); the first that is not ends
+        the walk. Returns the top child probabilities, as :meth:`_discover`."""
+        tokens, parents, depths, _, slots = known
+        st.guessed += len(guess)
+        node, tops = anchor, []
+        for j, g in enumerate(guess):
+            child = next((i for i in range(len(tokens)) if parents[i] == node and tokens[i] == g), None)
+            if child is None or slots[child] >= 0:
+                break
+            slots[child] = first_slot + j
+            st.guess_kept += 1  # not in `expanded`: that counts the batches' nodes (effective_parallelism)
+            if depths[child] >= depth_cap:
+                break  # a node at the depth cap has no children in the tree: its row is not needed
+            tops += self._discover(known, probs[j : j + 1], [child], budget, st)
+            node = child
+        return tops
 
     @staticmethod
     def _best(path_lp: list[float], depths: list[int], budget: int) -> list[int]:
