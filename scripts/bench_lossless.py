@@ -119,6 +119,18 @@ def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, varian
     return out
 
 
+def own_unit_error(rows: list[dict], prefix: str, pred: float, tokens_per_s: float) -> str:
+    """The prediction against the row's decode speed in its own T1 (tokens per T1 the run timed,
+    averaged over the steps it priced, ``<prefix>_t1_mean_s``): what the cost model can know. Over
+    baseline it also carries how plain decoding's token time compared with the row's T1 in the
+    same minutes, which drifts on a shared machine."""
+    t1s = [r.get(f"{prefix}_t1_mean_s") for r in rows]
+    if not all(t1s):
+        return ""
+    own = tokens_per_s * sum(t1s) / len(t1s)
+    return f"; {own:.2f} tokens per T1 of its own (error {pred / own - 1:+.0%})"
+
+
 def run_unit(rows: list[dict], prefix: str, base_token_s: float) -> str:
     """The run's own T1 (its plain steps' single-token target passes, the unit its last prediction
     was priced in) against plain decoding's decode seconds per token in the same run, and the scale
@@ -434,7 +446,8 @@ def main() -> None:
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "
                   f"alpha={rows[-1]['auto_alpha']:.3f}{sure}, c={rows[-1]['auto_c']:.2f} (probe {rows[-1]['auto_c_probe']:.2f})"
                   f"{lookup_states(rows[-1])}{run_unit(rows, 'auto', base_token)} -> predicted {pred:.2f}x over baseline{terms}; "
-                  f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
+                  f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})"
+                  f"{own_unit_error(rows, 'auto', pred, dps[m])}")
         if split and "baseline" in tot:
             print()
             for line in split_lines(split, costs, base_token, c):

@@ -517,8 +517,11 @@ class LookupStates:
 
     Per state, decayed per step (``decay``): draft units per drafted token (passes at vd(1 + guess),
     :class:`ObservedCost`'s unit, so c stays the machine's and this the text's share of it) and the
-    target's per-token acceptance. A state is trusted from ``min_steps`` steps on; before, the
-    figures of all steps together (units 1 before any: a plain chain)."""
+    target's per-token acceptance. A state is trusted from ``min_steps`` steps on; before, a step
+    with no guess in hand is priced as a plain chain (1 unit a token: its first pass has nothing to
+    check, and an answer's first misses come after restated text whose pooled figure is far
+    cheaper), one with a guess at the figures of all steps together (1 before any), and both at
+    the pooled acceptance."""
 
     def __init__(self, decay: float = 0.9, min_steps: float = 3.0):
         self.decay, self.min_steps = decay, min_steps
@@ -540,7 +543,10 @@ class LookupStates:
         return self.sums[state][2] >= self.min_steps
 
     def units_per_token(self, state: int | None) -> float:
-        """Draft units per drafted token in ``state`` (all states while it is untrusted; 1 before any step)."""
+        """Draft units per drafted token in ``state`` (while it is untrusted: 1 for state 0, all
+        states' figure for 1 or None; 1 before any step)."""
+        if state == 0 and not self.trusted(0):
+            return 1.0
         key = state if state is not None and self.trusted(state) else None
         u, t, _ = self.sums[key]
         return u / t if t > 0 else 1.0
@@ -662,6 +668,7 @@ class AutoSize:
         self.built = AcceptedByBudget(size_max, lambda levels: tree_draft_cost(levels, width, vd or v)) if tree else None
         self.chosen: list[int] = []
         self.states: list[int | None] = []  # the lookup state each choice began in
+        self.t1s: list[float | None] = []  # the run's T1 (seconds) each choice was priced in
         self.predicted: list[float] = []
         self.step_costs: list[float] = []  # each choice's predicted step cost, in target single-token passes
         # the first step and every t1_every-th after it are plain ones (size 0: the target's own token,
@@ -703,6 +710,7 @@ class AutoSize:
                 cost = size * per_token + v(size + 1)
         self.chosen.append(size)
         self.states.append(state)
+        self.t1s.append(self.observed.t1())
         self.predicted.append(pred)
         self.step_costs.append(cost)
         return size
@@ -728,6 +736,9 @@ class AutoSize:
         # report can pool rows and say whether the tokens or the cost were misjudged
         steps = len(sizes) + t1_steps
         tokens = sum(p * c for p, c in zip(preds, costs)) + t1_steps
+        # the unit the row's steps were priced in, weighed as the row's time is (by predicted cost)
+        priced = [(t, c) for t, c in zip(self.t1s[since:], costs) if t is not None]
+        t1_mean = sum(t * c for t, c in priced) / sum(c for _, c in priced) if priced else None
         return {
             **extra,
             "auto_steps": steps,
@@ -740,6 +751,7 @@ class AutoSize:
             "auto_predicted_speedup": pooled_speedup(preds + [1.0] * t1_steps, costs + [1.0] * t1_steps),
             "auto_t1_steps": t1_steps,
             "auto_t1_s": t1,
+            "auto_t1_mean_s": t1_mean,
             "auto_verify_scale": self.v_scale,
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,

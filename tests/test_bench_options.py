@@ -133,3 +133,46 @@ def test_lookup_states_line_reads_states_not_yet_trusted(bench):
     line = bench.lookup_states(row)
     assert "50% of steps" in line and "0.25 with, - without" in line and "alpha 0.970 / -" in line
     assert bench.lookup_states({"auto_alpha": 0.9}) == ""
+
+
+def test_prediction_is_also_read_in_the_rows_own_t1(bench):
+    rows = [{"auto_t1_mean_s": 0.25}, {"auto_t1_mean_s": 0.35}]
+    assert bench.own_unit_error(rows, "auto", 3.3, 10.0) == "; 3.00 tokens per T1 of its own (error +10%)"
+    assert bench.own_unit_error([{"auto_t1_mean_s": None}], "auto", 3.3, 10.0) == ""
+
+
+def test_auto_trace_reads_the_lines_k_auto_writes(caplog):
+    """The trace summariser parses what AutoSized logs at DEBUG (the two must not drift apart)."""
+    import logging
+    import types
+
+    import torch
+
+    from spsamp import cost_model as cm
+    from spsamp.drafting.autosize import AutoSized
+    from spsamp.proposals import Proposal
+
+    spec = importlib.util.spec_from_file_location("auto_trace", _PATH.parent / "auto_trace.py")
+    trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace)
+
+    class Chain:
+        needs_model = True
+
+        def propose(self, st, size, max_depth, hidden):
+            return Proposal.chain(torch.arange(1, size + 1), draft_calls=size)
+
+    drafter = AutoSized(Chain())
+    drafter.set_costs(cm.Costs(c=0.1, v=cm.VerifyCost({}), vd=cm.VerifyCost({})))
+    st = types.SimpleNamespace(seq=[0], draft_s=0.0, target_s=0.0, gen=types.SimpleNamespace(temperature=0.7))
+    with caplog.at_level(logging.DEBUG, logger="spsamp.drafting.autosize"):
+        for _ in range(12):
+            k = drafter.size(st)
+            tokens = drafter.propose(st, k, k, False).tokens.tolist()
+            st.seq += tokens + [99]  # all kept, plus a bonus token
+            st.draft_s, st.target_s = st.draft_s + 0.01 * k, st.target_s + 0.25
+        drafter.metrics()
+    lines = [f"{int(r.relativeCreated)} {r.getMessage()}" for r in caplog.records if r.getMessage().startswith("step of")]
+    assert lines, "k=auto wrote no step lines at DEBUG"
+    (summary,) = trace.summarise(lines)
+    assert summary.startswith("k=auto") and "T=0.7" in summary and f"n={len(lines):3d}" in summary

@@ -269,6 +269,7 @@ def test_headline_experiment_commands_compose_and_validate():
         (kern, k) for kern in ("aten", "auto") for k in (2, 4, 8)]
     assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "auto"}
     specexec = [m for _, m in methods if m["name"] == "specexec"]
-    assert len(specexec) == 5 and [m["budget"] for m in specexec if m["grow"] == "cost"] == [32]  # 2 x 2 grids + grow=cost
+    # 2 x 2 grids + grow=cost without and with lookup
+    assert len(specexec) == 6 and sorted((m["budget"], m["lookup"]) for m in specexec if m["grow"] == "cost") == [(32, 0), (32, 10)]
     assert len([m for _, m in methods if m["name"] == "autojudge"]) == 3
     assert len(seen) == len(jobs)  # no job runs twice

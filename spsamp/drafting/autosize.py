@@ -111,8 +111,8 @@ class AutoSized:
             if log.isEnabledFor(logging.DEBUG) and self.auto.step_costs:  # a step's prediction beside its outcome
                 t1 = self.auto.observed.t1()
                 kept = sum(1 for _, rank in visits if rank == 1)
-                log.debug("step of %s: size %d, lookup state %s, predicted %.2f tokens for %.3f T1; kept %d (+1), drafted in %.1f ms, "
-                          "verified in %.1f ms, T1 %s ms", self.describe(), prop.size, state, self.auto.predicted[-1] * self.auto.step_costs[-1],
+                log.debug("step of %s at T=%g: size %d, lookup state %s, predicted %.2f tokens for %.3f T1; kept %d (+1), drafted in %.1f ms, "
+                          "verified in %.1f ms, T1 %s ms", self.describe(), st.gen.temperature, prop.size, state, self.auto.predicted[-1] * self.auto.step_costs[-1],
                           self.auto.step_costs[-1], kept, (st.draft_s - draft_s) * 1e3, (st.target_s - target_s) * 1e3,
                           f"{t1 * 1e3:.1f}" if t1 else "-")
         elif self.auto is not None:  # a plain step (cost_model.plain_step, or no room left): one single-token target pass
