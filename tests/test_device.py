@@ -28,6 +28,10 @@ VARIANTS = {
     "specexec+grow_cost": ["method.grow=cost", "method.budget=8"],
     "specexec+budget_auto": ["method.budget=auto"],
     "speculative+k_auto": ["method.k=auto"],
+    # the lookup -> draft cascades: guesses fed in the draft's own passes (a chain's, a tree's)
+    "speculative+lookup": ["method.k=4", "method.lookup=4", "method.lookup_min_ngram=1"],
+    "speculative+k_auto_lookup": ["method.k=auto", "method.lookup=4", "method.lookup_min_ngram=1"],
+    "specexec+lookup": ["method.budget=8", "method.lookup=4", "method.lookup_min_ngram=1"],
 }
 
 
@@ -84,6 +88,8 @@ def test_method_never_mixes_devices(method, temperature, placement, tmp_path, mo
     assert len(out.tokens) > 0
     if method.startswith("autojudge"):
         assert out.stats.extra["mismatches_judged"] > 0, "the judge was never asked: its use site went unchecked"
+    if method in ("speculative+lookup", "specexec+lookup"):  # (k=auto may choose chains too short to carry a guess)
+        assert out.stats.extra.get("lookup_offered", 0) > 0, "no guess was fed: the cascade's path went unchecked"
     assert watched > 50 * len(out.tokens), f"the guard saw only {watched} ops: the decoder ran outside it"
 
 
