@@ -469,6 +469,22 @@ def test_tree_draft_cost_is_scaled_by_what_the_built_trees_really_spent():
     assert built.cost_curve(lambda b: 1.0)[1:4] == pytest.approx([2.0, 4.0, 6.0])
 
 
+def test_budget_auto_prices_a_trees_passes_at_the_tokens_each_fed():
+    """A tree's passes are priced at vd(tokens fed) pass by pass (TreeStats.widths: a root pass that
+    also fed 4 lookup guesses costs vd(5)), not at the batches' mean width."""
+    from spsamp.drafting.autosize import AutoSized
+    from spsamp.drafting.tree import TreeStats
+    from spsamp.proposals import Proposal
+
+    sized = AutoSized(_FakeChain(), tree=True, width=4)
+    vd = cm.VerifyCost({2: 1.1, 4: 1.3, 8: 1.6})
+    sized.set_costs(cm.Costs(c=0.1, v=FLAT, vd=vd))
+    prop = Proposal.chain(torch.arange(1, 6), draft_calls=3, stats=TreeStats(widths=[5, 4, 1], expanded=5))
+    assert sized._spent(prop) == pytest.approx(vd(5) + vd(4) + vd(1))
+    prop.stats = TreeStats(expanded=5)  # a drafter that kept no widths: the root pass, then passes of the mean width
+    assert sized._spent(prop) == pytest.approx(1.0 + 2 * vd(2))
+
+
 def test_budget_auto_explores_at_most_twice_the_largest_budget_on_record():
     auto = cm.AutoSize(c=0.05, v=cm.VerifyCost({}), size_max=64, tree=True, width=8)
     for _ in range(5):
