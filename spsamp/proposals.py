@@ -27,9 +27,10 @@ class Proposal:
     hidden: Optional[torch.Tensor] = None  # [m, H] draft last hidden state with node j < m as input (on request)
     slots: Optional[list[int]] = None  # draft-cache index of each node, -1 if never fed to the draft
     draft_calls: int = 0  # draft forwards spent on this proposal
-    # a chain drafted with lookup (spsamp.drafting.chain): the guess tokens each draft pass also fed,
-    # so the cost model prices pass j at vd(1 + g_j) single-token passes (None: one per draft call)
-    pass_guesses: Optional[list[int]] = None
+    # the tokens each draft pass fed, its pending ones counted as one (a lookup chain's: 1 + its guess;
+    # a tree's: the batch + its guess), so the cost model prices pass j at vd(w_j) single-token
+    # passes (None: a plain chain, one per draft call)
+    pass_widths: Optional[list[int]] = None
     stats: Any = None  # the drafter's own per-step stats (e.g. TreeStats)
     _depths: Optional[torch.Tensor] = field(default=None, repr=False)
 

@@ -189,7 +189,7 @@ def test_lookup_builds_the_same_tree_in_fewer_passes(tiny64, one_thread, params,
         assert b.tokens.tolist() == a.tokens.tolist() and b.parents.tolist() == a.parents.tolist()
         assert b.draft_calls <= a.draft_calls
         if b.size:  # what each pass fed (what budget=auto prices): the root, every batch node, every guess token
-            assert len(b.stats.widths) == b.draft_calls and sum(b.stats.widths) == 1 + b.stats.expanded + b.stats.guessed
+            assert len(b.pass_widths) == b.draft_calls and sum(b.pass_widths) == 1 + b.stats.expanded + b.stats.guessed
     kept = sum(p.stats.guess_kept for p in cascade_props)
     assert 0 < kept and cascade.stats.extra["lookup_kept"] == kept <= cascade.stats.extra["lookup_offered"]
     assert cascade.stats.draft_calls < plain.stats.draft_calls, "no pass was spared"

@@ -128,12 +128,12 @@ def test_lookup_cascade_drafts_the_same_chain_in_fewer_passes(tiny64, stop_below
         assert len(plain_props) == len(cascade_props)
         for a, b in zip(plain_props, cascade_props):
             assert a.tokens.tolist() == b.tokens.tolist() and a.slots == b.slots
-            assert b.draft_calls <= a.draft_calls and len(b.pass_guesses) == b.draft_calls and a.pass_guesses is None
+            assert b.draft_calls <= a.draft_calls and len(b.pass_widths) == b.draft_calls and a.pass_widths is None
         saved += plain.stats.draft_calls - cascade.stats.draft_calls
         if stop_below is None:  # every kept guess is a pass saved (a stop may drop a pass's kept guesses)
             assert cascade.stats.extra.get("lookup_kept", 0) == plain.stats.draft_calls - cascade.stats.draft_calls
             assert cascade.stats.extra.get("lookup_offered", 0) >= cascade.stats.extra.get("lookup_kept", 0)
-            assert cascade.stats.extra.get("lookup_offered", 0) == sum(sum(b.pass_guesses) for b in cascade_props)
+            assert cascade.stats.extra.get("lookup_offered", 0) == sum(w - 1 for b in cascade_props for w in b.pass_widths)
     assert saved > 0, "no guess was ever kept: the cascade path was not exercised"
 
 

@@ -470,7 +470,7 @@ def test_tree_draft_cost_is_scaled_by_what_the_built_trees_really_spent():
 
 
 def test_budget_auto_prices_a_trees_passes_at_the_tokens_each_fed():
-    """A tree's passes are priced at vd(tokens fed) pass by pass (TreeStats.widths: a root pass that
+    """A tree's passes are priced at vd(tokens fed) pass by pass (Proposal.pass_widths: a root pass that
     also fed 4 lookup guesses costs vd(5)), not at the batches' mean width."""
     from spsamp.drafting.autosize import AutoSized
     from spsamp.drafting.tree import TreeStats
@@ -479,9 +479,9 @@ def test_budget_auto_prices_a_trees_passes_at_the_tokens_each_fed():
     sized = AutoSized(_FakeChain(), tree=True, width=4)
     vd = cm.VerifyCost({2: 1.1, 4: 1.3, 8: 1.6})
     sized.set_costs(cm.Costs(c=0.1, v=FLAT, vd=vd))
-    prop = Proposal.chain(torch.arange(1, 6), draft_calls=3, stats=TreeStats(widths=[5, 4, 1], expanded=5))
+    prop = Proposal.chain(torch.arange(1, 6), draft_calls=3, pass_widths=[5, 4, 1], stats=TreeStats(expanded=5))
     assert sized._spent(prop) == pytest.approx(vd(5) + vd(4) + vd(1))
-    prop.stats = TreeStats(expanded=5)  # a drafter that kept no widths: the root pass, then passes of the mean width
+    prop.pass_widths = None  # a drafter that kept no widths: the root pass, then passes of the mean width
     assert sized._spent(prop) == pytest.approx(1.0 + 2 * vd(2))
 
 
@@ -667,8 +667,8 @@ class _FakeCascade(_FakeChain):
 
     def propose(self, st, size, max_depth, hidden):
         prop = super().propose(st, size, max_depth, hidden)
-        prop.pass_guesses = [size - 1] if st.restating else [0] * size
-        prop.draft_calls = len(prop.pass_guesses)
+        prop.pass_widths = [size] if st.restating else [1] * size
+        prop.draft_calls = len(prop.pass_widths)
         return prop
 
 

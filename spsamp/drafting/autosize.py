@@ -119,15 +119,12 @@ class AutoSized:
             self.auto.observed.observe_t1(st.target_s - target_s)
 
     def _spent(self, prop: Any) -> Optional[float]:
-        """The proposal's draft passes in draft single-token units: a lookup chain's passes at
-        vd(1 + guess), a tree's at vd(tokens it fed), else the root pass, then passes of
+        """The proposal's draft passes in draft single-token units: each at vd(tokens it fed) when
+        the drafter says (``Proposal.pass_widths``), else the root pass, then passes of
         ``expanded / passes`` nodes on average (None if the drafter keeps no such stats)."""
         vd = (self.auto.vd or self.auto.v) if self.auto is not None else None
-        if prop.pass_guesses is not None and vd is not None:
-            return sum(vd(1 + g) for g in prop.pass_guesses)
-        widths = getattr(prop.stats, "widths", None)
-        if widths and vd is not None:
-            return sum(vd(w) for w in widths)
+        if prop.pass_widths is not None and vd is not None:
+            return sum(vd(w) for w in prop.pass_widths)
         passes, expanded = prop.draft_calls - 1, getattr(prop.stats, "expanded", None)
         if expanded is None or vd is None:
             return None

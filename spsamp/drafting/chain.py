@@ -38,7 +38,7 @@ class ChainDrafter:
 
     lookup / lookup_ngram / lookup_min_ngram: tokens looked up per draft pass (0: none), the longest
     and the shortest n-gram matched (module doc). A chain drafted so says what each pass fed
-    (``Proposal.pass_guesses``), and :meth:`lookup_state` tells k=auto whether a step begins with a
+    (``Proposal.pass_widths``), and :meth:`lookup_state` tells k=auto whether a step begins with a
     guess in hand: it prices a chain by the draft passes per token and the acceptance seen in that
     state (:class:`spsamp.cost_model.LookupStates`).
     """
@@ -121,6 +121,6 @@ class ChainDrafter:
             hidden=torch.stack(states[: k - 1]) if hidden and k > 1 else None,
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
             draft_calls=len(guesses),
-            pass_guesses=guesses if self.lookup else None,
+            pass_widths=[1 + g for g in guesses] if self.lookup else None,
             stats=sure if self.stop_below is not None else None,
         )

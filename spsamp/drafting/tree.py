@@ -44,7 +44,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,7 +81,6 @@ class TreeStats:
     c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
     v_scale: float = 1.0  # grow=cost: what verify passes v(n > 1) were priced at, per the probe's v(n)
     t1_s: float | None = None  # grow=cost: the run's seconds per single-token target pass (None: not timed yet)
-    widths: list[int] = field(default_factory=list)  # tokens fed per draft pass (the root pass: root + guess)
     guessed: int = 0  # lookup tokens fed with the draft passes
     guess_kept: int = 0  # of those, nodes expanded by it (a top child of the node before it)
     plain: bool = False  # grow=cost: a plain step (no tree) that re-times T1 (cost_model.T1_EVERY)
@@ -174,7 +173,7 @@ class TreeDrafter:
         start = draft.cache_len
         logits = draft.forward(torch.tensor(pending + guess, dtype=torch.long), last_only=not guess).logits
         st.draft_calls = 1
-        st.widths.append(1 + len(guess))
+        widths = [1 + len(guess)]  # tokens fed per pass (the root pass: root + guess), as budget=auto prices them
         base = start + len(pending)  # prefix + root: every node sees all of it
         root_pos = base - 1
         key_pos = list(range(draft.cache_len))  # position of each draft-cache entry (sliding-window masks)
@@ -227,7 +226,7 @@ class TreeDrafter:
             mask = attention_masks(draft, visible, pos[0], torch.tensor(key_pos, dtype=torch.long))
             probs = self._probs(draft.forward(ids, position_ids=pos, attention_mask=mask).logits, gen, vocab)
             st.draft_calls += 1
-            st.widths.append(width)
+            widths.append(width)
             st.expanded += len(batch)
             tops += self._discover(known, probs[: len(batch)], batch, budget, st)
             tops += self._follow(known, guess, anchor, cached + len(batch), probs[len(batch) :], depth_cap, budget, st)
@@ -246,6 +245,7 @@ class TreeDrafter:
             parents=torch.tensor([index[parents[i]] if parents[i] >= 0 else -1 for i in tree], dtype=torch.long),
             slots=[slots[i] for i in tree],
             draft_calls=st.draft_calls,
+            pass_widths=widths,
             stats=st,
             _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
