@@ -27,6 +27,7 @@ import logging
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -165,6 +166,25 @@ def lookup_states(row: dict) -> str:
     return (f", {fmt(row['auto_lookup_share'], '.0%')} of steps began with a lookup guess (draft units per token "
             f"{fmt(row['auto_units_per_token_hit'], '.2f')} with, {fmt(row['auto_units_per_token_miss'], '.2f')} without; "
             f"alpha {fmt(row['auto_alpha_hit'], '.3f')} / {fmt(row['auto_alpha_miss'], '.3f')})")
+
+
+@dataclass
+class Totals:
+    """One row's sums over a temperature's prompts."""
+    tokens: int = 0
+    seconds: float = 0.0
+    decode_s: float = 0.0  # seconds after the first token (the decode phase the cost model predicts)
+    target_calls: int = 0
+    accepted: int = 0
+    rejections: int = 0
+    proposed: int = 0
+
+
+def counterbalanced(methods: dict, i: int) -> list:
+    """The rows to time on prompt ``i``: in order on even prompts, reversed on odd ones (an ABBA
+    design), so that each row's mean position in time is the same over every two prompts."""
+    items = list(methods.items())
+    return items[::-1] if i % 2 else items
 
 
 def round_robin(prompts: list) -> list:
@@ -358,32 +378,33 @@ def main() -> None:
         warm = GenerationConfig(max_new_tokens=8, temperature=temp)
         for fn in methods.values():
             fn(ids_list[0], warm, 0)
-        # tokens, seconds, target calls, accepted, rejections, proposed, decode seconds (after the first token)
-        tot = {m: [0, 0.0, 0, 0, 0, 0, 0.0] for m in methods}
+        tot = {m: Totals() for m in methods}
         chosen: dict[str, list[dict]] = {m: [] for m in methods}  # auto rows: per-row metrics of the cost model
         split: dict[str, dict[str, float]] = {}  # spsamp's speculative rows: where their decode time went
         for i, ids in enumerate(ids_list):
-            for name, fn in methods.items():  # round-robin: drift hits every method alike
+            # round-robin, every other prompt in reverse order: drift that is linear over two prompts
+            # hits every method alike (each sits at the same mean time), not only the ones run first
+            for name, fn in counterbalanced(methods, i):
                 t0 = time.perf_counter()
                 n, st, ttft, prefill = fn(ids, gen, 1000 + i)
                 dt = time.perf_counter() - t0
                 row = tot[name]
-                row[0] += n
-                row[1] += dt
-                row[6] += dt - ttft
+                row.tokens += n
+                row.seconds += dt
+                row.decode_s += dt - ttft
                 if st is not None:
-                    row[2] += st.target_calls
-                    row[3] += st.accepted
-                    row[4] += st.rejections
-                    row[5] += st.proposed
+                    row.target_calls += st.target_calls
+                    row.accepted += st.accepted
+                    row.rejections += st.rejections
+                    row.proposed += st.proposed
                     if any(key.startswith(("auto_", "grow_")) for key in st.extra):
                         chosen[name].append(st.extra)
                     if "target_time_s" in st.extra:
                         add_split(split.setdefault(name, {}), st, dt, ttft, prefill)
-        tps = {m: r[0] / r[1] for m, r in tot.items()}
+        tps = {m: r.tokens / r.seconds for m, r in tot.items()}
         # decode phase only (tokens after the first / time after it): what the cost model predicts;
         # tokens/s above also pays the prompt's prefill, which speculation does not speed up
-        dps = {m: (r[0] - len(ids_list)) / r[6] if r[6] > 0 else float("nan") for m, r in tot.items()}
+        dps = {m: (r.tokens - len(ids_list)) / r.decode_s if r.decode_s > 0 else float("nan") for m, r in tot.items()}
         print(f"## temperature {temp:g}\n")
         print("| method | tokens | tokens/s | vs | ratio | vs stock | ratio | vs baseline | decode-phase vs baseline | tokens/target call | acceptance |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -401,30 +422,30 @@ def main() -> None:
             ref_stock = f"{ref}_stock" if ref and f"{ref}_stock" in tps else None
             ratio = f"{tps[m] / tps[ref]:.2f}x" if ref else ""
             ratio_stock = f"{tps[m] / tps[ref_stock]:.2f}x" if ref_stock else ""
-            per_call = f"{r[0] / r[2]:.2f}" if r[2] else ""
-            acc = f"{r[3] / r[5]:.2f}" if r[5] else ""
+            per_call = f"{r.tokens / r.target_calls:.2f}" if r.target_calls else ""
+            acc = f"{r.accepted / r.proposed:.2f}" if r.proposed else ""
             vs_base = f"{tps[m] / tps['baseline']:.2f}x" if "baseline" in tps else ""
             dec_base = f"{dps[m] / dps['baseline']:.2f}x" if "baseline" in dps else ""
-            print(f"| {m} | {r[0]} | {tps[m]:.1f} | {ref or ''} | {ratio} | {ref_stock or ''} | {ratio_stock} | {vs_base} | {dec_base} "
+            print(f"| {m} | {r.tokens} | {tps[m]:.1f} | {ref or ''} | {ratio} | {ref_stock or ''} | {ratio_stock} | {vs_base} | {dec_base} "
                   f"| {per_call} | {acc} |")
         print()
         for at, k in ((at, k) for at in drafts for k in ks):
             if f"sps_k{k}{at}" not in tot or "baseline" not in tps:
                 continue
             r = tot[f"sps_k{k}{at}"]
-            alpha = float(alpha_from_counts(r[3], r[4]))
+            alpha = float(alpha_from_counts(r.accepted, r.rejections))
             pred = float(predicted_speedup(alpha, k, c[at]))
             pred_v = float(expected_tokens_per_step(alpha, k)) / (k * c[at] + v[k])
             # Eq. (1) assumes i.i.d. acceptance; rejections cluster, so also price the tokens per
             # target call actually observed (the rest of the gap: prefill, sampling, cache upkeep)
-            pred_obs = (r[0] / r[2]) / (k * c[at] + v[k]) if r[2] else float("nan")
+            pred_obs = (r.tokens / r.target_calls) / (k * c[at] + v[k]) if r.target_calls else float("nan")
             measured = dps[f"sps_k{k}{at}"] / dps["baseline"]
             print(f"SpS{at} cost model (Leviathan et al. 2023, Thm. 3.8): alpha={alpha:.3f}, k={k}, c={c[at]:.2f} -> "
                   f"predicted {pred:.2f}x over baseline ({pred_v:.2f}x with the measured verify cost v={v[k]:.2f}; "
-                  f"{pred_obs:.2f}x with it and the observed {r[0] / max(r[2], 1):.2f} tokens per call); measured {measured:.2f}x in the decode phase "
+                  f"{pred_obs:.2f}x with it and the observed {r.tokens / max(r.target_calls, 1):.2f} tokens per call); measured {measured:.2f}x in the decode phase "
                   f"(errors {pred / measured - 1:+.0%} / {pred_v / measured - 1:+.0%} / {pred_obs / measured - 1:+.0%})")
         # plain decoding's decode seconds per token: the unit the rows' timings are read in
-        base_token = tot["baseline"][6] / max(tot["baseline"][0] - len(ids_list), 1) if "baseline" in tot else float("nan")
+        base_token = tot["baseline"].decode_s / max(tot["baseline"].tokens - len(ids_list), 1) if "baseline" in tot else float("nan")
         for m, rows in chosen.items():
             if not rows or "baseline" not in tps:
                 continue
@@ -436,11 +457,12 @@ def main() -> None:
                       f"({mean('tree_cut_mean'):.1f} of the best-ranked cut, {mean('draft_passes_mean'):.1f} draft passes per step), "
                       f"calibration {rows[-1]['grow_calibration']:.2f}, c {rows[-1]['grow_c']:.2f} (probe {rows[-1]['grow_c_probe']:.2f})"
                       f"{run_unit(rows, 'grow', base_token)} -> predicted {pred:.2f}x over baseline; "
-                      f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})")
+                      f"measured {measured:.2f}x in the decode phase (error {pred / measured - 1:+.0%})"
+                      f"{own_unit_error(rows, 'grow', pred, dps[m])}")
                 continue
             size = "k" if "auto_k_mean" in rows[0] else "budget"
             mean = sum(r[f"auto_{size}_mean"] for r in rows) / len(rows)
-            pred, terms = pooled_prediction(rows, tot[m][0] / max(tot[m][2], 1))
+            pred, terms = pooled_prediction(rows, tot[m].tokens / max(tot[m].target_calls, 1))
             sure = (f" (sure of {rows[-1]['auto_sure']:.0%} of draft tokens, accepted {rows[-1]['auto_alpha_sure']:.3f} "
                     f"of those, {rows[-1]['auto_alpha_unsure']:.3f} of the rest)" if "auto_sure" in rows[-1] else "")
             print(f"{m}: {size}=auto chose {size} {mean:.1f} on average (last row: {rows[-1][f'auto_{size}_hist']}), "

@@ -30,4 +30,16 @@ trap stop_slurm EXIT
 workers=${PYTEST_WORKERS:-auto}
 xdist=()
 [ "$workers" != 0 ] && xdist=(-n "$workers" --dist loadfile)
-"$VENV/bin/python" -m pytest -ra "${xdist[@]}" "$@"
+# pytest runs in a process group of its own, so that stopping this script (TERM, INT, HUP) stops
+# its xdist workers too instead of leaving them running
+if ! command -v setsid >/dev/null; then
+    "$VENV/bin/python" -m pytest -ra "${xdist[@]}" "$@"  # (no util-linux: no group of its own)
+    exit
+fi
+setsid --wait "$VENV/bin/python" -m pytest -ra "${xdist[@]}" "$@" &
+pytest_pid=$!
+stop_pytest() { kill -TERM -- "-$pytest_pid" 2>/dev/null || true; }
+trap 'stop_pytest; exit 143' TERM
+trap 'stop_pytest; exit 130' INT
+trap 'stop_pytest; exit 129' HUP
+wait "$pytest_pid"

@@ -677,12 +677,16 @@ class AutoSize:
         self.t1_at: list[int] = []  # len(self.chosen) at each such step
         self.v_scale = 1.0  # what the last choice multiplied v(n > 1) by (ObservedCost.verify_scale)
 
-    def choose(self, state: int | None = None) -> int:
-        """The next step's size; ``state``: the lookup state it begins in (:class:`LookupStates`)."""
+    def choose(self, state: int | None = None, room: int | None = None) -> int:
+        """The next step's size; ``state``: the lookup state it begins in (:class:`LookupStates`);
+        ``room``: the most draft tokens the step can still use (the row's token cap; None: no cap).
+        A chain is sized and priced within the room, so a row's last step is predicted as the
+        short step it is; with no room the step is a plain one (as the loop then takes it)."""
         self.calls += 1
-        if plain_step(self.calls, self.t1_every):
+        if plain_step(self.calls, self.t1_every) or (room is not None and room < 1):
             self.t1_at.append(len(self.chosen))
             return 0
+        k_max = self.size_max if room is None or self.tree else min(self.size_max, room)
         self.c = self.observed.c(self.c_probe)
         self.v_scale = scale = self.observed.verify_scale()
         v = scaled_verify(self.v, scale)
@@ -704,9 +708,9 @@ class AutoSize:
             if self.lookup is not None:
                 alpha, per_token = self.lookup.alpha(state, alpha), self.c * self.lookup.units_per_token(state)
             if self.confidence is not None:
-                size, pred, cost = best_stopped_k(per_token, v, *self.confidence.alphas, self.confidence.sure, self.size_max)
+                size, pred, cost = best_stopped_k(per_token, v, *self.confidence.alphas, self.confidence.sure, k_max)
             else:
-                size, pred = best_k(alpha, per_token, v, self.size_max)
+                size, pred = best_k(alpha, per_token, v, k_max)
                 cost = size * per_token + v(size + 1)
         self.chosen.append(size)
         self.states.append(state)
@@ -715,12 +719,14 @@ class AutoSize:
         self.step_costs.append(cost)
         return size
 
-    def metrics(self, since: int = 0) -> dict[str, float | int | dict]:
-        """What was chosen (steps from ``since`` on), for a record's ``metrics_json``."""
+    def metrics(self, since: int = 0, t1_since: int | None = None) -> dict[str, float | int | dict]:
+        """What was chosen (sized steps from ``since`` on, plain ones from ``t1_since`` on; by
+        default those taken at or after the ``since``-th sized one), for a record's ``metrics_json``."""
         sizes, preds, costs = self.chosen[since:], self.predicted[since:], self.step_costs[since:]
         if not sizes:
             return {}
-        t1_steps = sum(1 for at in self.t1_at if at >= since)
+        # a row that ended on a plain step shares its index in chosen with the next row's start
+        t1_steps = len(self.t1_at) - t1_since if t1_since is not None else sum(1 for at in self.t1_at if at >= since)
         t1 = self.observed.t1()
         name = "budget" if self.tree else "k"
         hist: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ _PATH = Path(__file__).resolve().parent.parent / "scripts" / "bench_lossless.py"
 def bench():
     spec = importlib.util.spec_from_file_location("bench_lossless", _PATH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_draft_variant_parses_name_and_every_override(bench):
@@ -139,6 +142,15 @@ def test_prediction_is_also_read_in_the_rows_own_t1(bench):
     rows = [{"auto_t1_mean_s": 0.25}, {"auto_t1_mean_s": 0.35}]
     assert bench.own_unit_error(rows, "auto", 3.3, 10.0) == "; 3.00 tokens per T1 of its own (error +10%)"
     assert bench.own_unit_error([{"auto_t1_mean_s": None}], "auto", 3.3, 10.0) == ""
+
+
+def test_rows_are_timed_in_abba_order(bench):
+    """Every other prompt reverses the row order, so each row's mean position over two prompts is the same."""
+    methods = {"baseline": 0, "sps": 1, "specexec": 2}
+    order = [[m for m, _ in bench.counterbalanced(methods, i)] for i in range(4)]
+    assert order == [["baseline", "sps", "specexec"], ["specexec", "sps", "baseline"]] * 2
+    positions = {m: sum(o.index(m) for o in order[:2]) for m in methods}
+    assert len(set(positions.values())) == 1, positions
 
 
 def test_auto_trace_reads_the_lines_k_auto_writes(caplog):

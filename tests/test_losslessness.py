@@ -382,6 +382,7 @@ def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64
     assert dec.drafter.drafter.observed.t1() > 0  # the plain steps' passes were timed
     # the last row's metrics count its plain steps
     assert out.stats.extra["grow_t1_steps"] >= 1 and out.stats.extra["grow_verify_scale"] == 1.0  # fake prices: never re-priced
+    assert out.stats.extra["grow_t1_mean_s"] > 0  # the trees after the first plain step were priced in a timed T1
 
 
 @pytest.mark.slow

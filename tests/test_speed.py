@@ -512,6 +512,26 @@ def test_budget_auto_moves_with_the_trees_it_builds():
     assert gain[last] == pytest.approx(1.0) and auto.predicted[-1] == pytest.approx(kept_one)
 
 
+def test_auto_k_sizes_and_prices_a_rows_last_step_within_its_room():
+    """Near the row's token cap a chain is sized (and its prediction priced) for the draft tokens
+    it can still use, not for a step the loop would cut short; with no room the step is plain."""
+    auto = cm.AutoSize(c=0.1, v=FLAT, size_max=16, t1_every=0)
+    for _ in range(50):
+        k = auto.choose()
+        auto.acceptance.observe_chain(k, k)  # always right: k=auto wants long chains
+    free = auto.choose()
+    assert free > 5
+    assert auto.choose(room=3) == 3
+    alpha = auto.acceptance.alpha
+    assert auto.predicted[-1] == pytest.approx(cm.chain_speedup(alpha, 3, 0.1, FLAT))
+    assert auto.step_costs[-1] == pytest.approx(3 * 0.1 + FLAT(4))
+    assert auto.choose(room=100) == free  # room beyond the cap changes nothing
+    sized = len(auto.chosen)
+    assert auto.choose(room=0) == 0 and auto.t1_at[-1] == sized and len(auto.chosen) == sized  # a plain step, counted as one
+    tree = cm.AutoSize(c=0.3, v=INTEL, size_max=32, tree=True, width=4, t1_every=0)
+    assert tree.choose(room=0) == 0 and tree.choose(room=2) >= 1  # a tree's budget is not a depth: only no room is plain
+
+
 class _FakeState:
     def __init__(self):
         self.seq = [0]

@@ -85,6 +85,10 @@ class SpecExecDecoder(LoopDecoder):
         expansions = sum(t.stats.draft_calls - 1 for t in trees)
         candidates = sum(t.stats.candidates for t in trees)
         path_nodes = sum(t.kept_nodes for t in trees)
+        # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
+        costs = [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees] if self.params.grow == "cost" else []
+        # the T1 the trees were priced in, weighed as the row's time is (by predicted cost), as auto_t1_mean_s
+        priced = [(t.stats.t1_s, c) for t, c in zip(trees, costs) if t.stats.t1_s is not None]
         return {
             "tree_size_mean": sum(t.stats.size for t in trees) / n,
             "tree_depth_mean": sum(t.stats.depth for t in trees) / n,
@@ -97,11 +101,10 @@ class SpecExecDecoder(LoopDecoder):
             **({"lookup_offered": sum(t.stats.guessed for t in trees), "lookup_kept": sum(t.stats.guess_kept for t in trees)}
                if self.params.lookup else {}),
             **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
-                # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
-                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain,
-                                                         [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees] + plain),
+                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain, costs + plain),
                 "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
                 "grow_c_probe": trees[-1].stats.c_probe, "grow_t1_steps": len(plain), "grow_t1_s": trees[-1].stats.t1_s,
+                "grow_t1_mean_s": sum(t * c for t, c in priced) / sum(c for _, c in priced) if priced else None,
                 "grow_verify_scale": trees[-1].stats.v_scale}
                if self.params.grow == "cost" else {}),
             **super().metrics(st),

@@ -60,7 +60,7 @@ class AutoSized:
         self._last: Optional[tuple[Any, int, Any, float, float, Optional[int]]] = None
         self._state: Optional[int] = None  # the lookup state the step being sized begins in
         self._row: Any = None
-        self._row_start = 0
+        self._row_start = self._row_t1_start = 0  # this row's first sized and plain step (indices)
 
     def prepare(self, target: Any, draft: Any) -> None:
         self.set_costs(probe_costs(target, draft))
@@ -79,10 +79,11 @@ class AutoSized:
             self.set_costs(measure_costs(st.target, st.draft))  # no prepare(): measure in place, once
         self.observe()
         if st is not self._row:  # a new generate call: its metrics start here
-            self._row, self._row_start = st, len(self.auto.chosen)
+            self._row, self._row_start, self._row_t1_start = st, len(self.auto.chosen), len(self.auto.t1_at)
         state = getattr(self.drafter, "lookup_state", None)
         self._state = state(st) if state is not None and self.auto.lookup is not None else None
-        return self.auto.choose(self._state)
+        room = getattr(st, "room", None)  # a step keeps its path + one target token: room - 1 draft tokens
+        return self.auto.choose(self._state, None if room is None else room - 1)
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Any:
         prop = self.drafter.propose(st, size, max_depth, hidden)
@@ -98,9 +99,10 @@ class AutoSized:
         if prop.size and self.auto is not None:
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
             visits = tree_visits(tokens, parents, after)
+            kept = sum(1 for _, rank in visits if rank == 1)  # draft tokens the target kept
             self.auto.acceptance.observe(visits)
             if self.auto.confidence is not None and isinstance(prop.stats, list):  # a stopped chain's sure flags
-                self.auto.confidence.observe(prop.stats, sum(1 for _, rank in visits if rank == 1))
+                self.auto.confidence.observe(prop.stats, kept)
             spent = self._spent(prop)
             if state is not None and spent is not None:
                 self.auto.lookup.observe(state, spent, prop.size, visits)
@@ -110,7 +112,6 @@ class AutoSized:
                                        st.target_s - target_s, self.auto.v(prop.size + 1))
             if log.isEnabledFor(logging.DEBUG) and self.auto.step_costs:  # a step's prediction beside its outcome
                 t1 = self.auto.observed.t1()
-                kept = sum(1 for _, rank in visits if rank == 1)
                 log.debug("step of %s at T=%g: size %d, lookup state %s, predicted %.2f tokens for %.3f T1; kept %d (+1), drafted in %.1f ms, "
                           "verified in %.1f ms, T1 %s ms", self.describe(), st.gen.temperature, prop.size, state, self.auto.predicted[-1] * self.auto.step_costs[-1],
                           self.auto.step_costs[-1], kept, (st.draft_s - draft_s) * 1e3, (st.target_s - target_s) * 1e3,
@@ -138,7 +139,7 @@ class AutoSized:
     def metrics(self) -> dict[str, Any]:
         """This row's choices (for ``metrics_json``), its last step included."""
         self.observe()
-        return self.auto.metrics(self._row_start) if self.auto is not None else {}
+        return self.auto.metrics(self._row_start, self._row_t1_start) if self.auto is not None else {}
 
     def __getattr__(self, name: str) -> Any:
         if name == "drafter":
