@@ -14,8 +14,9 @@ target call); and the Leviathan et al. 2023 cost-model prediction for SpS beside
 speedup (and each auto row's own); and per step of each spsamp speculative row, the seconds
 drafting, verifying and the rest, in baseline decode tokens, beside what the cost model charges
 for them (which term a prediction's error is in). ``--draft-variant NAME=OVERRIDES`` loads a second form of the draft (e.g. int8 against
-bf16) and repeats every spsamp row on it as ``<row>@NAME``. Methods run round-robin per prompt
-(so load drift from other processes hits all alike); tokens/s = all new tokens / all wall time
+bf16) and repeats every spsamp row on it as ``<row>@NAME``. Methods run round-robin per prompt,
+every other prompt in reverse order (ABBA: load drift from other processes that is linear over two
+prompts hits all alike, whichever row runs first); tokens/s = all new tokens / all wall time
 (prefill included), over the prompts.
 """
 
