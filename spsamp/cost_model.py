@@ -174,6 +174,14 @@ def pooled_speedup(speedups: list[float], step_costs: list[float]) -> float:
     return sum(s * c for s, c in zip(speedups, step_costs)) / total if total > 0 else float("nan")
 
 
+def priced_t1(t1s: list[float | None], step_costs: list[float]) -> float | None:
+    """The T1 (seconds) a row's steps were priced in, weighed as the row's time is (by each step's
+    predicted cost); steps priced before T1 was timed (None) are left out; None if all were."""
+    priced = [(t, c) for t, c in zip(t1s, step_costs) if t is not None]
+    total = sum(c for _, c in priced)
+    return sum(t * c for t, c in priced) / total if priced else None
+
+
 def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     """The k in 1..k_max with the largest :func:`chain_speedup`; (k, predicted speedup). Ties go
     to the smaller k (less draft work wasted when alpha is overestimated)."""
@@ -719,14 +727,13 @@ class AutoSize:
         self.step_costs.append(cost)
         return size
 
-    def metrics(self, since: int = 0, t1_since: int | None = None) -> dict[str, float | int | dict]:
-        """What was chosen (sized steps from ``since`` on, plain ones from ``t1_since`` on; by
-        default those taken at or after the ``since``-th sized one), for a record's ``metrics_json``."""
+    def metrics(self, since: int = 0, t1_since: int = 0) -> dict[str, float | int | dict]:
+        """What was chosen (sized steps from the ``since``-th on, plain ones from the
+        ``t1_since``-th on: a row's first of each), for a record's ``metrics_json``."""
         sizes, preds, costs = self.chosen[since:], self.predicted[since:], self.step_costs[since:]
         if not sizes:
             return {}
-        # a row that ended on a plain step shares its index in chosen with the next row's start
-        t1_steps = len(self.t1_at) - t1_since if t1_since is not None else sum(1 for at in self.t1_at if at >= since)
+        t1_steps = len(self.t1_at) - t1_since
         t1 = self.observed.t1()
         name = "budget" if self.tree else "k"
         hist: dict[str, int] = {}
@@ -742,9 +749,6 @@ class AutoSize:
         # report can pool rows and say whether the tokens or the cost were misjudged
         steps = len(sizes) + t1_steps
         tokens = sum(p * c for p, c in zip(preds, costs)) + t1_steps
-        # the unit the row's steps were priced in, weighed as the row's time is (by predicted cost)
-        priced = [(t, c) for t, c in zip(self.t1s[since:], costs) if t is not None]
-        t1_mean = sum(t * c for t, c in priced) / sum(c for _, c in priced) if priced else None
         return {
             **extra,
             "auto_steps": steps,
@@ -757,7 +761,7 @@ class AutoSize:
             "auto_predicted_speedup": pooled_speedup(preds + [1.0] * t1_steps, costs + [1.0] * t1_steps),
             "auto_t1_steps": t1_steps,
             "auto_t1_s": t1,
-            "auto_t1_mean_s": t1_mean,
+            "auto_t1_mean_s": priced_t1(self.t1s[since:], costs),
             "auto_verify_scale": self.v_scale,
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,

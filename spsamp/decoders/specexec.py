@@ -15,7 +15,7 @@ from typing import Any
 
 from spsamp.acceptance.tree import TreeAcceptance
 from spsamp.config import ADDED_LATER, ConfigError
-from spsamp.cost_model import pooled_speedup
+from spsamp.cost_model import pooled_speedup, priced_t1
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
 from spsamp.drafting.lookup import check_lookup_params
@@ -87,8 +87,6 @@ class SpecExecDecoder(LoopDecoder):
         path_nodes = sum(t.kept_nodes for t in trees)
         # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
         costs = [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees] if self.params.grow == "cost" else []
-        # the T1 the trees were priced in, weighed as the row's time is (by predicted cost), as auto_t1_mean_s
-        priced = [(t.stats.t1_s, c) for t, c in zip(trees, costs) if t.stats.t1_s is not None]
         return {
             "tree_size_mean": sum(t.stats.size for t in trees) / n,
             "tree_depth_mean": sum(t.stats.depth for t in trees) / n,
@@ -104,7 +102,7 @@ class SpecExecDecoder(LoopDecoder):
                 "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain, costs + plain),
                 "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
                 "grow_c_probe": trees[-1].stats.c_probe, "grow_t1_steps": len(plain), "grow_t1_s": trees[-1].stats.t1_s,
-                "grow_t1_mean_s": sum(t * c for t, c in priced) / sum(c for _, c in priced) if priced else None,
+                "grow_t1_mean_s": priced_t1([t.stats.t1_s for t in trees], costs),
                 "grow_verify_scale": trees[-1].stats.v_scale}
                if self.params.grow == "cost" else {}),
             **super().metrics(st),
