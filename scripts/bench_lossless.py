@@ -101,10 +101,12 @@ def add_split(acc: dict[str, float], st, seconds: float, ttft: float, prefill: f
         acc[key] = acc.get(key, 0.0) + value
 
 
-def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, variant_c: dict[str, float] | None = None) -> list[str]:
+def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, variant_c: dict[str, float] | None = None,
+                rest: dict[str, float] | None = None) -> list[str]:
     """Per step of each row, in baseline decode tokens of the same run (``unit_s`` seconds, the
     unit the cost model's speedups are in): measured draft / verify / rest against what the cost
-    model charges (c per draft pass, v(n) per verification of n tokens, nothing for the rest).
+    model charges (c per draft pass, v(n) per verification of n tokens, and for k=auto / grow=cost
+    rows the loop's own work the run measured, ``rest[row]`` in its T1; 0 for the others).
     A ``<row>@NAME`` row is priced at its draft variant's c (``variant_c["@NAME"]``).
     Says which term a prediction's error is in."""
     out = [f"Time per step in baseline decode tokens ({unit_s * 1e3:.0f} ms; the cost probe's 1-token target pass: "
@@ -112,12 +114,12 @@ def split_lines(split: dict[str, dict[str, float]], costs, unit_s: float, varian
     for m, a in split.items():
         steps = max(a["steps"], 1)
         draft, target = a["draft"] / steps / unit_s, a["target"] / steps / unit_s
-        rest = a["decode"] / steps / unit_s - draft - target
+        rest_s = a["decode"] / steps / unit_s - draft - target
         passes, width = a["passes"] / steps, a["nodes"] / steps + 1
         _, at, name = m.partition("@")
         c = (variant_c or {}).get(at + name, costs.c)
         out.append(f"- {m}: draft {draft:.2f} ({passes:.1f} passes; c x passes = {c * passes:.2f}), verify {target:.2f} "
-                   f"({width:.1f} tokens; v = {costs.v(round(width)):.2f}), rest {rest:.2f} (0)")
+                   f"({width:.1f} tokens; v = {costs.v(round(width)):.2f}), rest {rest_s:.2f} ({(rest or {}).get(m, 0):.2g})")
     return out
 
 
@@ -265,7 +267,8 @@ def main() -> None:
                          "per draft pass), and prompt lookup alone (prompt_lookup_k<N>, hf_prompt_lookup_k<N>_stock, 3-grams); "
                          "with --auto also k=auto with it, as sps_kauto_look<N>; each --budgets tree also with it, as specexec_b<B>..._look<N>")
     ap.add_argument("--trace", default=None, metavar="FILE",
-                    help="write each k=auto step's predicted tokens and cost beside its outcome (tokens kept, draft and verify ms) to FILE")
+                    help="write each k=auto step's predicted tokens and cost beside its outcome (tokens kept, draft and verify ms), "
+                         "and each plain step's pass beside the verify unit (k=auto and grow=cost), to FILE")
     ap.add_argument("--auto", action="store_true", help="also time method.k=auto (sps_kauto) and method.budget=auto (specexec_bauto)")
     ap.add_argument("--only", default=None, help="time only these rows, comma-separated (e.g. baseline,hf_generate_stock)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -281,9 +284,9 @@ def main() -> None:
     if args.trace:  # every k=auto step's prediction beside its outcome, for reading where a prediction errs
         handler = logging.FileHandler(args.trace, mode="w")
         handler.setFormatter(logging.Formatter("%(relativeCreated)d %(message)s"))
-        auto_log = logging.getLogger("spsamp.drafting.autosize")
-        auto_log.setLevel(logging.DEBUG)
-        auto_log.addHandler(handler)
+        for name in ("spsamp.drafting.autosize", "spsamp.drafting.tree"):  # k=auto's steps; both's plain steps
+            logging.getLogger(name).setLevel(logging.DEBUG)
+            logging.getLogger(name).addHandler(handler)
         for h in logging.getLogger().handlers:  # the console keeps INFO and up
             h.setLevel(logging.INFO)
     set_threads(args.threads)
@@ -473,7 +476,8 @@ def main() -> None:
                   f"{own_unit_error(rows, 'auto', pred, dps[m])}")
         if split and "baseline" in tot:
             print()
-            for line in split_lines(split, costs, base_token, c):
+            priced = {m: sum(r.get("auto_rest", r.get("grow_rest", 0.0)) for r in rows) / len(rows) for m, rows in chosen.items() if rows}
+            for line in split_lines(split, costs, base_token, c, priced):
                 print(line)
         print()
 

@@ -26,7 +26,7 @@ __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
     "stopped_chain", "best_stopped_k", "RankAcceptance", "LookupStates", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
-    "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify",
+    "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify", "step_clock",
 ]
 
 
@@ -361,9 +361,13 @@ def plain_step(step: int, every: int) -> bool:
     return every > 0 and step % every == 1 % every
 
 
-def scaled_verify(v, scale: float):
-    """v(n) with every verify pass (n > 1) priced ``scale`` times the probe's (ObservedCost.verify_scale)."""
-    return v if scale == 1.0 else (lambda n: v(n) * scale if n > 1 else v(n))
+def scaled_verify(v, scale: float, rest: float = 0.0):
+    """v(n) as a step pays it now: every verify pass (n > 1) priced ``scale`` times the probe's
+    (ObservedCost.verify_scale) plus ``rest``, the loop's own work of a speculative step in T1
+    (ObservedCost.rest: acceptance, cache upkeep, bookkeeping), which rides on its one verify pass."""
+    if scale == 1.0 and rest == 0.0:
+        return v
+    return lambda n: v(n) * scale + rest if n > 1 else v(n)
 
 
 class ObservedCost:
@@ -376,25 +380,42 @@ class ObservedCost:
     ``min_weight`` steps on, and kept within [1/2, 2] of the probe's c, so one disturbed step
     cannot swing the choice.
 
-    The time unit itself, T1 (one single-token target pass), is the probe's too, and on a machine
-    whose speed drifts (30 % within an hour, measured) verify passes the probe priced at v(n) can
-    cost more or less than v(n) T1 *now*. A run that also times some plain single-token target
-    passes (:meth:`observe_t1`: k=auto and grow=cost take a plain step now and then, :func:`plain_step`)
-    measures both in the same minutes: c is then the draft's seconds per unit over the run's T1, and
-    :meth:`verify_scale` the run's verify seconds per v-unit over its T1 (1 until T1 is seen).
+    The time unit itself, T1 (one single-token target pass: what plain decoding pays a token), is
+    the probe's too, and on a machine whose speed drifts (30 % within an hour, measured) verify
+    passes the probe priced at v(n) can cost more or less than v(n) T1 *now*. A run that also times
+    some plain single-token target passes (:meth:`observe_t1`: k=auto and grow=cost take a plain
+    step now and then, :func:`plain_step`) measures both in the same minutes: c is then the draft's
+    seconds per unit over the run's T1, and :meth:`verify_scale` the run's verify seconds per v-unit
+    over its T1 (1 until T1 is seen).
 
-    A plain step is one pass, though, and one pass on this machine varies by ±10 % (sd; measured on
-    the real pair, 66 single-token passes), so a row's one or two plain steps put ±10 % on every
-    cost priced in T1 — the run's verify passes, seen every step, say T1 too (their seconds per
-    v-unit: the probe's v(n) ratios held within 1 % at a 400-token cache as at its 64, and two probes
-    of one run agreed within ~6-10 %). T1 is therefore both pooled: plain passes, plus the verify
-    passes' seconds per v-unit worth ``verify_weight`` plain passes (inverse variances, ±10 % a pass
-    against ±6 % for the v(n) ratios)."""
+    A plain step is one pass, though, and one pass varies by ±10 % (sd; measured on the real pair,
+    66 single-token passes), while the verify passes, seen every step, follow the machine's drift
+    closely. So T1 is the verify unit *now* times the ratio of plain passes to the verify unit in
+    the minutes each ran (decayed per plain pass, ``ratio_decay``): drift moves both and cancels in
+    the ratio, and the ratio is not assumed to be 1. On the coding rows of the real pair the run's
+    verify passes cost 2-7 % more per v-unit than the probe's v(n) said (long caches, 10-17 tokens
+    a pass; docs/benchmarks/speed_by_measurement.md section 21), so a T1 pooled from both, as
+    before, read that much above plain decoding's token and every prediction over it as much too
+    high. Plain passes timed before the verify unit is trusted are paired with its first trusted
+    value.
 
-    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7, verify_weight: float = 3.0):
-        self.decay, self.min_weight, self.t1_decay, self.verify_weight = decay, min_weight, t1_decay, verify_weight
+    A speculative step also does work outside both models' passes — the acceptance rule, rolling
+    caches back, bookkeeping: :meth:`observe_rest` takes its seconds (the step's wall time less
+    its passes) and :meth:`rest` prices it in T1, 0.01-0.07 T1 a step on the real pair."""
+
+    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7, ratio_decay: float = 0.8):
+        self.decay, self.min_weight, self.t1_decay, self.ratio_decay = decay, min_weight, t1_decay, ratio_decay
         self.draft_s = self.draft_units = self.target_s = self.verify_units = self.weight = 0.0
         self.t1_s = self.t1_weight = 0.0  # plain target passes timed in the run, decayed per pass
+        self.ratio_plain = self.ratio_verify = 0.0  # plain passes and the verify unit when each ran, decayed per pass
+        self.unpaired: list[float] = []  # plain passes timed before the verify unit was trusted (the last 8)
+        self.rest_s = self.rest_weight = 0.0  # speculative steps' seconds outside the passes, decayed per step
+
+    def verify_unit(self) -> float | None:
+        """The run's verify seconds per v-unit (decayed over the last steps), once trusted."""
+        if self.weight < self.min_weight or self.verify_units <= 0:
+            return None
+        return self.target_s / self.verify_units
 
     def observe(self, draft_s: float, draft_units: float, target_s: float, verify_units: float) -> None:
         """One step: seconds proposing and the draft units the probe prices them at; seconds
@@ -405,6 +426,11 @@ class ObservedCost:
         self.draft_s, self.draft_units = self.draft_s * d + draft_s, self.draft_units * d + draft_units
         self.target_s, self.verify_units = self.target_s * d + target_s, self.verify_units * d + verify_units
         self.weight = self.weight * d + 1.0
+        unit = self.verify_unit()
+        if unit is not None and self.unpaired:
+            for seconds in self.unpaired:
+                self._pair(seconds, unit)
+            self.unpaired.clear()
 
     def observe_t1(self, seconds: float) -> None:
         """One plain single-token target pass, timed in the run (the unit every cost is priced in)."""
@@ -412,32 +438,56 @@ class ObservedCost:
             return
         self.t1_s = self.t1_s * self.t1_decay + seconds
         self.t1_weight = self.t1_weight * self.t1_decay + 1.0
+        unit = self.verify_unit()
+        if unit is None:
+            self.unpaired = self.unpaired[-7:] + [seconds]
+        else:
+            self._pair(seconds, unit)
+
+    def _pair(self, seconds: float, unit: float) -> None:
+        r = self.ratio_decay
+        self.ratio_plain, self.ratio_verify = self.ratio_plain * r + seconds, self.ratio_verify * r + unit
+
+    def observe_rest(self, seconds: float) -> None:
+        """One speculative step's seconds outside both models' passes (its wall time less them)."""
+        if seconds < 0:
+            return  # a clock that is not the passes' (fake timings): nothing to learn
+        self.rest_s = self.rest_s * self.decay + seconds
+        self.rest_weight = self.rest_weight * self.decay + 1.0
 
     def t1(self) -> float | None:
-        """The run's seconds per single-token target pass (plain passes pooled with the verify
-        passes' seconds per v-unit, once both are seen), or None before a plain pass was timed."""
+        """The run's seconds per single-token target pass: the verify unit now times the ratio of
+        plain passes to it (once both are seen), else the plain passes alone; None before one was timed."""
+        unit = self.verify_unit()
+        if unit is not None and self.ratio_verify > 0:
+            return unit * self.ratio_plain / self.ratio_verify
         if self.t1_weight <= 0:
             return None
-        if self.weight < self.min_weight or self.verify_units <= 0:
-            return self.t1_s / self.t1_weight
-        w = self.verify_weight
-        return (self.t1_s + w * self.target_s / self.verify_units) / (self.t1_weight + w)
+        return self.t1_s / self.t1_weight
+
+    def _unit(self) -> float:
+        return self.t1() or self.target_s / self.verify_units
 
     def c(self, probe: float) -> float:
         """The c to size the next step with: the run's own once trusted, else the probe's."""
         if self.weight < self.min_weight:
             return probe
-        unit = self.t1() or self.target_s / self.verify_units
-        seen = (self.draft_s / self.draft_units) / unit
+        seen = (self.draft_s / self.draft_units) / self._unit()
         return min(2.0 * probe, max(0.5 * probe, seen))
 
     def verify_scale(self) -> float:
         """The run's verify seconds per v-unit over its own T1, within [1/2, 2]: what a verify pass
         the probe priced at v(n) costs now, per v(n). 1 until both are seen."""
-        t1 = self.t1()
-        if t1 is None or self.weight < self.min_weight:
+        t1, unit = self.t1(), self.verify_unit()
+        if t1 is None or unit is None:
             return 1.0
-        return min(2.0, max(0.5, (self.target_s / self.verify_units) / t1))
+        return min(2.0, max(0.5, unit / t1))
+
+    def rest(self) -> float:
+        """A speculative step's loop work outside the passes, in T1 (0 until trusted)."""
+        if self.rest_weight < self.min_weight or self.weight < self.min_weight:
+            return 0.0
+        return (self.rest_s / self.rest_weight) / self._unit()
 
 
 class RankAcceptance:
@@ -684,6 +734,7 @@ class AutoSize:
         self.t1_every, self.calls = t1_every, 0
         self.t1_at: list[int] = []  # len(self.chosen) at each such step
         self.v_scale = 1.0  # what the last choice multiplied v(n > 1) by (ObservedCost.verify_scale)
+        self.rest = 0.0  # what the last choice added to a step for the loop's own work, in T1 (ObservedCost.rest)
 
     def choose(self, state: int | None = None, room: int | None = None) -> int:
         """The next step's size; ``state``: the lookup state it begins in (:class:`LookupStates`);
@@ -697,7 +748,8 @@ class AutoSize:
         k_max = self.size_max if room is None or self.tree else min(self.size_max, room)
         self.c = self.observed.c(self.c_probe)
         self.v_scale = scale = self.observed.verify_scale()
-        v = scaled_verify(self.v, scale)
+        self.rest = self.observed.rest()
+        v = scaled_verify(self.v, scale, self.rest)
         if self.tree:
             probs = self.acceptance.probs()
             prior_accepted, prior_cost = positional_curves(probs, self.size_max, self.max_depth, self.width, self.vd or self.v)
@@ -763,6 +815,7 @@ class AutoSize:
             "auto_t1_s": t1,
             "auto_t1_mean_s": priced_t1(self.t1s[since:], costs),
             "auto_verify_scale": self.v_scale,
+            "auto_rest": self.rest,
             "auto_alpha": self.acceptance.alpha,
             "auto_c": self.c,
             "auto_c_probe": self.c_probe,
@@ -770,6 +823,11 @@ class AutoSize:
 
 
 _clock = time.perf_counter  # tests replace it with fake timings
+
+
+def step_clock() -> float:
+    """The clock a step's wall time is read on (ObservedCost.observe_rest): ``_clock``."""
+    return _clock()
 
 
 @dataclass

@@ -92,6 +92,9 @@ def test_time_split_prices_each_term_per_step_in_baseline_tokens(bench):
     # a draft variant's row is priced at that draft's own c, the preset's rows at the probe's
     _, main, twin = bench.split_lines({"sps_k4": acc, "sps_k4@bf16": acc}, costs, unit_s=0.1, variant_c={"": 0.2, "@bf16": 0.4})
     assert "c x passes = 0.80" in main and twin.startswith("- sps_k4@bf16: draft 1.00 (4.0 passes; c x passes = 1.60)")
+    # a row that priced the loop's own work (k=auto, grow=cost) says what it charged
+    _, auto = bench.split_lines({"sps_kauto": acc}, costs, unit_s=0.1, rest={"sps_kauto": 0.031})
+    assert auto.endswith("rest 0.50 (0.031)")
 
 
 _HEADLINE = Path(__file__).resolve().parent.parent / "scripts" / "bench_headline.sh"
@@ -176,6 +179,7 @@ def test_auto_trace_reads_the_lines_k_auto_writes(caplog):
 
     drafter = AutoSized(Chain())
     drafter.set_costs(cm.Costs(c=0.1, v=cm.VerifyCost({}), vd=cm.VerifyCost({})))
+    drafter.auto.t1_every = 5  # plain steps 1, 6 and 11: the last two after the verify unit is trusted
     st = types.SimpleNamespace(seq=[0], draft_s=0.0, target_s=0.0, gen=types.SimpleNamespace(temperature=0.7))
     with caplog.at_level(logging.DEBUG, logger="spsamp.drafting.autosize"):
         for _ in range(12):
@@ -184,7 +188,10 @@ def test_auto_trace_reads_the_lines_k_auto_writes(caplog):
             st.seq += tokens + [99]  # all kept, plus a bonus token
             st.draft_s, st.target_s = st.draft_s + 0.01 * k, st.target_s + 0.25
         drafter.metrics()
-    lines = [f"{int(r.relativeCreated)} {r.getMessage()}" for r in caplog.records if r.getMessage().startswith("step of")]
-    assert lines, "k=auto wrote no step lines at DEBUG"
-    (summary,) = trace.summarise(lines)
-    assert summary.startswith("k=auto") and "T=0.7" in summary and f"n={len(lines):3d}" in summary
+    lines = [f"{int(r.relativeCreated)} {r.getMessage()}" for r in caplog.records]
+    steps = [line for line in lines if " step of" in line and "plain" not in line]
+    assert steps, "k=auto wrote no step lines at DEBUG"
+    summary, plain = trace.summarise(lines)
+    assert summary.startswith("k=auto") and "T=0.7" in summary and f"n={len(steps):3d}" in summary
+    # every pass 250 ms, every verify unit (v = 1) 250 ms: the ratio T1 is priced with
+    assert plain.startswith("k=auto") and "plain steps n=  2: pass 250.0 ms, verify unit 250.0 ms, pass / unit 1.000" in plain

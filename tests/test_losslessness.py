@@ -311,6 +311,7 @@ def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread
     equals_baseline_tiny(spied(dec), tiny64, "k=auto with plain steps", seed=None)
     assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) >= 3, f"no plain steps between sized ones: {dec.drafter.sizes}"
     assert dec.drafter.drafter.auto.observed.t1() > 0  # the plain steps' passes were timed
+    assert dec.drafter.drafter.auto.observed.rest_s > 0  # and the sized steps' loop work outside the passes
 
 
 def test_auto_k_with_lookup_equals_baseline_tiny_float64_and_prices_by_lookup_state(tiny64, one_thread):
@@ -380,8 +381,10 @@ def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64
     out = equals_baseline_tiny(spied(dec), tiny64, "grow=cost with plain steps")
     assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) == 16, f"no plain steps between full trees: {dec.drafter.sizes}"
     assert dec.drafter.drafter.observed.t1() > 0  # the plain steps' passes were timed
+    assert dec.drafter.drafter.observed.rest_s > 0  # and the trees' loop work outside the passes
     # the last row's metrics count its plain steps
     assert out.stats.extra["grow_t1_steps"] >= 1 and out.stats.extra["grow_verify_scale"] == 1.0  # fake prices: never re-priced
+    assert out.stats.extra["grow_rest"] == 0.0  # (nor charged for the loop's work)
     assert out.stats.extra["grow_t1_mean_s"] > 0  # the trees after the first plain step were priced in a timed T1
 
 

@@ -586,7 +586,7 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
 
 
 def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
-    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, t1_decay=0.5, verify_weight=0.0)  # plain passes alone
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, ratio_decay=0.5)
     assert seen.t1() is None and seen.verify_scale() == 1.0
     for _ in range(3):  # 75 ms a draft unit, 300 ms a verify unit (v-units: the probe's)
         seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.3, verify_units=1.0)
@@ -596,27 +596,49 @@ def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
     seen.observe_t1(0.25)  # a plain pass now takes 250 ms: a verify pass costs 1.2 of them, not 1
     assert seen.t1() == pytest.approx(0.25)
     assert seen.c(0.2) == pytest.approx(0.3) and seen.verify_scale() == pytest.approx(1.2)
-    seen.observe_t1(0.05)  # the machine sped up: recent passes outweigh older ones (decay 0.5)
-    assert seen.t1() == pytest.approx((0.25 * 0.5 + 0.05) / 1.5)
+    seen.observe_t1(0.05)  # a plain pass 5x quicker beside the same verify unit: the ratio (decay 0.5) moves
+    assert seen.t1() == pytest.approx(0.3 * (0.25 * 0.5 + 0.05) / (0.3 * 0.5 + 0.3))
     assert seen.verify_scale() == 2.0 and seen.c(0.2) == pytest.approx(0.4)  # both within [1/2, 2]
 
 
-def test_observed_t1_pools_plain_passes_with_the_verify_passes_seconds_per_unit():
-    """One plain pass that ran 40 % slow (another process woke up) moves T1 by a quarter of that
-    when the run's verify passes say T1 too (weight 3 plain passes), not by all of it."""
-    seen = cm.ObservedCost(decay=0.9, min_weight=3.0)
-    seen.observe_t1(0.42)  # before any verify pass: the plain pass alone
-    assert seen.t1() == pytest.approx(0.42)
-    for _ in range(10):  # verify passes at 330 ms per v-unit (v(n) = 1.1 at 363 ms)
-        seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)
-    assert seen.t1() == pytest.approx((0.42 + 3 * 0.33) / 4)
-    assert seen.verify_scale() == pytest.approx(0.33 / seen.t1())  # still what a v-unit costs per T1
-    assert seen.c(0.2) == pytest.approx(0.0625 / seen.t1())
+def test_observed_t1_is_the_verify_unit_now_times_the_plain_to_verify_ratio():
+    """The machine's drift, seen every step in the verify passes, moves T1 without a new plain
+    pass; verify passes dearer per v-unit than the probe's v(n) said keep their ratio to T1 (a T1
+    pooled from both would read high, and every prediction over it with it)."""
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, ratio_decay=0.5)
+    seen.observe_t1(0.30)  # before the verify unit is trusted: the plain pass alone
+    assert seen.t1() == pytest.approx(0.30) and seen.verify_scale() == 1.0
+    seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)
+    assert seen.t1() == pytest.approx(0.30)  # one step (weight 1 < 1.5): the verify unit is not trusted yet
+    seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)  # 330 ms a v-unit: paired with the waiting pass
+    assert seen.t1() == pytest.approx(0.30) and seen.verify_scale() == pytest.approx(1.1)
+    for _ in range(12):  # the machine slows to half its speed: 660 ms a v-unit, no plain pass since
+        seen.observe(draft_s=1.0, draft_units=8.0, target_s=0.726, verify_units=1.1)
+    assert seen.t1() == pytest.approx(0.60, rel=1e-3) and seen.verify_scale() == pytest.approx(1.1, rel=1e-3)
+    assert seen.c(0.2) == pytest.approx(0.125 / 0.60, rel=1e-3)
+    seen.observe_t1(0.66)  # a plain pass as dear as a v-unit now: the ratio moves by its share (decay 0.5)
+    unit = seen.verify_unit()
+    assert seen.t1() == pytest.approx(unit * (0.30 * 0.5 + 0.66) / (0.33 * 0.5 + unit))
+
+
+def test_observed_rest_is_priced_on_every_verify_pass_once_trusted():
+    """A speculative step's loop work outside both passes (its wall time less them) is priced in
+    T1 and rides on its verify pass; a plain step (n = 1) is charged none."""
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5)
+    seen.observe_rest(0.03)
+    seen.observe_rest(-0.01)  # a fake clock: nothing to learn
+    assert seen.rest() == 0.0  # no trusted unit, one step: nothing yet
+    for _ in range(3):
+        seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.3, verify_units=1.0)
+        seen.observe_rest(0.03)
+    seen.observe_t1(0.3)
+    assert seen.rest() == pytest.approx(0.1)  # 30 ms a step over a 300 ms T1
+    v = cm.scaled_verify(FLAT, 1.0, seen.rest())
+    assert v(1) == FLAT(1) and v(5) == pytest.approx(FLAT(5) + 0.1)
 
 
 def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps():
-    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=8,
-                       observed=cm.ObservedCost(verify_weight=0.0))  # T1 from the plain pass alone
+    auto = cm.AutoSize(0.2, cm.VerifyCost({2: 1.02, 8: 1.1, 16: 1.3}), 16, t1_every=8)
     for _ in range(10):
         auto.acceptance.observe_chain(8, 7)
     first = [auto.choose() for _ in range(4)]
@@ -635,6 +657,34 @@ def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps(
     assert sum(m["auto_k_hist"].values()) == 4  # the plain step is no size the model chose ...
     # ... but it is part of the row's time: one token for one T1 in the pooled prediction
     assert m["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + [1.0], auto.step_costs + [1.0]))
+
+
+def test_auto_k_prices_the_loops_own_work_from_each_steps_wall_time(monkeypatch):
+    """Each sized step's wall time (from its sizing to the next one's) less its two models' passes
+    is the loop's own work; k=auto prices it in T1 on every verify pass. The gap between two
+    decodes (a new prompt's prefill) is no step's."""
+    from spsamp.drafting.autosize import AutoSized
+
+    clock = [0.0]
+    monkeypatch.setattr(cm, "_clock", lambda: clock[0])
+    drafter = AutoSized(_FakeChain())
+    drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
+    for row in range(2):
+        st = _FakeState()
+        clock[0] += 100.0  # the prefill and whatever ran between the rows
+        for _ in range(12):
+            k = drafter.size(st)
+            tokens = drafter.propose(st, k, k, False).tokens.tolist()
+            st.seq += tokens + [99]  # all accepted
+            st.draft_s += 0.025 * k  # 25 ms a draft pass, 250 ms a target pass (plain or verify: v = 1)
+            st.target_s += 0.25
+            clock[0] += 0.025 * k + 0.25 + 0.05  # and 50 ms outside both a step
+        m = drafter.metrics()
+        assert m["auto_rest"] == pytest.approx(0.2), row  # 50 ms over a 250 ms T1
+    auto = drafter.auto
+    assert auto.step_costs[-1] == pytest.approx(auto.chosen[-1] * 0.1 + 1.0 + 0.2)
+    # (the estimate has since taken the last step in: alpha moved a little)
+    assert auto.predicted[-1] == pytest.approx(cm.chain_speedup(auto.acceptance.alpha, auto.chosen[-1], 0.1, lambda n: 1.2), rel=1e-3)
 
 
 def test_observed_cost_is_the_runs_own_ratio_once_trusted_and_within_bounds():

@@ -103,7 +103,7 @@ class SpecExecDecoder(LoopDecoder):
                 "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
                 "grow_c_probe": trees[-1].stats.c_probe, "grow_t1_steps": len(plain), "grow_t1_s": trees[-1].stats.t1_s,
                 "grow_t1_mean_s": priced_t1([t.stats.t1_s for t in trees], costs),
-                "grow_verify_scale": trees[-1].stats.v_scale}
+                "grow_verify_scale": trees[-1].stats.v_scale, "grow_rest": trees[-1].stats.rest}
                if self.params.grow == "cost" else {}),
             **super().metrics(st),
         }

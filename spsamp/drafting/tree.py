@@ -52,7 +52,7 @@ import torch
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
 from spsamp.cost_model import (T1_EVERY, Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs,
-                                plain_step, scaled_verify, tree_speed)
+                                plain_step, scaled_verify, step_clock, tree_speed)
 from spsamp.drafting.lookup import lookup
 from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
@@ -81,6 +81,7 @@ class TreeStats:
     c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
     v_scale: float = 1.0  # grow=cost: what verify passes v(n > 1) were priced at, per the probe's v(n)
     t1_s: float | None = None  # grow=cost: the run's seconds per single-token target pass (None: not timed yet)
+    rest: float = 0.0  # grow=cost: the loop's own work a step was priced at, in T1 (cost_model.ObservedCost.rest)
     guessed: int = 0  # lookup tokens fed with the draft passes
     guess_kept: int = 0  # of those, nodes expanded by it (a top child of the node before it)
     plain: bool = False  # grow=cost: a plain step (no tree) that re-times T1 (cost_model.T1_EVERY)
@@ -107,6 +108,7 @@ class TreeDrafter:
         self.steps = 0
         # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
         self._last: tuple[Any, int, Proposal, float, float] | None = None
+        self._step_at: float | None = None  # the clock when the last tree began (its step's wall time starts there)
 
     def prepare(self, target: Any, draft: Any) -> None:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
@@ -114,14 +116,22 @@ class TreeDrafter:
             self.costs = probe_costs(target, draft)
             log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
-    def observe(self) -> None:
-        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
+    def observe(self, now: float, st_now: Any) -> None:
+        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once.
+        ``now``: the clock as ``st_now``'s next tree begins, which ends the last step's wall time
+        (its loop work outside both passes is priced too) when it was the same decode's."""
         if self._last is not None:
             st, base, prop, draft_s, target_s = self._last
             self._last = None
+            if prop.size and st is st_now and self._step_at is not None:
+                self.observed.observe_rest(now - self._step_at - (st.draft_s - draft_s) - (st.target_s - target_s))
             # against the draft's own expectation (unscaled): the calibration is accepted / that
             if prop.size == 0:  # no tree verified (a plain step, or every node cut): one single-token target pass
                 self.observed.observe_t1(st.target_s - target_s)
+                if log.isEnabledFor(logging.DEBUG):  # the plain pass beside the verify unit it is paired with
+                    unit, t1 = self.observed.verify_unit(), self.observed.t1()
+                    log.debug("plain step of grow=cost at T=%g: pass %.1f ms, verify unit %s ms, T1 %s ms", st.gen.temperature,
+                              (st.target_s - target_s) * 1e3, f"{unit * 1e3:.1f}" if unit else "-", f"{t1 * 1e3:.1f}" if t1 else "-")
             if not prop.stats.plain:
                 path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
                 self.calibration.observe(prop.stats.expected, len(path))
@@ -146,7 +156,9 @@ class TreeDrafter:
         by_cost = self.grow == "cost"
         st = TreeStats()
         if by_cost:
-            self.observe()
+            now = step_clock()
+            self.observe(now, state)
+            self._step_at = now
             self.steps += 1
             if plain_step(self.steps, self.t1_every):  # re-time T1: no draft, the target's own token
                 prop = Proposal.chain(torch.empty(0, dtype=torch.long), stats=TreeStats(plain=True))
@@ -158,8 +170,8 @@ class TreeDrafter:
             st.calibration = scale = self.calibration.scale
             st.c = c = self.observed.c(costs.c)
             st.c_probe = costs.c
-            st.v_scale, st.t1_s = self.observed.verify_scale(), self.observed.t1()
-            verify = scaled_verify(costs.v, st.v_scale)
+            st.v_scale, st.t1_s, st.rest = self.observed.verify_scale(), self.observed.t1(), self.observed.rest()
+            verify = scaled_verify(costs.v, st.v_scale, st.rest)
         pending = state.seq[draft.cache_len :]
         # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
