@@ -389,26 +389,30 @@ class ObservedCost:
     over its T1 (1 until T1 is seen).
 
     A plain step is one pass, though, and one pass varies by ±10 % (sd; measured on the real pair,
-    66 single-token passes), while the verify passes, seen every step, follow the machine's drift
-    closely. So T1 is the verify unit *now* times the ratio of plain passes to the verify unit in
-    the minutes each ran (decayed per plain pass, ``ratio_decay``): drift moves both and cancels in
-    the ratio, and the ratio is not assumed to be 1. On the coding rows of the real pair the run's
-    verify passes cost 2-7 % more per v-unit than the probe's v(n) said (long caches, 10-17 tokens
-    a pass; docs/benchmarks/speed_by_measurement.md section 21), so a T1 pooled from both, as
-    before, read that much above plain decoding's token and every prediction over it as much too
-    high. Plain passes timed before the verify unit is trusted are paired with its first trusted
-    value.
+    66 single-token passes) with a rare far outlier (1.4-1.5x, twice in 30 plain passes of one run),
+    while the verify passes, seen every step, follow the machine's drift closely. So T1 is the
+    verify unit *now* times the ratio of a plain pass to the verify unit in the minutes it ran: drift
+    moves both and cancels in the ratio, and the ratio is not assumed to be 1 (on the coding rows of
+    the real pair plain passes cost 0.86-0.95 of the verify unit: the run's verify passes cost more
+    per v-unit than the probe's v(n) said, at long caches and 10-17 tokens a pass; a T1 pooled from
+    both, as before, read that much above plain decoding's token, and every prediction with it;
+    docs/benchmarks/speed_by_measurement.md section 21). The ratio is the median of the last
+    ``window`` plain passes' and the probe's (:meth:`observe_probe`: its 1-token pass is a median of
+    five, so it counts twice): one outlying pass cannot move it. Plain passes timed before the verify
+    unit is trusted are paired with its first trusted value; before that, T1 is their median with
+    the probe's.
 
     A speculative step also does work outside both models' passes — the acceptance rule, rolling
     caches back, bookkeeping: :meth:`observe_rest` takes its seconds (the step's wall time less
     its passes) and :meth:`rest` prices it in T1, 0.01-0.07 T1 a step on the real pair."""
 
-    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, t1_decay: float = 0.7, ratio_decay: float = 0.8):
-        self.decay, self.min_weight, self.t1_decay, self.ratio_decay = decay, min_weight, t1_decay, ratio_decay
+    def __init__(self, decay: float = 0.9, min_weight: float = 3.0, window: int = 8):
+        self.decay, self.min_weight, self.window = decay, min_weight, window
         self.draft_s = self.draft_units = self.target_s = self.verify_units = self.weight = 0.0
-        self.t1_s = self.t1_weight = 0.0  # plain target passes timed in the run, decayed per pass
-        self.ratio_plain = self.ratio_verify = 0.0  # plain passes and the verify unit when each ran, decayed per pass
-        self.unpaired: list[float] = []  # plain passes timed before the verify unit was trusted (the last 8)
+        self.probe_s: float | None = None  # the cost probe's 1-token target pass (seconds)
+        self.probe_ratio: float | None = None  # it over the first trusted verify unit
+        self.ratios: list[float] = []  # the last `window` plain passes over the verify unit when each ran
+        self.unpaired: list[float] = []  # plain passes timed before the verify unit was trusted (the last `window`)
         self.rest_s = self.rest_weight = 0.0  # speculative steps' seconds outside the passes, decayed per step
 
     def verify_unit(self) -> float | None:
@@ -427,26 +431,31 @@ class ObservedCost:
         self.target_s, self.verify_units = self.target_s * d + target_s, self.verify_units * d + verify_units
         self.weight = self.weight * d + 1.0
         unit = self.verify_unit()
-        if unit is not None and self.unpaired:
+        if unit is not None:
+            if self.probe_s is not None and self.probe_ratio is None:
+                self.probe_ratio = self.probe_s / unit
             for seconds in self.unpaired:
-                self._pair(seconds, unit)
-            self.unpaired.clear()
+                self.ratios = (self.ratios + [seconds / unit])[-self.window :]
+            self.unpaired = []
+
+    def observe_probe(self, seconds: float) -> None:
+        """The cost probe's 1-token target pass (a job's start; a median of five): one more plain pass, counted twice."""
+        if not seconds > 0:  # NaN: no probe timing
+            return
+        self.probe_s, self.probe_ratio = seconds, None
+        unit = self.verify_unit()
+        if unit is not None:
+            self.probe_ratio = seconds / unit
 
     def observe_t1(self, seconds: float) -> None:
         """One plain single-token target pass, timed in the run (the unit every cost is priced in)."""
         if seconds <= 0:
             return
-        self.t1_s = self.t1_s * self.t1_decay + seconds
-        self.t1_weight = self.t1_weight * self.t1_decay + 1.0
         unit = self.verify_unit()
         if unit is None:
-            self.unpaired = self.unpaired[-7:] + [seconds]
+            self.unpaired = (self.unpaired + [seconds])[-self.window :]
         else:
-            self._pair(seconds, unit)
-
-    def _pair(self, seconds: float, unit: float) -> None:
-        r = self.ratio_decay
-        self.ratio_plain, self.ratio_verify = self.ratio_plain * r + seconds, self.ratio_verify * r + unit
+            self.ratios = (self.ratios + [seconds / unit])[-self.window :]
 
     def observe_rest(self, seconds: float) -> None:
         """One speculative step's seconds outside both models' passes (its wall time less them)."""
@@ -456,14 +465,16 @@ class ObservedCost:
         self.rest_weight = self.rest_weight * self.decay + 1.0
 
     def t1(self) -> float | None:
-        """The run's seconds per single-token target pass: the verify unit now times the ratio of
-        plain passes to it (once both are seen), else the plain passes alone; None before one was timed."""
+        """The run's seconds per single-token target pass: the verify unit now times the median
+        ratio of plain passes (and the probe's, twice) to it, once both are seen; before, the median
+        of the plain passes and the probe's; None before a plain pass was timed."""
         unit = self.verify_unit()
-        if unit is not None and self.ratio_verify > 0:
-            return unit * self.ratio_plain / self.ratio_verify
-        if self.t1_weight <= 0:
+        if unit is not None and self.ratios:
+            probe = [self.probe_ratio] * 2 if self.probe_ratio is not None else []
+            return unit * statistics.median(self.ratios + probe)
+        if not self.unpaired:
             return None
-        return self.t1_s / self.t1_weight
+        return statistics.median(self.unpaired + ([self.probe_s] * 2 if self.probe_s is not None else []))
 
     def _unit(self) -> float:
         return self.t1() or self.target_s / self.verify_units

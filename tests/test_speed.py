@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -586,7 +587,7 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
 
 
 def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
-    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, ratio_decay=0.5)
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5)
     assert seen.t1() is None and seen.verify_scale() == 1.0
     for _ in range(3):  # 75 ms a draft unit, 300 ms a verify unit (v-units: the probe's)
         seen.observe(draft_s=0.3, draft_units=4.0, target_s=0.3, verify_units=1.0)
@@ -596,29 +597,38 @@ def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
     seen.observe_t1(0.25)  # a plain pass now takes 250 ms: a verify pass costs 1.2 of them, not 1
     assert seen.t1() == pytest.approx(0.25)
     assert seen.c(0.2) == pytest.approx(0.3) and seen.verify_scale() == pytest.approx(1.2)
-    seen.observe_t1(0.05)  # a plain pass 5x quicker beside the same verify unit: the ratio (decay 0.5) moves
-    assert seen.t1() == pytest.approx(0.3 * (0.25 * 0.5 + 0.05) / (0.3 * 0.5 + 0.3))
-    assert seen.verify_scale() == 2.0 and seen.c(0.2) == pytest.approx(0.4)  # both within [1/2, 2]
+    seen.observe_t1(0.05)  # a plain pass 5x quicker beside the same verify unit: two passes, their mean ratio
+    assert seen.t1() == pytest.approx(0.15)
+    assert seen.verify_scale() == pytest.approx(2.0) and seen.c(0.2) == pytest.approx(0.4)  # both within [1/2, 2]
 
 
-def test_observed_t1_is_the_verify_unit_now_times_the_plain_to_verify_ratio():
+def test_observed_t1_is_the_verify_unit_now_times_the_median_plain_to_verify_ratio():
     """The machine's drift, seen every step in the verify passes, moves T1 without a new plain
     pass; verify passes dearer per v-unit than the probe's v(n) said keep their ratio to T1 (a T1
-    pooled from both would read high, and every prediction over it with it)."""
-    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, ratio_decay=0.5)
-    seen.observe_t1(0.30)  # before the verify unit is trusted: the plain pass alone
-    assert seen.t1() == pytest.approx(0.30) and seen.verify_scale() == 1.0
+    pooled from both would read high, and every prediction over it with it); and one outlying
+    plain pass (a job's first, measured at 1.5x) cannot move it once the probe's pass is known."""
+    seen = cm.ObservedCost(decay=0.5, min_weight=1.5, window=4)
+    seen.observe_probe(float("nan"))  # no probe timing: nothing
+    assert seen.probe_s is None
+    seen.observe_probe(0.30)  # the probe's 1-token pass (a median of five): counts twice
+    assert seen.t1() is None  # no plain pass timed in the run yet
+    seen.observe_t1(0.45)  # the job's first plain pass, 1.5x slow; the verify unit is not trusted yet
+    assert seen.t1() == pytest.approx(0.30)  # median of 0.30, 0.30, 0.45
     seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)
-    assert seen.t1() == pytest.approx(0.30)  # one step (weight 1 < 1.5): the verify unit is not trusted yet
-    seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)  # 330 ms a v-unit: paired with the waiting pass
-    assert seen.t1() == pytest.approx(0.30) and seen.verify_scale() == pytest.approx(1.1)
+    seen.observe(draft_s=0.5, draft_units=8.0, target_s=0.363, verify_units=1.1)  # 330 ms a v-unit: both paired with it
+    assert seen.verify_unit() == pytest.approx(0.33) and seen.t1() == pytest.approx(0.30)
+    assert seen.verify_scale() == pytest.approx(1.1)
     for _ in range(12):  # the machine slows to half its speed: 660 ms a v-unit, no plain pass since
         seen.observe(draft_s=1.0, draft_units=8.0, target_s=0.726, verify_units=1.1)
     assert seen.t1() == pytest.approx(0.60, rel=1e-3) and seen.verify_scale() == pytest.approx(1.1, rel=1e-3)
     assert seen.c(0.2) == pytest.approx(0.125 / 0.60, rel=1e-3)
-    seen.observe_t1(0.66)  # a plain pass as dear as a v-unit now: the ratio moves by its share (decay 0.5)
-    unit = seen.verify_unit()
-    assert seen.t1() == pytest.approx(unit * (0.30 * 0.5 + 0.66) / (0.33 * 0.5 + unit))
+    for seconds in (0.594, 0.594, 0.594):  # plain passes at 0.9 of the unit now
+        seen.observe_t1(seconds)
+    # the window (4) holds the outlier and the three; the probe's ratio counts twice
+    assert seen.t1() == pytest.approx(0.66 * statistics.median([0.45 / 0.33, 0.9, 0.9, 0.9, 0.30 / 0.33, 0.30 / 0.33]), rel=1e-3)
+    for seconds in (0.594, 0.594):  # the window keeps the last 4 plain passes: the outlier has left it
+        seen.observe_t1(seconds)
+    assert seen.ratios == pytest.approx([0.9] * 4, rel=1e-3)
 
 
 def test_observed_rest_is_priced_on_every_verify_pass_once_trusted():

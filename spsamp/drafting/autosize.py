@@ -73,6 +73,7 @@ class AutoSized:
                              observed=old.observed if old else None, stop=getattr(self.drafter, "stop_below", None) is not None,
                              confidence=old.confidence if old else None, t1_every=0 if self.tree else T1_EVERY,
                              lookup=old.lookup if old else (LookupStates() if getattr(self.drafter, "lookup", 0) else None))
+        self.auto.observed.observe_probe(costs.target_pass_s)  # a T1 timing too (median of five passes)
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
 
     def size(self, st: Any) -> int:

@@ -114,6 +114,7 @@ class TreeDrafter:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
         if self.grow == "cost":
             self.costs = probe_costs(target, draft)
+            self.observed.observe_probe(self.costs.target_pass_s)  # a T1 timing too (median of five passes)
             log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
     def observe(self, now: float, st_now: Any) -> None:
@@ -166,6 +167,7 @@ class TreeDrafter:
                 return prop
             if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
                 self.costs = measure_costs(state.target, draft)
+                self.observed.observe_probe(self.costs.target_pass_s)
             costs = self.costs
             st.calibration = scale = self.calibration.scale
             st.c = c = self.observed.c(costs.c)
