@@ -131,8 +131,9 @@ class TreeDrafter:
                 self.observed.observe_t1(st.target_s - target_s)
                 if log.isEnabledFor(logging.DEBUG):  # the plain pass beside the verify unit it is paired with
                     unit, t1 = self.observed.verify_unit(), self.observed.t1()
-                    log.debug("plain step of grow=cost at T=%g: pass %.1f ms, verify unit %s ms, T1 %s ms", st.gen.temperature,
-                              (st.target_s - target_s) * 1e3, f"{unit * 1e3:.1f}" if unit else "-", f"{t1 * 1e3:.1f}" if t1 else "-")
+                    log.debug("plain step of grow=cost%s at T=%g: pass %.1f ms, verify unit %s ms, T1 %s ms",
+                              f" lookup={self.lookup}" if self.lookup else "", st.gen.temperature, (st.target_s - target_s) * 1e3,
+                              f"{unit * 1e3:.1f}" if unit else "-", f"{t1 * 1e3:.1f}" if t1 else "-")
             if not prop.stats.plain:
                 path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
                 self.calibration.observe(prop.stats.expected, len(path))
