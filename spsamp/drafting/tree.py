@@ -117,14 +117,14 @@ class TreeDrafter:
             self.observed.observe_probe(self.costs.target_pass_s)  # a T1 timing too (median of five passes)
             log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
-    def observe(self, now: float, st_now: Any) -> None:
+    def observe(self, now: float | None = None, st_now: Any = None) -> None:
         """grow=cost: score the last tree — accepted nodes against the draft's expectation — once.
         ``now``: the clock as ``st_now``'s next tree begins, which ends the last step's wall time
         (its loop work outside both passes is priced too) when it was the same decode's."""
         if self._last is not None:
             st, base, prop, draft_s, target_s = self._last
             self._last = None
-            if prop.size and st is st_now and self._step_at is not None:
+            if prop.size and now is not None and st is st_now and self._step_at is not None:
                 self.observed.observe_rest(now - self._step_at - (st.draft_s - draft_s) - (st.target_s - target_s))
             # against the draft's own expectation (unscaled): the calibration is accepted / that
             if prop.size == 0:  # no tree verified (a plain step, or every node cut): one single-token target pass
