@@ -393,7 +393,7 @@ class ObservedCost:
     while the verify passes, seen every step, follow the machine's drift closely. So T1 is the
     verify unit *now* times the ratio of a plain pass to the verify unit in the minutes it ran: drift
     moves both and cancels in the ratio, and the ratio is not assumed to be 1 (on the coding rows of
-    the real pair plain passes cost 0.86-0.95 of the verify unit: the run's verify passes cost more
+    the real pair plain passes cost 0.86-0.99 (means by row) of the verify unit: the run's verify passes cost more
     per v-unit than the probe's v(n) said, at long caches and 10-17 tokens a pass; a T1 pooled from
     both, as before, read that much above plain decoding's token, and every prediction with it;
     docs/benchmarks/speed_by_measurement.md section 21). The ratio is the median of the last
