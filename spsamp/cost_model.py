@@ -26,7 +26,7 @@ __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "best_tree", "best_trees", "positional_curves", "expected_tree_accepted", "tree_draft_cost", "tree_draft_passes", "tree_speedup", "best_budget",
     "stopped_chain", "best_stopped_k", "RankAcceptance", "LookupStates", "ConfidenceAcceptance", "AcceptedByBudget", "AutoSize", "tree_speed", "expansion_width", "Calibration", "Costs",
-    "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify", "step_clock",
+    "measure_costs", "probe_costs", "pass_time", "ObservedCost", "T1_EVERY", "plain_step", "scaled_verify",
 ]
 
 
@@ -403,8 +403,8 @@ class ObservedCost:
     the probe's.
 
     A speculative step also does work outside both models' passes — the acceptance rule, rolling
-    caches back, bookkeeping: :meth:`observe_rest` takes its seconds (the step's wall time less
-    its passes) and :meth:`rest` prices it in T1, 0.01-0.07 T1 a step on the real pair."""
+    caches back, bookkeeping: :meth:`observe_rest` takes its seconds (the loop times them after
+    the verify pass) and :meth:`rest` prices it in T1, 0.01-0.07 T1 a step on the real pair."""
 
     def __init__(self, decay: float = 0.9, min_weight: float = 3.0, window: int = 8):
         self.decay, self.min_weight, self.window = decay, min_weight, window
@@ -434,9 +434,9 @@ class ObservedCost:
         if unit is not None:
             if self.probe_s is not None and self.probe_ratio is None:
                 self.probe_ratio = self.probe_s / unit
-            for seconds in self.unpaired:
-                self.ratios = (self.ratios + [seconds / unit])[-self.window :]
-            self.unpaired = []
+            waiting, self.unpaired = self.unpaired, []
+            for seconds in waiting:
+                self.observe_t1(seconds)
 
     def observe_probe(self, seconds: float) -> None:
         """The cost probe's 1-token target pass (a job's start; a median of five): one more plain pass, counted twice."""
@@ -458,9 +458,9 @@ class ObservedCost:
             self.ratios = (self.ratios + [seconds / unit])[-self.window :]
 
     def observe_rest(self, seconds: float) -> None:
-        """One speculative step's seconds outside both models' passes (its wall time less them)."""
+        """One speculative step's seconds outside both models' passes (spsamp.loop.Decoding.rest_s)."""
         if seconds < 0:
-            return  # a clock that is not the passes' (fake timings): nothing to learn
+            return
         self.rest_s = self.rest_s * self.decay + seconds
         self.rest_weight = self.rest_weight * self.decay + 1.0
 
@@ -493,6 +493,12 @@ class ObservedCost:
         if t1 is None or unit is None:
             return 1.0
         return min(2.0, max(0.5, unit / t1))
+
+    def plain_trace(self, seconds: float) -> str:
+        """A plain pass beside the verify unit it is paired with and the T1 it makes, for a debug trace."""
+        unit, t1 = self.verify_unit(), self.t1()
+        return (f"pass {seconds * 1e3:.1f} ms, verify unit {f'{unit * 1e3:.1f}' if unit else '-'} ms, "
+                f"T1 {f'{t1 * 1e3:.1f}' if t1 else '-'} ms")
 
     def rest(self) -> float:
         """A speculative step's loop work outside the passes, in T1 (0 until trusted)."""
@@ -834,11 +840,6 @@ class AutoSize:
 
 
 _clock = time.perf_counter  # tests replace it with fake timings
-
-
-def step_clock() -> float:
-    """The clock a step's wall time is read on (ObservedCost.observe_rest): ``_clock``."""
-    return _clock()
 
 
 @dataclass

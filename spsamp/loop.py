@@ -107,7 +107,8 @@ class Decoding:
 
     ``seq`` is prompt + generated tokens. Between steps the target has seen ``seq[:-1]`` (the last
     token is the root of the next proposal) and the draft some prefix of it, ``seq[:draft.cache_len]``.
-    ``target_s`` / ``draft_s`` sum the seconds spent in each model's passes (cost model input).
+    ``target_s`` / ``draft_s`` sum the seconds spent in each model's passes, ``rest_s`` each step's
+    seconds after both (acceptance, cache upkeep, bookkeeping): cost model input.
     """
 
     target: Any
@@ -122,6 +123,7 @@ class Decoding:
     eos_ids: set[int]
     target_s: float = 0.0
     draft_s: float = 0.0
+    rest_s: float = 0.0
     done: bool = False
     trace: list[StepTrace] = field(default_factory=list)
 
@@ -244,8 +246,9 @@ def speculate(
         prop = drafter.propose(st, drafter.size(st), st.room - 1, hidden)
         t1 = time.perf_counter()
         out = verify(target, st.seq[-1], prop, hidden=hidden)
+        t2 = time.perf_counter()
         st.draft_s += t1 - t0
-        st.target_s += time.perf_counter() - t1
+        st.target_s += t2 - t1
         v = rule(prop, out, st)
         tokens = prop.tokens.tolist()
         kept = st.extend([tokens[i] for i in v.path] + [v.token])
@@ -269,4 +272,5 @@ def speculate(
         s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
         s.accepted_lengths.append(len(kept))
         st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
+        st.rest_s += time.perf_counter() - t2
     return st

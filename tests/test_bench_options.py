@@ -180,7 +180,7 @@ def test_auto_trace_reads_the_lines_k_auto_writes(caplog):
     drafter = AutoSized(Chain())
     drafter.set_costs(cm.Costs(c=0.1, v=cm.VerifyCost({}), vd=cm.VerifyCost({})))
     drafter.auto.t1_every = 5  # plain steps 1, 6 and 11: the last two after the verify unit is trusted
-    st = types.SimpleNamespace(seq=[0], draft_s=0.0, target_s=0.0, gen=types.SimpleNamespace(temperature=0.7))
+    st = types.SimpleNamespace(seq=[0], draft_s=0.0, target_s=0.0, rest_s=0.0, gen=types.SimpleNamespace(temperature=0.7))
     with caplog.at_level(logging.DEBUG, logger="spsamp.drafting.autosize"):
         for _ in range(12):
             k = drafter.size(st)

@@ -536,7 +536,7 @@ def test_auto_k_sizes_and_prices_a_rows_last_step_within_its_room():
 class _FakeState:
     def __init__(self):
         self.seq = [0]
-        self.draft_s = self.target_s = 0.0  # seconds in each model's passes (spsamp.loop.Decoding)
+        self.draft_s = self.target_s = self.rest_s = 0.0  # seconds in each model's passes, and after them (spsamp.loop.Decoding)
 
 
 class _FakeChain:
@@ -669,26 +669,22 @@ def test_auto_size_prices_verify_passes_at_the_runs_scale_and_takes_plain_steps(
     assert m["auto_predicted_speedup"] == pytest.approx(cm.pooled_speedup(auto.predicted + [1.0], auto.step_costs + [1.0]))
 
 
-def test_auto_k_prices_the_loops_own_work_from_each_steps_wall_time(monkeypatch):
-    """Each sized step's wall time (from its sizing to the next one's) less its two models' passes
-    is the loop's own work; k=auto prices it in T1 on every verify pass. The gap between two
-    decodes (a new prompt's prefill) is no step's."""
+def test_auto_k_prices_the_loops_own_work_after_each_steps_passes():
+    """Each sized step's seconds after both models' passes (the loop's ``rest_s``) are the loop's
+    own work; k=auto prices them in T1 on every verify pass, row after row."""
     from spsamp.drafting.autosize import AutoSized
 
-    clock = [0.0]
-    monkeypatch.setattr(cm, "_clock", lambda: clock[0])
     drafter = AutoSized(_FakeChain())
     drafter.set_costs(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
     for row in range(2):
         st = _FakeState()
-        clock[0] += 100.0  # the prefill and whatever ran between the rows
         for _ in range(12):
             k = drafter.size(st)
             tokens = drafter.propose(st, k, k, False).tokens.tolist()
             st.seq += tokens + [99]  # all accepted
             st.draft_s += 0.025 * k  # 25 ms a draft pass, 250 ms a target pass (plain or verify: v = 1)
             st.target_s += 0.25
-            clock[0] += 0.025 * k + 0.25 + 0.05  # and 50 ms outside both a step
+            st.rest_s += 0.05  # and 50 ms after both a step
         m = drafter.metrics()
         assert m["auto_rest"] == pytest.approx(0.2), row  # 50 ms over a 250 ms T1
     auto = drafter.auto

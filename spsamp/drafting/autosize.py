@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from spsamp.cost_model import T1_EVERY, AutoSize, Costs, LookupStates, measure_costs, probe_costs, step_clock
+from spsamp.cost_model import T1_EVERY, AutoSize, Costs, LookupStates, measure_costs, probe_costs
 from spsamp.proposals import tree_path
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,11 @@ class AutoSized:
         self.tree, self.width, self.max_depth = tree, width, max_depth
         self.auto: Optional[AutoSize] = None
         self.needs_model = drafter.needs_model
-        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step, lookup state)
-        self._last: Optional[tuple[Any, int, Any, float, float, Optional[int]]] = None
+        # (state, len(seq) at proposal, proposal, its draft, target and rest seconds before the step, lookup state)
+        self._last: Optional[tuple[Any, int, Any, float, float, float, Optional[int]]] = None
         self._state: Optional[int] = None  # the lookup state the step being sized begins in
         self._row: Any = None
         self._row_start = self._row_t1_start = 0  # this row's first sized and plain step (indices)
-        self._step_at: Optional[float] = None  # the clock when the last step was sized (its wall time starts there)
 
     def prepare(self, target: Any, draft: Any) -> None:
         self.set_costs(probe_costs(target, draft))
@@ -79,9 +78,7 @@ class AutoSized:
     def size(self, st: Any) -> int:
         if self.auto is None:
             self.set_costs(measure_costs(st.target, st.draft))  # no prepare(): measure in place, once
-        now = step_clock()
-        self.observe(now, st)
-        self._step_at = now
+        self.observe()
         if st is not self._row:  # a new generate call: its metrics start here
             self._row, self._row_start, self._row_t1_start = st, len(self.auto.chosen), len(self.auto.t1_at)
         state = getattr(self.drafter, "lookup_state", None)
@@ -91,20 +88,17 @@ class AutoSized:
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool) -> Any:
         prop = self.drafter.propose(st, size, max_depth, hidden)
-        self._last = (st, len(st.seq), prop, st.draft_s, st.target_s, self._state)  # seconds so far: the step's are added after it
+        self._last = (st, len(st.seq), prop, st.draft_s, st.target_s, st.rest_s, self._state)  # seconds so far: the step's are added after it
         return prop
 
-    def observe(self, now: Optional[float] = None, st_now: Any = None) -> None:
-        """Score the last proposal against what its state's output now holds (once). ``now``: the
-        clock as the next step of ``st_now`` is sized, which ends the last step's wall time (its
-        loop work outside both passes is priced too) when it was the same decode's."""
+    def observe(self) -> None:
+        """Score the last proposal against what its state's output now holds (once)."""
         if self._last is None:
             return
-        st, base, prop, draft_s, target_s, state = self._last
+        st, base, prop, draft_s, target_s, rest_s, state = self._last
         self._last = None
-        if prop.size and self.auto is not None and now is not None and st is st_now and self._step_at is not None:
-            self.auto.observed.observe_rest(now - self._step_at - (st.draft_s - draft_s) - (st.target_s - target_s))
         if prop.size and self.auto is not None:
+            self.auto.observed.observe_rest(st.rest_s - rest_s)
             tokens, parents, after = prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:])
             visits = tree_visits(tokens, parents, after)
             kept = sum(1 for _, rank in visits if rank == 1)  # draft tokens the target kept
@@ -126,10 +120,9 @@ class AutoSized:
                           f"{t1 * 1e3:.1f}" if t1 else "-")
         elif self.auto is not None:  # a plain step (cost_model.plain_step, or no room left): one single-token target pass
             self.auto.observed.observe_t1(st.target_s - target_s)
-            if log.isEnabledFor(logging.DEBUG):  # the plain pass beside the verify unit it is paired with
-                unit, t1 = self.auto.observed.verify_unit(), self.auto.observed.t1()
-                log.debug("plain step of %s at T=%g: pass %.1f ms, verify unit %s ms, T1 %s ms", self.describe(), st.gen.temperature,
-                          (st.target_s - target_s) * 1e3, f"{unit * 1e3:.1f}" if unit else "-", f"{t1 * 1e3:.1f}" if t1 else "-")
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("plain step of %s at T=%g: %s", self.describe(), st.gen.temperature,
+                          self.auto.observed.plain_trace(st.target_s - target_s))
 
     def _spent(self, prop: Any) -> Optional[float]:
         """The proposal's draft passes in draft single-token units: each at vd(tokens it fed) when

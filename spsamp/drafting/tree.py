@@ -52,7 +52,7 @@ import torch
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
 from spsamp.cost_model import (T1_EVERY, Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs,
-                                plain_step, scaled_verify, step_clock, tree_speed)
+                                plain_step, scaled_verify, tree_speed)
 from spsamp.drafting.lookup import lookup
 from spsamp.proposals import Proposal, tree_path
 from spsamp.sampling import logits_to_probs
@@ -106,9 +106,8 @@ class TreeDrafter:
         self.observed = ObservedCost()  # grow=cost: c as this run's own passes cost it
         self.t1_every = T1_EVERY if grow == "cost" else 0  # grow=cost: the first step and every t1_every-th after it are plain
         self.steps = 0
-        # (state, len(seq) at proposal, proposal, its draft and target seconds before the step)
-        self._last: tuple[Any, int, Proposal, float, float] | None = None
-        self._step_at: float | None = None  # the clock when the last tree began (its step's wall time starts there)
+        # (state, len(seq) at proposal, proposal, its draft, target and rest seconds before the step)
+        self._last: tuple[Any, int, Proposal, float, float, float] | None = None
 
     def prepare(self, target: Any, draft: Any) -> None:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
@@ -117,23 +116,19 @@ class TreeDrafter:
             self.observed.observe_probe(self.costs.target_pass_s)  # a T1 timing too (median of five passes)
             log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
-    def observe(self, now: float | None = None, st_now: Any = None) -> None:
-        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once.
-        ``now``: the clock as ``st_now``'s next tree begins, which ends the last step's wall time
-        (its loop work outside both passes is priced too) when it was the same decode's."""
+    def observe(self) -> None:
+        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
         if self._last is not None:
-            st, base, prop, draft_s, target_s = self._last
+            st, base, prop, draft_s, target_s, rest_s = self._last
             self._last = None
-            if prop.size and now is not None and st is st_now and self._step_at is not None:
-                self.observed.observe_rest(now - self._step_at - (st.draft_s - draft_s) - (st.target_s - target_s))
+            if prop.size:
+                self.observed.observe_rest(st.rest_s - rest_s)
             # against the draft's own expectation (unscaled): the calibration is accepted / that
             if prop.size == 0:  # no tree verified (a plain step, or every node cut): one single-token target pass
                 self.observed.observe_t1(st.target_s - target_s)
-                if log.isEnabledFor(logging.DEBUG):  # the plain pass beside the verify unit it is paired with
-                    unit, t1 = self.observed.verify_unit(), self.observed.t1()
-                    log.debug("plain step of grow=cost%s at T=%g: pass %.1f ms, verify unit %s ms, T1 %s ms",
-                              f" lookup={self.lookup}" if self.lookup else "", st.gen.temperature, (st.target_s - target_s) * 1e3,
-                              f"{unit * 1e3:.1f}" if unit else "-", f"{t1 * 1e3:.1f}" if t1 else "-")
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("plain step of grow=cost%s at T=%g: %s", f" lookup={self.lookup}" if self.lookup else "",
+                              st.gen.temperature, self.observed.plain_trace(st.target_s - target_s))
             if not prop.stats.plain:
                 path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
                 self.calibration.observe(prop.stats.expected, len(path))
@@ -158,13 +153,11 @@ class TreeDrafter:
         by_cost = self.grow == "cost"
         st = TreeStats()
         if by_cost:
-            now = step_clock()
-            self.observe(now, state)
-            self._step_at = now
+            self.observe()
             self.steps += 1
             if plain_step(self.steps, self.t1_every):  # re-time T1: no draft, the target's own token
                 prop = Proposal.chain(torch.empty(0, dtype=torch.long), stats=TreeStats(plain=True))
-                self._last = (state, len(state.seq), prop, state.draft_s, state.target_s)
+                self._last = (state, len(state.seq), prop, state.draft_s, state.target_s, state.rest_s)
                 return prop
             if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
                 self.costs = measure_costs(state.target, draft)
@@ -265,7 +258,7 @@ class TreeDrafter:
             _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
         if by_cost:
-            self._last = (state, len(state.seq), prop, state.draft_s, state.target_s)  # the step's seconds come after
+            self._last = (state, len(state.seq), prop, state.draft_s, state.target_s, state.rest_s)  # the step's seconds come after
         return prop
 
     def _guess(self, state: Any, known: tuple, anchor: int, room: int) -> list[int]:
