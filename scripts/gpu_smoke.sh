@@ -84,7 +84,7 @@ PY
 while IFS=$'\t' read -r -a plan; do
     m=${plan[0]} temps=${plan[1]} extra=("${plan[@]:3}")
     "$PYTHON" run.py -m "${COMMON[@]}" "method=$m" "generation.temperature=$temps" "generation.max_new_tokens=$MAX_NEW" \
-        "dataset.max_samples=$SAMPLES" generation.warmup=1 "hydra.sweep.dir=$OUT/$m" "${extra[@]}" "$@"
+        "dataset.max_samples=$SAMPLES" generation.warmup=1 "hydra.sweep.dir=$OUT/$m" "${extra[@]}" "$@" < /dev/null  # stdin is the plan
 done < "$OUT/plan.tsv"
 
 "$PYTHON" - "$OUT" <<'PY'
