@@ -55,3 +55,32 @@ def test_a_page_without_markers_is_refused(pages, tmp_path):
     page.write_text("# a page\n")
     with pytest.raises(SystemExit, match="no generated block"):
         pages.render(check=True)
+
+
+@pytest.mark.slow
+def test_import_keeps_the_reports_table_and_the_records_provenance(pages, tmp_path):
+    """run.py sweep -> python -m spsamp.analysis report -> import: the page shows the report's rows
+    and the provenance the records carry, nothing else."""
+    import subprocess
+
+    import pandas as pd
+    import torch
+
+    from conftest import run_py
+    from spsamp.analysis import load_records
+
+    sweep, report = tmp_path / "sweep", tmp_path / "report"
+    run_py(["-m", "experiment=smoke", f"hydra.sweep.dir={sweep}"])
+    subprocess.run([sys.executable, "-m", "spsamp.analysis", "report", str(sweep), "--out", str(report)], cwd=ROOT,
+                   check=True, capture_output=True, timeout=600)
+    pages.import_study("all_methods", report, sweep)
+    assert pages.render(check=False) == 0
+    table = pd.read_csv(report / "tables" / "method_summary.csv")
+    kept = pd.read_csv(tmp_path / "docs" / "benchmarks" / "results" / "all_methods.csv")
+    assert list(kept.columns) == list(pages.STUDIES["all_methods"].columns)
+    assert sorted(kept.config) == sorted(table.config) and len(kept) >= 2
+    text = (tmp_path / "docs" / "benchmarks" / "all_methods.md").read_text()
+    rows = load_records(sweep, metrics=False)
+    assert "Not yet run" not in text and f"({len(rows)} rows)" in text and f"torch {torch.__version__}" in text
+    assert all(f"| {c} |" in text for c in kept.config)
+    assert f"spsamp {rows.git_sha.iloc[0][:7]}" in text
