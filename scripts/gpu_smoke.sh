@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# GPU smoke test in one command: every registered method (conf/method/*.yaml) on the tiny random
-# same-tokenizer pair (model=tiny_random, float32) on CUDA, greedy and sampled, records written and
-# validated; then checks that every lossless method's greedy tokens equal baseline's, and prints
-# tokens/s ratios against baseline measured in this same run. Exits non-zero on any failed row or
-# any greedy mismatch.
+# GPU smoke test in one command: every method preset (conf/method/*.yaml) on the tiny random
+# same-tokenizer pair (model=tiny_random, float32) on CUDA, greedy and sampled (greedy only where the
+# decoder refuses sampling), records written and validated; then checks that every lossless method's
+# greedy tokens equal baseline's (Decoder.lossless), and prints tokens/s ratios against baseline
+# measured in this same run. Exits non-zero on any failed row or any greedy mismatch.
 #   bash scripts/gpu_smoke.sh                          # cuda, into outputs/gpu_smoke/<time>
 #   bash scripts/gpu_smoke.sh --device cpu             # dry check of the script itself, no GPU needed
 #   bash scripts/gpu_smoke.sh -- hardware.require_headless=false   # after --: extra run.py overrides
 # Environment: OUT (output dir), MAX_NEW (tokens per answer, 32), SAMPLES (prompts, 4), METHODS
-# (space-separated subset; default all), HARDWARE (preset; default cuda, cpu with --device cpu), PYTHON.
+# (space-separated subset; default all), HARDWARE (preset; default cuda, cpu with --device cpu),
+# MINE_PROMPTS / MINE_TOKENS (a judge's mining, saved in OUT: 8 prompts, 24 tokens each), PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
         --device) DEVICE=$2; shift 2 ;;
         --device=*) DEVICE=${1#*=}; shift ;;
         --) shift; break ;;
-        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *=*) break ;;  # a run.py override (key=value) without the --
         *) echo "gpu_smoke.sh: unknown argument $1 — use --device cpu|cuda[:N], then -- and run.py overrides" >&2; exit 2 ;;
     esac
@@ -38,30 +39,69 @@ fi
 ALL="baseline $(for f in conf/method/*.yaml; do n=$(basename "$f" .yaml); [ "$n" != baseline ] && echo "$n"; done)"
 METHODS=${METHODS:-$ALL}
 case " $METHODS " in *" baseline "*) ;; *) METHODS="baseline $METHODS" ;; esac
+COMMON=(model=tiny_random "hardware=$HARDWARE" "hardware.device=$DEVICE" hardware.dtype=float32)
+mkdir -p "$OUT"
 echo "gpu_smoke: methods $METHODS on $DEVICE ($HARDWARE preset, float32) -> $OUT"
-for m in $METHODS; do
-    temps=0,0.8
-    extra=()
-    case "$m" in
-        # lossy and greedy-only; a small judge mined and trained here (saved next to the records)
-        autojudge) temps=0; extra=(method.mining_prompts=8 method.mining_max_tokens=24 "method.checkpoint=$OUT/autojudge_judge.safetensors") ;;
-    esac
-    "$PYTHON" run.py -m model=tiny_random "hardware=$HARDWARE" "hardware.device=$DEVICE" hardware.dtype=float32 \
-        "method=$m" "generation.temperature=$temps" "generation.max_new_tokens=$MAX_NEW" "dataset.max_samples=$SAMPLES" \
-        generation.warmup=1 "hydra.sweep.dir=$OUT/$m" "${extra[@]}" "$@"
-done
+
+# One line per preset, from the decoder itself: the temperatures it decodes (greedy only where its
+# config check refuses sampling), whether its greedy tokens must equal baseline's (Decoder.lossless),
+# and, for a decoder that trains something before decoding (a judge), a small training saved in $OUT.
+"$PYTHON" - "$OUT" "${MINE_PROMPTS:-8}" "${MINE_TOKENS:-24}" "${COMMON[@]}" "$@" -- $METHODS > "$OUT/plan.tsv" <<'PY'
+import sys
+from dataclasses import fields
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from spsamp.config import ConfigError, project_root, validate
+
+out, mine_prompts, mine_tokens, *rest = sys.argv[1:]
+split = rest.index("--")
+common, presets = rest[:split], rest[split + 1:]
+with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.3"):
+    for preset in presets:
+        base = [*common, f"method={preset}", "generation.temperature=0"]
+        try:
+            _, params = validate(compose(config_name="config", overrides=base))
+        except ConfigError as exc:
+            sys.exit(f"gpu smoke: method={preset}: config error: {exc}")
+        keys = {f.name for f in fields(params)}
+        extra = []
+        if "checkpoint" in keys:
+            extra.append(f"method.checkpoint={out}/{preset}_judge.safetensors")
+            extra += [f"method.{k}={v}" for k, v in (("mining_prompts", mine_prompts), ("mining_max_tokens", mine_tokens)) if k in keys]
+        try:
+            validate(compose(config_name="config", overrides=[*base[:-1], "generation.temperature=0.8", *extra]))
+            temps = "0,0.8"
+        except ConfigError as exc:
+            if not str(exc).startswith("generation.temperature"):
+                sys.exit(f"gpu smoke: method={preset}: config error: {exc}")
+            temps = "0"  # greedy only, as the decoder says
+        decoder = instantiate(compose(config_name="config", overrides=[*base, *extra]).method)
+        print("\t".join([preset, temps, "lossless" if decoder.lossless else "lossy", *extra]))
+PY
+
+while IFS=$'\t' read -r -a plan; do
+    m=${plan[0]} temps=${plan[1]} extra=("${plan[@]:3}")
+    "$PYTHON" run.py -m "${COMMON[@]}" "method=$m" "generation.temperature=$temps" "generation.max_new_tokens=$MAX_NEW" \
+        "dataset.max_samples=$SAMPLES" generation.warmup=1 "hydra.sweep.dir=$OUT/$m" "${extra[@]}" "$@" < /dev/null  # stdin is the plan
+done < "$OUT/plan.tsv"
 
 "$PYTHON" - "$OUT" <<'PY'
 import sys
 
+import pandas as pd
+
 from spsamp.analysis import find_record_files, load_records
 from spsamp.records.__main__ import main as validate
 
-LOSSY = {"autojudge"}  # may differ from baseline by design; every other method must match it at T=0
 out = sys.argv[1]
 if validate(["validate", *map(str, find_record_files(out))]):
     sys.exit("gpu smoke: records failed validation")
-rows = load_records(out, metrics=False)
+plan = [line.rstrip("\n").split("\t") for line in open(f"{out}/plan.tsv")]
+# a lossy method may differ from baseline by design; every lossless one must match it at T=0
+rows = pd.concat([load_records(f"{out}/{p[0]}", metrics=False).assign(preset=p[0], lossless=p[2] == "lossless") for p in plan],
+                 ignore_index=True)
 bad = rows[rows.status != "ok"]
 if len(bad):
     print(bad[["method", "temperature", "prompt_id", "error_type", "error_message"]].to_string())
@@ -72,17 +112,18 @@ key = ["prompt_id", "turn", "repeat"]
 greedy = rows[rows.temperature == 0]
 ref = {tuple(r[k] for k in key): list(r.generated_ids) for _, r in greedy[greedy.method == "baseline"].iterrows()}
 mismatches = []
-compared = greedy[~greedy.method.isin(LOSSY | {"baseline"})]
+compared = greedy[greedy.lossless & (greedy.preset != "baseline")]
 for _, r in compared.iterrows():
     want, got = ref.get(tuple(r[k] for k in key)), list(r.generated_ids)
     if want != got:
         at = next((i for i, (a, b) in enumerate(zip(want or [], got)) if a != b), min(len(want or []), len(got)))
-        mismatches.append(f"{r.method} prompt {r.prompt_id}: differs from baseline at token {at}")
+        mismatches.append(f"method={r.preset} prompt {r.prompt_id}: differs from baseline at token {at}"
+                          " (a lossy decoder says so: lossless = False, spsamp/decoders/base.py)")
 
 # speed: median tokens/s per method and temperature, as a ratio to baseline's in this run
-speed = rows.groupby(["method", "temperature"]).agg(rows=("status", "size"), tok_per_s=("tokens_per_sec", "median"),
+speed = rows.groupby(["preset", "temperature"]).agg(rows=("status", "size"), tok_per_s=("tokens_per_sec", "median"),
                                                     tokens_per_step=("avg_tokens_per_step", "median")).reset_index()
-base = speed[speed.method == "baseline"].set_index("temperature").tok_per_s
+base = speed[speed.preset == "baseline"].set_index("temperature").tok_per_s
 speed["x_baseline"] = speed.apply(lambda s: s.tok_per_s / base.get(s.temperature, float("nan")), axis=1)
 first = rows.iloc[0]
 print(f"\ndevice {first.device}  gpu {first.get('gpu_name')}  dtype {first.target_dtype}  torch {first.get('torch_version')}")
@@ -90,5 +131,7 @@ print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 if mismatches:
     print("\n".join(mismatches))
     sys.exit(f"gpu smoke: {len(mismatches)} greedy rows differ from baseline")
-print(f"gpu smoke ok: {len(rows)} rows, {len(compared)} greedy rows of {compared.method.nunique()} lossless methods equal to baseline's, records in {out}")
+lossy = sorted({p[0] for p in plan if p[2] != "lossless"})
+print(f"gpu smoke ok: {len(rows)} rows of {len(plan)} method presets, {len(compared)} greedy rows of {compared.preset.nunique()} lossless methods"
+      f" equal to baseline's (not compared, lossy: {' '.join(lossy) or 'none'}), records in {out}")
 PY

@@ -127,19 +127,31 @@ def test_row_generator_lives_on_the_given_device():
 
 
 @pytest.mark.slow
-def test_gpu_smoke_script_dry_run_on_cpu(tmp_path):
-    """scripts/gpu_smoke.sh --device cpu: the same script a GPU machine runs, end to end (two methods
-    to keep it short; the GPU run takes every registered method)."""
+def test_gpu_smoke_script_dry_run_on_cpu_covers_every_method_preset(tmp_path):
+    """scripts/gpu_smoke.sh --device cpu: the same script a GPU machine runs, end to end, over every
+    method preset in conf/method (short answers, one prompt, a judge mined on 4 short answers):
+    greedy-only decoders run greedy, lossy ones are not held to baseline's tokens, every other
+    preset's greedy tokens equal baseline's."""
     import os
     import subprocess
 
     from conftest import ROOT
 
-    env = {**os.environ, "OUT": str(tmp_path / "smoke"), "MAX_NEW": "6", "SAMPLES": "2", "METHODS": "speculative"}
+    presets = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
+    out = tmp_path / "smoke"
+    env = {**os.environ, "OUT": str(out), "MAX_NEW": "4", "SAMPLES": "1", "MINE_PROMPTS": "4", "MINE_TOKENS": "12"}
+    env.pop("METHODS", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--device", "cpu"], env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    plan = {line.split("\t")[0]: line.split("\t")[1:] for line in (out / "plan.tsv").read_text().splitlines()}
+    assert sorted(plan) == presets
+    for preset in ("autojudge", "autojudge_humaneval"):  # greedy only and lossy, as their decoder says
+        assert plan[preset][:2] == ["0", "lossy"] and f"method.checkpoint={out}/{preset}_judge.safetensors" in plan[preset]
+    for preset in ("speculative", "specexec", "hf_assisted_default"):
+        assert plan[preset] == ["0,0.8", "lossless"]
+    lossless = [p for p in presets if plan[p][1] == "lossless" and p != "baseline"]
     assert "gpu smoke ok" in proc.stdout and "x_baseline" in proc.stdout
-    assert "2 greedy rows of 1 lossless methods equal to baseline's" in proc.stdout
+    assert f"of {len(presets)} method presets, {len(lossless)} greedy rows of {len(lossless)} lossless methods equal to baseline's" in proc.stdout
     bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr

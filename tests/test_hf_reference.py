@@ -95,3 +95,60 @@ def test_references_sample_with_spsamp_truncation_only(one_thread):
     greedy = BaselineDecoder().generate(target, None, ids, GenerationConfig(max_new_tokens=24), torch.Generator().manual_seed(0))
     runs = [HFGenerateDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(s)).tokens for s in range(3)]
     assert any(r != greedy.tokens for r in runs)
+
+
+def spy_on_assistant_settings(monkeypatch) -> list[tuple]:
+    """What transformers' candidate generator starts each call from (read off the generator it built)."""
+    from transformers.generation import candidate_generator as cg
+
+    seen: list[tuple] = []
+    init = cg.AssistedCandidateGenerator.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append((self.num_assistant_tokens, self.assistant_generation_config.num_assistant_tokens_schedule,
+                     self.assistant_confidence_threshold))
+
+    monkeypatch.setattr(cg.AssistedCandidateGenerator, "__init__", spy)
+    return seen
+
+
+def test_hf_assisted_runs_transformers_default_schedule_and_records_it(one_thread, monkeypatch):
+    """method=hf_assisted_default: transformers' own assistant settings reach its candidate generator
+    (not SpS's constant k without a confidence stop), the row records them, and at T=0 in float32
+    the tokens still equal baseline's."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    run, params = validate(compose_cfg(["model=tiny_random", "method=hf_assisted_default", "hardware.dtype=float32"]))
+    assert (params.k, params.schedule) == (None, "transformers_default")
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    shipped = HFGenerationConfig._get_default_generation_params()
+    want = tuple(shipped[key] for key in ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"))
+    seen = spy_on_assistant_settings(monkeypatch)
+    gen = GenerationConfig(max_new_tokens=24)
+    for prompt in ([5, 6, 7], [10, 20, 30, 40, 50]):
+        ids = torch.tensor(prompt)
+        base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator().manual_seed(0))
+        out = HFAssistedDecoder(**vars(params)).generate(target, draft, ids, gen, torch.Generator().manual_seed(0))
+        assert out.tokens == base.tokens
+        extra = out.stats.extra
+        assert (extra["hf_num_assistant_tokens"], extra["hf_num_assistant_tokens_schedule"], extra["hf_assistant_confidence_threshold"]) == want
+    assert seen == [want, want]
+    # a fixed k with transformers' schedule and threshold; and the constant schedule: k, no stop
+    seen.clear()
+    HFAssistedDecoder(k=3, schedule="transformers_default").generate(target, draft, ids, gen, torch.Generator())
+    HFAssistedDecoder(k=3).generate(target, draft, ids, gen, torch.Generator())
+    assert seen == [(3, want[1], want[2]), (3, "constant", 0.0)]
+
+
+def test_hf_assisted_schedule_options_are_checked():
+    from spsamp.config import ConfigError
+
+    for overrides, field in ((["method.schedule=heuristic"], "method.schedule"), (["method.k=null"], "method.k"),
+                             (["method.k=0"], "method.k")):
+        try:
+            validate(compose_cfg(["model=tiny_random", "method=hf_assisted", *overrides]))
+        except ConfigError as exc:
+            assert str(exc).startswith(f"{field}:"), exc
+        else:
+            raise AssertionError(f"{overrides} accepted")

@@ -120,6 +120,7 @@ class JudgeRule:
 
 class AutoJudgeDecoder(LoopDecoder):
     needs_draft = True
+    lossless = False  # keeps the mismatches its judge calls unimportant
 
     @dataclass
     class Params:

@@ -29,6 +29,9 @@ class Decoder:
 
     needs_draft: ClassVar[bool] = False  # loads the model preset's draft
     speculative: ClassVar[bool] = False  # proposes draft tokens (records proposed / accepted)
+    # T=0 tokens equal baseline's and T>0 samples the target's distribution (tests/test_losslessness.py);
+    # a lossy rule says False (an instance may decide from its params). scripts/gpu_smoke.sh reads it
+    lossless: bool = True
 
     @dataclass
     class Params:

@@ -97,8 +97,8 @@ NEUTRAL = {
 }
 
 
-def reference_config(gen: GenerationConfig, eos_ids: set[int], k: int = 0) -> HFGenerationConfig:
-    """transformers' settings equal to spsamp's ``generation`` (and SpS's schedule when ``k``)."""
+def reference_config(gen: GenerationConfig, eos_ids: set[int]) -> HFGenerationConfig:
+    """transformers' settings equal to spsamp's ``generation``."""
     eos = sorted(eos_ids)
     cfg: dict[str, Any] = {
         **NEUTRAL,
@@ -110,9 +110,6 @@ def reference_config(gen: GenerationConfig, eos_ids: set[int], k: int = 0) -> HF
     if gen.temperature > 0:
         # the same truncation as spsamp.sampling.logits_to_probs: top_k 0 and top_p 1.0 mean "off"
         cfg.update(temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p)
-    if k:
-        # a constant k per step and no confidence early-stop: the schedule SpS uses
-        cfg.update(num_assistant_tokens=k, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
     return HFGenerationConfig(**cfg)
 
 
@@ -133,15 +130,15 @@ def hf_generate(
     gen: GenerationConfig,
     rng: torch.Generator,
     assistant: Optional[CausalLM] = None,
-    k: int = 0,
     extra: Optional[dict[str, Any]] = None,
 ) -> DecodeOutput:
     """One ``target.model.generate`` call (with ``assistant_model`` when given, and any ``extra``
-    generate arguments, e.g. ``prompt_lookup_num_tokens``); tokens and counters."""
+    generation settings, e.g. ``prompt_lookup_num_tokens`` or the assistant's schedule, on the
+    config both models run with); tokens and counters."""
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
-    cfg = reference_config(gen, target.eos_ids, k if assistant is not None else 0)
-    cfg.update(**(extra or {}))
+    cfg = reference_config(gen, target.eos_ids)
+    cfg.update(**(extra or {}))  # a None leaves a field unset: transformers fills it from its defaults
     kwargs: dict[str, Any] = {"generation_config": cfg}
     ids = prompt_ids.to(target.device)[None]
     start = time.perf_counter()

@@ -1,0 +1,86 @@
+"""scripts/benchmark_pages.py: benchmark pages and the README's headline say only what their
+committed CSVs hold, and say "not yet run" where there is none."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture()
+def pages(tmp_path, monkeypatch):
+    """The module, pointed at a copy of the README, the pages and their CSVs."""
+    spec = importlib.util.spec_from_file_location("benchmark_pages", ROOT / "scripts" / "benchmark_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    shutil.copytree(ROOT / "docs" / "benchmarks", tmp_path / "docs" / "benchmarks")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    monkeypatch.setattr(module, "BENCH", tmp_path / "docs" / "benchmarks")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "docs" / "benchmarks" / "results")
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_committed_pages_match_their_csvs(pages):
+    assert pages.render(check=True) == 0
+
+
+def test_a_study_without_csv_says_not_yet_run_and_a_csv_row_reaches_page_and_readme(pages, tmp_path):
+    results = tmp_path / "docs" / "benchmarks" / "results"
+    page = tmp_path / "docs" / "benchmarks" / "all_methods.md"
+    assert "Not yet run" in page.read_text()
+    (results / "all_methods.csv").write_text("config,n_prompts,tokens_per_sec_median\nbaseline,16,12.5\nspeculative k=4,16,17.25\n")
+    (results / "all_methods.provenance.csv").write_text(
+        "first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
+        "2027-01-02 10:00 UTC,2027-01-02 11:00 UTC,32,abcdef1,Some CPU,–,4,aten,2.13.0+cpu,5.24.0\n")
+    assert pages.render(check=True) == 1  # the page no longer says what its CSV holds
+    assert pages.render(check=False) == 0 and pages.render(check=True) == 0
+    text = page.read_text()
+    assert "Not yet run" not in text and "| speculative k=4 | 16 | 17.2 |" in text
+    assert "2027-01-02 10:00 UTC" in text and "spsamp abcdef1" in text and "Some CPU" in text
+    (results / "all_methods.csv").unlink()
+    pages.render(check=False)
+    assert "Not yet run" in page.read_text() and "17.2" not in page.read_text()
+
+
+def test_a_page_without_markers_is_refused(pages, tmp_path):
+    page = tmp_path / "docs" / "benchmarks" / "headline_qwen_cpu.md"
+    page.write_text("# a page\n")
+    with pytest.raises(SystemExit, match="no generated block"):
+        pages.render(check=True)
+
+
+@pytest.mark.slow
+def test_import_keeps_the_reports_table_and_the_records_provenance(pages, tmp_path):
+    """run.py sweep -> python -m spsamp.analysis report -> import: the page shows the report's rows
+    and the provenance the records carry, nothing else."""
+    import subprocess
+
+    import pandas as pd
+    import torch
+
+    from conftest import run_py
+    from spsamp.analysis import load_records
+
+    sweep, report = tmp_path / "sweep", tmp_path / "report"
+    run_py(["-m", "experiment=smoke", f"hydra.sweep.dir={sweep}"])
+    subprocess.run([sys.executable, "-m", "spsamp.analysis", "report", str(sweep), "--out", str(report)], cwd=ROOT,
+                   check=True, capture_output=True, timeout=600)
+    pages.import_study("all_methods", report, sweep)
+    assert pages.render(check=False) == 0
+    table = pd.read_csv(report / "tables" / "method_summary.csv")
+    kept = pd.read_csv(tmp_path / "docs" / "benchmarks" / "results" / "all_methods.csv")
+    assert list(kept.columns) == list(pages.STUDIES["all_methods"].columns)
+    assert sorted(kept.config) == sorted(table.config) and len(kept) >= 2
+    text = (tmp_path / "docs" / "benchmarks" / "all_methods.md").read_text()
+    rows = load_records(sweep, metrics=False)
+    assert "Not yet run" not in text and f"({len(rows)} rows)" in text and f"torch {torch.__version__}" in text
+    assert all(f"| {c} |" in text for c in kept.config)
+    assert f"spsamp {rows.git_sha.iloc[0][:7]}" in text
