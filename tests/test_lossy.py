@@ -5,6 +5,7 @@ and the chi-square flags the shift: the negative control a lossy rule must fail)
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -211,3 +212,46 @@ def test_presets_select_each_rule():
         run, params = validate(compose_cfg(["model=tiny_random", "method=lossy" if rule == "typical" else f"method=lossy_{rule}", temp]))
         assert (params.name, params.rule) == ("lossy", rule)
     assert math.isclose(LossyDecoder.Params().threshold, 0.09)
+
+
+# ---- the frontier experiment ---------------------------------------------------------------------
+
+
+def test_frontier_experiment_sweeps_every_rule_against_both_references():
+    from test_sweeps import grid, header_commands
+
+    arms = set()
+    for cmd in header_commands("lossy_frontier"):
+        cfg = compose_cfg([o for o in cmd if "," not in o.split("=", 1)[1]], return_hydra_config=True)
+        fixed, jobs = grid(cfg.hydra.sweeper.params, cmd)
+        for job in jobs:
+            run, params = validate(compose_cfg(fixed + job))
+            knob = params.knob if params.name == "lossy" else None
+            arms.add((run.dataset.name, run.generation.temperature, getattr(params, "rule", params.name), knob))
+    for dataset in ("humaneval", "arithmetic"):
+        for temp in (0.0, 0.7):
+            got = {(arm, knob) for d, t, arm, knob in arms if (d, t) == (dataset, temp)}
+            assert {("baseline", None), ("speculative", None)} <= got
+            rules = {arm for arm, _ in got} - {"baseline", "speculative"}
+            assert rules == ({"typical", "topk"} if temp == 0 else {"typical", "topk", "ratio"}), (dataset, temp, rules)
+            assert all(sum(a == rule for a, _ in got) >= 2 for rule in rules), "a rule's knob is swept over >= 2 values"
+
+
+@pytest.mark.slow
+def test_frontier_experiment_smoke_on_tiny_random(tmp_path):
+    import pandas as pd
+
+    from conftest import run_py
+
+    small = ["model=tiny_random", "dataset.max_samples=2", "generation.max_new_tokens=8", "generation.warmup=0",
+             "hardware.num_threads=1", "+dataset.truncate=left", f"paths.output_dir={tmp_path}"]  # tiny context: 512
+    run_py(["-m", "experiment=lossy_frontier", "method=baseline,speculative,lossy,lossy_topk", *small])
+    run_py(["-m", "experiment=lossy_frontier", "method=lossy_ratio", "generation.temperature=0.7", *small])
+    files = sorted((tmp_path / "sweeps" / "lossy_frontier").glob("*/records.parquet"))
+    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert len(files) == 10 and (rows.status == "ok").all() and len(rows) == 20
+    lossy = rows[rows.method == "lossy"]
+    metrics = lossy.metrics_json.map(json.loads)
+    assert set(metrics.map(lambda m: m["rule"])) == {"typical", "topk", "ratio"}
+    assert metrics.map(lambda m: m["rule_accepted"] >= 0 and "rule_accept_rate" in m).all()
+    assert rows.task_check.notna().all()  # both datasets are checked
