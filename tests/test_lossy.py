@@ -25,7 +25,7 @@ from test_losslessness import FAIL_P, PASS_P, draws, equals_baseline_tiny, tiny6
 from toy_models import chi_square_pvalue, exact_joint, spied
 
 EXACT_ENDS = [dict(rule="typical", threshold=1.0), dict(rule="topk", top_k=0), dict(rule="ratio", threshold=1.0)]
-GREEDY_EXACT_ENDS = [dict(rule="typical", threshold=1.0), dict(rule="topk", top_k=0), dict(rule="topk", top_k=1)]
+GREEDY_EXACT_ENDS = EXACT_ENDS + [dict(rule="topk", top_k=1)]
 # far enough from exact that the toy pair's output measurably leaves the target's distribution
 LOSSY_ENDS = [dict(rule="typical", threshold=0.05), dict(rule="topk", top_k=3), dict(rule="ratio", threshold=0.3)]
 
@@ -176,7 +176,8 @@ def test_lossy_knob_accepts_more_and_fails_the_exactness_test(case, one_thread):
     assert pval < FAIL_P, f"lossy {case} passed the exactness test (p={pval:.2e}): the negative control must fail"
 
 
-@pytest.mark.parametrize("case", [dict(rule="typical", threshold=0.0), dict(rule="topk", top_k=128)], ids=case_id)
+@pytest.mark.parametrize("case", [dict(rule="typical", threshold=0.0), dict(rule="topk", top_k=128), dict(rule="ratio", threshold=0.0)],
+                         ids=case_id)
 def test_accept_everything_end_greedy_is_the_drafts_chain(case, tiny64, one_thread):
     target, draft, _ = tiny64
     gen = GenerationConfig(max_new_tokens=24)
@@ -197,7 +198,6 @@ def test_accept_everything_end_greedy_is_the_drafts_chain(case, tiny64, one_thre
         (["method.top_k=-1"], r"^method\.top_k: must be an integer >= 0, got -1"),
         (["method.rule=fuzzy"], r"^method\.rule: unknown 'fuzzy' — use one of \['ratio', 'topk', 'typical'\]"),
         (["method.k=0"], r"^method\.k: must be an integer >= 1"),
-        (["method.rule=ratio"], r"^method\.rule: ratio compares .* generation\.temperature=0 — set generation\.temperature>0"),
     ],
 )
 def test_bad_values_give_one_config_error_line(overrides, message):
@@ -208,8 +208,7 @@ def test_bad_values_give_one_config_error_line(overrides, message):
 
 def test_presets_select_each_rule():
     for rule in ("typical", "topk", "ratio"):
-        temp = "generation.temperature=0.7" if rule == "ratio" else "generation.temperature=0"
-        run, params = validate(compose_cfg(["model=tiny_random", "method=lossy" if rule == "typical" else f"method=lossy_{rule}", temp]))
+        run, params = validate(compose_cfg(["model=tiny_random", "method=lossy" if rule == "typical" else f"method=lossy_{rule}"]))
         assert (params.name, params.rule) == ("lossy", rule)
     assert math.isclose(LossyDecoder.Params().threshold, 0.09)
 
@@ -233,7 +232,7 @@ def test_frontier_experiment_sweeps_every_rule_against_both_references():
             got = {(arm, knob) for d, t, arm, knob in arms if (d, t) == (dataset, temp)}
             assert {("baseline", None), ("speculative", None)} <= got
             rules = {arm for arm, _ in got} - {"baseline", "speculative"}
-            assert rules == ({"typical", "topk"} if temp == 0 else {"typical", "topk", "ratio"}), (dataset, temp, rules)
+            assert rules == {"typical", "topk", "ratio"}, (dataset, temp, rules)
             assert all(sum(a == rule for a, _ in got) >= 2 for rule in rules), "a rule's knob is swept over >= 2 values"
 
 
@@ -246,7 +245,7 @@ def test_frontier_experiment_smoke_on_tiny_random(tmp_path):
     small = ["model=tiny_random", "dataset.max_samples=2", "generation.max_new_tokens=8", "generation.warmup=0",
              "hardware.num_threads=1", "+dataset.truncate=left", f"paths.output_dir={tmp_path}"]  # tiny context: 512
     run_py(["-m", "experiment=lossy_frontier", "method=baseline,speculative,lossy,lossy_topk", *small])
-    run_py(["-m", "experiment=lossy_frontier", "method=lossy_ratio", "generation.temperature=0.7", *small])
+    run_py(["-m", "experiment=lossy_frontier", "method=lossy_ratio", "generation.temperature=0.7", *small])  # a sampled job too
     files = sorted((tmp_path / "sweeps" / "lossy_frontier").glob("*/records.parquet"))
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     assert len(files) == 10 and (rows.status == "ok").all() and len(rows) == 20

@@ -18,10 +18,10 @@ and an accept-everything end:
 - ``ratio``: keep x when q(x) >= t * p(x). t in [0, 1]: t = 1 only keeps what the exact test keeps
   (q/p >= 1 passes it for every u < 1): exact SpS; t = 0 keeps everything.
 
-What a rule reads: q (and p) as the step samples them. At T=0 both are one-hot and a rule could only
-match argmaxes, so typical and topk read q at temperature 1 there (the target's own distribution);
-ratio compares the two sampling distributions and is defined for T > 0 only (a greedy draft keeps no
-row of p). The lossy decoder refuses it at T=0 (:mod:`spsamp.decoders.lossy`).
+What a rule reads: q and p as the step samples them. At T=0 q is one-hot and a rule could only match
+argmaxes, so every rule reads q at temperature 1 there (the target's own distribution); p stays what
+the greedy draft drew from, one-hot, so at T=0 ratio keeps x when q(x) >= t (t = 1: only a token the
+target is sure of, its argmax; exact).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ def ratio_pass(x: torch.Tensor, p: Optional[torch.Tensor], q: torch.Tensor, t: f
 
 
 RULES: dict[str, Callable[..., torch.Tensor]] = {"typical": typical_pass, "topk": topk_pass, "ratio": ratio_pass}
-NEEDS_SAMPLING = ("ratio",)  # rules that compare p with q: undefined when both are one-hot (T=0)
 
 
 def lossy_rejection_sampling(
@@ -96,12 +95,8 @@ class LossyAcceptance:
         q = st.probs(out.logits[: k + 1])
         p = None if proposal.p_dist is None else fit_vocab(proposal.p_dist, st.vocab).to(device=q.device, dtype=q.dtype)
         x = proposal.tokens.to(q.device)
-        if st.gen.temperature > 0:
-            seen = q[:k]
-        elif self.rule in NEEDS_SAMPLING:
-            raise ValueError(f"rule {self.rule} compares p with q, both one-hot at temperature 0 — sample (temperature > 0)")
-        else:
-            seen = logits_to_probs(out.logits[:k], 1.0)  # one-hot q would leave a rule nothing to read
+        # one-hot q (T=0) would leave a rule nothing to read but the argmax: it reads q at temperature 1
+        seen = q[:k] if st.gen.temperature > 0 else logits_to_probs(out.logits[:k], 1.0)
         lenient = RULES[self.rule](x, p, seen, self.knob) if k else torch.zeros(0, dtype=torch.bool, device=q.device)
         n, nxt, beyond = lossy_rejection_sampling(proposal.tokens, p, q, lenient, st.rng)
         tokens = proposal.tokens.tolist()

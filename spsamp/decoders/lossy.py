@@ -7,7 +7,10 @@ knob per rule sweeps from exact SpS to keeping every draft token:
 
 - ``rule=typical`` (Medusa's typical acceptance), knob ``threshold`` = eps: 1 exact ... 0 everything;
 - ``rule=topk`` (draft token among the target's top-k), knob ``top_k``: 0 exact ... V everything;
-- ``rule=ratio`` (q(x) >= t * p(x)), knob ``threshold`` = t: 1 exact ... 0 everything; sampling only.
+- ``rule=ratio`` (q(x) >= t * p(x)), knob ``threshold`` = t: 1 exact ... 0 everything.
+
+At T=0 the rules read q at temperature 1 (a one-hot q has nothing but its argmax to read); the
+greedy draft's p is one-hot, so there ratio keeps x when q(x) >= t.
 
 Per row it records what the rule changed (``metrics_json``): ``rule_accepted`` (draft tokens kept
 that exact SpS would have rejected) and ``rule_accept_rate`` = rule_accepted / (rule_accepted +
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spsamp.acceptance.lossy import NEEDS_SAMPLING, RULES, LossyAcceptance
+from spsamp.acceptance.lossy import RULES, LossyAcceptance
 from spsamp.config import ConfigError
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.chain import ChainDrafter
@@ -57,15 +60,6 @@ class LossyDecoder(LoopDecoder):
         super().__init__(**params)
         self.drafter = ChainDrafter(self.params.k)
         self.acceptance = LossyAcceptance(self.params.rule, self.params.knob)
-
-    @staticmethod
-    def check_run(run: Any, params: Any) -> None:
-        """Called by :func:`spsamp.config.validate` before any model loads."""
-        if params.rule in NEEDS_SAMPLING and run.generation.temperature == 0:
-            raise ConfigError(
-                f"method.rule: {params.rule} compares the draft's and the target's sampling distributions, both one-hot at "
-                "generation.temperature=0 — set generation.temperature>0 or method.rule=typical|topk"
-            )
 
     def generate(self, target: Any, draft: Any, prompt_ids: Any, gen: Any, rng: Any) -> Any:
         if isinstance(self.acceptance, LossyAcceptance):  # the settings of this call (a sweep edits params)
