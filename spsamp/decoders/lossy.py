@@ -13,9 +13,10 @@ At T=0 the rules read q at temperature 1 (a one-hot q has nothing but its argmax
 greedy draft's p is one-hot, so there ratio keeps x when q(x) >= t.
 
 Per row it records what the rule changed (``metrics_json``): ``rule_accepted`` (draft tokens kept
-that exact SpS would have rejected) and ``rule_accept_rate`` = rule_accepted / (rule_accepted +
-rule_rejected), the share of the exact test's rejections the rule overrode (as AutoJudge's
-``judge_accept_rate`` is the share of mismatches its judge accepted).
+that exact SpS would have rejected), ``rule_exact_rejections`` (those plus the tokens that ended a
+step, rejected by both) and ``rule_accept_rate``, their ratio: the share of the exact test's
+rejections the rule overrode (as AutoJudge's ``judge_accept_rate`` is the share of mismatches its
+judge accepted).
 """
 
 from __future__ import annotations
