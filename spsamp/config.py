@@ -100,6 +100,7 @@ class DatasetConfig:
     truncate: Optional[str] = None  # null: a prompt longer than the context is an error row | left: keep its last tokens
     split: str = "all"  # all | train | test: two fixed disjoint halves by prompt id (spsamp.data.split_half)
     check_timeout_s: float = 10.0  # wall-clock limit of one answer's tests in the sandbox (checked datasets)
+    difficulty: int = 1  # arithmetic: operations per problem (1 = the original stream; spsamp/data/arithmetic.py)
 
 
 @dataclass
@@ -329,6 +330,10 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
            "use left to keep the last tokens of a prompt longer than the context, null to record it as an error row")
     _check(d.split in ("all", "train", "test"), "dataset.split", f"must be all, train or test, got {d.split!r}", "pick one")
     _check(d.check_timeout_s > 0, "dataset.check_timeout_s", f"must be > 0, got {d.check_timeout_s}", "e.g. 10")
+    _check(isinstance(d.difficulty, int) and d.difficulty >= 1, "dataset.difficulty", f"must be an integer >= 1, got {d.difficulty!r}",
+           "1 = one or two operations, e.g. 3 for three-step problems")
+    _check(d.difficulty == 1 or (d.name == "arithmetic" and not d.path), "dataset.difficulty",
+           f"only the generated arithmetic problems have a difficulty, got {d.difficulty} with dataset {d.name!r}", "remove it or use dataset=arithmetic")
     if d.name not in FILELESS_DATASETS:
         _check(bool(d.path), "dataset.path", f"dataset {d.name!r} needs a path", "pass dataset.path=/path/to/questions.jsonl")
 

@@ -323,6 +323,8 @@ def _quality_rows():
         for thr, n_ok, tps in ((0.5, 6, 25.0), (0.9, 3, 30.0)):
             rows.append(_checked("autojudge", f"p{i}", i < n_ok, tps=tps, params={"k": 4.0, "threshold": thr}, accepted=3, proposed=4,
                                  draft_calls=4, metrics={"judge_accepted": 1, "mismatches_judged": 4}))
+        rows.append(_checked("lossy", f"p{i}", i < 7, tps=24.0, params={"k": 4, "rule": "topk", "top_k": 3, "threshold": 0.09},
+                             accepted=3, proposed=4, draft_calls=4, metrics={"rule_accepted": i % 2, "rule_exact_rejections": 2}))
     rows.append(row("baseline", "q0", 10.0))  # an unchecked dataset row: ignored by quality
     return rows
 
@@ -340,6 +342,9 @@ def test_quality_table_and_sweep_summary_show_pass_at_1(tmp_path):
     assert aj5["pass_at_1"] == pytest.approx(0.6) and aj5["speedup"] == pytest.approx(2.5)
     assert aj5["judge_accept_rate"] == pytest.approx(0.25) and aj5["checks"] == "failed: 4, passed: 6"
     assert np.isnan(q.loc["speculative k=4", "judge_accept_rate"])
+    lossy = q.loc[[c for c in q.index if c.startswith("lossy")][0]]
+    assert lossy["rule_accept_rate"] == pytest.approx(5 / 20) and np.isnan(lossy["judge_accept_rate"])
+    assert np.isnan(aj5["rule_accept_rate"])
     summ = sweep_summary(df)
     humaneval = summ[summ.dataset == "humaneval"].set_index("config")
     assert humaneval.loc["autojudge k=4 threshold=0.9", "pass_at_1"] == pytest.approx(0.3)

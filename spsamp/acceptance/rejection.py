@@ -55,21 +55,31 @@ def rejection_sampling(
     draft_tokens ``[k]``, p ``[k, V]`` (the rows they were drawn from) or ``None`` (one-hot at each
     draft token), q ``[k+1, V]``; p and q on one device (the target's), ``rng`` on that device too.
     """
+    n = int(ratio_test(draft_tokens, p, q, rng).to(torch.int8).cumprod(0).sum())  # kept up to the first rejection
+    return n, correction(draft_tokens, p, q, n, rng)
+
+
+def ratio_test(draft_tokens: torch.Tensor, p: Optional[torch.Tensor], q: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+    """The exact test of every draft token at once -> bool ``[k]`` (shapes as in :func:`rejection_sampling`)."""
     k = draft_tokens.numel()
-    if k:
-        rows = torch.arange(k, device=q.device)
-        x = draft_tokens.to(q.device)
-        q_x = q[rows, x]
-        p_x = torch.ones_like(q_x) if p is None else p[rows, x]
-        # accept x_i iff u_i < q_i(x_i)/p_i(x_i), written without the division (p_i(x_i) > 0: x_i ~ p_i);
-        # u is drawn where q lives, with the row generator that lives there too (spsamp.sampling)
-        u = torch.rand(k, generator=rng, dtype=q.dtype, device=q.device)
-        kept = (u * p_x < q_x).to(torch.int8).cumprod(0)
-        n = int(kept.sum())
-    else:
-        n = 0
-    if n == k:
-        return n, int(sample(q[k], rng))  # all accepted: bonus token x ~ q_{k+1}
+    if k == 0:
+        return torch.zeros(0, dtype=torch.bool, device=q.device)  # no uniform drawn: the stream stays where it was
+    rows = torch.arange(k, device=q.device)
+    x = draft_tokens.to(q.device)
+    q_x = q[rows, x]
+    p_x = torch.ones_like(q_x) if p is None else p[rows, x]
+    # accept x_i iff u_i < q_i(x_i)/p_i(x_i), written without the division (p_i(x_i) > 0: x_i ~ p_i);
+    # u is drawn where q lives, with the row generator that lives there too (spsamp.sampling)
+    u = torch.rand(k, generator=rng, dtype=q.dtype, device=q.device)
+    return u * p_x < q_x
+
+
+def correction(draft_tokens: torch.Tensor, p: Optional[torch.Tensor], q: torch.Tensor, n: int, rng: torch.Generator | None) -> int:
+    """The token that ends a step whose first ``n`` draft tokens were kept: a bonus token from
+    q_{k+1} when all k were, else the exact correction at the first rejection (shapes as in
+    :func:`rejection_sampling`)."""
+    if n == draft_tokens.numel():
+        return int(sample(q[n], rng))  # all accepted: bonus token x ~ q_{k+1}
     # first rejection at i = n: x ~ norm(max(q_i - p_i, 0)), the part of q that p under-covers
     if p is None:
         residual = q[n].clone()
@@ -78,8 +88,8 @@ def rejection_sampling(
         residual = (q[n] - p[n]).clamp_(min=0)
     total = residual.sum()
     if not bool(total > 0):  # q_i == p_i up to rounding: a rejection had probability ~0; q is exact
-        return n, int(sample(q[n], rng))
-    return n, int(sample(residual / total, rng))
+        return int(sample(q[n], rng))
+    return int(sample(residual / total, rng))
 
 
 class ChainAcceptance:

@@ -140,7 +140,8 @@ def build_report(
         _section("Answer quality: pass@1", _quality_display(tables["quality"]), notes.get(
             "quality", "pass@1 = mean `task_correct` over checked answers, [95 % Wilson interval]; `checks` counts the verdicts "
                        "(`task_check`); `speedup` = pooled tokens/s over the baseline's; `judge_accept_rate` = share of the "
-                       "mismatches greedy SpS would reject that the AutoJudge judge accepted.")),
+                       "mismatches greedy SpS would reject that the AutoJudge judge accepted; `rule_accept_rate` = share of the "
+                       "draft tokens the exact test rejected that a lossy rule (method=lossy) kept.")),
         _section("AutoJudge: speed and quality vs threshold", tables["autojudge"], notes.get("autojudge", "")),
         "## Plots\n",
     ]

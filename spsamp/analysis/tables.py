@@ -31,6 +31,10 @@ PROMPT_KEYS = ["dataset", "prompt_id", "turn"]
 MATCH_KEYS = TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + PROMPT_KEYS
 # judge behaviour recorded by spsamp.decoders.autojudge (means over prompts in the AutoJudge table)
 AUTOJUDGE_METRICS = ("metric_judge_accept_rate", "metric_target_fallback_rate")
+# pooled rates of what a lossy method kept beyond exact SpS: {rate: (kept count, count it was asked about)}
+# (spsamp.decoders.autojudge: mismatches its judge accepted; spsamp.decoders.lossy: exact rejections its rule overrode)
+BEYOND_EXACT = {"judge_accept_rate": ("judge_accepted", "mismatches_judged"),
+                "rule_accept_rate": ("rule_accepted", "rule_exact_rejections")}
 NUMERIC_COLS = ["tokens_per_sec", "decode_tokens_per_sec", "wall_time_s", "decode_s", "acceptance_rate", "avg_tokens_per_step",
                 "target_calls_per_token", "new_tokens", "steps", "target_calls", "draft_calls", "proposed", "accepted", "rejections"]
 QUALITY_HINTS = ("quality", "score", "accuracy", "correct", "exact_match", "reward")
@@ -409,14 +413,16 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     ``checked`` answers, ``pass_at_1`` (mean ``task_correct``) with its 95 % Wilson interval, the
     verdict counts (``checks``), pooled tokens per target call and tokens/s, ``speedup`` (pooled
     tokens/s over the baseline's in the same setting) and, for AutoJudge, ``judge_accept_rate`` —
-    the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted."""
+    the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted; for the
+    lossy rules, ``rule_accept_rate`` — the share of the exact test's rejections the rule overrode."""
     df = _prepared(df)
     ok = df[(df["status"] == "ok")].copy()
     ok["_correct"] = correct_values(ok["task_correct"])
     ok = ok[ok["_correct"].notna()]
     if ok.empty:
         raise NoData("no checked answers (task_correct is null: the dataset has no checker — use dataset=humaneval or arithmetic)")
-    for col in ("metric_judge_accepted", "metric_mismatches_judged"):
+    counts = [c for pair in BEYOND_EXACT.values() for c in pair]
+    for col in (f"metric_{c}" for c in counts):
         ok[col] = pd.to_numeric(ok[col], errors="coerce") if col in ok.columns else np.nan
     keys = [k for k in config_keys(ok) if k in ok.columns]
     # counts, pass@1 with its interval and pooled rates: the one summary definition
@@ -425,16 +431,16 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     g = ok.groupby(keys, dropna=False, sort=False)
     extra = pd.DataFrame({
         "checks": g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())),
-        "judge_accepted": g["metric_judge_accepted"].sum(min_count=1),
-        "mismatches_judged": g["metric_mismatches_judged"].sum(min_count=1),
+        **{c: g[f"metric_{c}"].sum(min_count=1) for c in counts},
     }).reset_index()
     out = out.assign(_k=_key_string(out, keys)).set_index("_k").join(extra.assign(_k=_key_string(extra, keys)).set_index("_k")[
-        ["checks", "judge_accepted", "mismatches_judged"]]).reset_index(drop=True)
+        ["checks", *counts]]).reset_index(drop=True)
     setting = [k for k in TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + ["dataset"] if k in out.columns]
     base = out[out["method"] == BASELINE].assign(_s=_key_string(out[out["method"] == BASELINE], setting)).groupby("_s")["tokens_per_sec"].first()
     out["speedup"] = out["tokens_per_sec"] / _key_string(out, setting).map(base)
-    out["judge_accept_rate"] = _ratio(out["judge_accepted"], out["mismatches_judged"]).where(out["mismatches_judged"] > 0)
-    out = out.drop(columns=["judge_accepted", "mismatches_judged"])
+    for rate, (kept, asked) in BEYOND_EXACT.items():
+        out[rate] = _ratio(out[kept], out[asked]).where(out[asked] > 0)
+    out = out.drop(columns=counts)
     sort = [c for c in ("method", "param_k", "param_threshold") if c in out.columns]
     return out.sort_values(sort, na_position="first").reset_index(drop=True)
 

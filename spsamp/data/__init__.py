@@ -60,7 +60,7 @@ def load_prompts(cfg: DatasetConfig) -> list[Prompt]:
         from spsamp.data.arithmetic import EVAL_SEED, generate_problems
 
         prompts = [Prompt(p.id, "math", (p.prompt,), check="final_number", reference=p.answer)
-                   for p in generate_problems(cfg.max_samples or 100, seed=EVAL_SEED)]
+                   for p in generate_problems(cfg.max_samples or 300, seed=EVAL_SEED, difficulty=cfg.difficulty)]
     else:
         prompts = read_question_file(Path(str(cfg.path)).expanduser())
     if cfg.split != "all":

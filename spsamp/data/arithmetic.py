@@ -2,8 +2,14 @@
 
 Mining labels with the ``final_answer`` check needs prompts whose answer is a number; this ships
 them with the code so mining works without any download. Problems are a deterministic function of
-``(seed, index)``; ids are ``arith-s<seed>-<index>``, so two sets drawn with different seeds or
-disjoint index ranges never share a prompt id (the train/eval split is by id).
+``(difficulty, seed, index)``; ids are ``arith-s<seed>-<index>`` at difficulty 1 and
+``arith-d<difficulty>-s<seed>-<index>`` above, so two sets drawn with different seeds, difficulties
+or disjoint index ranges never share a prompt id (the train/eval split is by id).
+
+Difficulty (``dataset.difficulty``): 1 = one or two operations on small numbers (the original
+stream, unchanged); d >= 2 = a chain of d operations (buy, give away, boxes of n, doubling, sharing
+into equal bags) on a running count whose numbers grow with d, so a model's accuracy can be aimed
+at a range by choosing d.
 """
 
 from __future__ import annotations
@@ -52,12 +58,50 @@ def _one(rng: random.Random) -> tuple[str, int]:
     return f"{name} shares {total} {item} equally among {groups} friends. How many {item} does each friend get?", size
 
 
-def generate_problems(n: int, seed: int = 0, start: int = 0) -> list[Problem]:
-    """Problems ``start .. start+n-1`` of the stream for ``seed`` (each from its own RNG)."""
+def _chain(rng: random.Random, steps: int) -> tuple[str, int]:
+    """A problem of ``steps`` operations on one running count (every intermediate count >= 0)."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    top = 10 + 10 * steps  # numbers grow with the chain
+    x = rng.randint(5, top)
+    text = [f"{name} has {x} {item}."]
+    for _ in range(steps):
+        kind = rng.randrange(5)
+        shares = [g for g in range(2, 10) if x % g == 0 and x // g > 0]
+        if kind == 4 and shares:
+            g = rng.choice(shares)
+            text.append(f"{name} splits the {item} into {g} equal bags and keeps only one bag.")
+            x //= g
+        elif kind == 3 and x <= 200:
+            text.append(f"Then the number of {item} doubles.")
+            x *= 2
+        elif kind == 2:
+            n, each = rng.randint(2, 6), rng.randint(2, 3 + steps)
+            text.append(f"{name} gets {n} boxes with {each} {item} in each box.")
+            x += n * each
+        elif kind == 1 and x > 1:
+            c = rng.randint(1, min(x - 1, top))
+            text.append(f"{name} gives away {c} {item}.")
+            x -= c
+        else:
+            b = rng.randint(2, top)
+            text.append(f"{name} buys {b} more {item}.")
+            x += b
+    text.append(f"How many {item} does {name} have now?")
+    return " ".join(text), x
+
+
+def generate_problems(n: int, seed: int = 0, start: int = 0, difficulty: int = 1) -> list[Problem]:
+    """Problems ``start .. start+n-1`` of the stream for ``(difficulty, seed)`` (each from its own RNG)."""
+    if difficulty < 1:
+        raise ValueError(f"difficulty: must be >= 1, got {difficulty}")
     out = []
     for i in range(start, start + n):
-        q, a = _one(random.Random(f"{seed}-{i}"))
-        out.append(Problem(id=f"arith-s{seed}-{i}", question=q, answer=a))
+        if difficulty == 1:
+            q, a = _one(random.Random(f"{seed}-{i}"))
+            out.append(Problem(id=f"arith-s{seed}-{i}", question=q, answer=a))
+        else:
+            q, a = _chain(random.Random(f"d{difficulty}-{seed}-{i}"), difficulty)
+            out.append(Problem(id=f"arith-d{difficulty}-s{seed}-{i}", question=q, answer=a))
     return out
 
 
