@@ -103,6 +103,10 @@ def test_arms_interleave_abba_share_models_and_carry_their_names(tmp_path, monke
     assert list(df.prompt_id) == [p for p in df.prompt_id.drop_duplicates() for _ in range(2)]
     assert set(df.reference_arm) == {"base"} and df.comparison.nunique() == 1
     assert df.comparison.iloc[0] == tmp_path.name
+    # each row records its accepted lengths: a histogram over its steps (vLLM's per-request metric)
+    assert (df.accept_len_hist.map(sum) == df.steps).all()
+    kept = df.accept_len_hist.map(lambda h: sum(i * n for i, n in enumerate(h)))
+    assert (kept == (df.avg_tokens_per_step * df.steps).round()).all()
     # one target and one draft object for both arms (the baseline's target is the speculative arm's)
     assert sorted(built) == sorted({n for n in built}) and len(built) == 2
 
@@ -198,7 +202,18 @@ def test_smoke_comparison_end_to_end_through_run_py(tmp_path):
     assert len(df) == 6 and (df.status == "ok").all() and set(df.arm) == {"baseline", "speculative"}
     assert df.comparison.iloc[0] == "smoke_compare/default"
     out = proc.stdout + proc.stderr
-    assert "speculative" in out and "speedup" in out  # the end-of-sweep table: the paired speedup of the arm
+    assert "comparison `smoke_compare/default` on " in out and "| speculative |" in out  # the end-of-sweep paired table
+    summ = subprocess.run([sys.executable, "-m", "spsamp.analysis", "summary", str(sweep)], cwd=ROOT, capture_output=True, text=True)
+    assert summ.returncode == 0 and "speedup [95% CI]" in summ.stdout and "mean_accepted_tokens" in summ.stdout
+    line = next(ln for ln in summ.stdout.splitlines() if ln.startswith("| baseline |"))
+    assert "| reference |" in line and "| 1 |" in line  # plain decoding: 1.00 mean accepted tokens
+    rep = subprocess.run([sys.executable, "-m", "spsamp.analysis", "report", str(sweep), "--out", str(tmp_path / "rep")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "rep" / "tables" / "paired_speedup.csv")
+    fast = table[table.arm == "speculative"].iloc[0]
+    assert fast.n_prompts == 3 and fast.speedup_lo <= fast.speedup <= fast.speedup_hi
+    assert "## Paired speedups (comparison jobs)" in (tmp_path / "rep" / "report.md").read_text()
     # adding an arm from the command line lands in the same job dir and decodes only the new arm
     proc = run_py(["-m", "experiment=smoke_compare", "+compare.arms.k2={method:speculative,method.k:2}", f"paths.output_dir={tmp_path}"])
     df2 = pd.read_parquet(sweep / "default" / "records.parquet")
