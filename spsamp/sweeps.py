@@ -64,5 +64,11 @@ def job_dirname(override_dirname: Optional[str]) -> str:
     return safe
 
 
+def run_label(method: str, arms: object) -> str:
+    """A single run's dir suffix: its method, or ``compare`` for a job of several arms."""
+    return "compare" if arms else str(method)
+
+
 OmegaConf.register_new_resolver("spsamp_sweep_name", sweep_name, replace=True)
+OmegaConf.register_new_resolver("spsamp_run_label", run_label, replace=True)
 OmegaConf.register_new_resolver("spsamp_job_dirname", job_dirname, replace=True)
