@@ -5,16 +5,14 @@ and a plain job's rows and keys unchanged."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, compose_cfg, run_py
+from conftest import ROOT, compose_cfg, kill9_when, run_py
 from spsamp.comparison import abba_order, arm_overrides, compose_arms, merged_overrides
 from spsamp.config import ConfigError
 from spsamp.records.rows import JobInfo
@@ -169,19 +167,9 @@ def test_resume_redoes_only_the_missing_arm_rows(tmp_path):
 def test_kill9_inside_a_comparison_then_relaunch_completes_it(tmp_path):
     args = ["-m", "experiment=smoke_compare", "dataset.max_samples=8", f"paths.output_dir={tmp_path}"]
     log = tmp_path / "sweeps" / "smoke_compare" / "default" / "records.jsonl"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not log.exists() or len(log.read_text().splitlines()) < 5:  # mid-prompt: one arm of prompt 3 done
-            assert proc.poll() is None, "the comparison ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    # mid-prompt: one arm of the third prompt done, the other not
+    rc = kill9_when(args, lambda: log.exists() and len(log.read_text().splitlines()) >= 5, "the third prompt")
+    assert rc == -signal.SIGKILL
     killed = pd.read_parquet(log.with_name("records.parquet")) if log.with_name("records.parquet").exists() else None
     done = [json.loads(x) for x in log.read_text().splitlines() if x.strip().endswith("}")]
     assert 5 <= len(done) < 16

@@ -5,12 +5,8 @@ without duplicated or lost rows."""
 from __future__ import annotations
 
 import itertools
-import os
 import shlex
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +16,7 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_cfg, run_py
+from conftest import ROOT, compose_cfg, kill9_when, run_py
 from spsamp.comparison import compose_arms
 from spsamp.config import validate
 from spsamp.sweeps import job_dirname
@@ -169,22 +165,9 @@ def test_kill9_mid_sweep_then_relaunch_completes_without_duplicates(tmp_path):
     args = ["-m", "experiment=smoke", "dataset.max_samples=8", f"paths.output_dir={tmp_path}"]
     sweep = tmp_path / "sweeps" / "smoke"
     second_job = sweep / "method=speculative" / "records.parquet"  # dataset.max_samples is not in job dir names
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not second_job.exists():  # kill inside the second job, after its first row
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "the sweep never reached its second job"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # kill inside the second job, after its first row
+    rc = kill9_when(args, second_job.exists, "the second job")
+    assert rc == -signal.SIGKILL
     killed = read_rows(sweep)  # every Parquet readable right after the kill
     assert 9 <= len(killed) < 16 and killed.resume_key.is_unique
 

@@ -79,7 +79,7 @@ def hardware_label(row: pd.Series) -> str:
     parts = [str(row.get("cpu_model") or "unknown CPU")]
     threads = row.get("num_threads")
     if threads is not None and not (isinstance(threads, float) and np.isnan(threads)):
-        parts.append(f"{int(threads)} threads")
+        parts.append(f"{int(threads)} thread{'s' if int(threads) != 1 else ''}")
     return ", ".join(parts)
 
 
@@ -193,6 +193,7 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
             "cpu_linear": first["cpu_linear"],
             "hosts": ", ".join(sorted({str(h) for h in g["hostname"].dropna()})) or "–",
             "rows": len(g),
+            "prompts": ok.assign(_p=ok["prompt_id"].astype(str) + "#" + ok["turn"].astype(str))["_p"].nunique(),
             "errors": int((~g["_ok"]).sum()),
             "tokens_per_sec": num["new_tokens"] / num["wall_time_s"] if num["wall_time_s"] and num["wall_time_s"] > 0 else np.nan,
             "acceptance": num["accepted"] / num["proposed"] if num["proposed"] and num["proposed"] > 0 else np.nan,

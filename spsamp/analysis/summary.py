@@ -116,7 +116,9 @@ def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
     out["speedup [95% CI]"] = [_ci(*v) for v in out[["speedup", "speedup_lo", "speedup_hi"]].values]
     out["median [IQR]"] = [_ci(*v) for v in out[["speedup_median", "speedup_q25", "speedup_q75"]].values]
     out.loc[out["arm"] == out["reference_arm"], ["speedup [95% CI]", "median [IQR]"]] = "reference"
-    cols = ["arm", "config", "cpu_linear", "n_prompts", "errors", "tokens_per_sec", "speedup [95% CI]", "median [IQR]",
+    out = out.rename(columns={"n_prompts": "paired"}).astype({"paired": object})  # prompts the arm and the reference both decoded
+    out.loc[out["arm"] == out["reference_arm"], "paired"] = "–"
+    cols = ["arm", "config", "cpu_linear", "prompts", "paired", "errors", "tokens_per_sec", "speedup [95% CI]", "median [IQR]",
             "decode_speedup", "predicted_speedup", "mean_accepted_tokens", "acceptance", "accept_len_hist", "same_as_reference"]
     if not q.empty:
         q = q.set_index(P.ARM_KEYS)
