@@ -25,7 +25,8 @@ EXTRA=(hardware.num_threads="$THREADS")
 AJ=(method=autojudge_humaneval method.mining_prompts="$MINED")
 
 for N in "$@"; do
-    COMMON=(experiment=autojudge_humaneval hydra.sweep.dir="$SWEEP" dataset.max_samples="$N" "${EXTRA[@]}")
+    # one plain job per configuration (~compare.arms: not the experiment's comparison), as the study ran
+    COMMON=(experiment=autojudge_humaneval '~compare.arms' hydra.sweep.dir="$SWEEP" dataset.max_samples="$N" "${EXTRA[@]}")
     first_k=${KS%% *}
     # the first AutoJudge job mines (or reads the journal) and trains the judge; the rest reuse it
     "$PY" run.py -m "${COMMON[@]}" "${AJ[@]}" method.k="$first_k" method.threshold=1

@@ -143,6 +143,16 @@ class GenerationConfig:
 
 
 @dataclass
+class CompareConfig:
+    """A job decoding every prompt under several *arms* (see :mod:`spsamp.comparison`): each arm is
+    the job's own config plus the arm's overrides. No arms: a plain one-configuration job."""
+
+    arms: dict[str, Any] = field(default_factory=dict)  # name -> [override, ...] or {key: value}; [] = the job's config
+    reference: Optional[str] = None  # the arm every other arm is paired against; null: the first arm
+    only: Optional[list[str]] = None  # run just these arms (narrow a study from the command line)
+
+
+@dataclass
 class RunConfig:
     """The whole composed config, less ``method`` (validated by its decoder) and ``hydra``."""
 
@@ -151,6 +161,7 @@ class RunConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     experiment: Optional[str] = None
     fail_on_prompt: Optional[str] = None  # test hook: raise inside this prompt id (error-row path)
 

@@ -1,6 +1,6 @@
 """One job: validate the config, load prompts and models, decode every (prompt, turn, repeat), record.
 
-Order matters: the config and the dataset are checked before any model loads, so bad input fails
+Order matters: the config (every arm of a comparison) and the dataset are checked before any model loads, so bad input fails
 in a second with one line. Rows already ``ok`` in the output dir are skipped (resume); a prompt
 that raises becomes a ``status=error`` row and the run goes on; a job that cannot start at all
 (e.g. a model that will not load) records an error row for each pending prompt, so a sweep shows
@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -23,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from spsamp.comparison import Compose, abba_order, compose_arms, reference_arm
 from spsamp.config import GenerationConfig, RunConfig, identity_params, legacy_identities, validate
 from spsamp.data import Prompt, load_prompts
 from spsamp.data.chat import encode, messages_for
@@ -54,9 +56,11 @@ class Task:
     aliases: tuple[str, ...] = ()  # keys the same row had under earlier versions (legacy_identities)
 
 
-def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: int, method: dict | None = None) -> str:
+def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: int, method: dict | None = None,
+               arm: Optional[str] = None) -> str:
     """Stable identity of one row: everything that changes its tokens, nothing that only times it
-    (``method``: the method's identity, :func:`identity_params` unless given)."""
+    (``method``: the method's identity, :func:`identity_params` unless given; ``arm``: the row's
+    arm in a comparison, so two arms of equal settings, e.g. an A/A control, keep their own rows)."""
     g = asdict(run.generation)
     for timing_only in ("repeats", "warmup"):
         g.pop(timing_only)
@@ -76,6 +80,8 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
         "repeat": repeat,
         "generation": g,
     }
+    if arm is not None:  # a plain job's keys stay what they always were
+        ident["arm"] = arm
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -108,29 +114,33 @@ def context_limit(*models: Optional[CausalLM]) -> tuple[Optional[int], str]:
     return best
 
 
-class Job:
-    def __init__(self, cfg: DictConfig, job: JobInfo):
-        # 1. everything that can be checked without a model
-        self.run, self.params = validate(cfg)
-        check_machine(self.run)  # cuda present, no display when require_headless
-        self.prompts = load_prompts(self.run.dataset)
+class Arm:
+    """One configuration a job decodes: its validated config, decoder, row builder, tasks and models.
+    A plain job has one arm without a name; a comparison (:mod:`spsamp.comparison`) has several."""
+
+    def __init__(self, cfg: DictConfig, run: RunConfig, params: Any, prompts: list[Prompt], job: JobInfo, store: RecordStore,
+                 run_id: str, name: Optional[str] = None, comparison: Optional[str] = None, reference: Optional[str] = None):
+        self.run, self.params, self.name, self.store = run, params, name, store
         self.decoder: Decoder = instantiate(cfg.method)
-        self.job = job
-        self.store = RecordStore(job.output_dir)
-        self.run_id = uuid.uuid4().hex[:12]
-        self.rows = RowBuilder(self.run, self.params, self.decoder.name, self.decoder.needs_draft, job, self.run_id,
-                               speculative=self.decoder.speculative)
+        self.rows = RowBuilder(run, params, self.decoder.name, self.decoder.needs_draft, job, run_id,
+                               speculative=self.decoder.speculative, comparison=comparison, arm=name, reference_arm=reference)
         self.tasks = [
-            Task(p, t, r, resume_key(self.run, self.params, p, t, r),
-                 tuple(resume_key(self.run, self.params, p, t, r, ident) for ident in legacy_identities(self.params)))
-            for p in self.prompts
-            for r in range(self.run.generation.repeats)
+            Task(p, t, r, resume_key(run, params, p, t, r, arm=name),
+                 tuple(resume_key(run, params, p, t, r, ident, arm=name) for ident in legacy_identities(params)))
+            for p in prompts
+            for r in range(run.generation.repeats)
             for t in range(len(p.turns))
         ]
         self.target: Optional[CausalLM] = None
         self.draft: Optional[CausalLM] = None
+        self.threads = 0  # the intra-op threads it decodes with (set at load)
         self.warmup_s = 0.0
         self.setup_s = 0.0
+        self.answers: dict[tuple[str, int], list[str]] = {}  # (prompt, repeat) -> answers so far, turn by turn
+
+    @property
+    def label(self) -> str:
+        return self.decoder.name if self.name is None else f"{self.name} ({self.decoder.name})"
 
     @property
     def pending(self) -> list[Task]:
@@ -144,55 +154,38 @@ class Job:
                 return row
         return None
 
-    def execute(self) -> RecordStore:
-        with self.store:  # the derived files (Parquet, summaries) are written however the job ends
-            self._execute()
-        return self.store
-
-    def _execute(self) -> None:
-        pending = self.pending
-        done = len(self.tasks) - len(pending)
-        if done:
-            log.info("resume: %d of %d rows already finished in %s", done, len(self.tasks), self.job.output_dir)
-        if not pending:
+    def step(self, task: Task) -> None:
+        """Decode ``task`` unless it is finished or its conversation broke; a failure is its error row."""
+        history = self.answers.setdefault((task.prompt.id, task.repeat), [])
+        finished = self._finished(task)
+        if finished is not None:
+            history.append(finished["generated_text"])
             return
+        if len(history) < task.turn:
+            return  # an earlier turn failed: this one has no conversation to follow
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # arms of one comparison may use different thread counts
         try:
-            t0 = time.perf_counter()
-            self._load_models()
-            self.setup_s = time.perf_counter() - t0  # model loads (memoised) + the decoder's prepare (e.g. a judge)
-        except Exception as exc:
-            for task in pending:  # finished rows stay; only pending keys get error rows
-                self._add_error(task, exc)
-            exc.error_rows = len(pending)  # type: ignore[attr-defined] - run.py says where they are
-            raise
-        self._warmup()
-        answers: dict[tuple[str, int], list[str]] = {}
-        for task in tqdm(self.tasks, desc=f"{self.decoder.name}", unit="row", disable=None):
-            history = answers.setdefault((task.prompt.id, task.repeat), [])
-            finished = self._finished(task)
-            if finished is not None:
-                history.append(finished["generated_text"])
-                continue
-            if len(history) < task.turn:
-                continue  # an earlier turn failed: this one has no conversation to follow
-            try:
-                row = self._decode(task, history)
-                self.store.add(row)  # a row the schema refuses is this prompt's failure too
-            except Exception as exc:  # noqa: BLE001 - any failure becomes an error row, the run goes on
-                log.error("prompt %s turn %d repeat %d failed: %s: %s", task.prompt.id, task.turn, task.repeat, type(exc).__name__, exc)
-                self._add_error(task, exc)
-                continue
-            history.append(row["generated_text"])
+            row = self._decode(task, history)
+            self.store.add(row)  # a row the schema refuses is this prompt's failure too
+        except Exception as exc:  # noqa: BLE001 - any failure becomes an error row, the run goes on
+            where = "" if self.name is None else f"arm {self.name}: "
+            log.error("%sprompt %s turn %d repeat %d failed: %s: %s", where, task.prompt.id, task.turn, task.repeat,
+                      type(exc).__name__, exc)
+            self.add_error(task, exc)
+            return
+        history.append(row["generated_text"])
 
     # ---- steps -------------------------------------------------------------------------------
 
-    def _load_models(self) -> None:
+    def load_models(self) -> None:
         hw, paths = self.run.hardware, self.run.paths
-        set_threads(hw.num_threads)  # null: the stated default of spsamp/models/threads.py
         t0 = time.perf_counter()
+        self.threads = set_threads(hw.num_threads)  # null: the stated default of spsamp/models/threads.py
         if self.decoder.needs_draft and self.run.model.draft is not None:
             # from tokenizer files: a mismatched pair fails in seconds, before any weights load
             check_tokenizers_before_load(self.run.model.target, self.run.model.draft, hw, paths.cache_dir)
+        # memoised per process (spsamp.models.loading): arms with equal model specs and kernels share one copy
         self.target = load_model(self.run.model.target, hw, paths.cache_dir, offload=True)
         if self.decoder.needs_draft:
             assert self.run.model.draft is not None
@@ -201,19 +194,22 @@ class Job:
         self.rows.target_info = self.target.info
         self.rows.draft_info = self.draft.info if self.draft is not None else None
         self.rows.device_map = placement_json({"target": self.target, "draft": self.draft})
-        log.info("models ready in %.2fs", time.perf_counter() - t0)
+        log.info("models ready in %.2fs%s", time.perf_counter() - t0, "" if self.name is None else f" (arm {self.name})")
         self.decoder.prepare(self.target, self.draft, self.run)
+        self.setup_s = time.perf_counter() - t0  # model loads (memoised) + the decoder's prepare (e.g. a judge)
 
-    def _warmup(self) -> None:
+    def warmup(self) -> None:
         """Untimed generations on :data:`WARMUP_PROMPT`; a failure here is logged, not fatal: each
         dataset prompt then succeeds or fails on its own row."""
         gen = dataclasses.replace(self.run.generation, max_new_tokens=min(8, self.run.generation.max_new_tokens))
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         try:
             for _ in range(self.run.generation.warmup):
                 self._generate(Task(WARMUP_PROMPT, 0, 0, "warmup"), [], gen, seed=0)
         except Exception as exc:  # noqa: BLE001 - the rows will tell whether the decoder works at all
-            log.warning("warm-up failed (%s: %s); decoding without it", type(exc).__name__, exc)
+            log.warning("warm-up of %s failed (%s: %s); decoding without it", self.label, type(exc).__name__, exc)
         self.warmup_s = time.perf_counter() - t0
 
     def _fit_context(self, ids: torch.Tensor, gen: GenerationConfig) -> tuple[torch.Tensor, Optional[int]]:
@@ -256,7 +252,7 @@ class Job:
         row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
 
-    def _add_error(self, task: Task, exc: BaseException) -> None:
+    def add_error(self, task: Task, exc: BaseException) -> None:
         self.store.add(self.rows.error(self._base_row(task, "error", now()), exc))
 
     def _base_row(self, task: Task, status: str, started: str) -> dict[str, Any]:
@@ -264,10 +260,88 @@ class Job:
                               repeat=task.repeat, status=status, started=started)
 
 
-def run_job(cfg: DictConfig, job: JobInfo) -> RecordStore:
-    """Validate, then decode everything pending into ``job.output_dir``."""
+def comparison_name(job: JobInfo) -> str:
+    """What a comparison's rows call it: ``<sweep dir>/<job dir>`` (a sweep dir is named after its
+    experiment, spsamp/sweeps.py), or the run dir's name."""
+    here = Path(job.output_dir).name
+    return f"{Path(job.sweep_dir).name}/{here}" if job.sweep_dir else here
+
+
+class Job:
+    """Validate everything (every arm of a comparison), then decode each pending task under each arm."""
+
+    def __init__(self, cfg: DictConfig, job: JobInfo, compose: Optional[Compose] = None):
+        # 1. everything that can be checked without a model
+        run, params = validate(cfg)
+        arms = compose_arms(cfg, job.overrides, compose)  # [] for a plain job
+        for spec in arms or [None]:
+            check_machine(run if spec is None else spec.run)  # cuda present, no display when require_headless
+        prompts = load_prompts(run.dataset)  # arms share the dataset (compose_arms checks)
+        self.job = job
+        self.store = RecordStore(job.output_dir)
+        self.run_id = uuid.uuid4().hex[:12]
+        if not arms:
+            self.arms = [Arm(cfg, run, params, prompts, job, self.store, self.run_id)]
+        else:
+            ref = reference_arm(cfg, [a.name for a in arms])
+            name = comparison_name(job)
+            self.arms = [Arm(a.cfg, a.run, a.params, prompts, job, self.store, self.run_id, a.name, name, ref) for a in arms]
+        self.tasks = len(self.arms[0].tasks)
+
+    @property
+    def pending(self) -> list[Task]:
+        """Every arm's tasks without a finished row."""
+        return [t for a in self.arms for t in a.pending]
+
+    @property
+    def warmup_s(self) -> float:
+        return sum(a.warmup_s for a in self.arms)
+
+    @property
+    def setup_s(self) -> float:
+        return sum(a.setup_s for a in self.arms)
+
+    def execute(self) -> RecordStore:
+        with self.store:  # the derived files (Parquet, summaries) are written however the job ends
+            self._execute()
+        return self.store
+
+    def _execute(self) -> None:
+        pending = {id(a): a.pending for a in self.arms}  # one scan of the store per arm
+        total, left = self.tasks * len(self.arms), sum(len(p) for p in pending.values())
+        if total - left:
+            log.info("resume: %d of %d rows already finished in %s", total - left, total, self.job.output_dir)
+        live = []
+        for arm in self.arms:
+            if not pending[id(arm)]:
+                continue
+            try:
+                arm.load_models()
+            except Exception as exc:
+                for task in pending[id(arm)]:  # finished rows stay; only pending keys get error rows
+                    arm.add_error(task, exc)
+                if len(self.arms) == 1:
+                    exc.error_rows = len(pending[id(arm)])  # type: ignore[attr-defined] - run.py says where they are
+                    raise
+                log.error("arm %s could not start: %s: %s (%d error rows; the other arms go on)", arm.name,
+                          type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", len(pending[id(arm)]))
+                continue
+            live.append(arm)
+        for arm in live:
+            arm.warmup()  # per arm, untimed, after every load (shared models are warm for each)
+        if not live:
+            return
+        desc = live[0].decoder.name if len(self.arms) == 1 else f"{len(live)} arms"
+        for i in tqdm(range(self.tasks), desc=desc, unit="row" if len(self.arms) == 1 else "prompt", disable=None):
+            for arm in abba_order(live, i):
+                arm.step(arm.tasks[i])
+
+
+def run_job(cfg: DictConfig, job: JobInfo, compose: Optional[Compose] = None) -> RecordStore:
+    """Validate, then decode everything pending into ``job.output_dir`` (``compose``: how a
+    comparison's arms are composed, :func:`spsamp.comparison.hydra_compose` unless given)."""
     t0 = time.perf_counter()
-    this = Job(cfg, job)
+    this = Job(cfg, job, compose)
     store = this.execute()
     # per-job cost beyond decoding: what a sweep pays per job on top of the timed rows. Models are
     # memoised per process, so after the first job models/prepare is ~0 and "overhead" is config

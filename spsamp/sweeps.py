@@ -27,12 +27,35 @@ def sweep_name(experiment: Optional[str], fallback: str) -> str:
     return str(experiment) if experiment else fallback
 
 
+def _items(override_dirname: str) -> list[str]:
+    """``a=1,b={c:2,d:3}`` -> ``["a=1", "b={c:2,d:3}"]``: split at commas outside brackets and quotes."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(override_dirname):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(override_dirname[start:i])
+            start = i + 1
+    items.append(override_dirname[start:])
+    return [x for x in items if x]
+
+
 def job_dirname(override_dirname: Optional[str]) -> str:
     """A file-name-safe job dir from Hydra's ``override_dirname`` (``a=1,b=2``, sorted by Hydra).
 
+    ``compare.*`` overrides are left out: adding or narrowing a comparison's arms from the command
+    line lands in the same job dir, whose rows are kept apart by their arm (spsamp/comparison.py).
     No overrides -> ``default``; ``/`` and other unsafe characters -> ``_``; names longer than
     120 characters keep a prefix plus a hash of the whole string so they stay unique.
     """
+    kept = [x for x in _items(override_dirname or "") if not x.lstrip("+~").startswith("compare.")]
+    override_dirname = ",".join(kept)
     name = override_dirname or "default"
     safe = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]", "_", name)
     if len(safe) > _MAX_DIRNAME or safe != name:
@@ -41,5 +64,11 @@ def job_dirname(override_dirname: Optional[str]) -> str:
     return safe
 
 
+def run_label(method: str, arms: object) -> str:
+    """A single run's dir suffix: its method, or ``compare`` for a job of several arms."""
+    return "compare" if arms else str(method)
+
+
 OmegaConf.register_new_resolver("spsamp_sweep_name", sweep_name, replace=True)
+OmegaConf.register_new_resolver("spsamp_run_label", run_label, replace=True)
 OmegaConf.register_new_resolver("spsamp_job_dirname", job_dirname, replace=True)

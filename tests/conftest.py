@@ -30,6 +30,29 @@ def run_py(args: list[str], cwd: Path = ROOT, timeout: int = 600, check: bool = 
     return proc
 
 
+def kill9_when(args: list[str], ready, what: str, timeout: float = 300.0) -> int:
+    """Start ``python run.py <args>`` in its own session, SIGKILL its whole group once ``ready()``
+    is true (``what``: the moment awaited, for the failure message); return its exit status."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"run.py ended before {what}"
+            assert time.monotonic() < deadline, f"run.py never reached {what}"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     """Overrides for a fast, file-free run into tmp_path."""

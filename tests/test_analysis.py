@@ -45,7 +45,7 @@ def row(method: str, prompt: str, tps: float | None, host: str = "h1", repeat: i
         "model_preset": "tiny", "model": model, "draft_model": None if method == "baseline" else "D",
         "target_dtype": "float32", "device": "cpu", "dataset": "builtin", "prompt_id": prompt, "category": category,
         "turn": 1, "repeat": repeat, "max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "top_k": 0, "seed": 0,
-        "use_chat_template": True, "hostname": host, "num_threads": 2, "display_active": False,
+        "use_chat_template": True, "hostname": host, "cpu_model": f"cpu-{host}", "num_threads": 2, "display_active": False,
         "metrics_json": json.dumps(metrics) if metrics else None,
     })
     if status == "ok":
@@ -146,40 +146,40 @@ def test_load_conflicting_types_and_missing(tmp_path):
 
 def test_speedups_match_prompt_and_machine(records):
     sp = speedups(records)
-    h1k2 = sp[(sp.config == "speculative k=2") & (sp.hostname == "h1")].set_index("prompt_id")
+    h1k2 = sp[(sp.config == "speculative k=2") & (sp.cpu_model == "cpu-h1")].set_index("prompt_id")
     assert sorted(h1k2.index) == ["p1", "p2"]  # p3 has no baseline, the error row is not a prompt result
     assert h1k2.loc["p1", "baseline_tokens_per_sec"] == 10.0  # median of the two repeats
     assert h1k2.loc["p1", "speedup"] == 1.5 and h1k2.loc["p2", "speedup"] == 2.5
     assert h1k2.loc["p1", "identical_to_baseline"] == 1.0 and h1k2.loc["p2", "identical_to_baseline"] == 0.0
-    assert _one(sp, config="speculative k=2", hostname="h2")["speedup"] == 1.2  # h2 vs h2 only
+    assert _one(sp, config="speculative k=2", cpu_model="cpu-h2")["speedup"] == 1.2  # h2 vs h2 only
 
     ss = speedup_summary(sp)
-    r = _one(ss, config="speculative k=2", hostname="h1")
+    r = _one(ss, config="speculative k=2", cpu_model="cpu-h1")
     assert (r.n_prompts, r.speedup_median, r.speedup_q25, r.speedup_q75) == (2, 2.0, 1.75, 2.25)
     assert r.decode_speedup_median == 2.0 and r.identical_to_baseline == 0.5
     r = _one(ss, config="speculative k=4")
     assert (r.n_prompts, r.speedup_median) == (2, 2.0)
     assert _one(ss, config="autojudge k=2 threshold=0.5").speedup_median == approx(2.25)
     assert unmatched(records, sp) == []
-    missing = unmatched(records[records.hostname == "h1"], sp[sp.config != "speculative k=4"])
+    missing = unmatched(records[records.cpu_model == "cpu-h1"], sp[sp.config != "speculative k=4"])
     assert missing == [f"speculative k=4 in {records.run_dir[records.config == 'speculative k=4'].iloc[0]}"]
 
 
 def test_method_and_category_summaries(records):
     ms = method_summary(records)
-    r = _one(ms, config="speculative k=2", hostname="h1")
+    r = _one(ms, config="speculative k=2", cpu_model="cpu-h1")
     assert (r.rows, r.errors, r.n_prompts) == (4, 1, 3)
     assert (r.tokens_per_sec_median, r.tokens_per_sec_q25, r.tokens_per_sec_q75) == (30.0, 22.5, 40.0)
     assert (r.acceptance_rate_median, r.acceptance_rate_q25, r.acceptance_rate_q75) == approx((0.6, 0.4, 0.7))
     assert (r.mean_accepted_length_median, r.mean_accepted_length_q25, r.mean_accepted_length_q75) == approx((2.0, 1.7, 2.3))
     assert r.target_calls_per_token_median == approx(6 / 11)
-    b = _one(ms, config="baseline", hostname="h1", model="T")
+    b = _one(ms, config="baseline", cpu_model="cpu-h1", model="T")
     assert (b.rows, b.errors, b.n_prompts, b.tokens_per_sec_median, b.tokens_per_sec_q25, b.tokens_per_sec_q75) == (4, 1, 2, 15.0, 12.5, 17.5)
 
     cs = category_summary(records)
-    w = _one(cs, config="speculative k=2", hostname="h1", category="writing")
+    w = _one(cs, config="speculative k=2", cpu_model="cpu-h1", category="writing")
     assert (w.n_prompts, w.tokens_per_sec_median, w.tokens_per_sec_q25, w.tokens_per_sec_q75) == (2, 22.5, 18.75, 26.25)
-    m = _one(cs, config="speculative k=2", hostname="h1", category="math")
+    m = _one(cs, config="speculative k=2", cpu_model="cpu-h1", category="math")
     assert (m.rows, m.errors, m.n_prompts, m.tokens_per_sec_median) == (2, 1, 1, 50.0)
 
 
@@ -193,7 +193,7 @@ def test_cost_model():
 
 def test_predicted_vs_measured(records):
     pred = predicted_vs_measured(records)
-    r = _one(pred, config="speculative k=2", hostname="h1")
+    r = _one(pred, config="speculative k=2", cpu_model="cpu-h1")
     assert r.alpha == approx(0.8) and r.k == 2
     assert r.tokens_per_step == approx(2.0)  # (2.0 + 2.6 + 1.4) * 5 steps / 15 steps
     assert r.predicted_tokens_per_step == approx(2.44)
@@ -202,7 +202,7 @@ def test_predicted_vs_measured(records):
     r = _one(pred, config="speculative k=4")
     assert r.alpha == approx(20 / 21)
     assert r.c == approx(0.2) and r.c_source.startswith("baseline of draft model")  # 0.02 s / 0.1 s per pass
-    r = _one(pred, config="speculative k=2", hostname="h2")
+    r = _one(pred, config="speculative k=2", cpu_model="cpu-h2")
     assert r.c == approx(4.5) and r.c_source.startswith("fit")  # (0.5 - 5 * 0.01) / 10 draft calls / 0.01
     assert _one(predicted_vs_measured(records, cost_ratio=0.5), config="speculative k=4").c == 0.5
 
@@ -240,10 +240,10 @@ def test_report_cli_on_real_sweep(sweep, tmp_path):
     proc = _run(["-m", "spsamp.analysis", "report", str(sweep), "--out", str(tmp_path / "rep")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (tmp_path / "rep" / "report.md").read_text()
-    for title in ("## Runs", "## Speedup over baseline", "## Per-method summary", "## Per-category summary",
+    for title in ("## Runs", "## Unpaired speedup over baseline (separate jobs)", "## Per-method summary", "## Per-category summary",
                   "## Measured vs predicted speedup"):
         assert title in report
-    speed = report.split("## Speedup over baseline")[1].split("\n## ")[0]
+    speed = report.split("## Unpaired speedup over baseline (separate jobs)")[1].split("\n## ")[0]
     assert "| speculative k=1 |" in speed and "| speculative k=2 |" in speed and "No matching baseline" not in speed
     assert "`specexec_tokens_per_call`: skipped" in report and "`autojudge_threshold`: skipped" in report
     for name in ("speedup_vs_k", "accept_length_vs_k", "categories"):
@@ -282,19 +282,19 @@ def test_sweep_summary_pools_tokens_and_compares_within_a_setting(tmp_path):
     ]
     _write(tmp_path / "s", rows)
     table = sweep_summary(load_records(tmp_path))
-    h1 = table[table.hostname == "h1"].set_index("config")
+    h1 = table[table.cpu_model == "cpu-h1"].set_index("config")
     # pooled: 22 tokens over 11/10 + 11/20 s
     assert h1.loc["baseline", "tokens_per_sec"] == pytest.approx(22 / 1.65)
-    assert h1.loc["speculative k=2", "speedup"] == pytest.approx(2.0)
+    assert h1.loc["speculative k=2", "speedup_unpaired"] == pytest.approx(2.0)
     assert h1.loc["speculative k=2", "vs_hf_assisted"] == pytest.approx(2.0)
     assert h1.loc["hf_assisted k=2", "vs_hf_assisted"] == pytest.approx(1.0)
     assert np.isnan(h1.loc["speculative k=4", "vs_hf_assisted"]) and np.isnan(h1.loc["baseline", "vs_hf_assisted"])
     assert h1.loc["speculative k=2", "acceptance"] == pytest.approx(14 / 20)
     assert h1.loc["speculative k=2", "same_as_baseline"] == pytest.approx(0.5)  # p2 differs
-    h2 = table[table.hostname == "h2"].set_index("config")
-    assert h2.loc["speculative k=2", "speedup"] == pytest.approx(1.5)  # against h2's baseline only
+    h2 = table[table.cpu_model == "cpu-h2"].set_index("config")
+    assert h2.loc["speculative k=2", "speedup_unpaired"] == pytest.approx(1.5)  # against h2's hardware's baseline only
     text = format_summary(table)
-    assert text.count("| config |") == 2 and "hostname=h2" in text
+    assert text.count("| config |") == 2 and "cpu_model=cpu-h2" in text
 
 
 # ---- answer quality: pass@1 with a Wilson interval, the frontier plot ----------------------------

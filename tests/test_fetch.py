@@ -227,49 +227,24 @@ def test_cli_skips_preset_without_split_models(capsys):
     assert "no pypi_split_gguf models" in capsys.readouterr().out
 
 
-def _header_sweeps(path: Path) -> list[list[str]]:
-    """Every job of the `python run.py -m experiment=...` commands in an experiment's header."""
-    import itertools
-    import shlex
+def test_headline_experiment_arms_compose_and_validate():
+    from conftest import compose_cfg
 
-    from omegaconf import OmegaConf
+    from spsamp.comparison import compose_arms
+    from spsamp.config import params_dict
 
-    jobs = []
-    sweep = OmegaConf.load(path).hydra.sweeper.params
-    for line in path.read_text().splitlines():
-        if "python run.py -m experiment=" not in line:
-            continue
-        args = shlex.split(line.split("python run.py -m ", 1)[1].split("#")[0])
-        given = {a.split("=", 1)[0] for a in args}
-        args += [f"{k}={v}" for k, v in sweep.items() if k not in given]  # command line replaces the file's sweep
-        axes = [[f"{k}={v}" for v in vals.split(",")] for k, _, vals in (a.partition("=") for a in args)]
-        jobs += [list(job) for job in itertools.product(*axes)]
-    return jobs
-
-
-def test_headline_experiment_commands_compose_and_validate():
-    from hydra import compose, initialize_config_dir
-
-    from spsamp.config import params_dict, validate
-
-    jobs = _header_sweeps(CONF / "experiment" / "headline_qwen_cpu.yaml")
-    seen = set()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        for job in jobs:
-            run, params = validate(compose("config", overrides=job))
-            assert run.model.name == "qwen25_coder_05b_15b" and run.dataset.categories == ["coding", "extraction"]
-            seen.add((run.hardware.cpu_linear, tuple(sorted(params_dict(params).items()))))
-    methods = [(kernels, dict(s)) for kernels, s in seen]
-    assert {m["name"] for _, m in methods} == {"baseline", "hf_generate", "speculative", "hf_assisted", "specexec", "autojudge"}
-    # SpS k = 2, 4, 8, and k = 8 / auto with the lookup -> draft cascade
+    job = ["experiment=headline_qwen_cpu"]
+    arms = compose_arms(compose_cfg(job), job, compose_cfg)
+    assert all(a.run.model.name == "qwen25_coder_05b_15b" and a.run.dataset.categories == ["coding", "extraction"] for a in arms)
+    methods = [(a.run.hardware.cpu_linear, params_dict(a.params)) for a in arms]
+    assert {m["name"] for _, m in methods} == {"baseline", "hf_generate", "speculative", "hf_assisted", "specexec"}
+    # SpS k = 2, 4, 8, and k = auto with the lookup -> draft cascade
     assert sorted((str(m["k"]), m["lookup"]) for _, m in methods if m["name"] == "speculative") == [
-        ("2", 0), ("4", 0), ("8", 0), ("8", 10), ("auto", 10)]
+        ("2", 0), ("4", 0), ("8", 0), ("auto", 10)]
     # transformers' assisted generation at the same k, on our kernels and on stock ones
     assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted") == [
         (kern, k) for kern in ("aten", "auto") for k in (2, 4, 8)]
     assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "auto"}
-    specexec = [m for _, m in methods if m["name"] == "specexec"]
-    # 2 x 2 grids + grow=cost without and with lookup
-    assert len(specexec) == 6 and sorted((m["budget"], m["lookup"]) for m in specexec if m["grow"] == "cost") == [(32, 0), (32, 10)]
-    assert len([m for _, m in methods if m["name"] == "autojudge"]) == 3
-    assert len(seen) == len(jobs)  # no job runs twice
+    # SpecExec with trees sized by measured costs, without and with lookup
+    assert sorted((m["grow"], m["lookup"]) for _, m in methods if m["name"] == "specexec") == [("cost", 0), ("cost", 10)]
+    assert len({(k, tuple(sorted(m.items()))) for k, m in methods}) == len(arms)  # no configuration runs twice

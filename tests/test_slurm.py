@@ -138,3 +138,20 @@ def test_scancel_ends_the_sweep_with_a_clear_error_and_relaunch_finishes_it(slur
     assert len(kept) == len(done) and kept.slurm_job_id.notna().all()
     assert set(kept.run_id) == set(done.run_id)
     assert final[~final.resume_key.isin(done.resume_key)].slurm_job_id.isna().all()
+
+
+@pytest.mark.slow
+def test_a_comparison_job_through_slurm_gets_a_paired_speedup_for_every_arm(slurm, tmp_path):
+    from spsamp.analysis.load import load_records
+    from spsamp.analysis.paired import paired_speedups
+
+    # two comparison jobs (seeds): each decodes both arms on whichever node SLURM gives it
+    run_py(["-m", "experiment=smoke_compare", "generation.seed=0,1", "hydra/launcher=slurm", f"paths.output_dir={tmp_path}"], timeout=600)
+    sweep = tmp_path / "sweeps" / "smoke_compare"
+    df = rows(sweep)
+    assert len(df) == 12 and (df.status == "ok").all() and df.slurm_job_id.notna().all()
+    assert df.groupby("job_dir").arm.nunique().tolist() == [2, 2]
+    sp = paired_speedups(load_records(sweep, metrics=False))
+    fast = sp[sp.arm == "speculative"]
+    assert len(fast) == 2 and fast.speedup.notna().all() and (fast.n_prompts == 3).all()
+    assert fast.hardware.str.len().gt(0).all()

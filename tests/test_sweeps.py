@@ -5,12 +5,8 @@ without duplicated or lost rows."""
 from __future__ import annotations
 
 import itertools
-import os
 import shlex
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +16,8 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_cfg, run_py
+from conftest import ROOT, compose_cfg, kill9_when, run_py
+from spsamp.comparison import compose_arms
 from spsamp.config import validate
 from spsamp.sweeps import job_dirname
 
@@ -42,7 +39,7 @@ def header_commands(name: str) -> list[list[str]]:
 
 def is_sweep(override: str) -> bool:
     value = override.split("=", 1)[1]
-    return "," in value and not value.startswith("[")
+    return "," in value and not value.startswith(("[", "{"))
 
 
 def grid(params, cmd: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -67,7 +64,7 @@ def read_rows(sweep: Path) -> pd.DataFrame:
 
 
 def test_required_experiments_exist():
-    assert {"all_methods", "sweep_k", "sweep_specexec", "sweep_autojudge_threshold", "smoke"} <= set(EXPERIMENTS)
+    assert {"all_methods", "sweep_k", "sweep_specexec", "sweep_autojudge_threshold", "smoke", "smoke_compare"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -81,7 +78,9 @@ def test_experiment_composes_and_every_job_validates(name):
         assert cfg.hydra.mode == RunMode.MULTIRUN, "a study sweeps: set hydra.mode: MULTIRUN"
         fixed, jobs = grid(cfg.hydra.sweeper.params, cmd)
         for job in jobs:
-            validate(compose_cfg(fixed + job))  # raises ConfigError on any bad value, loads no model
+            cfg_job = compose_cfg(fixed + job)
+            validate(cfg_job)  # raises ConfigError on any bad value, loads no model
+            compose_arms(cfg_job, fixed + job, compose_cfg)  # ... and so does every arm of a comparison
     # the sweep dir is named after the experiment: a re-launch finds it, other experiments never share it
     OmegaConf.resolve(cfg)
     assert Path(cfg.hydra.sweep.dir).name == name
@@ -90,13 +89,25 @@ def test_experiment_composes_and_every_job_validates(name):
 
 def test_grids_are_what_the_studies_say():
     def params(name):
-        return {k: str(v) for k, v in compose_cfg([f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params.items()}
+        grid = compose_cfg([f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params
+        return {k: str(v) for k, v in (grid or {}).items()}
 
-    assert params("all_methods") == {"method": "baseline,speculative,specexec,autojudge"}
-    assert params("sweep_k") == {"method.k": "1,2,4,8"}
+    def arms(name, extra=()):
+        cfg = compose_cfg([f"experiment={name}", *extra])
+        return {a.name: (a.params.name, getattr(a.params, "k", None)) for a in compose_arms(cfg, [f"experiment={name}", *extra], compose_cfg)}
+
+    # comparisons: one job, every arm paired with the baseline arm
+    assert {n: m for n, (m, _) in arms("all_methods").items()} == {n: n for n in ("baseline", "speculative", "specexec", "autojudge")}
+    assert {n: k for n, (_, k) in arms("sweep_k").items() if n != "baseline"} == {"k1": 1, "k2": 2, "k4": 4, "k8": 8}
+    head = arms("headline_qwen_cpu")
+    assert head["hf_assisted_k4"] == ("hf_assisted", 4) and head["sps_k4"] == ("speculative", 4) and head["baseline"][0] == "baseline"
+    assert not params("all_methods") and not params("sweep_k") and not params("headline_qwen_cpu")
+    # grids of comparisons: each job pairs its own configuration (the [] arm) with a baseline arm
     assert set(params("sweep_specexec")) == {"method.parallel_branches", "method.budget"}
+    assert arms("sweep_specexec", ["method.budget=8"])["specexec"] == ("specexec", None)
     assert params("sweep_autojudge_threshold")["method.threshold"].count(",") >= 3
     assert compose_cfg(["experiment=sweep_autojudge_threshold"]).method.name == "autojudge"
+    assert set(arms("sweep_autojudge_threshold", ["method.threshold=0.5"])) == {"baseline", "autojudge"}
     # without an experiment a sweep keeps a fresh timestamped dir
     cfg = compose_cfg([], return_hydra_config=True)
     OmegaConf.resolve(cfg)
@@ -154,22 +165,9 @@ def test_kill9_mid_sweep_then_relaunch_completes_without_duplicates(tmp_path):
     args = ["-m", "experiment=smoke", "dataset.max_samples=8", f"paths.output_dir={tmp_path}"]
     sweep = tmp_path / "sweeps" / "smoke"
     second_job = sweep / "method=speculative" / "records.parquet"  # dataset.max_samples is not in job dir names
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not second_job.exists():  # kill inside the second job, after its first row
-            assert proc.poll() is None, "the sweep ended before it could be killed"
-            assert time.monotonic() < deadline, "the sweep never reached its second job"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    # kill inside the second job, after its first row
+    rc = kill9_when(args, second_job.exists, "the second job")
+    assert rc == -signal.SIGKILL
     killed = read_rows(sweep)  # every Parquet readable right after the kill
     assert 9 <= len(killed) < 16 and killed.resume_key.is_unique
 

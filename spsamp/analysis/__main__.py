@@ -18,15 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", required=True, help="directory for report.md, *.png and tables/*.csv")
     rep.add_argument("--cost-ratio", type=float, default=None,
                      help="c = draft/target forward-pass cost for the predicted speedup (default: estimated from the records)")
-    summ = sub.add_parser("summary", help="print the end-of-sweep table (tokens/s, speed-ups, acceptance, vs hf_assisted)")
+    summ = sub.add_parser("summary", help="print the end-of-sweep tables (paired speedups per comparison, tokens/s, acceptance, "
+                                          "mean accepted tokens, pass@1; unpaired table of plain jobs)")
     summ.add_argument("paths", nargs="+", help="run dirs, sweep dirs, records.parquet files or globs")
     args = ap.parse_args(argv)
     if args.cmd == "summary":
         from spsamp.analysis.load import load_records
-        from spsamp.analysis.summary import format_summary, sweep_summary
+        from spsamp.analysis.summary import summary_text
 
         try:
-            print(format_summary(sweep_summary(load_records(args.paths, metrics=False))))
+            print(summary_text(load_records(args.paths, metrics=False)))
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -23,8 +23,8 @@ _CONTEXT = [
     ("model_preset", "{}"), ("model", "{}"), ("target_dtype", "{}"), ("target_quantization", "q:{}"), ("device", "{}"),
     ("draft_model", "draft {}"), ("draft_dtype", "draft {}"), ("draft_quantization", "draft q:{}"),
     ("temperature", "T={}"), ("top_p", "top_p={}"), ("top_k", "top_k={}"), ("max_new_tokens", "{} new"),
-    ("seed", "seed={}"), ("use_chat_template", "chat={}"), ("hostname", "@{}"), ("num_threads", "{} threads"),
-    ("dataset", "{}"),
+    ("seed", "seed={}"), ("use_chat_template", "chat={}"), ("cpu_model", "@{}"), ("gpu_name", "@{}"), ("num_threads", "{} threads"),
+    ("cpu_linear", "{}"), ("dataset", "{}"), ("arm", "arm {}"),
 ]
 
 

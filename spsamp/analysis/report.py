@@ -13,6 +13,7 @@ from typing import Iterable, Optional, Union
 
 import pandas as pd
 
+from spsamp.analysis import paired as P
 from spsamp.analysis import tables as T
 from spsamp.analysis.load import load_records
 from spsamp.analysis.plots import PLOTS
@@ -20,7 +21,7 @@ from spsamp.analysis.plots import PLOTS
 log = logging.getLogger(__name__)
 
 # key columns shown only when they differ between rows (constants go in a line above the table)
-_KEY_COLS = set(T.TARGET_KEYS + T.DRAFT_KEYS + T.GEN_KEYS + T.MACHINE_KEYS + ["dataset", "method"])
+_KEY_COLS = set(T.TARGET_KEYS + T.DRAFT_KEYS + T.GEN_KEYS + T.MACHINE_KEYS + ["dataset", "method", "arm", "run_dir", "comparison", "hardware", "hosts", "reference_arm"])
 _HIDDEN = {"method_params"}
 
 
@@ -66,13 +67,30 @@ def _quality_display(q: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     return q
 
 
+_PAIRED_NOTE = ("`mean_accepted_tokens` = new tokens per target forward pass, pooled (1.00 for plain decoding; Spec-Bench's "
+                "mean accepted tokens); `accept_len_hist` = steps that kept i tokens (`i:steps`), summed over rows; "
+                "`predicted_speedup` = the cost model's own decode-phase prediction over plain decoding, where the arm "
+                "sized its drafts by it (compare with `decode_speedup`).")
+
+
+def _paired_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if table is None or table.empty:
+        return table
+    out = table.copy()
+    out["speedup [95% CI]"] = [
+        "–" if pd.isna(v) else f"{T.fmt_number(v)} [{T.fmt_number(lo)}, {T.fmt_number(hi)}]" if not pd.isna(lo) else T.fmt_number(v)
+        for v, lo, hi in out[["speedup", "speedup_lo", "speedup_hi"]].values]
+    return out.drop(columns=["speedup", "speedup_lo", "speedup_hi"])
+
+
 def _unmatched_note(df: pd.DataFrame, sp: pd.DataFrame) -> str:
     missing = T.unmatched(df, sp)
     if not missing:
         return ""
     return (
         "No matching baseline for: " + ", ".join(f"`{m}`" for m in missing) + " — run `method=baseline` with the same "
-        "model, dataset, generation settings and threads on the same machine to get their speedups."
+        "model, dataset, generation settings and threads on the same hardware, or better, run them as arms of one "
+        "comparison (`compare.arms`, docs/sweeps.md) to get paired speedups."
     )
 
 
@@ -88,6 +106,9 @@ def build_report(
     df = load_records(paths)
     sp = T.speedups(df)
     tables: dict[str, Optional[pd.DataFrame]] = {
+        "paired_speedup": P.paired_speedups(df),
+        "paired_by_category": P.paired_speedups(df, by=["category"]),
+        "paired_quality": P.paired_quality(df),
         "runs": T.runs_table(df),
         "errors": T.errors_table(df),
         "speedup": T.speedup_summary(sp),
@@ -117,16 +138,26 @@ def build_report(
         "# spsamp report\n",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from {df['source_file'].nunique()} records file(s): "
         f"{len(df)} rows, {int(df['ok'].sum())} ok, {n_err} errors. Tables are also in `tables/*.csv`.\n",
-        "Speedups compare each configuration with the baseline rows of the same target model, dataset, prompt, turn, "
-        "generation settings and machine (hostname, threads); repeats are reduced to their median per prompt, then "
-        "median [IQR] over prompts (prompt = prompt_id × turn). `speedup` is the tokens/s ratio (prefill included); "
-        "`decode_speedup` the decode tokens/s ratio.\n",
+        "Comparison jobs are paired: each arm's speedup is the geometric mean over prompts of its tokens/s ratio to the "
+        "same job's reference arm on the same prompt, turn and repeat, with a 95 % bootstrap interval (prompts "
+        "resampled, seeded) and the median [IQR]; each comparison names the hardware it ran on. Rows of separate jobs "
+        "are compared *unpaired*: with the baseline rows of the same target model, dataset, prompt, turn, generation "
+        "settings and hardware (CPU model / GPU, threads, kernels — never the hostname); repeats are reduced to their "
+        "median per prompt, then median [IQR] over prompts (prompt = prompt_id × turn). `speedup` is the tokens/s "
+        "ratio (prefill included); `decode_speedup` the decode tokens/s ratio.\n",
+        _section("Paired speedups (comparison jobs)", _paired_display(tables["paired_speedup"]), _PAIRED_NOTE,
+                 spreads=["speedup"]),
+        _section("Paired speedups per category", _paired_display(tables["paired_by_category"]), spreads=["speedup"]),
+        _section("Paired answer quality", tables["paired_quality"],
+                 "Per arm, over the problems both it and the reference arm answered and checked: pass@1 [95 % Wilson], "
+                 "`difference` = arm − reference, `ref_only` / `arm_only` = problems only that side solved, `mcnemar_p` = "
+                 "exact two-sided McNemar p-value."),
         _section("Runs", tables["runs"]),
     ]
     if n_err:
         lines.append(_section("Errors", tables["errors"], "Failed rows are kept in the data (`is_error`) and left out of every statistic."))
     lines += [
-        _section("Speedup over baseline", tables["speedup"], spreads=["speedup", "decode_speedup"], note=_unmatched_note(df, sp)),
+        _section("Unpaired speedup over baseline (separate jobs)", tables["speedup"], spreads=["speedup", "decode_speedup"], note=_unmatched_note(df, sp)),
         _section("Per-method summary", tables["method_summary"], spreads=T.SUMMARY_METRICS.values(),
                  note="`mean_accepted_length` = tokens kept per target step, the target's own token included."),
         _section("Per-category summary", tables["category_summary"], spreads=T.SUMMARY_METRICS.values()),

@@ -1,12 +1,16 @@
 """Derived tables over records: per-prompt values, speedups over baseline, summaries with spread,
 measured vs predicted speedup, and AutoJudge speed/quality per threshold.
 
-Matching rule for speedups: a method's row is compared with the baseline rows of the *same*
-target model (preset, name, dtype, quantization, device), dataset, prompt, turn, generation
-settings (max_new_tokens, temperature, top_p, top_k, seed, chat template) and machine (hostname,
-threads, CPU linear kernels) — never across prompts or machines. Repeats are reduced to their median per prompt
+Speedups of a comparison job's arms are paired within the job (:mod:`spsamp.analysis.paired`); the
+speedups here are *unpaired*: rows of separate jobs (outside any comparison) matched across jobs.
+Matching rule: a method's row is compared with the baseline rows of the *same* target model (preset,
+name, dtype, quantization, device), dataset, prompt, turn, generation settings (max_new_tokens,
+temperature, top_p, top_k, seed, chat template) and hardware (CPU model, GPU name, threads, CPU
+linear kernels) — never across prompts or hardware, and never by hostname: on a cluster the jobs of
+one sweep land on different nodes of the same kind. Repeats are reduced to their median per prompt
 first, so a speedup is a ratio of per-prompt medians; summaries give the median and IQR of those
-over prompts ("prompt" = one (prompt_id, turn)).
+over prompts ("prompt" = one (prompt_id, turn)). Configurations without a match are listed
+(:func:`unmatched`), never dropped silently.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
 DRAFT_KEYS = ["draft_model", "draft_dtype", "draft_quantization"]
 GEN_KEYS = ["max_new_tokens", "temperature", "top_p", "top_k", "seed", "use_chat_template"]
-MACHINE_KEYS = ["hostname", "num_threads", "cpu_linear"]
+MACHINE_KEYS = ["cpu_model", "gpu_name", "num_threads", "cpu_linear"]  # the hardware, not the host
 PROMPT_KEYS = ["dataset", "prompt_id", "turn"]
 # what a baseline row must share with a method row to be its reference
 MATCH_KEYS = TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + PROMPT_KEYS
@@ -58,13 +62,13 @@ def param_columns(df: pd.DataFrame) -> list[str]:
 
 def config_keys(df: pd.DataFrame) -> list[str]:
     """Columns that identify one configuration: method, its parameters, models, settings, machine."""
-    return ["method", "method_params", "config", *param_columns(df), *TARGET_KEYS, *DRAFT_KEYS, *GEN_KEYS, *MACHINE_KEYS, "dataset"]
+    return ["arm", "method", "method_params", "config", *param_columns(df), *TARGET_KEYS, *DRAFT_KEYS, *GEN_KEYS, *MACHINE_KEYS, "dataset"]
 
 
 def _prepared(df: pd.DataFrame) -> pd.DataFrame:
     """A copy with every key column present (hand-built frames may lack some) and a ``config`` label."""
     df = df.copy()
-    for c in MATCH_KEYS + DRAFT_KEYS + ["category", "method_params", "repeat", "generated_ids", "task_correct", "task_check"]:
+    for c in MATCH_KEYS + DRAFT_KEYS + ["arm", "category", "method_params", "repeat", "generated_ids", "task_correct", "task_check"]:
         if c not in df.columns:
             df[c] = None
     for c in NUMERIC_COLS:
@@ -163,13 +167,15 @@ def per_prompt(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def speedups(df: pd.DataFrame) -> pd.DataFrame:
-    """Per prompt: each non-baseline configuration against its matching baseline (see module doc).
+    """Per prompt: each non-baseline configuration outside a comparison against its matching
+    baseline (see module doc; a comparison's arms: :func:`spsamp.analysis.paired.paired_speedups`).
 
     Columns added to :func:`per_prompt`'s: ``baseline_tokens_per_sec``, ``speedup`` (tokens/s
     ratio, prefill included), ``decode_speedup`` (decode tokens/s ratio) and
     ``identical_to_baseline`` (greedy rows only: same generated ids as the baseline).
     """
-    pp = per_prompt(df)
+    df = _prepared(df)
+    pp = per_prompt(df[df["arm"].isna()])
     if pp.empty or "method" not in pp:
         return pp.assign(speedup=pd.Series(dtype=float))
     pp["_match"] = _key_string(pp, MATCH_KEYS)
@@ -194,10 +200,10 @@ def speedups(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def unmatched(df: pd.DataFrame, sp: pd.DataFrame) -> list[str]:
-    """Non-baseline configurations with ok rows of which no prompt found a matching baseline, as
-    ``"<config> in <run_dir>"`` (just ``<config>`` for frames without ``run_dir``)."""
+    """Non-baseline configurations outside comparisons with ok rows of which no prompt found a
+    matching baseline (same hardware, settings, prompts), as ``"<config> in <run_dir>"`` (just ``<config>`` for frames without ``run_dir``)."""
     df = _prepared(df)
-    ok = df[(df["status"] == "ok") & (df["method"] != BASELINE)]
+    ok = df[(df["status"] == "ok") & (df["method"] != BASELINE) & df["arm"].isna()]
     if ok.empty:
         return []
     keys = [k for k in config_keys(df) if k in ok.columns]

@@ -60,6 +60,9 @@ class RowBuilder:
     draft_info: Optional[dict] = None  # ... of the loaded draft, None without one
     device_map: Optional[str] = None  # spsamp.models.placement.placement_json of both models
     speculative: bool = False  # the method proposes draft tokens, with a draft model or without (prompt_lookup)
+    comparison: Optional[str] = None  # a comparison job's name (spsamp.comparison); None in a plain job
+    arm: Optional[str] = None  # this configuration's arm in it
+    reference_arm: Optional[str] = None  # the arm its speedups are paired against
 
     def base(self, *, key: str, prompt_id: str, category: Optional[str], turn: int, repeat: int, status: str,
              started: str) -> dict[str, Any]:
@@ -98,6 +101,9 @@ class RowBuilder:
             "use_chat_template": gen.use_chat_template,
             "output_dir": self.job.output_dir,
             "job_overrides": json.dumps(self.job.overrides),
+            "comparison": self.comparison,
+            "arm": self.arm,
+            "reference_arm": self.reference_arm,
             "job_num": self.job.job_num,
             "sweep_dir": self.job.sweep_dir,
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),

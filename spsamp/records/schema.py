@@ -78,6 +78,10 @@ CORE_FIELDS: list[pa.Field] = [
     # job identity (sweeps, SLURM)
     pa.field("output_dir", _S),
     pa.field("job_overrides", _S),
+    # a comparison job (spsamp/comparison.py): its name, this row's arm, the arm speedups pair with; null in a plain job
+    pa.field("comparison", _S),
+    pa.field("arm", _S),
+    pa.field("reference_arm", _S),
     pa.field("job_num", _I),
     pa.field("sweep_dir", _S),
     pa.field("slurm_job_id", _S),
@@ -102,7 +106,7 @@ _CORE = {f.name: f for f in CORE_FIELDS}
 # Columns added after records were first written (2026-11). Files from before lack them; they load
 # as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
 # records dir stops validating (tests/test_old_records.py holds real pre-lock files).
-ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from"})
+ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from", "comparison", "arm", "reference_arm"})
 STATUSES = ("ok", "error")
 
 

@@ -40,7 +40,7 @@ SUMMARY_COLUMNS: dict[str, str] = {
 }
 _COUNTS = ("rows", "ok", "errors", "prompts", "new_tokens", "checked", "passed")
 # what a run dir's summary.parquet is grouped by
-STORE_KEYS = ["method", "method_params", "model", "draft_model", "dataset"]
+STORE_KEYS = ["arm", "method", "method_params", "model", "draft_model", "dataset"]
 _SUMMED = ("new_tokens", "wall_time_s", "proposed", "accepted", "target_calls", "draft_calls")
 
 
