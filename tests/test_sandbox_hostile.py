@@ -436,3 +436,42 @@ def test_the_hook_code_loads_no_global_name():
     module = compile(HOOK_SOURCE.replace("@MARK@", "x"), "<sandbox hook>", "exec")
     make = next(c for c in module.co_consts if hasattr(c, "co_code"))
     assert loads(make) == []
+
+
+# --- where the kernel gives no namespace -----------------------------------------------------
+
+
+def test_without_namespaces_the_log_and_task_check_say_so(monkeypatch, caplog):
+    """A machine that refuses every namespace: the run falls back to the audit hook, says so once
+    in the log, and each checked row's task_check carries the suffix."""
+    import pyarrow as pa
+
+    import spsamp.sandbox as sb
+    from spsamp.data.checkers import NO_NET_ISOLATION, check_text
+    from spsamp.records.schema import schema_for, validate_table
+    from spsamp.sandbox import isolation
+
+    def refuse(self):
+        if self.plan.namespaces != "none":
+            raise OSError(1, "unshare: Operation not permitted (test)")
+        return "namespaces"
+
+    monkeypatch.setattr(isolation.ChildSetup, "_namespaces", refuse)
+    monkeypatch.setattr(sb, "_plan_at", 0)
+    monkeypatch.setattr(sb, "_warned", False)
+    problem = {"prompt": "def add(a, b):\n", "entry_point": "add", "test": "def check(f):\n    assert f(1, 2) == 3\n"}
+    with caplog.at_level("INFO", logger="spsamp.sandbox"):
+        first = check_text("tests", problem, "```python\ndef add(a, b):\n    return a + b\n```", Limits(timeout_s=5))
+        second = check_text("tests", problem, "```python\ndef add(a, b):\n    return a - b\n```", Limits(timeout_s=5))
+        res = run_python(udp_sendmsg(9), FAST)
+    assert first == (True, "passed" + NO_NET_ISOLATION) and second == (False, "failed" + NO_NET_ISOLATION)
+    assert res.status == "blocked" and not res.containment.net_isolated  # the hook still refuses sockets
+    warnings = [r.getMessage() for r in caplog.records if "no kernel network isolation" in r.getMessage()]
+    assert len(warnings) == 1 and "unshare" in warnings[0], warnings  # once per run, with the reason
+
+    base = {"run_id": "r", "resume_key": "k", "status": "ok", "method": "baseline"}
+    rows = [dict(base, resume_key="a", task_correct=first[0], task_check=first[1]),
+            dict(base, resume_key="b", task_correct=second[0], task_check=second[1])]
+    assert validate_table(pa.Table.from_pylist(rows, schema=schema_for(rows))) == []
+    bad = rows + [dict(base, resume_key="c", task_correct=False, task_check="no_code" + NO_NET_ISOLATION)]
+    assert any("unknown values" in p for p in validate_table(pa.Table.from_pylist(bad, schema=schema_for(bad))))

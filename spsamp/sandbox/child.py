@@ -65,12 +65,13 @@ def make(main, private, root, guard, frame_type, function_type, getframe, write,
         """Paths that reach this process's memory or descriptors: /proc/<pid>/mem and friends."""
         if last_part(p) in memory_files:
             return True
-        r = realpath(p)
-        if last_part(r) in memory_files:
-            return True
-        if r.startswith("/proc/"):
-            parts = r.split("/")
-            return len_(parts) > 3 and parts[3] in ("fd", "map_files", "fdinfo")
+        for q in (p, realpath(p)):
+            if last_part(q) in memory_files:
+                return True
+            if q.startswith("/proc/"):
+                parts = q.split("/")
+                if len_(parts) > 3 and parts[3] in ("fd", "map_files", "fdinfo"):
+                    return True
         return False
 
     def inside(p):
