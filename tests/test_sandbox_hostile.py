@@ -189,6 +189,12 @@ import os
 def leave(found):
     os.write(1, ('\\n'.join(str(x) for x in found) + '\\n').encode(errors='replace'))
     os._exit(0)
+def walk(f):
+    found = []
+    while f is not None:
+        found += list(f.f_globals.values()) + list(f.f_locals.values())
+        f = f.f_back
+    return found
 """
 
 FORGERIES = {
@@ -199,10 +205,7 @@ try:
     raise ValueError
 except ValueError as e:
     try:
-        f = e.__traceback__.tb_frame
-        while f is not None:
-            found += list(f.f_globals.values()) + list(f.f_locals.values())
-            f = f.f_back
+        found += walk(e.__traceback__.tb_frame)
     except BaseException as exc:
         found.append(exc)
 leave(found)
@@ -211,10 +214,7 @@ leave(found)
 import sys
 found = []
 try:
-    f = sys._getframe()
-    while f is not None:
-        found += list(f.f_globals.values()) + list(f.f_locals.values())
-        f = f.f_back
+    found += walk(sys._getframe())
 except BaseException as exc:
     found.append(exc)
 leave(found)
@@ -222,14 +222,10 @@ leave(found)
     "generator frames": """
 found = []
 def gen():
-    yield
+    yield walk(g.gi_frame)  # running: its frame's f_back is the caller's
 g = gen()
 try:
-    next(g)
-    f = g.gi_frame
-    while f is not None:
-        found += list(f.f_locals.values())
-        f = f.f_back
+    found += next(g)
 except BaseException as exc:
     found.append(exc)
 leave(found)

@@ -149,7 +149,7 @@ _warned = False
 
 def _note_fallback(plan: Plan, why: str) -> None:
     global _warned
-    log.info("sandbox: %s could not be set up (%s); trying a weaker plan", plan.describe(), why)
+    log.warning("sandbox: %s could not be set up here (%s); using the next plan", plan.describe(), why)
     if not _warned and not plans(_as_root())[_plan_at].net_isolated:
         _warned = True
         log.warning("sandbox: no kernel network isolation on this machine (%s): model-written code is kept off "

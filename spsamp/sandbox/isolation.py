@@ -121,12 +121,11 @@ class ChildSetup:
     step to ``report_fd`` (the parent logs it and falls back to the next plan)."""
 
     plan: Plan
-    workdir: str
+    workdir: bytes
     as_root: bool
     rlimits: tuple
-    disk_bytes: int
-    files: int
-    mounts: tuple
+    tmpfs_options: bytes
+    mounts: tuple  # (mount point as bytes, flags to keep)
     report_fd: int
 
     def __call__(self) -> None:
@@ -175,15 +174,15 @@ class ChildSetup:
         libc, _ = _load_libc()
         self._check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
         for point, keep in self.mounts:
-            rc = libc.mount(None, os.fsencode(point), None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, None)
+            rc = libc.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, None)
             if rc != 0:
                 _, ctypes = _load_libc()
-                if ctypes.get_errno() in (2, 20):  # ENOENT / ENOTDIR: hidden under another mount
+                # ENOENT / ENOTDIR: hidden under another mount; EACCES: not even root may enter it
+                # (another user's FUSE mount), so neither may the sandbox user
+                if ctypes.get_errno() in (2, 13, 20):
                     continue
-                self._check(rc, f"remount {point} read-only")
-        owner = (SANDBOX_UID, SANDBOX_GID) if self.as_root else (os.getuid(), os.getgid())
-        opts = f"size={self.disk_bytes},nr_inodes={self.files},mode=0700,uid={owner[0]},gid={owner[1]}"
-        self._check(libc.mount(b"tmpfs", os.fsencode(self.workdir), b"tmpfs", MS_NOSUID | MS_NODEV, opts.encode()),
+                self._check(rc, "remount " + os.fsdecode(point) + " read-only")
+        self._check(libc.mount(b"tmpfs", self.workdir, b"tmpfs", MS_NOSUID | MS_NODEV, self.tmpfs_options),
                     "mount tmpfs on the sandbox dir")
         os.chdir(self.workdir)  # the cwd set before this still points at the directory under the tmpfs
         return "after mounts"
@@ -191,10 +190,14 @@ class ChildSetup:
 
 def child_setup(plan: Plan, workdir: str, as_root: bool, rlimits: tuple, disk_bytes: int, files: int,
                 report_fd: int) -> Callable[[], None]:
+    """The child's setup for ``plan``; everything it needs is prepared here, in the parent, so the
+    forked child allocates as little as possible before exec."""
     if plan.namespaces != "none":
         _load_libc()  # ctypes must be loaded before fork: the child only calls into it
-    return ChildSetup(plan, workdir, as_root, rlimits, disk_bytes, files,
-                      tuple(writable_mounts()) if plan.mounts else (), report_fd)
+    owner = (SANDBOX_UID, SANDBOX_GID) if as_root else (os.getuid(), os.getgid())
+    options = f"size={disk_bytes},nr_inodes={files},mode=0700,uid={owner[0]},gid={owner[1]}".encode()
+    mounts = tuple((os.fsencode(p), keep) for p, keep in writable_mounts()) if plan.mounts else ()
+    return ChildSetup(plan, os.fsencode(workdir), as_root, rlimits, options, mounts, report_fd)
 
 
 def tmpfs_usage(pid: int, workdir: str) -> Optional[tuple[int, int]]:
