@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from spsamp.sandbox.isolation import SANDBOX_GID, SANDBOX_UID, Plan, child_setup, dir_usage, plans, tmpfs_usage
+from spsamp.sandbox.isolation import (SANDBOX_GID, SANDBOX_UID, Plan, PlanUnavailable, child_setup, dir_usage, plans,
+                                      tmpfs_usage)
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def _start(python: str, workdir: Path, env: dict, limits: Limits, guard: bool):
                 start_new_session=True, preexec_fn=setup, close_fds=True,
             )
             return proc, plan
-        except subprocess.SubprocessError as exc:  # the setup failed in the child: weaker plan
+        except (subprocess.SubprocessError, PlanUnavailable) as exc:  # the setup failed: weaker plan
             os.close(report_w)
             report_w = -1
             why = os.read(report_r, 4096).decode(errors="replace") or str(exc)

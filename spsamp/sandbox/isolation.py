@@ -61,6 +61,10 @@ def plans(as_root: bool) -> list[Plan]:
     return [Plan(ns, True), Plan(ns, False), Plan("none", False)]
 
 
+class PlanUnavailable(RuntimeError):
+    """This platform cannot set up the plan at all (no libc ``unshare`` / ``mount``)."""
+
+
 _libc = None
 
 
@@ -70,6 +74,8 @@ def _load_libc():
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
+        if not (hasattr(libc, "unshare") and hasattr(libc, "mount")):
+            raise PlanUnavailable("no unshare/mount in libc")
         libc.unshare.argtypes = [ctypes.c_int]
         libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
         _libc = (libc, ctypes)
@@ -229,4 +235,4 @@ def dir_usage(path: str, max_files: int) -> tuple[int, int]:
     return total, count
 
 
-__all__ = ["Plan", "SANDBOX_GID", "SANDBOX_UID", "child_setup", "dir_usage", "plans", "tmpfs_usage", "writable_mounts"]
+__all__ = ["Plan", "PlanUnavailable", "SANDBOX_GID", "SANDBOX_UID", "child_setup", "dir_usage", "plans", "tmpfs_usage", "writable_mounts"]
