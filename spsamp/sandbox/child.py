@@ -42,9 +42,11 @@ def make(main, private, root, guard, frame_type, function_type, getframe, write,
         "os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
         "os.kill", "os.killpg", "pty.spawn", "os.chroot", "os.setuid", "os.setgid", "resource.setrlimit",
         "resource.prlimit", "webbrowser.open", "os.startfile", "os.pidfd_open"})
-    paths = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1, "os.chown": 1, "os.truncate": 1,
-             "os.utime": 1, "os.rename": 2, "os.link": 2, "os.symlink": 2, "shutil.rmtree": 1, "shutil.copyfile": 2,
-             "shutil.move": 2, "os.chflags": 1, "os.lchmod": 1, "os.setxattr": 1, "os.removexattr": 1}
+    # events whose first path / first two paths must lie in the sandbox dir (immutable: a signal
+    # handler that catches the hook's frame sees its variables)
+    one_path = frozenset_({"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
+                           "shutil.rmtree", "os.chflags", "os.lchmod", "os.setxattr", "os.removexattr"})
+    two_paths = frozenset_({"os.rename", "os.link", "os.symlink", "shutil.copyfile", "shutil.move"})
     write_flags = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000  # O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND
     memory_files = frozenset_({"mem", "kmem", "kcore", "pagemap"})
 
@@ -156,8 +158,8 @@ def make(main, private, root, guard, frame_type, function_type, getframe, write,
             return
         if event in policy or event.startswith("socket."):
             refuse(event)
-        n = paths.get(event)
-        if n is not None:
+        n = 2 if event in two_paths else 1 if event in one_path else 0
+        if n:
             for p in args[:n]:
                 if type_(p) is int_:
                     continue
