@@ -15,6 +15,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -352,6 +353,45 @@ def test_a_forged_pass_is_not_a_pass(name, guard):
     res = run_python(program, Limits(timeout_s=5), audit_guard=guard)
     assert res.status != "passed", res.output[-500:]
     assert "SPSAMP-SANDBOX-DONE-" not in res.output
+
+
+HELPER_READS_MEMORY = r"""
+import os, _posixsubprocess, sys
+# _posixsubprocess.fork_exec raises no audit event: the helper runs past the hook and scans the
+# answer's memory for the pass line
+helper = (
+    "import re, sys\n"
+    "pid = int(sys.argv[1])\n"
+    "try:\n"
+    "    with open(f'/proc/{pid}/maps') as maps, open(f'/proc/{pid}/mem', 'rb', 0) as mem:\n"
+    "        for line in maps:\n"
+    "            lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
+    "            if 'r' in line.split()[1] and hi - lo < 2**28:\n"
+    "                try:\n"
+    "                    mem.seek(lo)\n"
+    "                    for m in re.findall(rb'SPSAMP-SANDBOX-DONE-[0-9a-f]{32}', mem.read(hi - lo)):\n"
+    "                        print(m.decode())\n"
+    "                except OSError:\n"
+    "                    pass\n"
+    "except OSError as exc:\n"
+    "    print('helper:', exc)\n"
+)
+argv = [sys.executable.encode(), b'-c', helper.encode(), str(os.getpid()).encode()]
+er, ew = os.pipe()
+pid = _posixsubprocess.fork_exec(argv, [argv[0]], True, (), None, None, -1, -1, -1, -1, -1, -1, er, ew,
+                                 False, False, -1, None, None, None, -1, None, False)
+os.waitpid(pid, 0)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="_posixsubprocess.fork_exec's signature is CPython 3.11's")
+@pytest.mark.skipif(not as_root, reason="as a normal user the program has the user's uid: a process it starts past "
+                    "the hook may read its memory (docs/quality.md)")
+def test_a_process_started_past_the_hook_cannot_read_the_answers_memory():
+    res = run_python(HELPER_READS_MEMORY + "assert False\n", Limits(timeout_s=10))
+    assert "helper:" in res.output and "Permission denied" in res.output, res.output
+    assert res.status != "passed" and "SPSAMP-SANDBOX-DONE-" not in res.output
 
 
 def test_the_pass_line_is_written_only_by_the_harness():

@@ -11,7 +11,8 @@ stops what, as root and as a normal user):
   address, 127.0.0.1 included), mount and IPC namespace — as root directly, as a normal user inside
   an unprivileged user namespace where the kernel allows one. In the mount namespace every mount
   is read-only but a size- and inode-limited tmpfs on the sandbox dir.
-- **Unprivileged user when root**: the child drops to ``nobody`` (``SANDBOX_UID``).
+- **Unprivileged user when root**: the child drops to ``nobody`` (``SANDBOX_UID``) right after
+  exec, which leaves it non-dumpable (other ``nobody`` processes cannot read its memory).
 - **rlimits**: CPU seconds, address space, file size, process count, open files, no core dumps.
 - **Parent-side budgets**: the wall-clock timeout, the output budget (the parent reads the child's
   output as it comes, keeps only the tail it records and kills at ``output_mb``) and, where there
@@ -179,7 +180,7 @@ def _start(python: str, workdir: Path, env: dict, limits: Limits, guard: bool):
             if not plan.mounts and as_root:
                 os.chown(workdir, SANDBOX_UID, SANDBOX_GID)  # the sandbox user owns its dir (and nothing else)
             proc = subprocess.Popen(
-                [python, "-I", "-c", _CHILD, "guard" if guard else "off"],
+                [python, "-I", "-c", _CHILD, "guard" if guard else "off", f"{SANDBOX_UID}:{SANDBOX_GID}" if as_root else "-"],
                 cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=setup, close_fds=True,
             )

@@ -1,8 +1,10 @@
 """The sandbox child: run one program under the audit hook and report how it ended.
 
-Never imported by spsamp: :mod:`spsamp.sandbox` passes this file's text to ``python -I -c`` with one
-argument, ``guard`` or ``off`` (whether the containment rules of the hook apply; the verdict rules
-always do). It must run on any CPython 3.11+, standard library only.
+Never imported by spsamp: :mod:`spsamp.sandbox` passes this file's text to ``python -I -c`` with two
+arguments: ``guard`` or ``off`` (whether the containment rules of the hook apply; the verdict rules
+always do), and ``uid:gid`` to drop to before anything else (as root; ``-`` otherwise) — dropping
+after exec leaves the process non-dumpable, so processes of the same uid cannot read its memory.
+It must run on any CPython 3.11+, standard library only.
 
 Protocol. stdin carries one line with the run's secret (32 hex digits), then the program source;
 it is read to the end and replaced by /dev/null before the program runs. Exit codes: 11 failed,
@@ -254,6 +256,11 @@ def main() -> None:
     import builtins
     import types  # noqa: F401  its import reads a traceback's tb_frame, which the hook refuses to the program
 
+    if sys.argv[2] != "-":
+        uid, gid = (int(x) for x in sys.argv[2].split(":"))
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
     sys.dont_write_bytecode = True  # imports must not try to write __pycache__ (outside the sandbox dir)
     guard = sys.argv[1] == "guard"
     head, _, body = _read_stdin().partition(b"\n")

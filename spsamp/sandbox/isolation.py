@@ -13,7 +13,10 @@ falls back to the next one when a plan cannot be set up on this machine (a conta
 - **Mounts** (in the private mount namespace): every mount outside /proc, /sys and /dev (but
   /dev/shm and /dev/mqueue) is remounted read-only, and a tmpfs of ``disk_mb`` / ``files`` inodes
   is mounted on the sandbox dir: the only place the program can write, with a hard total budget.
-- **User**: as root the child drops to ``nobody`` after the mounts.
+- **User**: as root the child drops to ``nobody`` — not here but first thing after ``exec``
+  (:mod:`spsamp.sandbox.child`): a process whose uid changed after exec is not dumpable, so no other
+  ``nobody`` process (one the program might start past the audit hook) may read its memory through
+  ``/proc/<pid>/mem`` or ptrace.
 - **rlimits** last, so they bind the unprivileged process.
 """
 
@@ -140,11 +143,6 @@ class ChildSetup:
             step = self._namespaces()
             if self.plan.mounts:
                 step = self._mounts()
-            if self.as_root:
-                step = "drop to nobody"
-                os.setgroups([])
-                os.setgid(SANDBOX_GID)
-                os.setuid(SANDBOX_UID)
             step = "rlimits"
             for res, value in self.rlimits:
                 resource.setrlimit(res, value)
