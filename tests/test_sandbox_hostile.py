@@ -437,11 +437,12 @@ def test_as_an_unprivileged_user(open_dir):
     script = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(WORKTREE)!r})
-        from spsamp.sandbox import Limits, _reachable_by_others, containment, run_python
+        from spsamp.sandbox import Limits, containment, run_python
         c = containment()
         out = {{"plan": c.describe(), "net": c.net_isolated, "mounts": c.plan.mounts}}
         out["udp"] = run_python({udp_sendmsg(listener.getsockname()[1])!r}, Limits(timeout_s=3), audit_guard=False).status
-        out["outside"] = run_python({f"open({str(open_dir / 'x')!r}, 'w').write('x')"!r}, Limits(timeout_s=3), audit_guard=False).output
+        out["outside"] = run_python({f"open({str(open_dir / 'x')!r}, 'w').write('x')"!r}, Limits(timeout_s=3),
+                                    audit_guard=False).output
         out["flood"] = run_python("while True:\\n    print('x' * 9999)\\n", Limits(timeout_s=3)).status
         out["fill"] = run_python({FILL!r}, Limits(timeout_s=5, disk_mb=48)).status
         print(json.dumps(out))

@@ -32,7 +32,8 @@ SANDBOX_GID = 65534
 
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x08000000, 0x10000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21, 1 << 24
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 1024, 2048, 4096, 16384
+MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 _OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                  "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 _WRITABLE_UNDER_DEV = ("/dev/shm", "/dev/mqueue")
@@ -233,4 +234,5 @@ def dir_usage(path: str, max_files: int) -> tuple[int, int]:
     return total, count
 
 
-__all__ = ["Plan", "PlanUnavailable", "SANDBOX_GID", "SANDBOX_UID", "child_setup", "dir_usage", "plans", "tmpfs_usage", "writable_mounts"]
+__all__ = ["Plan", "PlanUnavailable", "SANDBOX_GID", "SANDBOX_UID", "child_setup", "dir_usage", "plans", "tmpfs_usage",
+           "writable_mounts"]
