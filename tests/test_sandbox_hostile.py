@@ -518,3 +518,14 @@ def test_without_namespaces_the_log_and_task_check_say_so(monkeypatch, caplog):
     assert validate_table(pa.Table.from_pylist(rows, schema=schema_for(rows))) == []
     bad = rows + [dict(base, resume_key="c", task_correct=False, task_check="no_code" + NO_NET_ISOLATION)]
     assert any("unknown values" in p for p in validate_table(pa.Table.from_pylist(bad, schema=schema_for(bad))))
+
+
+@pytest.mark.skipif(not as_root, reason="the uid drop happens only when spsamp runs as root")
+def test_a_child_that_cannot_drop_to_nobody_is_a_sandbox_error(monkeypatch):
+    # a uid the kernel refuses (out of range): no check may run as root, and the verdict says the
+    # check did not run rather than "failed"
+    import spsamp.sandbox as sb
+
+    monkeypatch.setattr(sb, "SANDBOX_UID", 2**32)
+    res = run_python("pass\n", FAST)
+    assert res.status == "sandbox_error" and "dropping to" in res.output, res.output

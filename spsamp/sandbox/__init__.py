@@ -58,6 +58,7 @@ STATUSES = ("passed", "failed", "syntax_error", "timeout", "resource_limit", "bl
 _EXIT_FAILED, _EXIT_SYNTAX, _EXIT_MEMORY, _EXIT_BLOCKED = 11, 12, 13, 14
 _OUTPUT_LIMIT = 4000  # characters of the child's output kept for diagnostics
 _MARK = b"SPSAMP-SANDBOX-DONE-"
+_SETUP_FAILED = b"SPSAMP-SANDBOX-SETUP-"  # the child could not drop to nobody (spsamp/sandbox/child.py)
 _WATCH_S = 0.05  # how often the disk budget is checked while the program runs
 _CHILD = (Path(__file__).with_name("child.py")).read_text(encoding="utf-8")
 
@@ -203,17 +204,24 @@ def _start(python: str, workdir: Path, env: dict, limits: Limits, guard: bool):
 
 class _Output:
     """The child's output, read as it comes: the tail kept for the record, the byte count, and
-    whether the pass line was seen (searched across chunk boundaries)."""
+    which of the secret-bearing lines (pass, setup failed) were seen — searched across chunk
+    boundaries, stripped from the text."""
 
-    def __init__(self, marker: bytes, keep: int):
-        self.marker, self.keep = marker, keep
+    def __init__(self, secret: bytes, keep: int):
+        self.markers = {"passed": _MARK + secret, "setup_failed": _SETUP_FAILED + secret}
+        self.keep = keep
         self.tail = bytearray()
         self.total = 0
-        self.marked = False
+        self.seen: set[str] = set()
+
+    @property
+    def marked(self) -> bool:
+        return "passed" in self.seen
 
     def add(self, chunk: bytes) -> None:
-        if not self.marked:
-            self.marked = self.marker in bytes(self.tail[-(len(self.marker) - 1) :]) + chunk
+        for name, marker in self.markers.items():
+            if name not in self.seen and marker in bytes(self.tail[-(len(marker) - 1) :]) + chunk:
+                self.seen.add(name)
         self.total += len(chunk)
         self.tail += chunk
         if len(self.tail) > 2 * self.keep:
@@ -221,8 +229,9 @@ class _Output:
 
     def text(self) -> str:
         text = bytes(self.tail[-self.keep :]).decode("utf-8", errors="replace")
-        mark = self.marker.decode()
-        return text.replace("\n" + mark + "\n", "").replace(mark, "")[-_OUTPUT_LIMIT:]
+        for marker in self.markers.values():
+            text = text.replace("\n" + marker.decode() + "\n", "").replace(marker.decode(), "")
+        return text[-_OUTPUT_LIMIT:]
 
 
 def _supervise(proc: subprocess.Popen, payload: bytes, out: _Output, limits: Limits, plan: Plan,
@@ -319,7 +328,7 @@ def run_python(source: str, limits: Limits = Limits(), audit_guard: bool = True)
         proc, plan = _start(python, workdir, env, limits, audit_guard)
         if proc is None:  # plan: why it could not start
             return RunResult("sandbox_error", None, str(plan), time.perf_counter() - t0)
-        out = _Output(_MARK + secret.encode(), keep=4 * _OUTPUT_LIMIT)
+        out = _Output(secret.encode(), keep=4 * _OUTPUT_LIMIT)
         payload = (secret + "\n" + source).encode("utf-8", errors="replace")
         ended = _supervise(proc, payload, out, limits, plan, workdir, time.monotonic() + limits.timeout_s)
         _reap(token, proc.pid)  # nothing it started may outlive it
@@ -368,6 +377,8 @@ class _suppress:
 
 
 def _classify(rc: int, out: _Output) -> str:
+    if "setup_failed" in out.seen:
+        return "sandbox_error"  # the check never ran: the answer is neither right nor wrong
     if rc == 0:
         return "passed" if out.marked else "failed"  # exit 0 without the pass line: left before the end
     if rc == _EXIT_SYNTAX:

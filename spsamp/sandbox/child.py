@@ -256,14 +256,18 @@ def main() -> None:
     import builtins
     import types  # noqa: F401  its import reads a traceback's tb_frame, which the hook refuses to the program
 
+    head, _, body = _read_stdin().partition(b"\n")
     if sys.argv[2] != "-":
-        uid, gid = (int(x) for x in sys.argv[2].split(":"))
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+        try:
+            uid, gid = (int(x) for x in sys.argv[2].split(":"))
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        except (OSError, OverflowError, ValueError) as exc:  # no check may run as root: say so on a line the program cannot write
+            os.write(1, b"\nSPSAMP-SANDBOX-SETUP-" + head + b"\n" + f"dropping to {sys.argv[2]}: {exc}\n".encode())
+            os._exit(EXIT_FAILED)
     sys.dont_write_bytecode = True  # imports must not try to write __pycache__ (outside the sandbox dir)
     guard = sys.argv[1] == "guard"
-    head, _, body = _read_stdin().partition(b"\n")
     source = body.decode("utf-8", errors="replace")
     del body
     try:
