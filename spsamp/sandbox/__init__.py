@@ -148,6 +148,7 @@ def _rlimits(limits: Limits) -> tuple:
 # network is left to the audit hook.
 _plan_at = 0
 _warned = False
+_announced = False
 
 
 def _note_fallback(plan: Plan, why: str) -> None:
@@ -169,7 +170,7 @@ def containment() -> Containment:
 
 def _start(python: str, workdir: Path, env: dict, limits: Limits, guard: bool):
     """Start the child under the strongest plan that works here; (Popen, plan) or an error string."""
-    global _plan_at
+    global _plan_at, _announced
     as_root = _as_root()
     candidates = plans(as_root)
     while True:
@@ -185,6 +186,9 @@ def _start(python: str, workdir: Path, env: dict, limits: Limits, guard: bool):
                 cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=setup, close_fds=True,
             )
+            if not _announced:
+                _announced = True
+                log.info("sandbox: model-written code runs %s", Containment(plan, as_root).describe())
             return proc, plan
         except (subprocess.SubprocessError, PlanUnavailable) as exc:  # the setup failed: weaker plan
             os.close(report_w)
