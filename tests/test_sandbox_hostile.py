@@ -394,6 +394,20 @@ def test_a_process_started_past_the_hook_cannot_read_the_answers_memory():
     assert res.status != "passed" and "SPSAMP-SANDBOX-DONE-" not in res.output
 
 
+@pytest.mark.parametrize("threshold", range(1, 10))
+def test_a_callback_run_while_the_bootstrap_is_on_top_does_not_pass(threshold):
+    # a C-level callback (no Python frame of its own) raising the end event; the gc threshold picks
+    # when it runs — some values make it run in the bootstrap's frame while it handles the failure
+    src = textwrap.dedent(f"""
+        import functools, gc, sys
+        gc.collect()
+        gc.set_threshold({threshold})
+        gc.callbacks.append(functools.partial(sys.audit, "spsamp.pass"))
+        raise RuntimeError("the tests never ran")
+    """)
+    assert run_python(src, FAST).status in ("failed", "blocked")
+
+
 def test_the_pass_line_is_written_only_by_the_harness():
     # the line's prefix is public, the secret after it is not
     src = "import os\nprint('\\nSPSAMP-SANDBOX-DONE-' + '0' * 32)\nos._exit(0)\n"

@@ -17,9 +17,10 @@ it, and the hook refuses every Python route to that code object: ``f_code`` of t
 and ``__code__`` of its functions (recognised by their private globals dict), ``gc``
 introspection, ``function.__new__``, ``ctypes``, opening ``/proc/*/mem``, adding
 another audit hook. The hook writes the line only when the ``spsamp.pass`` event comes from this
-bootstrap's own frame, which runs nothing of the program's after ``exec`` returned. Until then
+bootstrap's own frame at its last line, which it reaches only after ``exec`` of the program
+returned. Until then
 the hook also refuses frame introspection (tracebacks' ``tb_frame``, generators' frames,
-``f_code``, ``sys._getframe`` past the bootstrap, ``sys._current_frames``, tracing and profiling).
+``f_code``, ``sys._getframe``, ``sys._current_frames``, tracing and profiling).
 """
 
 import os
@@ -31,7 +32,7 @@ EXIT_FAILED, EXIT_SYNTAX, EXIT_RESOURCE, EXIT_BLOCKED = 11, 12, 13, 14
 # here, before the program runs: a program that replaces builtins or os functions cannot make the
 # hook call its code, and the hook's globals are an empty private dict.
 HOOK_SOURCE = r'''
-def make(main, private, root, guard, frame_type, function_type, getframe, write, exit_, realpath,
+def make(main, pass_line, private, root, guard, frame_type, function_type, getframe, write, exit_, realpath,
          perm_error, value_error, str_, bytes_, int_, type_, frozenset_, len_):
     blocked = 0
     reported = False
@@ -142,7 +143,10 @@ def make(main, private, root, guard, frame_type, function_type, getframe, write,
             if target is None or reads_memory(target):
                 refuse(event)
         if event == "spsamp.pass":
-            if not from_bootstrap():
+            # from the bootstrap, at its last line: the program's code may run while the bootstrap's
+            # frame is on top (a finalizer, a weakref or signal callback calling sys.audit), but
+            # the bootstrap reaches that line only after the program returned
+            if not from_bootstrap() or main.f_lineno != pass_line:
                 refuse(event)
             if blocked:
                 exit_(14)
@@ -193,8 +197,12 @@ def _hook(secret: str, main, guard: bool):
     private = {"__builtins__": {}}
     exec(compile(HOOK_SOURCE.replace("@MARK@", "SPSAMP-SANDBOX-DONE-" + secret), "<sandbox hook>", "exec"), private)
     make = private.pop("make")
-    return make(main, private, os.path.realpath(os.getcwd()), guard, type(main), type(make), sys._getframe,
+    last_line = max(line for _, _, line in main.f_code.co_lines() if line is not None)
+    return make(main, last_line, private, os.path.realpath(os.getcwd()), guard, type(main), type(make), sys._getframe,
                 os.write, os._exit, os.path.realpath, PermissionError, ValueError, str, bytes, int, type, frozenset, len)
+
+
+_exit = os._exit  # bound before the program runs: it may replace os._exit
 
 
 def _report(exc: BaseException, blocked: int, source: str) -> None:
@@ -203,10 +211,10 @@ def _report(exc: BaseException, blocked: int, source: str) -> None:
 
     if isinstance(exc, MemoryError):
         sys.stderr.write("MemoryError\n")
-        os._exit(EXIT_RESOURCE)
+        _exit(EXIT_RESOURCE)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         sys.stderr.write(f"OSError: {os.strerror(exc.errno)} (the sandbox's disk budget)\n")
-        os._exit(EXIT_RESOURCE)
+        _exit(EXIT_RESOURCE)
     if isinstance(exc, SystemExit):  # any exit before the end is not a pass, sys.exit(0) included
         sys.stderr.write(f"SystemExit({exc.code!r}) before the program ended\n")
     else:
@@ -216,7 +224,7 @@ def _report(exc: BaseException, blocked: int, source: str) -> None:
             stream.flush()
         except BaseException:
             pass
-    os._exit(EXIT_BLOCKED if blocked else EXIT_FAILED)
+    _exit(EXIT_BLOCKED if blocked else EXIT_FAILED)
 
 
 def _traceback(exc: BaseException, source: str) -> str:
@@ -278,7 +286,7 @@ def main() -> None:
         os._exit(EXIT_SYNTAX)
     hook = _hook(head.decode("ascii", errors="replace"), sys._getframe(), guard)
     del head
-    audit, exit_ = sys.audit, os._exit
+    audit = sys.audit
     sys.addaudithook(hook)
     del hook
     try:
@@ -292,9 +300,9 @@ def main() -> None:
             stream.flush()
         except BaseException:
             pass
-    audit("spsamp.pass")  # does not return: exit 0 with the marker, or 14 when something was refused
-    exit_(EXIT_FAILED)
+    audit("spsamp.pass")  # the last line (the hook checks): exit 0 with the marker, or 14 when something was refused
 
 
 if __name__ == "__main__":
     main()
+    _exit(EXIT_FAILED)
