@@ -14,7 +14,8 @@ import pytest
 from conftest import compose_cfg, run_py
 from spsamp.config import ConfigError, DatasetConfig, validate
 from spsamp.data import humaneval, load_prompts, split_half
-from spsamp.data.checkers import check_text, extract_final_number, task_columns
+from spsamp.data.checkers import check_text as check_text_raw
+from spsamp.data.checkers import extract_final_number, task_columns, verdict
 from spsamp.records import validate_table
 from spsamp.records.schema import schema_for
 from spsamp.sandbox import Limits
@@ -46,6 +47,13 @@ def test_split_halves_are_disjoint_fixed_and_cover_everything():
     assert split_half(ids, "train") | split_half(ids, "test") == set(ids)
     with pytest.raises(ConfigError, match="dataset.split: must be all, train or test"):
         validate(compose_cfg(["dataset=humaneval", "dataset.split=val"]))
+
+
+def check_text(*args, **kw):
+    """check_text with the verdict alone: where the machine gives the sandbox no network namespace,
+    task_check carries a containment suffix (tests/test_sandbox_hostile.py checks it)."""
+    correct, task_check = check_text_raw(*args, **kw)
+    return correct, verdict(task_check)
 
 
 def test_canonical_solutions_pass_and_broken_ones_fail():
@@ -132,7 +140,7 @@ def test_every_method_row_carries_the_task_columns(tmp_path):
     df = load_records(str(tmp_path / "sweep"))
     assert set(df.method) == {"baseline", "speculative", "hf_generate"} and len(df) == 6
     assert df.task_correct.notna().all() and not df.task_correct.astype(bool).any()
-    assert set(df.task_check) <= {"no_code", "failed", "syntax_error"}
+    assert {verdict(c) for c in df.task_check} <= {"no_code", "failed", "syntax_error"}
     for records in (tmp_path / "sweep").rglob("records.parquet"):
         out = subprocess.run([sys.executable, "-m", "spsamp.records", "validate", str(records)], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

@@ -97,7 +97,7 @@ class BoundTests:
         if key not in self._outcomes:  # the original answer is compared with every swap: run it once
             correct, verdict = check_text("tests", self.problem, decode(ids), self.limits)
             if correct is None:  # no outcome at all (sandbox_error): labels from it would be noise
-                raise RuntimeError(f"importance_check=tests: the sandbox could not run the tests ({verdict}: no Python the sandbox user may execute)")
+                raise RuntimeError(f"importance_check=tests: the sandbox could not run the tests ({verdict}: its child could not start, e.g. no Python the sandbox user may execute)")
             self._outcomes[key] = correct
         return self._outcomes[key]
 

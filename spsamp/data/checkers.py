@@ -6,7 +6,9 @@ compares with). Checkers:
 - ``tests`` (HumanEval): extract the code from the answer, join it with the problem's unit tests
   and run them in the sandbox (:mod:`spsamp.sandbox` — model-written code never runs in this
   process). ``task_check`` is the sandbox verdict (``passed``, ``failed``, ``syntax_error``,
-  ``timeout``, ``resource_limit``, ``blocked``, ``sandbox_error``) or ``no_code``.
+  ``timeout``, ``resource_limit``, ``blocked``, ``sandbox_error``) or ``no_code``; where the
+  machine gave the sandbox no network namespace (only its audit hook kept the answer off the
+  network) the verdict carries the suffix ``:no_net_isolation`` (``passed:no_net_isolation``).
 - ``final_number`` (arithmetic word problems): the answer's final number (``The answer is N``,
   else the last number) equals the known answer. ``task_check``: ``passed``, ``failed``,
   ``no_number``.
@@ -21,13 +23,25 @@ import re
 from typing import Any, Optional
 
 from spsamp.data import humaneval
-from spsamp.sandbox import Limits, run_python
+from spsamp.sandbox import STATUSES, Limits, run_python
 
 CHECKERS = ("tests", "final_number")
 # every value task_check may take (the records validator checks the column against it)
 TASK_CHECKS = ("passed", "failed", "syntax_error", "timeout", "resource_limit", "blocked", "sandbox_error", "no_code", "no_number")
 
 UNKNOWN = ("sandbox_error",)  # verdicts that say nothing about the answer: task_correct stays null
+NO_NET_ISOLATION = ":no_net_isolation"  # suffix of a sandbox verdict the kernel did not keep off the network
+
+
+def verdict(task_check: Optional[str]) -> Optional[str]:
+    """The verdict in a ``task_check`` value, without its containment suffix."""
+    return None if task_check is None else task_check.split(":", 1)[0]
+
+
+def known_task_check(task_check: str) -> bool:
+    """A value ``task_check`` may take: a checker's verdict, a sandbox one possibly suffixed."""
+    base, sep, suffix = task_check.partition(":")
+    return base in TASK_CHECKS and (not sep or (base in STATUSES and sep + suffix == NO_NET_ISOLATION))
 
 ANSWER_RE = re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
@@ -46,11 +60,15 @@ def extract_final_number(text: str) -> Optional[float]:
 
 
 def run_tests(problem: dict, text: str, limits: Limits = Limits()) -> str:
-    """Verdict of ``text`` (a model's answer) on a HumanEval-format problem's tests."""
+    """The ``task_check`` of ``text`` (a model's answer) on a HumanEval-format problem's tests: the
+    sandbox verdict, suffixed with :data:`NO_NET_ISOLATION` where the network was not isolated."""
     code = humaneval.extract_code(text, problem["entry_point"])
     if code is None:
         return "no_code"
-    return run_python(humaneval.program(problem, code), limits).status
+    res = run_python(humaneval.program(problem, code), limits)
+    if res.containment is not None and not res.containment.net_isolated:
+        return res.status + NO_NET_ISOLATION
+    return res.status
 
 
 def check_text(check: Optional[str], reference: Any, text: str, limits: Limits = Limits()) -> tuple[Optional[bool], Optional[str]]:
@@ -58,10 +76,10 @@ def check_text(check: Optional[str], reference: Any, text: str, limits: Limits =
     if check is None:
         return None, None
     if check == "tests":
-        verdict = run_tests(reference, text, limits)
-        if verdict in UNKNOWN:
-            return None, verdict  # the check itself could not run: the answer is neither right nor wrong
-        return verdict == "passed", verdict
+        task_check = run_tests(reference, text, limits)
+        if verdict(task_check) in UNKNOWN:
+            return None, task_check  # the check itself could not run: the answer is neither right nor wrong
+        return verdict(task_check) == "passed", task_check
     if check == "final_number":
         got = extract_final_number(text)
         if got is None:
@@ -79,4 +97,5 @@ def task_columns(prompt: Any, turn: int, text: str, timeout_s: float = Limits.ti
     return {"task_correct": correct, "task_check": verdict}
 
 
-__all__ = ["CHECKERS", "TASK_CHECKS", "check_text", "extract_final_number", "run_tests", "task_columns"]
+__all__ = ["CHECKERS", "NO_NET_ISOLATION", "TASK_CHECKS", "check_text", "extract_final_number", "known_task_check",
+           "run_tests", "task_columns", "verdict"]

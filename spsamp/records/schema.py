@@ -139,18 +139,20 @@ def _check_task_columns(table: pa.Table) -> list[str]:
     """task_check takes a known value, is set wherever task_correct is (task_correct is null only
     where nothing was checked or the check could not run), and says ``passed`` exactly where
     task_correct is true."""
-    from spsamp.data.checkers import TASK_CHECKS, UNKNOWN  # lazy: the checker module owns the values
+    # lazy: the checker module owns the values
+    from spsamp.data.checkers import NO_NET_ISOLATION, TASK_CHECKS, UNKNOWN, known_task_check, verdict
 
     if "task_check" not in table.column_names or "task_correct" not in table.column_names:
         return []  # records from before these columns existed
     checks, correct = table.column("task_check").to_pylist(), table.column("task_correct").to_pylist()
     out = []
-    unknown = sorted({c for c in checks if c is not None} - set(TASK_CHECKS))
+    unknown = sorted({c for c in checks if c is not None and not known_task_check(c)})
     if unknown:
-        out.append(f"column 'task_check' has unknown values {unknown} (known: {list(TASK_CHECKS)})")
-    if any((c is None) != (k is None) and not (k is None and c in UNKNOWN) for c, k in zip(checks, correct)):
+        out.append(f"column 'task_check' has unknown values {unknown} (known: {list(TASK_CHECKS)}, sandbox verdicts "
+                   f"optionally suffixed {NO_NET_ISOLATION!r})")
+    if any((c is None) != (k is None) and not (k is None and verdict(c) in UNKNOWN) for c, k in zip(checks, correct)):
         out.append(f"columns 'task_check' and 'task_correct' must be null on the same rows (task_correct alone may be null for {list(UNKNOWN)})")
-    if any(k is not None and bool(k) != (c == "passed") for c, k in zip(checks, correct)):
+    if any(k is not None and bool(k) != (verdict(c) == "passed") for c, k in zip(checks, correct)):
         out.append("column 'task_correct' must be true exactly where task_check is 'passed'")
     return out
 
