@@ -21,12 +21,13 @@ GUARDS = [True, pytest.param(False, marks=pytest.mark.skipif(not as_root, reason
 
 
 def marked_processes(token_src: str) -> list[int]:
-    """pids whose environment holds SPSAMP_SANDBOX (any sandbox child still alive)."""
+    """pids whose environment holds this process's SPSAMP_SANDBOX marker (any sandbox child it started
+    still alive; other processes' sandboxes, e.g. another pytest worker's, do not count)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"SPSAMP_SANDBOX=" in (entry / "environ").read_bytes():
+                if f"SPSAMP_SANDBOX={os.getpid()}.".encode() in (entry / "environ").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 pass

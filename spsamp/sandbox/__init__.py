@@ -313,7 +313,8 @@ def run_python(source: str, limits: Limits = Limits(), audit_guard: bool = True)
 
     ``audit_guard=False`` leaves out the hook's containment rules (tests use it to show the OS
     layers hold alone); the rules that guard the verdict stay."""
-    token = secrets.token_hex(12)
+    # the parent's pid leads the marker, so a process (a test) can tell its own sandboxes from others'
+    token = f"{os.getpid()}.{secrets.token_hex(12)}"
     secret = secrets.token_hex(16)
     workdir = Path(tempfile.mkdtemp(prefix="spsamp-sandbox-"))
     t0 = time.perf_counter()
