@@ -906,20 +906,22 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
-# target -> draft -> costs, measured once per pair; weak keys: a freed model's entry goes with it (an
-# id() key could be reused by the next model loaded and hand it the old pair's costs)
-_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, Costs]]" = weakref.WeakKeyDictionary()
+# target -> draft -> thread count -> costs, measured once per pair and thread count (a pass's seconds
+# depend on the threads it runs on); weak keys: a freed model's entry goes with it (an id() key could
+# be reused by the next model loaded and hand it the old pair's costs)
+_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[int, Costs]]]" = weakref.WeakKeyDictionary()
 
 
 def probe_costs(target, draft) -> Costs:
     """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt, once per (target, draft)
-    pair per process: loaded models are memoised, so a sweep's jobs share one measurement (the
+    pair and torch thread count per process: loaded models are memoised, so a sweep's jobs share one measurement (the
     decoders' ``prepare`` hook for k=auto, budget=auto and grow=cost)."""
     import torch
 
-    per_draft = _PROBED.setdefault(target, weakref.WeakKeyDictionary())
-    if draft not in per_draft:
+    per_threads = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
+    threads = torch.get_num_threads()
+    if threads not in per_threads:
         g = torch.Generator().manual_seed(0)
         probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        per_draft[draft] = measure_costs(target, draft, probe)
-    return per_draft[draft]
+        per_threads[threads] = measure_costs(target, draft, probe)
+    return per_threads[threads]

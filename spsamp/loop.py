@@ -5,6 +5,7 @@ without any draft model) and an :class:`AcceptanceRule` (what to keep: exact rej
 SpecExec's tree descent, AutoJudge's judge). :func:`speculate` is written once for all of them, in
 the spirit of the official SpecExec ``SpecBase`` and transformers' ``CandidateGenerator``:
 
+0. ``drafter.start(st)`` once per row: sizing state belongs to the row.
 1. ``drafter.propose(st, drafter.size(st), max_depth=room - 1, hidden=rule.needs_hidden)``: a
    :class:`~spsamp.proposals.Proposal` (tokens + parents; draft probabilities, or ``None`` for a
    deterministic proposal, which is a one-hot p). ``size`` is asked every step: the hook where a
@@ -187,6 +188,10 @@ class Drafter(Protocol):
 
     needs_model: bool
 
+    def start(self, st: Decoding) -> None:
+        """A row begins (after the prefill): a drafter that sizes its steps starts its estimates afresh."""
+        ...
+
     def size(self, st: Decoding) -> int:
         """Tokens (chain) or nodes (tree) to propose this step: the per-step k / budget hook."""
         ...
@@ -237,6 +242,7 @@ def speculate(
 ) -> Decoding:
     """Decode one answer with ``drafter`` + ``rule``; returns the final state (``st.output()``)."""
     st = begin(target, draft if drafter.needs_model else None, prompt_ids, gen, rng)
+    drafter.start(st)
     hidden = rule.needs_hidden
     s = st.stats
     while not st.done:

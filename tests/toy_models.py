@@ -173,6 +173,9 @@ class Spy:
         self.calls = 0  # draft passes spent (a chain with lookup spends fewer than its tokens)
         self.needs_model = drafter.needs_model
 
+    def start(self, st):
+        self.drafter.start(st)
+
     def size(self, st):
         return self.drafter.size(st)
 

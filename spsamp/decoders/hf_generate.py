@@ -138,8 +138,17 @@ def hf_generate(
 ) -> DecodeOutput:
     """One ``target.model.generate`` call (with ``assistant_model`` when given, and any ``extra``
     generate arguments, e.g. ``prompt_lookup_num_tokens``); tokens and counters."""
-    # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
+    # generate() samples from the global RNG: seed it from the row's generator (reproducible rows),
+    # inside a fork so the caller's global RNG state is the same after the call as before
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device))
+    devices = [target.device] if torch.device(target.device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _generate(target, prompt_ids, gen, assistant, k, extra)
+
+
+def _generate(target: CausalLM, prompt_ids: torch.Tensor, gen: GenerationConfig, assistant: Optional[CausalLM], k: int,
+              extra: Optional[dict[str, Any]]) -> DecodeOutput:
     cfg = reference_config(gen, target.eos_ids, k if assistant is not None else 0)
     cfg.update(**(extra or {}))
     kwargs: dict[str, Any] = {"generation_config": cfg}

@@ -4,7 +4,8 @@
 the wrapper first scores the previous step — which of the proposal's nodes the target accepted,
 read back from the tokens that reached ``st.seq`` — into the acceptance estimate, then returns
 the size of :class:`~spsamp.cost_model.AutoSize` (the k or budget with the best predicted speedup
-under the measured costs). Choices adapt during a run: the estimate carries over from row to row.
+under the measured costs). Choices adapt within a row; every row starts from the probe's costs and
+the priors (sizing state belongs to a row, so a row sizes its steps the same decoded alone or after others).
 """
 
 from __future__ import annotations
@@ -59,28 +60,38 @@ class AutoSized:
         # (state, len(seq) at proposal, proposal, its draft, target and rest seconds before the step, lookup state)
         self._last: Optional[tuple[Any, int, Any, float, float, float, Optional[int]]] = None
         self._state: Optional[int] = None  # the lookup state the step being sized begins in
-        self._row: Any = None
+        self._costs: Optional[Costs] = None
         self._row_start = self._row_t1_start = 0  # this row's first sized and plain step (indices)
 
     def prepare(self, target: Any, draft: Any) -> None:
         self.set_costs(probe_costs(target, draft))
 
     def set_costs(self, costs: Costs) -> None:
-        old = self.auto  # what was observed so far (acceptance, the run's own c) stays
-        self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
-                             max_depth=self.max_depth, vd=costs.vd, acceptance=old.acceptance if old else None,
-                             observed=old.observed if old else None, stop=getattr(self.drafter, "stop_below", None) is not None,
-                             confidence=old.confidence if old else None, t1_every=0 if self.tree else T1_EVERY,
-                             lookup=old.lookup if old else (LookupStates() if getattr(self.drafter, "lookup", 0) else None))
-        self.auto.observed.observe_probe(costs.target_pass_s)  # a T1 timing too (median of five passes)
+        self._costs = costs
+        self._fresh()
         log.info("%s=auto: measured c=%.3f, %s", "budget" if self.tree else "k", costs.c, costs.v.describe())
+
+    def _fresh(self) -> None:
+        """Sizing state from the probe's costs and the priors only (a row's start)."""
+        costs = self._costs
+        t1_every = self.auto.t1_every if self.auto is not None else (0 if self.tree else T1_EVERY)
+        self.auto = AutoSize(costs.c, costs.v, BUDGET_MAX if self.tree else K_MAX, tree=self.tree, width=self.width,
+                             max_depth=self.max_depth, vd=costs.vd, stop=getattr(self.drafter, "stop_below", None) is not None,
+                             t1_every=t1_every, lookup=LookupStates() if getattr(self.drafter, "lookup", 0) else None)
+        self.auto.observed.observe_probe(costs.target_pass_s)  # a T1 timing too (median of five passes)
+
+    def start(self, st: Any) -> None:
+        """A new row: fresh sizing state (the probe's costs and the priors); its metrics start here."""
+        self.drafter.start(st)
+        self.observe()  # the last row's last step, into the state about to be dropped
+        if self._costs is not None:
+            self._fresh()
+        self._row_start = self._row_t1_start = 0
 
     def size(self, st: Any) -> int:
         if self.auto is None:
             self.set_costs(measure_costs(st.target, st.draft))  # no prepare(): measure in place, once
         self.observe()
-        if st is not self._row:  # a new generate call: its metrics start here
-            self._row, self._row_start, self._row_t1_start = st, len(self.auto.chosen), len(self.auto.t1_at)
         state = getattr(self.drafter, "lookup_state", None)
         self._state = state(st) if state is not None and self.auto.lookup is not None else None
         room = getattr(st, "room", None)  # a step keeps its path + one target token: room - 1 draft tokens

@@ -52,6 +52,9 @@ class ChainDrafter:
         self.k, self.stop_below = k, stop_below
         self.lookup, self.lookup_ngram, self.lookup_min_ngram = lookup, lookup_ngram, lookup_min_ngram
 
+    def start(self, st: Any) -> None:
+        pass  # a fixed k: nothing to size
+
     def size(self, st: Any) -> int:
         return self.k
 

@@ -56,6 +56,9 @@ class PromptLookupDrafter:
         self.k = k
         self.max_ngram = max_ngram
 
+    def start(self, st: Any) -> None:
+        pass  # a fixed k: nothing to size
+
     def size(self, st: Any) -> int:
         return self.k
 

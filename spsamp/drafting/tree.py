@@ -135,6 +135,16 @@ class TreeDrafter:
                 # _last is only kept by grow=cost, which has its costs before it proposes
                 self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
 
+    def start(self, st: Any) -> None:
+        """grow=cost: a row's sizing state is its own — from the probe's costs and the priors only."""
+        if self.grow == "cost":
+            self.observe()  # the last row's last tree: scored (its debug line) and dropped with the rest
+            self.steps, self.calibration = 0, Calibration()
+            old = self.observed
+            self.observed = ObservedCost(old.decay, old.min_weight, old.window)
+            if self.costs is not None:
+                self.observed.observe_probe(self.costs.target_pass_s)
+
     def size(self, st: Any) -> int:
         return self.budget
 
