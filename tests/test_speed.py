@@ -544,6 +544,9 @@ class _FakeChain:
 
     needs_model = True
 
+    def start(self, st):
+        pass
+
     def propose(self, st, size, max_depth, hidden):
         from spsamp.proposals import Proposal
 
@@ -555,6 +558,7 @@ def _drive(drafter, st, steps: int, keep, draft_s_per_token: float = 0.0, target
     and adds its own token (a correction after a rejection, else a bonus); the loop's clocks advance
     by the given seconds. Returns the sizes chosen."""
     sizes = []
+    drafter.start(st)
     for _ in range(steps):
         k = drafter.size(st)
         tokens = drafter.propose(st, k, k, False).tokens.tolist()
@@ -582,8 +586,8 @@ def test_auto_sized_drafter_learns_from_the_output_and_reports_per_row():
         else:
             assert m["auto_k_last"] == 1 and m["auto_alpha"] < 0.1
     assert max(sizes[:60]) > sizes[1] and sizes[-1] == 1
-    # the plain steps: the job's first step and every T1_EVERY-th after it, rows or not
-    assert [i for i, k in enumerate(sizes) if k == 0] == list(range(0, len(sizes), T1_EVERY))
+    # the plain steps: each row's first step and every T1_EVERY-th after it (sizing state is the row's)
+    assert [i for i, k in enumerate(sizes) if k == 0] == list(range(0, 60, T1_EVERY)) + list(range(60, len(sizes), T1_EVERY))
 
 
 def test_observed_cost_prices_in_the_runs_own_t1_once_timed():
