@@ -141,7 +141,8 @@ def hf_generate(
     # generate() samples from the global RNG: seed it from the row's generator (reproducible rows),
     # inside a fork so the caller's global RNG state is the same after the call as before
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device))
-    devices = [target.device] if torch.device(target.device).type == "cuda" else []
+    on_cuda = torch.device(target.device).type == "cuda" and torch.cuda.is_available()
+    devices = [torch.device(target.device)] if on_cuda else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return _generate(target, prompt_ids, gen, assistant, k, extra)

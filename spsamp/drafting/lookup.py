@@ -56,8 +56,13 @@ class PromptLookupDrafter:
         self.k = k
         self.max_ngram = max_ngram
 
+    sizer = None  # a fixed k: nothing to size
+
     def start(self, st: Any) -> None:
-        pass  # a fixed k: nothing to size
+        pass
+
+    def observe(self, step: Any) -> None:
+        pass
 
     def size(self, st: Any) -> int:
         return self.k
