@@ -122,20 +122,20 @@ def test_specexec_grow_cost_matches_target_joint(one_thread):
 # prompt lookup: the prompt repeats, so the lookup proposes; a deterministic (one-hot) proposal must
 # still give the target's distribution at every temperature, top-k and top-p
 LOOKUP_CASES = [
-    dict(k=2, max_ngram=1, gen=GenerationConfig(max_new_tokens=4, temperature=1.0)),
-    dict(k=3, max_ngram=2, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_k=4)),
-    dict(k=2, max_ngram=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8)),
+    dict(k=2, lookup_ngram=1, gen=GenerationConfig(max_new_tokens=4, temperature=1.0)),
+    dict(k=3, lookup_ngram=2, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_k=4)),
+    dict(k=2, lookup_ngram=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8)),
 ]
 LOOKUP_PROMPT = (1, 2, 3, 1, 2, 4, 5, 3, 1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", LOOKUP_CASES, ids=lambda c: f"k{c['k']}-n{c['max_ngram']}-T{c['gen'].temperature}")
+@pytest.mark.parametrize("case", LOOKUP_CASES, ids=lambda c: f"k{c['k']}-n{c['lookup_ngram']}-T{c['gen'].temperature}")
 def test_prompt_lookup_matches_target_joint(case, one_thread):
     q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
     gen = case["gen"]
     joint = exact_joint(q, list(LOOKUP_PROMPT), gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
-    dec = spied(PromptLookupDecoder(k=case["k"], max_ngram=case["max_ngram"]))
+    dec = spied(PromptLookupDecoder(k=case["k"], lookup_ngram=case["lookup_ngram"]))
     pval = chi_square_pvalue(draws(dec, q, None, gen, prompt=LOOKUP_PROMPT), joint)
     assert max(dec.drafter.sizes) == case["k"], f"the lookup never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
     assert pval > PASS_P, f"prompt lookup output deviates from the target joint (chi-square p={pval:.2e})"
@@ -234,7 +234,7 @@ def test_negative_control_wrong_chain_rule_fails_the_test(one_thread):
 def test_negative_control_wrong_lookup_rule_fails_the_test(one_thread):
     q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
     gen = GenerationConfig(max_new_tokens=4, temperature=1.0)
-    dec = PromptLookupDecoder(k=2, max_ngram=1)
+    dec = PromptLookupDecoder(k=2, lookup_ngram=1)
     dec.acceptance = ChainAcceptance(accept_without_ratio_test)
     joint = exact_joint(q, list(LOOKUP_PROMPT), 4, 1.0)
     pval = chi_square_pvalue(draws(dec, q, None, gen, n=3_000, prompt=LOOKUP_PROMPT), joint)
@@ -272,7 +272,7 @@ def tiny64():
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
      SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
      SpecExecDecoder(budget=16, parallel_branches=4, lookup=4),
-     PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],
+     PromptLookupDecoder(k=3, lookup_ngram=2), PromptLookupDecoder(k=10, lookup_ngram=3)],
     ids=lambda d: "-".join(f"{v}" for v in dataclasses.asdict(d.params).values()),
 )
 def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):

@@ -203,3 +203,19 @@ def test_auto_k_rows_record_their_choices_and_stay_lossless(tmp_path, method, on
             assert 0 <= m["sizing_lookup_share"] <= 1 and "sizing_units_per_token_hit" in m
         else:
             assert "sizing_lookup_share" not in m
+
+
+def test_lookup_knobs_have_one_spelling_and_old_rows_keep_their_keys():
+    """prompt_lookup's longest n-gram is ``lookup_ngram``, as in SpS's and SpecExec's cascades; its
+    old name is one line naming the new one, and rows written under it keep their identity."""
+    from conftest import compose_cfg
+    from spsamp.config import ConfigError, identity_params, validate
+    from spsamp.decoders.prompt_lookup import PromptLookupDecoder
+
+    for method in ("speculative", "specexec", "prompt_lookup"):
+        _, params = validate(compose_cfg(["model=tiny_random", f"method={method}", "method.lookup_ngram=3"]))
+        assert params.lookup_ngram == 3
+    with pytest.raises(ConfigError, match=r"^method.max_ngram: renamed — write method.lookup_ngram=3$"):
+        validate(compose_cfg(["model=tiny_random", "method=prompt_lookup", "++method.max_ngram=3"]))
+    # the identity rows were written under (name, k, max_ngram) is unchanged
+    assert identity_params(PromptLookupDecoder.Params()) == {"name": "prompt_lookup", "k": 10, "max_ngram": 2}

@@ -1,7 +1,7 @@
 """Prompt lookup: draft tokens copied from the text so far, no draft model (Saxena 2023, "Prompt
 Lookup Decoding"; transformers' ``generate(prompt_lookup_num_tokens=...)``).
 
-For n = ``max_ngram`` down to 1, find the first earlier occurrence of the last n tokens of
+For n = ``lookup_ngram`` down to 1, find the first earlier occurrence of the last n tokens of
 prompt + output; propose the (up to) ``k`` tokens that followed it. The proposal is deterministic:
 its draft distribution is one-hot at each token (``p_dist=None``), so exact rejection sampling
 accepts x with probability q(x) and otherwise samples from q with x removed, renormalised — the
@@ -52,9 +52,9 @@ def check_lookup_params(lookup: Any, ngram: Any, min_ngram: Any) -> None:
 class PromptLookupDrafter:
     needs_model = False
 
-    def __init__(self, k: int, max_ngram: int):
+    def __init__(self, k: int, lookup_ngram: int):
         self.k = k
-        self.max_ngram = max_ngram
+        self.lookup_ngram = lookup_ngram
 
     sizer = None  # a fixed k: nothing to size
 
@@ -68,5 +68,5 @@ class PromptLookupDrafter:
         return self.k
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool = False) -> Proposal:
-        tokens = lookup(st.seq, min(size, max_depth), self.max_ngram, st.eos_ids)
+        tokens = lookup(st.seq, min(size, max_depth), self.lookup_ngram, st.eos_ids)
         return Proposal.chain(torch.tensor(tokens, dtype=torch.long))  # p_dist=None: one-hot
