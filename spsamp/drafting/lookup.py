@@ -19,13 +19,13 @@ from spsamp.config import ConfigError
 from spsamp.proposals import Proposal
 
 
-def lookup(seq: list[int], k: int, max_ngram: int, eos_ids: set[int] = frozenset(), min_ngram: int = 1) -> list[int]:
+def lookup(seq: list[int], k: int, lookup_ngram: int, eos_ids: set[int] = frozenset(), lookup_min_ngram: int = 1) -> list[int]:
     """Up to ``k`` tokens that followed the first earlier match of ``seq``'s longest suffix n-gram
-    (``min_ngram`` <= n <= ``max_ngram``), cut after an eos (tokens past it could never be output)."""
+    (``lookup_min_ngram`` <= n <= ``lookup_ngram``), cut after an eos (tokens past it could never be output)."""
     if k < 1 or len(seq) < 2:
         return []
     ids = torch.tensor(seq, dtype=torch.long)
-    for n in range(min(max_ngram, len(seq) - 1), max(min_ngram, 1) - 1, -1):
+    for n in range(min(lookup_ngram, len(seq) - 1), max(lookup_min_ngram, 1) - 1, -1):
         # windows[i] = seq[i:i+n]; a match must leave at least one token after it
         hits = (ids[: len(seq) - 1].unfold(0, n, 1) == ids[-n:]).all(dim=1).nonzero().flatten()
         for start in hits.tolist():
