@@ -380,6 +380,10 @@ def validate_method(method: Any) -> Any:
     schema = getattr(cls, "Params", None)
     assert schema is not None and is_dataclass(schema), f"{cls} must define a Params dataclass"
     body = {k: v for k, v in method.items() if k != "_target_"}
+    for f in fields(schema):
+        old = f.metadata.get(FORMERLY)
+        if old in body:
+            raise ConfigError(f"method.{old}: renamed — write method.{f.name}={body[old]}")
     params = _structured(schema, body, prefix="method.")
     check = getattr(params, "check", None)
     if check is not None:
@@ -398,13 +402,17 @@ def params_dict(params: Any) -> dict[str, Any]:
 
 
 ADDED_LATER = "added_later"  # field metadata: a method param that did not exist when older records were written
+# field metadata: the name a method param had before (``{FORMERLY: "max_ngram"}``). A row's identity
+# keeps the old name, so rows written under it keep their resume keys; the old spelling in a config
+# is one ConfigError line naming the new one
+FORMERLY = "formerly"
 
 
 def identity_params(params: Any) -> dict[str, Any]:
     """:func:`params_dict` as a row's identity sees it: a param marked ``added_later`` that still
     holds its default is left out, so rows written before it existed (which ran as its default)
     keep their resume keys and are not decoded again."""
-    return {f.name: getattr(params, f.name) for f in fields(params)
+    return {f.metadata.get(FORMERLY, f.name): getattr(params, f.name) for f in fields(params)
             if not (f.metadata.get(ADDED_LATER) and getattr(params, f.name) == f.default)}
 
 

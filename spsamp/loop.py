@@ -5,6 +5,7 @@ without any draft model) and an :class:`AcceptanceRule` (what to keep: exact rej
 SpecExec's tree descent, AutoJudge's judge). :func:`speculate` is written once for all of them, in
 the spirit of the official SpecExec ``SpecBase`` and transformers' ``CandidateGenerator``:
 
+0. ``drafter.start(st)`` once per row: sizing state belongs to the row.
 1. ``drafter.propose(st, drafter.size(st), max_depth=room - 1, hidden=rule.needs_hidden)``: a
    :class:`~spsamp.proposals.Proposal` (tokens + parents; draft probabilities, or ``None`` for a
    deterministic proposal, which is a one-hot p). ``size`` is asked every step: the hook where a
@@ -16,6 +17,8 @@ the spirit of the official SpecExec ``SpecBase`` and transformers' ``CandidateGe
 4. Both KV caches keep the prefix plus the accepted path (the draft also keeps entries it built
    for accepted nodes while drafting, ``Proposal.slots``); statistics count only tokens that
    reach the output (an EOS or the ``max_new_tokens`` cut discards the rest).
+5. ``drafter.observe(Step(...))``: what the step proposed and kept, and the seconds it spent in
+   each model and in between — all a drafter that sizes its steps learns from.
 
 Naming, fixed project-wide: **p = draft, q = target**.
 """
@@ -30,7 +33,7 @@ import torch
 
 from spsamp.config import GenerationConfig
 from spsamp.models.adapter import Forward
-from spsamp.proposals import Proposal
+from spsamp.proposals import Proposal, Step, TreeStats
 from spsamp.sampling import logits_to_probs, sample
 from spsamp.verification import verify
 
@@ -92,13 +95,13 @@ def truncate_at_eos(tokens: list[int], eos_ids: set[int], max_new_tokens: int) -
 
 @dataclass
 class StepTrace:
-    """What one step proposed and kept (drafters' own stats ride along for method metrics)."""
+    """What one step proposed and kept (a tree drafter's build rides along for method metrics)."""
 
     proposed: int  # nodes drafted
     depth: int  # deepest node drafted
     kept_nodes: int  # accepted nodes kept in both caches (in the output, before its last token)
     reused: int  # of those, nodes whose draft KV entries (built while drafting) were kept
-    stats: Any = None  # Proposal.stats (e.g. TreeStats)
+    stats: Optional[TreeStats] = None  # Proposal.stats
 
 
 @dataclass
@@ -107,8 +110,8 @@ class Decoding:
 
     ``seq`` is prompt + generated tokens. Between steps the target has seen ``seq[:-1]`` (the last
     token is the root of the next proposal) and the draft some prefix of it, ``seq[:draft.cache_len]``.
-    ``target_s`` / ``draft_s`` sum the seconds spent in each model's passes, ``rest_s`` each step's
-    seconds after both (acceptance, cache upkeep, bookkeeping): cost model input.
+    ``target_s`` / ``draft_s`` sum the seconds spent in each model's passes, ``overhead_s`` each
+    step's seconds after both (acceptance, cache upkeep, bookkeeping).
     """
 
     target: Any
@@ -123,7 +126,7 @@ class Decoding:
     eos_ids: set[int]
     target_s: float = 0.0
     draft_s: float = 0.0
-    rest_s: float = 0.0
+    overhead_s: float = 0.0
     done: bool = False
     trace: list[StepTrace] = field(default_factory=list)
 
@@ -187,6 +190,10 @@ class Drafter(Protocol):
 
     needs_model: bool
 
+    def start(self, st: Decoding) -> None:
+        """A row begins (after the prefill): a drafter that sizes its steps starts its estimates afresh."""
+        ...
+
     def size(self, st: Decoding) -> int:
         """Tokens (chain) or nodes (tree) to propose this step: the per-step k / budget hook."""
         ...
@@ -194,6 +201,10 @@ class Drafter(Protocol):
     def propose(self, st: Decoding, size: int, max_depth: int, hidden: bool) -> Proposal:
         """At most ``size`` nodes, none deeper than ``max_depth``; with ``hidden``, the draft's last
         hidden state with each token as input where it was computed (``Proposal.hidden``)."""
+        ...
+
+    def observe(self, step: Step) -> None:
+        """The step just verified and accepted: a drafter that sizes its steps learns from it."""
         ...
 
 
@@ -237,6 +248,7 @@ def speculate(
 ) -> Decoding:
     """Decode one answer with ``drafter`` + ``rule``; returns the final state (``st.output()``)."""
     st = begin(target, draft if drafter.needs_model else None, prompt_ids, gen, rng)
+    drafter.start(st)
     hidden = rule.needs_hidden
     s = st.stats
     while not st.done:
@@ -272,5 +284,7 @@ def speculate(
         s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
         s.accepted_lengths.append(len(kept))
         st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
-        st.rest_s += time.perf_counter() - t2
+        overhead = time.perf_counter() - t2
+        st.overhead_s += overhead
+        drafter.observe(Step(prop, used, t1 - t0, t2 - t1, overhead))
     return st

@@ -20,6 +20,23 @@ import torch
 
 
 @dataclass
+class TreeStats:
+    """What one tree build did (SpecExec's drafter; aggregated into the row's metrics)."""
+
+    size: int = 0  # nodes in the tree
+    depth: int = 0  # deepest node
+    leaves: int = 0  # nodes without children = root-to-leaf branches
+    draft_calls: int = 0  # draft forwards (root forward included)
+    expanded: int = 0  # nodes fed through the draft (their KV entries are in the draft cache)
+    candidates: int = 0  # children considered (top children of expanded nodes)
+    pruned: int = 0  # of those, dropped by branch_prune_threshold
+    cut: int = 0  # grow=cost: best-ranked nodes left unverified (not worth their verify cost)
+    expected: float = 0.0  # grow=cost: the verified tree's value to the draft (sum of path probabilities)
+    guessed: int = 0  # lookup tokens fed with the draft passes
+    guess_kept: int = 0  # of those, nodes expanded by it (a top child of the node before it)
+
+
+@dataclass
 class Proposal:
     tokens: torch.Tensor  # [n] long
     parents: torch.Tensor  # [n] long, -1 = child of the root
@@ -31,7 +48,8 @@ class Proposal:
     # a tree's: the batch + its guess), so the cost model prices pass j at vd(w_j) single-token
     # passes (None: a plain chain, one per draft call)
     pass_widths: Optional[list[int]] = None
-    stats: Any = None  # the drafter's own per-step stats (e.g. TreeStats)
+    stats: Optional[TreeStats] = None  # a tree drafter's build (None for a chain)
+    sure: Optional[list[bool]] = None  # a confidence-stopped chain: whether the draft was sure of each token
     _depths: Optional[torch.Tensor] = field(default=None, repr=False)
 
     @classmethod
@@ -77,3 +95,14 @@ def tree_path(tokens: list[int], parents: list[int], after: list[int]) -> list[i
             break
         path.append(node)
     return path
+
+
+@dataclass
+class Step:
+    """A proposal's step after the loop verified it, as ``Drafter.observe`` receives it (spsamp.loop)."""
+
+    proposal: Proposal
+    kept: int  # draft tokens of the proposal that reached the output (its accepted path, cut at eos / the budget)
+    draft_s: float  # seconds proposing
+    target_s: float  # seconds in the verify pass
+    overhead_s: float  # seconds after it: the acceptance rule, cache roll-back, bookkeeping

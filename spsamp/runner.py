@@ -86,7 +86,10 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
 
 
 def row_seed(seed: int, key: str) -> int:
-    # per-row seed from the resume key: a resumed row samples exactly as it would have in order
+    # per-row seed from the resume key: a resumed row draws from the same stream as it would have in
+    # order. Fixed-size methods then repeat its tokens; k=auto / grow=cost start their sizing state
+    # fresh each row but size steps from the row's own pass timings, so at T > 0 their tokens repeat
+    # only where the sizes do (docs/records.md, "What repeats")
     return (seed * 1_000_003 + int(key[:12], 16)) % (2**63)
 
 

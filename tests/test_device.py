@@ -26,7 +26,6 @@ SMALL.update({m: SMALL["autojudge"] for m in METHODS if m.startswith("autojudge_
 # settings that add a path of their own (a cost probe in prepare, sizes chosen from it): "<method>+<name>"
 VARIANTS = {
     "specexec+grow_cost": ["method.grow=cost", "method.budget=8"],
-    "specexec+budget_auto": ["method.budget=auto"],
     "speculative+k_auto": ["method.k=auto"],
     # the lookup -> draft cascades: guesses fed in the draft's own passes (a chain's, a tree's)
     "speculative+lookup": ["method.k=4", "method.lookup=4", "method.lookup_min_ngram=1"],
@@ -62,7 +61,7 @@ def test_method_never_mixes_devices(method, temperature, placement, tmp_path, mo
     """The models on a simulated GPU (two_gpus: the draft on a second one, model.draft.device=cuda:1)."""
     from spsamp import cost_model
 
-    # the cost probe (k/budget=auto, grow=cost) waits for CUDA kernels before reading the clock: a
+    # the cost probe (k=auto, grow=cost) waits for CUDA kernels before reading the clock: a
     # simulated GPU has none to wait for (the probe's tensors are still watched)
     monkeypatch.setattr(cost_model, "_sync", lambda device: None)
     try:

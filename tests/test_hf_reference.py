@@ -50,8 +50,8 @@ def test_hf_prompt_lookup_matches_ours_at_temperature_zero(one_thread):
     for prompt in ([5, 6, 7, 5, 6, 8, 5, 6], [10, 20, 30, 40, 50]):
         ids = torch.tensor(prompt)
         base = BaselineDecoder().generate(target, None, ids, gen, torch.Generator()).tokens
-        ours = PromptLookupDecoder(k=4, max_ngram=2).generate(target, None, ids, gen, torch.Generator())
-        ref = HFPromptLookupDecoder(k=4, max_ngram=2).generate(target, None, ids, gen, torch.Generator())
+        ours = PromptLookupDecoder(k=4, lookup_ngram=2).generate(target, None, ids, gen, torch.Generator())
+        ref = HFPromptLookupDecoder(k=4, lookup_ngram=2).generate(target, None, ids, gen, torch.Generator())
         assert ours.tokens == ref.tokens == base
         assert ours.stats.target_calls <= len(base) and ref.stats.target_calls <= len(base)
         assert ref.stats.extra["mean_tokens_per_target_call"] == len(base) / ref.stats.target_calls

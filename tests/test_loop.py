@@ -142,7 +142,7 @@ def test_lookup_finds_the_first_longest_match_and_stops_at_eos():
 
 def test_prompt_lookup_runs_with_a_preset_that_has_no_draft(tmp_path):
     run, params = validate(compose_cfg(["model=tiny_random", "method=prompt_lookup", "model.draft=null", "method.k=3"]))
-    assert run.model.draft is None and params.k == 3 and params.max_ngram == 2
+    assert run.model.draft is None and params.k == 3 and params.lookup_ngram == 2
     run_py(["model=tiny_random", "method=prompt_lookup", "model.draft=null", "generation.max_new_tokens=24",
             "dataset.max_samples=2", f"hydra.run.dir={tmp_path}/run"])
     df = pd.read_parquet(tmp_path / "run" / "records.parquet")

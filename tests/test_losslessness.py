@@ -70,6 +70,21 @@ def test_speculative_sampling_matches_target_joint(case, one_thread):
     assert pval > PASS_P, f"SpS output deviates from the target joint (chi-square p={pval:.2e})"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("opts", [{}, {"stop_below": 0.3}, {"lookup": 2, "lookup_min_ngram": 1}], ids=["plain", "stop", "lookup"])
+def test_auto_k_matches_target_joint(opts, one_thread):
+    """k=auto re-sizes every step from what the row's steps kept: the output is still the target's."""
+    q, p = toy_pair()
+    gen = GenerationConfig(max_new_tokens=5, temperature=1.0)
+    joint = exact_joint(q, [1], gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
+    dec = SpeculativeDecoder(k="auto", **opts)
+    priced(dec.drafter, 0.05, {}, {})
+    dec = spied(dec)
+    pval = chi_square_pvalue(draws(dec, q, p, gen), joint)
+    assert len(set(dec.drafter.sizes)) >= 3, f"k=auto never varied k: {set(dec.drafter.sizes)}"
+    assert pval > PASS_P, f"k=auto output deviates from the target joint (chi-square p={pval:.2e})"
+
+
 SPECEXEC_CASES = [
     dict(budget=3, parallel_branches=1, branch_prune_threshold=0.0, max_depth=3),
     dict(budget=8, parallel_branches=3, branch_prune_threshold=0.0, max_depth=2),
@@ -107,20 +122,20 @@ def test_specexec_grow_cost_matches_target_joint(one_thread):
 # prompt lookup: the prompt repeats, so the lookup proposes; a deterministic (one-hot) proposal must
 # still give the target's distribution at every temperature, top-k and top-p
 LOOKUP_CASES = [
-    dict(k=2, max_ngram=1, gen=GenerationConfig(max_new_tokens=4, temperature=1.0)),
-    dict(k=3, max_ngram=2, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_k=4)),
-    dict(k=2, max_ngram=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8)),
+    dict(k=2, lookup_ngram=1, gen=GenerationConfig(max_new_tokens=4, temperature=1.0)),
+    dict(k=3, lookup_ngram=2, gen=GenerationConfig(max_new_tokens=5, temperature=0.7, top_k=4)),
+    dict(k=2, lookup_ngram=2, gen=GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=0.8)),
 ]
 LOOKUP_PROMPT = (1, 2, 3, 1, 2, 4, 5, 3, 1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", LOOKUP_CASES, ids=lambda c: f"k{c['k']}-n{c['max_ngram']}-T{c['gen'].temperature}")
+@pytest.mark.parametrize("case", LOOKUP_CASES, ids=lambda c: f"k{c['k']}-n{c['lookup_ngram']}-T{c['gen'].temperature}")
 def test_prompt_lookup_matches_target_joint(case, one_thread):
     q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
     gen = case["gen"]
     joint = exact_joint(q, list(LOOKUP_PROMPT), gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
-    dec = spied(PromptLookupDecoder(k=case["k"], max_ngram=case["max_ngram"]))
+    dec = spied(PromptLookupDecoder(k=case["k"], lookup_ngram=case["lookup_ngram"]))
     pval = chi_square_pvalue(draws(dec, q, None, gen, prompt=LOOKUP_PROMPT), joint)
     assert max(dec.drafter.sizes) == case["k"], f"the lookup never proposed k={case['k']} tokens: {set(dec.drafter.sizes)}"
     assert pval > PASS_P, f"prompt lookup output deviates from the target joint (chi-square p={pval:.2e})"
@@ -219,7 +234,7 @@ def test_negative_control_wrong_chain_rule_fails_the_test(one_thread):
 def test_negative_control_wrong_lookup_rule_fails_the_test(one_thread):
     q = ToyLM(6, seed=11, scale=1.5, eos_ids=[0])
     gen = GenerationConfig(max_new_tokens=4, temperature=1.0)
-    dec = PromptLookupDecoder(k=2, max_ngram=1)
+    dec = PromptLookupDecoder(k=2, lookup_ngram=1)
     dec.acceptance = ChainAcceptance(accept_without_ratio_test)
     joint = exact_joint(q, list(LOOKUP_PROMPT), 4, 1.0)
     pval = chi_square_pvalue(draws(dec, q, None, gen, n=3_000, prompt=LOOKUP_PROMPT), joint)
@@ -257,7 +272,7 @@ def tiny64():
      SpecExecDecoder(budget=4, parallel_branches=1), SpecExecDecoder(budget=16, parallel_branches=4),
      SpecExecDecoder(budget=24, parallel_branches=3, branch_prune_threshold=0.01, max_depth=5),
      SpecExecDecoder(budget=16, parallel_branches=4, lookup=4),
-     PromptLookupDecoder(k=3, max_ngram=2), PromptLookupDecoder(k=10, max_ngram=3)],
+     PromptLookupDecoder(k=3, lookup_ngram=2), PromptLookupDecoder(k=10, lookup_ngram=3)],
     ids=lambda d: "-".join(f"{v}" for v in dataclasses.asdict(d.params).values()),
 )
 def test_greedy_equals_baseline_tiny_float64(decoder, tiny64, one_thread):
@@ -300,43 +315,37 @@ def equals_baseline_tiny(dec, tiny64, what: str, seed: int | None = 1):
     return out
 
 
-def test_auto_k_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
-    """k=auto re-times T1 with plain steps (size 0; here every 3rd): mid-answer, after steps that
-    left the draft's cache behind, the output must still be the baseline's."""
-    from spsamp.cost_model import Costs, VerifyCost
-
-    dec = SpeculativeDecoder(k="auto")
-    dec.drafter.set_costs(Costs(c=0.1, v=VerifyCost({16: 1.0}), vd=None))
-    dec.drafter.auto.t1_every = 3
-    equals_baseline_tiny(spied(dec), tiny64, "k=auto with plain steps", seed=None)
-    assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) >= 3, f"no plain steps between sized ones: {dec.drafter.sizes}"
-    assert dec.drafter.drafter.auto.observed.t1() > 0  # the plain steps' passes were timed
-    assert dec.drafter.drafter.auto.observed.rest_s > 0  # and the sized steps' loop work outside the passes
+@pytest.mark.parametrize("opts", [{}, {"stop_below": 0.2}], ids=["plain", "stop"])
+def test_auto_k_equals_baseline_tiny_float64(opts, tiny64, one_thread):
+    """k=auto changes k step by step (and, at a row's end, takes a plain step with no room left):
+    the output stays the baseline's."""
+    dec = SpeculativeDecoder(k="auto", **opts)
+    priced(dec.drafter, 0.1, {16: 1.0}, {8: 1.2})
+    equals_baseline_tiny(spied(dec), tiny64, f"k=auto {opts}", seed=None)
+    assert len(set(dec.drafter.sizes)) >= 3, f"k=auto never varied k: {set(dec.drafter.sizes)}"
 
 
 def test_auto_k_with_lookup_equals_baseline_tiny_float64_and_prices_by_lookup_state(tiny64, one_thread):
     """k=auto over a lookup cascade asks the drafter, before each step, whether a guess is in hand,
     and learns each state's draft units per token from the passes really fed. With the twin draft
-    (its chains follow the output's loops, so guesses are kept) the output stays the baseline's,
-    steps began in both states, and a drafted token cost fewer draft units with a guess in hand."""
-    from spsamp.cost_model import Costs, VerifyCost
-
+    (its chains follow the output's loops, so guesses are kept) the output stays the baseline's and
+    steps began in both states."""
     target, _, twin = tiny64
     dec = SpeculativeDecoder(k="auto", lookup=4)
-    dec.drafter.set_costs(Costs(c=0.1, v=VerifyCost({16: 1.0}), vd=VerifyCost({8: 1.2})))
+    priced(dec.drafter, 0.1, {16: 1.0}, {8: 1.2})
     gen = GenerationConfig(max_new_tokens=96)
+    states, chosen, kept = [], [], 0
     for prompt in PROMPTS:
         base = BaselineDecoder().generate(target, None, torch.tensor(prompt), gen, torch.Generator()).tokens
         out = dec.generate(target, twin, torch.tensor(prompt), gen, torch.Generator())
         assert out.tokens == base, f"k=auto with lookup differs from the baseline on {prompt}"
-    auto = dec.drafter
-    states, lookup = auto.auto.states, auto.auto.lookup
+        row = [ch.state for ch in dec.drafter.sizer.choices]  # this row's (sizing state is the row's)
+        assert out.stats.extra["sizing_lookup_share"] == pytest.approx(sum(row) / len(row))
+        states += row
+        chosen += [ch.size for ch in dec.drafter.sizer.choices]
+        kept += out.stats.extra.get("lookup_kept", 0)
     assert {0, 1} <= set(states), f"steps began in one lookup state only: {states}"
-    assert lookup.trusted(0) and lookup.trusted(1) and lookup.units_per_token(1) < lookup.units_per_token(0)
-    assert max(auto.auto.chosen) >= 4, "no chain long enough to carry a guess"
-    m = auto.metrics()  # the last row's
-    row = [s for s in states[auto._row_start :] if s is not None]
-    assert m["auto_lookup_share"] == pytest.approx(sum(row) / len(row)) and out.stats.extra.get("lookup_kept", 0) > 0
+    assert max(chosen) >= 4 and kept > 0, "no chain long enough to carry a guess"
 
 
 # fake prices -> the tree shapes they must produce on the tiny pair (both drafts pooled): cheap
@@ -370,22 +379,6 @@ def test_specexec_grow_cost_with_lookup_greedy_equals_baseline_tiny_float64(case
     priced(dec.drafter, *prices)
     equals_baseline_tiny(spied(dec), tiny64, f"grow=cost with lookup ({case})")
     assert sum(p.stats.guess_kept for p in dec.drafter.props if p.stats is not None) > 0, "no guess node joined a tree"
-
-
-def test_specexec_grow_cost_with_plain_steps_equals_baseline_tiny_float64(tiny64, one_thread):
-    """grow=cost re-times T1 with plain steps (here every 3rd): the output stays the baseline's,
-    the plain steps' passes are timed, and the row's metrics count them."""
-    dec = SpecExecDecoder(budget=16, parallel_branches=4, grow="cost")
-    priced(dec.drafter, 0.05, {}, {})
-    dec.drafter.t1_every = 3
-    out = equals_baseline_tiny(spied(dec), tiny64, "grow=cost with plain steps")
-    assert dec.drafter.plain >= 4 and max(dec.drafter.sizes) == 16, f"no plain steps between full trees: {dec.drafter.sizes}"
-    assert dec.drafter.drafter.observed.t1() > 0  # the plain steps' passes were timed
-    assert dec.drafter.drafter.observed.rest_s > 0  # and the trees' loop work outside the passes
-    # the last row's metrics count its plain steps
-    assert out.stats.extra["grow_t1_steps"] >= 1 and out.stats.extra["grow_verify_scale"] == 1.0  # fake prices: never re-priced
-    assert out.stats.extra["grow_rest"] == 0.0  # (nor charged for the loop's work)
-    assert out.stats.extra["grow_t1_mean_s"] > 0  # the trees after the first plain step were priced in a timed T1
 
 
 @pytest.mark.slow

@@ -173,10 +173,13 @@ def test_the_cost_model_prediction_is_read_in_one_place():
             json.dumps({"auto_steps": 30, "auto_predicted_step_tokens": 2.0, "auto_predicted_step_cost": 2.0, "auto_predicted_speedup": 1.0})]
     assert P.predicted_over_baseline(auto) == pytest.approx((30 + 60) / (15 + 60))  # pooled as the measurement is
     assert P.predicted_over_baseline([json.dumps({"grow_predicted_speedup": 1.5}), json.dumps({"grow_predicted_speedup": 2.5})]) == 2.0
+    sized = [json.dumps({"sizing_steps": 4, "sizing_predicted_step_tokens": 3.0, "sizing_predicted_step_cost": 1.0, "sizing_predicted_speedup": 3.0}),
+             json.dumps({"sizing_steps": 4, "sizing_predicted_step_tokens": 1.0, "sizing_predicted_step_cost": 1.0, "sizing_predicted_speedup": 1.0})]
+    assert P.predicted_over_baseline(sized) == pytest.approx(2.0)  # today's family, pooled the same way
     assert np.isnan(P.predicted_over_baseline([None, json.dumps({"draft_time_s": 1.0})]))
     rows = comparison()
     for r in rows:
         if r["arm"] == "sps":
-            r["metrics_json"] = json.dumps({"grow_predicted_speedup": 1.8})
+            r["metrics_json"] = json.dumps({"sizing_predicted_speedup": 1.8})
     assert one(P.paired_speedups(pd.DataFrame(rows)), arm="sps").predicted_speedup == pytest.approx(1.8)
     assert "predicted_speedup" in comparison_summary(pd.DataFrame(rows)).columns

@@ -145,16 +145,15 @@ def assert_cache_is_prefill_of(lm, ids: list[int], atol: float = 1e-6) -> None:
 
 
 def priced(drafter, c: float, v: dict, vd: dict):
-    """A ``method.grow=cost`` tree drafter with fake measured costs (c, v(n), vd(w) points): its tree
-    shapes then do not depend on this machine's timings — neither the probe's nor the run's own
-    (a toy draft costs as much as its toy target, so the run would correct c towards 2x the fake)."""
-    import math
+    """A sized drafter (k=auto, grow=cost) with fake measured costs (c, v(n), vd(w) points) that its
+    rows' own timings cannot move (cost priors of near-infinite weight): its sizes then do not
+    depend on this machine's timings — neither the probe's nor the run's own."""
+    import dataclasses
 
-    from spsamp.cost_model import Costs, ObservedCost, VerifyCost
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
 
     drafter.costs = Costs(c=c, v=VerifyCost(v), vd=VerifyCost(vd))
-    drafter.observed = ObservedCost(min_weight=math.inf)
-    drafter.t1_every = 0  # no plain T1 steps: every step's shape is the prices' (tests of those steps set it)
+    drafter.priors = dataclasses.replace(PRIORS, cost_prior_steps=1e12)
     return drafter
 
 
@@ -169,9 +168,18 @@ class Spy:
         self.drafter, self.sizes, self.depths = drafter, [], []
         self.props, self.prefixes = [], []
         self.cut_short = 0  # proposals smaller than both the size asked for and the room left
-        self.plain = 0  # plain steps a sized drafter took to re-time T1 (size 0 asked, or a tree's plain stats)
         self.calls = 0  # draft passes spent (a chain with lookup spends fewer than its tokens)
         self.needs_model = drafter.needs_model
+
+    @property
+    def sizer(self):
+        return self.drafter.sizer
+
+    def start(self, st):
+        self.drafter.start(st)
+
+    def observe(self, step):
+        self.drafter.observe(step)
 
     def size(self, st):
         return self.drafter.size(st)
@@ -181,7 +189,6 @@ class Spy:
         prop = self.drafter.propose(st, size, max_depth, hidden)
         self.props.append(prop)
         self.sizes.append(prop.size)
-        self.plain += (size == 0 and max_depth > 0) or getattr(prop.stats, "plain", False)
         self.cut_short += prop.size < min(size, max_depth)
         self.depths.append(prop.max_depth)
         self.calls += prop.draft_calls

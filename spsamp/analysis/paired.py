@@ -86,16 +86,16 @@ def hardware_label(row: pd.Series) -> str:
 def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
     """The cost model's own prediction of an arm's decode speedup over plain decoding, pooled over
     its rows as the measurement is (each row's steps x predicted tokens over its steps x predicted
-    cost), from the ``metrics_json`` the sizing drafters write (k/budget = auto: ``auto_*``; SpecExec
-    grow = cost: ``grow_*``); rows with only a per-row prediction give the mean of those. NaN where no
-    row carries one. The one place that reads these keys."""
+    cost), from the ``metrics_json`` the sizing drafters write (``sizing_*``; rows written before that family
+    have ``auto_*`` or ``grow_*``); rows with only a per-row prediction give the mean of those. NaN where
+    no row carries one. The one place that reads these keys."""
     rows = []
     for text in metrics_json:
         try:
             rows.append(json.loads(text) if isinstance(text, str) and text else {})
         except json.JSONDecodeError:
             rows.append({})
-    for prefix in ("auto", "grow"):
+    for prefix in ("sizing", "auto", "grow"):
         steps, tokens, cost = (f"{prefix}_steps", f"{prefix}_predicted_step_tokens", f"{prefix}_predicted_step_cost")
         have = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in (steps, tokens, cost))]
         if have and len(have) == len([r for r in rows if f"{prefix}_predicted_speedup" in r]):

@@ -17,7 +17,6 @@ import torch
 
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import GenerationConfig
-from spsamp.drafting.autosize import AutoSized
 from spsamp.loop import AcceptanceRule, DecodeOutput, DecodeStats, Decoding, Drafter, Timer, begin, speculate, truncate_at_eos
 from spsamp.models import CausalLM
 
@@ -77,10 +76,10 @@ class LoopDecoder(Decoder):
     def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
         prepare = getattr(self.drafter, "prepare", None)
         if prepare is not None and draft is not None:
-            prepare(target, draft)  # k / budget = auto, grow = cost: measure c and v(n) once per job
+            prepare(target, draft)  # k=auto, grow=cost: measure c, v(n) and vd(w) once per job
 
     def metrics(self, st: Decoding) -> dict[str, Any]:
         """Per-row extras for ``metrics_json``; default: seconds in proposing / in target passes,
-        and what k / budget = auto chose."""
-        auto = self.drafter.metrics() if isinstance(self.drafter, AutoSized) else {}
-        return {"draft_time_s": st.draft_s, "target_time_s": st.target_s, **auto}
+        and what k=auto / grow=cost chose (``sizing_*``)."""
+        sizer = self.drafter.sizer
+        return {"draft_time_s": st.draft_s, "target_time_s": st.target_s, **(sizer.metrics() if sizer is not None else {})}

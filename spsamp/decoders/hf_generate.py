@@ -135,8 +135,18 @@ def hf_generate(
     """One ``target.model.generate`` call (with ``assistant_model`` when given, and any ``extra``
     generation settings, e.g. ``prompt_lookup_num_tokens`` or the assistant's schedule, on the
     config both models run with); tokens and counters."""
-    # generate() samples from the global RNG: seed it from the row's generator (reproducible rows)
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device)))
+    # generate() samples from the global RNG: seed it from the row's generator (reproducible rows),
+    # inside a fork so the caller's global RNG state is the same after the call as before
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng, device=rng.device))
+    on_cuda = torch.device(target.device).type == "cuda" and torch.cuda.is_available()
+    devices = [torch.device(target.device)] if on_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _generate(target, prompt_ids, gen, assistant, extra)
+
+
+def _generate(target: CausalLM, prompt_ids: torch.Tensor, gen: GenerationConfig, assistant: Optional[CausalLM],
+              extra: Optional[dict[str, Any]]) -> DecodeOutput:
     cfg = reference_config(gen, target.eos_ids)
     cfg.update(**(extra or {}))  # a None leaves a field unset: transformers fills it from its defaults
     kwargs: dict[str, Any] = {"generation_config": cfg}

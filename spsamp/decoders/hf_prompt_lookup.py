@@ -1,5 +1,5 @@
 """``method=hf_prompt_lookup``: transformers' prompt lookup decoding
-(``generate(prompt_lookup_num_tokens=k, max_matching_ngram_size=max_ngram)``) as the reference row
+(``generate(prompt_lookup_num_tokens=k, max_matching_ngram_size=lookup_ngram)``) as the reference row
 for ``method=prompt_lookup``, on the very same loaded target. See :mod:`spsamp.decoders.hf_generate`
 for how its counters are taken.
 """
@@ -25,5 +25,5 @@ class HFPromptLookupDecoder(Decoder):
 
     def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
                  rng: torch.Generator) -> DecodeOutput:
-        lookup = {"prompt_lookup_num_tokens": self.params.k, "max_matching_ngram_size": self.params.max_ngram}
+        lookup = {"prompt_lookup_num_tokens": self.params.k, "max_matching_ngram_size": self.params.lookup_ngram}
         return hf_generate(target, prompt_ids, gen, rng, extra=lookup)

@@ -2,17 +2,18 @@
 Decoding"; transformers' ``generate(prompt_lookup_num_tokens=k)``, here ``method=hf_prompt_lookup``).
 
 Prompt lookup = :class:`PromptLookupDrafter` (up to ``k`` tokens that followed the latest
-``max_ngram``-gram's first earlier occurrence in prompt + output) + the exact
+``lookup_ngram``-gram's first earlier occurrence in prompt + output; the same knob, by the same
+name, as SpS's and SpecExec's lookup cascades) + the exact
 :func:`rejection_sampling` rule with a one-hot draft distribution: lossless at any temperature.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.config import ConfigError
+from spsamp.config import FORMERLY, ConfigError
 from spsamp.decoders.base import LoopDecoder
 from spsamp.drafting.lookup import PromptLookupDrafter
 
@@ -24,15 +25,16 @@ class PromptLookupDecoder(LoopDecoder):
     class Params:
         name: str = "prompt_lookup"
         k: int = 10  # tokens copied per step at most (transformers' prompt_lookup_num_tokens)
-        max_ngram: int = 2  # longest suffix n-gram matched (transformers' max_matching_ngram_size)
+        # longest suffix n-gram matched (transformers' max_matching_ngram_size); once called max_ngram
+        lookup_ngram: int = field(default=2, metadata={FORMERLY: "max_ngram"})
 
         def check(self) -> None:
             if self.k < 1:
                 raise ConfigError(f"method.k: must be >= 1, got {self.k} — use method=baseline for no drafting")
-            if self.max_ngram < 1:
-                raise ConfigError(f"method.max_ngram: must be >= 1, got {self.max_ngram} — e.g. 2")
+            if self.lookup_ngram < 1:
+                raise ConfigError(f"method.lookup_ngram: must be >= 1, got {self.lookup_ngram} — e.g. 2")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        self.drafter = PromptLookupDrafter(self.params.k, self.params.max_ngram)
+        self.drafter = PromptLookupDrafter(self.params.k, self.params.lookup_ngram)
         self.acceptance = ChainAcceptance()

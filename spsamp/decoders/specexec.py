@@ -15,9 +15,7 @@ from typing import Any
 
 from spsamp.acceptance.tree import TreeAcceptance
 from spsamp.config import ADDED_LATER, ConfigError
-from spsamp.cost_model import pooled_speedup, priced_t1
 from spsamp.decoders.base import LoopDecoder
-from spsamp.drafting.autosize import BUDGET_MAX, AutoSized
 from spsamp.drafting.lookup import check_lookup_params
 from spsamp.drafting.tree import TreeDrafter
 from spsamp.loop import Decoding
@@ -30,14 +28,14 @@ class SpecExecDecoder(LoopDecoder):
     @dataclass
     class Params:
         name: str = "specexec"
-        # draft tree nodes per step (tokens the target verifies besides the root); auto: the cost
-        # model's best budget for this width and depth, re-chosen every step (spsamp/drafting/autosize.py)
+        # draft tree nodes per step (tokens the target verifies besides the root); with grow=cost, the cap.
+        # An integer (typed Any so that the retired `auto` gets its own error line, naming grow=cost)
         budget: Any = 16
         parallel_branches: int = 4  # leaves expanded per batched draft forward
         branch_prune_threshold: float = 0.0  # drop children whose cumulative draft probability is below this (0 = off)
         max_depth: int = 8  # deepest tree level
         # budget: grow until `budget` nodes (the paper's rule); cost: `budget` is a cap, each step's
-        # passes and verified nodes are chosen from the machine's measured costs (drafting/tree.py)
+        # passes and verified nodes are chosen from the row's costs (drafting/tree.py, drafting/sizing.py)
         grow: str = field(default="budget", metadata={ADDED_LATER: True})
         # per draft pass, feed up to this many tokens looked up in prompt + output + the path to the
         # pass's best node; those that are top children of the node before them are expanded in that
@@ -47,8 +45,10 @@ class SpecExecDecoder(LoopDecoder):
         lookup_min_ngram: int = field(default=2, metadata={ADDED_LATER: True})
 
         def check(self) -> None:
-            if self.budget != "auto" and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1):
-                raise ConfigError(f"method.budget: must be an integer >= 1 or auto, got {self.budget!r} — set the tree size in nodes")
+            if self.budget == "auto":
+                raise ConfigError("method.budget: auto is gone — use method.grow=cost with method.budget as its cap (e.g. 16)")
+            if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
+                raise ConfigError(f"method.budget: must be an integer >= 1, got {self.budget!r} — set the tree size in nodes")
             if self.parallel_branches < 1:
                 raise ConfigError(f"method.parallel_branches: must be >= 1, got {self.parallel_branches} — use 1 for a sequential build")
             if not 0.0 <= self.branch_prune_threshold < 1.0:
@@ -58,9 +58,6 @@ class SpecExecDecoder(LoopDecoder):
             if self.grow not in ("budget", "cost"):
                 raise ConfigError(f"method.grow: must be budget or cost, got {self.grow!r} — budget grows every tree to "
                                   "method.budget nodes, cost sizes each tree from measured pass costs")
-            if self.grow == "cost" and self.budget == "auto":
-                raise ConfigError("method.grow=cost sizes each tree itself — set method.budget to its cap (an integer, "
-                                  "e.g. 16), not auto")
             if self.max_depth < 1:
                 raise ConfigError(f"method.max_depth: must be >= 1, got {self.max_depth} — set the deepest tree level")
             check_lookup_params(self.lookup, self.lookup_ngram, self.lookup_min_ngram)
@@ -68,42 +65,31 @@ class SpecExecDecoder(LoopDecoder):
     def __init__(self, **params: Any):
         super().__init__(**params)
         p = self.params
-        auto = p.budget == "auto"
-        self.drafter = TreeDrafter(BUDGET_MAX if auto else p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth,
+        self.drafter = TreeDrafter(p.budget, p.parallel_branches, p.branch_prune_threshold, p.max_depth,
                                    grow=p.grow, lookup=p.lookup, lookup_ngram=p.lookup_ngram, lookup_min_ngram=p.lookup_min_ngram)
-        if auto:
-            self.drafter = AutoSized(self.drafter, tree=True, width=p.parallel_branches, max_depth=p.max_depth)
         self.acceptance = TreeAcceptance()
 
     def metrics(self, st: Decoding) -> dict[str, Any]:
         """Per-row SpecExec extras (defined in docs/records.md)."""
-        trees = [t for t in st.trace if t.stats is not None and not t.stats.plain]
-        if not trees:
+        steps = [t for t in st.trace if t.stats is not None]
+        if not steps:
             return super().metrics(st)
-        plain = [1.0] * sum(1 for t in st.trace if t.stats is not None and t.stats.plain)  # one token for one T1 each
+        trees = [t.stats for t in steps]
         n = len(trees)
-        expansions = sum(t.stats.draft_calls - 1 for t in trees)
-        candidates = sum(t.stats.candidates for t in trees)
-        path_nodes = sum(t.kept_nodes for t in trees)
-        # tokens a tree was expected to yield (1 + scaled value) over its predicted speedup = its cost
-        costs = [(1 + t.stats.calibration * t.stats.expected) / t.stats.predicted for t in trees] if self.params.grow == "cost" else []
+        expansions = sum(t.draft_calls - 1 for t in trees)
+        candidates = sum(t.candidates for t in trees)
+        path_nodes, reused = sum(t.kept_nodes for t in steps), sum(t.reused for t in steps)
         return {
-            "tree_size_mean": sum(t.stats.size for t in trees) / n,
-            "tree_depth_mean": sum(t.stats.depth for t in trees) / n,
-            "depth_reached_max": max(t.stats.depth for t in trees),
-            "branch_prune_rate": sum(t.stats.pruned for t in trees) / candidates if candidates else 0.0,
-            "effective_parallelism": sum(t.stats.expanded for t in trees) / expansions if expansions else 0.0,
-            "cache_hit_rate": sum(t.reused for t in trees) / path_nodes if path_nodes else None,
-            "max_active_branches": max(t.stats.leaves for t in trees),
-            "draft_passes_mean": sum(t.stats.draft_calls for t in trees) / n,
-            **({"lookup_offered": sum(t.stats.guessed for t in trees), "lookup_kept": sum(t.stats.guess_kept for t in trees)}
+            "tree_size_mean": sum(t.size for t in trees) / n,
+            "tree_depth_mean": sum(t.depth for t in trees) / n,
+            "depth_reached_max": max(t.depth for t in trees),
+            "branch_prune_rate": sum(t.pruned for t in trees) / candidates if candidates else 0.0,
+            "effective_parallelism": sum(t.expanded for t in trees) / expansions if expansions else 0.0,
+            "cache_hit_rate": reused / path_nodes if path_nodes else None,
+            "max_active_branches": max(t.leaves for t in trees),
+            "draft_passes_mean": sum(t.draft_calls for t in trees) / n,
+            **({"lookup_offered": sum(t.guessed for t in trees), "lookup_kept": sum(t.guess_kept for t in trees)}
                if self.params.lookup else {}),
-            **({"tree_cut_mean": sum(t.stats.cut for t in trees) / n,
-                "grow_predicted_speedup": pooled_speedup([t.stats.predicted for t in trees] + plain, costs + plain),
-                "grow_calibration": trees[-1].stats.calibration, "grow_c": trees[-1].stats.c,
-                "grow_c_probe": trees[-1].stats.c_probe, "grow_t1_steps": len(plain), "grow_t1_s": trees[-1].stats.t1_s,
-                "grow_t1_mean_s": priced_t1([t.stats.t1_s for t in trees], costs),
-                "grow_verify_scale": trees[-1].stats.v_scale, "grow_rest": trees[-1].stats.rest}
-               if self.params.grow == "cost" else {}),
+            **({"tree_cut_mean": sum(t.cut for t in trees) / n} if self.params.grow == "cost" else {}),
             **super().metrics(st),
         }

@@ -18,7 +18,6 @@ from typing import Any, Optional
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import ADDED_LATER, ConfigError
 from spsamp.decoders.base import LoopDecoder
-from spsamp.drafting.autosize import AutoSized
 from spsamp.drafting.chain import ChainDrafter
 from spsamp.drafting.lookup import check_lookup_params
 
@@ -30,7 +29,7 @@ class SpeculativeDecoder(LoopDecoder):
     class Params:
         name: str = "speculative"
         # draft tokens per step (the target verifies k + 1 positions in one pass); auto: the cost
-        # model's best k, re-chosen every step (spsamp/drafting/autosize.py)
+        # model's best k, re-chosen every step from the row's own evidence (spsamp/drafting/sizing.py)
         k: Any = 4
         # end a step's chain after the first draft token whose draft probability is below this
         # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens.
@@ -57,8 +56,6 @@ class SpeculativeDecoder(LoopDecoder):
 
     def __init__(self, **params: Any):
         super().__init__(**params)
-        k = self.params.k
-        chain = ChainDrafter(1 if k == "auto" else k, self.params.stop_below, self.params.lookup, self.params.lookup_ngram,
-                             self.params.lookup_min_ngram)
-        self.drafter = AutoSized(chain) if k == "auto" else chain
+        p = self.params
+        self.drafter = ChainDrafter(p.k, p.stop_below, p.lookup, p.lookup_ngram, p.lookup_min_ngram)
         self.acceptance = ChainAcceptance()

@@ -16,44 +16,75 @@ that restates the prompt's code, 0.3 passes per token; MT-Bench chat, 0.8).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from spsamp.acceptance.rejection import fit_logits, rejection_sampling
+from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs
 from spsamp.drafting.lookup import lookup
-from spsamp.proposals import Proposal
+from spsamp.drafting.sizing import ChainSizer
+from spsamp.proposals import Proposal, Step
+
+log = logging.getLogger(__name__)
 
 
 class ChainDrafter:
     """Draft ``k`` tokens with at most ``k`` draft forwards (``k`` without ``lookup``). The k-th token
     is not fed back: if all k are accepted, the loop feeds it next step with the target's bonus token.
 
+    k="auto": each step's k is chosen by a :class:`~spsamp.drafting.sizing.ChainSizer`, made afresh
+    for every row (:meth:`start`) from the probe's costs (:meth:`prepare`; measured in place at the
+    first row when nobody called it).
+
     stop_below: end the chain early, after the first token whose draft probability p_i(x_i) is below
     it (transformers' ``assistant_confidence_threshold``): an unlikely draft token is likely rejected,
     so the passes after it are mostly wasted. Still exact: the stop depends only on the draft's own
     tokens, so given the accepted prefix the next output is q's either way (bonus token or ratio test).
-    With a stop, the proposal's ``stats`` is the list of which tokens the draft was sure of (all of
-    them judged, the last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
+    With a stop, ``Proposal.sure`` says which tokens the draft was sure of (all of them judged, the
+    last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
 
     lookup / lookup_ngram / lookup_min_ngram: tokens looked up per draft pass (0: none), the longest
     and the shortest n-gram matched (module doc). A chain drafted so says what each pass fed
     (``Proposal.pass_widths``), and :meth:`lookup_state` tells k=auto whether a step begins with a
-    guess in hand: it prices a chain by the draft passes per token and the acceptance seen in that
-    state (:class:`spsamp.cost_model.LookupStates`).
+    guess in hand: it prices a chain by the draft units per token and the acceptance seen in that state.
     """
 
     needs_model = True
 
-    def __init__(self, k: int, stop_below: float | None = None, lookup: int = 0, lookup_ngram: int | None = None,
-                 lookup_min_ngram: int | None = None):
+    def __init__(self, k: int | str, stop_below: float | None = None, lookup: int = 0, lookup_ngram: int | None = None,
+                 lookup_min_ngram: int | None = None, priors: SizingPriors = PRIORS):
         if lookup and not (lookup_ngram and lookup_min_ngram):
             raise ValueError("ChainDrafter: lookup needs lookup_ngram and lookup_min_ngram (SpeculativeDecoder.Params holds the defaults)")
         self.k, self.stop_below = k, stop_below
         self.lookup, self.lookup_ngram, self.lookup_min_ngram = lookup, lookup_ngram, lookup_min_ngram
+        self.priors = priors
+        self.costs: Costs | None = None  # k=auto: the probe's (prepare), else measured in place at the first row
+        self.sizer: ChainSizer | None = None  # k=auto: this row's
+
+    def prepare(self, target: Any, draft: Any) -> None:
+        if self.k == "auto":
+            self.costs = probe_costs(target, draft)
+            log.info("k=auto: measured c=%.3f, %s", self.costs.c, self.costs.v.describe())
+
+    def start(self, st: Any) -> None:
+        if self.k == "auto":
+            if self.costs is None:
+                self.costs = measure_costs(st.target, st.draft)  # on top of the caches, cropped back after
+            self.sizer = ChainSizer(self.costs, bool(self.lookup), self.stop_below is not None, self.priors)
 
     def size(self, st: Any) -> int:
-        return self.k
+        if self.k != "auto":
+            return self.k
+        if self.sizer is None:
+            self.start(st)
+        state = self.lookup_state(st) if self.lookup else None
+        return self.sizer.choose(state, st.room - 1)  # a step keeps its path + one target token
+
+    def observe(self, step: Step) -> None:
+        if self.sizer is not None:
+            self.sizer.observe(step.proposal, step.kept, step.draft_s, step.target_s, step.overhead_s)
 
     @staticmethod
     def _confidence(st: Any, logits: torch.Tensor, p_i: torch.Tensor, token: int) -> float:
@@ -122,5 +153,5 @@ class ChainDrafter:
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
             draft_calls=len(guesses),
             pass_widths=[1 + g for g in guesses] if self.lookup else None,
-            stats=sure if self.stop_below is not None else None,
+            sure=sure if self.stop_below is not None else None,
         )

@@ -1,7 +1,7 @@
 """Prompt lookup: draft tokens copied from the text so far, no draft model (Saxena 2023, "Prompt
 Lookup Decoding"; transformers' ``generate(prompt_lookup_num_tokens=...)``).
 
-For n = ``max_ngram`` down to 1, find the first earlier occurrence of the last n tokens of
+For n = ``lookup_ngram`` down to 1, find the first earlier occurrence of the last n tokens of
 prompt + output; propose the (up to) ``k`` tokens that followed it. The proposal is deterministic:
 its draft distribution is one-hot at each token (``p_dist=None``), so exact rejection sampling
 accepts x with probability q(x) and otherwise samples from q with x removed, renormalised — the
@@ -19,13 +19,13 @@ from spsamp.config import ConfigError
 from spsamp.proposals import Proposal
 
 
-def lookup(seq: list[int], k: int, max_ngram: int, eos_ids: set[int] = frozenset(), min_ngram: int = 1) -> list[int]:
+def lookup(seq: list[int], k: int, lookup_ngram: int, eos_ids: set[int] = frozenset(), lookup_min_ngram: int = 1) -> list[int]:
     """Up to ``k`` tokens that followed the first earlier match of ``seq``'s longest suffix n-gram
-    (``min_ngram`` <= n <= ``max_ngram``), cut after an eos (tokens past it could never be output)."""
+    (``lookup_min_ngram`` <= n <= ``lookup_ngram``), cut after an eos (tokens past it could never be output)."""
     if k < 1 or len(seq) < 2:
         return []
     ids = torch.tensor(seq, dtype=torch.long)
-    for n in range(min(max_ngram, len(seq) - 1), max(min_ngram, 1) - 1, -1):
+    for n in range(min(lookup_ngram, len(seq) - 1), max(lookup_min_ngram, 1) - 1, -1):
         # windows[i] = seq[i:i+n]; a match must leave at least one token after it
         hits = (ids[: len(seq) - 1].unfold(0, n, 1) == ids[-n:]).all(dim=1).nonzero().flatten()
         for start in hits.tolist():
@@ -52,13 +52,21 @@ def check_lookup_params(lookup: Any, ngram: Any, min_ngram: Any) -> None:
 class PromptLookupDrafter:
     needs_model = False
 
-    def __init__(self, k: int, max_ngram: int):
+    def __init__(self, k: int, lookup_ngram: int):
         self.k = k
-        self.max_ngram = max_ngram
+        self.lookup_ngram = lookup_ngram
+
+    sizer = None  # a fixed k: nothing to size
+
+    def start(self, st: Any) -> None:
+        pass
+
+    def observe(self, step: Any) -> None:
+        pass
 
     def size(self, st: Any) -> int:
         return self.k
 
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool = False) -> Proposal:
-        tokens = lookup(st.seq, min(size, max_depth), self.max_ngram, st.eos_ids)
+        tokens = lookup(st.seq, min(size, max_depth), self.lookup_ngram, st.eos_ids)
         return Proposal.chain(torch.tensor(tokens, dtype=torch.long))  # p_dist=None: one-hot

@@ -11,18 +11,18 @@ to enter the tree (children are never likelier than their parent). A child whose
 probability falls below ``branch_prune_threshold`` is pruned; nodes at ``max_depth`` are not expanded.
 
 Because the tree is the best ``budget`` of one ranking, a smaller budget builds the first nodes of
-a larger budget's tree (nodes are emitted in that ranking) — budget=auto relies on it
-(spsamp.cost_model.AcceptedByBudget).
+a larger budget's tree (nodes are emitted in that ranking).
 
 ``grow="cost"`` (``method.grow=cost``) makes ``budget`` a cap and sizes each tree from the
-machine's measured costs (c, v(n), vd(w): :func:`spsamp.cost_model.probe_costs`): each pass
+row's costs (:class:`spsamp.drafting.sizing.TreeSizer`: the probe's c, v(n), vd(w), then the
+row's own pass times): each pass
 expands only as many of the best unexpanded nodes as raise the predicted speedup, growth stops
 when another pass cannot pay for itself, and the target verifies the best-first prefix with the
 highest predicted speedup (:func:`~spsamp.cost_model.expansion_width`,
 :func:`~spsamp.cost_model.tree_speed`). A confident draft then grows a deep narrow tree, an
 unsure one a shallow wide one — per step, not per run (EAGLE-2's dynamic tree, Li et al. 2024,
 with SpecExec's exact acceptance). Node values are path probabilities times a calibration learnt
-from what the target accepted (:class:`~spsamp.cost_model.Calibration`).
+from what the target accepted (``TreeSizer.calibration``).
 
 ``lookup`` (``method.lookup``): each draft pass also feeds up to ``lookup`` tokens that followed the
 latest n-gram's earlier occurrence in prompt + output + the path to the pass's best node (the
@@ -44,54 +44,28 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.config import GenerationConfig
-from spsamp.cost_model import (T1_EVERY, Calibration, Costs, ObservedCost, expansion_width, measure_costs, probe_costs,
-                                plain_step, scaled_verify, tree_speed)
+from spsamp.cost_model import PRIORS, Costs, SizingPriors, expansion_width, measure_costs, probe_costs, tree_speed
 from spsamp.drafting.lookup import lookup
-from spsamp.proposals import Proposal, tree_path
+from spsamp.drafting.sizing import TreeSizer
+from spsamp.proposals import Proposal, Step, TreeStats
 from spsamp.sampling import logits_to_probs
 from spsamp.verification import attention_masks
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TreeStats:
-    """What one tree build did (aggregated by the decoder into DecodeStats.extra)."""
-
-    size: int = 0  # nodes in the tree
-    depth: int = 0  # deepest node
-    leaves: int = 0  # nodes without children = root-to-leaf branches
-    draft_calls: int = 0  # draft forwards (root forward included)
-    expanded: int = 0  # nodes fed through the draft (their KV entries are in the draft cache)
-    candidates: int = 0  # children considered (top children of expanded nodes)
-    pruned: int = 0  # of those, dropped by branch_prune_threshold
-    cut: int = 0  # grow=cost: best-ranked nodes left unverified (not worth their verify cost)
-    predicted: float = 0.0  # grow=cost: the predicted speedup of the verified tree (cost_model.tree_speed)
-    calibration: float = 1.0  # grow=cost: the value scale this tree was sized with (cost_model.Calibration)
-    expected: float = 0.0  # grow=cost: the verified tree's value to the draft (sum of path probabilities)
-    spent: float = 0.0  # grow=cost: its draft passes in draft single-token units (root pass included)
-    c: float = 0.0  # grow=cost: the draft/target cost ratio it was sized with (cost_model.ObservedCost)
-    c_probe: float = 0.0  # grow=cost: the cost probe's c (what the run's own timings corrected)
-    v_scale: float = 1.0  # grow=cost: what verify passes v(n > 1) were priced at, per the probe's v(n)
-    t1_s: float | None = None  # grow=cost: the run's seconds per single-token target pass (None: not timed yet)
-    rest: float = 0.0  # grow=cost: the loop's own work a step was priced at, in T1 (cost_model.ObservedCost.rest)
-    guessed: int = 0  # lookup tokens fed with the draft passes
-    guess_kept: int = 0  # of those, nodes expanded by it (a top child of the node before it)
-    plain: bool = False  # grow=cost: a plain step (no tree) that re-times T1 (cost_model.T1_EVERY)
-
-
 class TreeDrafter:
     needs_model = True
 
     def __init__(self, budget: int, parallel_branches: int, branch_prune_threshold: float, max_depth: int,
-                 grow: str = "budget", lookup: int = 0, lookup_ngram: int | None = None, lookup_min_ngram: int | None = None):
+                 grow: str = "budget", lookup: int = 0, lookup_ngram: int | None = None, lookup_min_ngram: int | None = None,
+                 priors: SizingPriors = PRIORS):
         if lookup and not (lookup_ngram and lookup_min_ngram):
             raise ValueError("TreeDrafter: lookup needs lookup_ngram and lookup_min_ngram (SpecExecDecoder.Params holds the defaults)")
         self.lookup, self.lookup_ngram, self.lookup_min_ngram = lookup, lookup_ngram, lookup_min_ngram
@@ -101,42 +75,29 @@ class TreeDrafter:
         self.log_threshold = math.log(branch_prune_threshold) if branch_prune_threshold > 0 else -math.inf
         self.max_depth = max_depth
         self.grow = grow
-        self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first step
-        self.calibration = Calibration()
-        self.observed = ObservedCost()  # grow=cost: c as this run's own passes cost it
-        self.t1_every = T1_EVERY if grow == "cost" else 0  # grow=cost: the first step and every t1_every-th after it are plain
-        self.steps = 0
-        # (state, len(seq) at proposal, proposal, its draft, target and rest seconds before the step)
-        self._last: tuple[Any, int, Proposal, float, float, float] | None = None
+        self.priors = priors
+        self.costs: Costs | None = None  # grow=cost: set by prepare(), else measured at the first row
+        self.sizer: TreeSizer | None = None  # grow=cost: this row's
 
     def prepare(self, target: Any, draft: Any) -> None:
         """grow=cost: measure c, v(n) and vd(w) once per job (the decoder's prepare hook)."""
         if self.grow == "cost":
             self.costs = probe_costs(target, draft)
-            self.observed.observe_probe(self.costs.target_pass_s)  # a T1 timing too (median of five passes)
             log.info("grow=cost: measured c=%.3f, %s, draft %s", self.costs.c, self.costs.v.describe(), self.costs.vd.describe("vd"))
 
-    def observe(self) -> None:
-        """grow=cost: score the last tree — accepted nodes against the draft's expectation — once."""
-        if self._last is not None:
-            st, base, prop, draft_s, target_s, rest_s = self._last
-            self._last = None
-            if prop.size:
-                self.observed.observe_rest(st.rest_s - rest_s)
-            # against the draft's own expectation (unscaled): the calibration is accepted / that
-            if prop.size == 0:  # no tree verified (a plain step, or every node cut): one single-token target pass
-                self.observed.observe_t1(st.target_s - target_s)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("plain step of grow=cost%s at T=%g: %s", f" lookup={self.lookup}" if self.lookup else "",
-                              st.gen.temperature, self.observed.plain_trace(st.target_s - target_s))
-            if not prop.stats.plain:
-                path = tree_path(prop.tokens.tolist(), prop.parents.tolist(), list(st.seq[base:]))
-                self.calibration.observe(prop.stats.expected, len(path))
-                # _last is only kept by grow=cost, which has its costs before it proposes
-                self.observed.observe(st.draft_s - draft_s, prop.stats.spent, st.target_s - target_s, self.costs.v(prop.size + 1))
+    def start(self, st: Any) -> None:
+        """grow=cost: a row's sizing state is its own, from the probe's costs and the priors."""
+        if self.grow == "cost":
+            if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
+                self.costs = measure_costs(st.target, st.draft)
+            self.sizer = TreeSizer(self.costs, self.priors)
 
     def size(self, st: Any) -> int:
         return self.budget
+
+    def observe(self, step: Step) -> None:
+        if self.sizer is not None:
+            self.sizer.observe(step.proposal, step.kept, step.draft_s, step.target_s, step.overhead_s)
 
     def _probs(self, logits: torch.Tensor, gen: GenerationConfig, vocab: int) -> torch.Tensor:
         temp = gen.temperature if gen.temperature > 0 else 1.0
@@ -153,21 +114,10 @@ class TreeDrafter:
         by_cost = self.grow == "cost"
         st = TreeStats()
         if by_cost:
-            self.observe()
-            self.steps += 1
-            if plain_step(self.steps, self.t1_every):  # re-time T1: no draft, the target's own token
-                prop = Proposal.chain(torch.empty(0, dtype=torch.long), stats=TreeStats(plain=True))
-                self._last = (state, len(state.seq), prop, state.draft_s, state.target_s, state.rest_s)
-                return prop
-            if self.costs is None:  # nobody called prepare(): measure on top of the caches, once
-                self.costs = measure_costs(state.target, draft)
-                self.observed.observe_probe(self.costs.target_pass_s)
-            costs = self.costs
-            st.calibration = scale = self.calibration.scale
-            st.c = c = self.observed.c(costs.c)
-            st.c_probe = costs.c
-            st.v_scale, st.t1_s, st.rest = self.observed.verify_scale(), self.observed.t1(), self.observed.rest()
-            verify = scaled_verify(costs.v, st.v_scale, st.rest)
+            if self.sizer is None:
+                self.start(state)
+            sizer = self.sizer
+            vd, scale, c, verify = sizer.cost.vd, sizer.calibration, sizer.cost.c, sizer.cost.verify
         pending = state.seq[draft.cache_len :]
         # every node discovered so far (candidates); the tree is the `budget` best of them
         tokens: list[int] = []
@@ -181,14 +131,14 @@ class TreeDrafter:
         start = draft.cache_len
         logits = draft.forward(torch.tensor(pending + guess, dtype=torch.long), last_only=not guess).logits
         st.draft_calls = 1
-        widths = [1 + len(guess)]  # tokens fed per pass (the root pass: root + guess), as budget=auto prices them
+        widths = [1 + len(guess)]  # tokens fed per pass (the root pass: root + guess), priced at vd(width)
         base = start + len(pending)  # prefix + root: every node sees all of it
         root_pos = base - 1
         key_pos = list(range(draft.cache_len))  # position of each draft-cache entry (sliding-window masks)
         probs = self._probs(logits[-(len(guess) + 1) :], gen, vocab)
         tops = self._discover(known, probs[:1], [-1], budget, st)
         tops += self._follow(known, guess, -1, base, probs[1:], depth_cap, budget, st)
-        spent = costs.vd(1 + len(guess)) if by_cost else 1.0  # draft passes paid for, in draft single-token passes
+        spent = vd(1 + len(guess)) if by_cost else 1.0  # draft passes paid for, in draft single-token passes
         while True:
             tree = self._best(path_lp, depths, budget)
             full = len(tree) == budget
@@ -202,14 +152,14 @@ class TreeDrafter:
             if by_cost:
                 child = sum(tops) / len(tops) if tops else 1.0
                 m = expansion_width([math.exp(path_lp[i]) for i in tree], [math.exp(path_lp[i]) for i in batch], child,
-                                    spent, c, verify, costs.vd, budget, scale)
+                                    spent, c, verify, vd, budget, scale)
                 if m == 0:
                     break  # no pass would pay for itself
                 batch = batch[:m]
             anchor = batch[0]  # the best node this pass expands: a lookup continues its path
             guess = self._guess(state, known, anchor, depth_cap - depths[anchor])
             if by_cost:
-                spent += costs.vd(len(batch) + len(guess))
+                spent += vd(len(batch) + len(guess))
             # expand the batch in one draft forward: node j at position root_pos + depth(j), seeing
             # the prefix, its ancestors (expanded earlier: they are how it was found) and itself;
             # then the guess after the anchor, each token seeing the anchor's view and the guess so far
@@ -241,8 +191,9 @@ class TreeDrafter:
         # `tree` is final: the loop leaves right after choosing it, with nothing expanded since
         if by_cost:  # verify only the best-first prefix whose predicted speedup is highest
             values = [math.exp(path_lp[i]) for i in tree]
-            m, st.predicted = tree_speed(values, spent, c, verify, scale)
-            st.cut, st.expected, st.spent, tree = len(tree) - m, sum(values[:m]), spent, tree[:m]
+            m, predicted = tree_speed(values, spent, c, verify, scale)
+            st.cut, st.expected, tree = len(tree) - m, sum(values[:m]), tree[:m]
+            sizer.record(m, predicted, c * spent + verify(m + 1))
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
         st.size = len(tree)
@@ -257,8 +208,6 @@ class TreeDrafter:
             stats=st,
             _depths=torch.tensor([depths[i] for i in tree], dtype=torch.long),
         )
-        if by_cost:
-            self._last = (state, len(state.seq), prop, state.draft_s, state.target_s, state.rest_s)  # the step's seconds come after
         return prop
 
     def _guess(self, state: Any, known: tuple, anchor: int, room: int) -> list[int]:

@@ -11,14 +11,16 @@ Sources:
 - ``hub`` / ``local``: ``from_pretrained`` on a repo id or a directory (``trust_remote_code`` stays
   off unless the model spec turns it on).
 
-Loaded models are memoised per process by their spec, so every job of a sweep that asks for the
-same model reuses it.
+Loaded models are memoised per process by their spec, placement and the thread count they load
+under (``cpu_linear=auto`` times and reorders kernels for that count), so every job of a sweep that
+asks for the same model on the same threads reuses it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +38,9 @@ from spsamp.models.quantization import BNB, bnb_config, compute_dtype, int8_dyna
 log = logging.getLogger(__name__)
 
 _LOADED: dict[str, CausalLM] = {}
-_CHECKED_PAIRS: set[tuple[int, int]] = set()  # (target, draft) objects whose tokenizers matched
+# target -> drafts whose tokenizers matched it; weak keys: a freed model's entry goes with it (an id()
+# key could be reused by the next model loaded and vouch for a pair never compared)
+_CHECKED_PAIRS: "weakref.WeakKeyDictionary[CausalLM, weakref.WeakSet[CausalLM]]" = weakref.WeakKeyDictionary()
 _PRECHECKED: set[str] = set()  # (target, draft) specs whose tokenizer files matched before loading
 
 
@@ -57,7 +61,8 @@ def load_model(spec: ModelSpec, hardware: HardwareConfig, cache_dir: str | None 
     dtype, device = effective_dtype(spec, hardware), effective_device(spec, hardware)
     off = hardware.offload if offload else None
     kernels = hardware.cpu_linear if device == "cpu" and off is None else "aten"
-    key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None, kernels], sort_keys=True, default=str)
+    threads = torch.get_num_threads()  # set by the runner before loading (spsamp.models.threads)
+    key = json.dumps([asdict(spec), dtype, device, asdict(off) if off else None, kernels, threads], sort_keys=True, default=str)
     if key not in _LOADED:
         model, tokenizer = _build(spec, getattr(torch, dtype), device, cache_root(cache_dir), off)
         if kernels in REORDERED and not use_onednn_linears(model, split=kernels == "split"):
@@ -154,11 +159,11 @@ def _compare_tokenizers(tv: dict, dv: dict, t_vocab: Optional[int], d_vocab: Opt
 
 def check_same_tokenizer(target: CausalLM, draft: CausalLM) -> None:
     """Refuse a pair whose tokenizers map tokens to ids differently (speculation compares ids)."""
-    if (id(target), id(draft)) in _CHECKED_PAIRS:
+    if draft in _CHECKED_PAIRS.get(target, ()):
         return  # memoised models: a sweep compares two 50k-entry vocabularies once, not once per job
     _compare_tokenizers(target.tokenizer.get_vocab(), draft.tokenizer.get_vocab(), target.vocab_size, draft.vocab_size,
                         target.name, draft.name)
-    _CHECKED_PAIRS.add((id(target), id(draft)))
+    _CHECKED_PAIRS.setdefault(target, weakref.WeakSet()).add(draft)
 
 
 def _local_dir(spec: ModelSpec, hardware: HardwareConfig, cache: Path) -> Optional[Path]:

@@ -1,0 +1,179 @@
+"""Sizing a step from the row's own evidence: ``method.k=auto`` (:class:`ChainSizer`) and
+``method.grow=cost`` (:class:`TreeSizer`).
+
+A sized drafter holds one sizer per row (``Drafter.start`` makes it afresh from the probe's
+:class:`~spsamp.cost_model.Costs` and :data:`~spsamp.cost_model.PRIORS`): one cost estimate
+(:class:`~spsamp.cost_model.StepCost`) and one acceptance estimate for its kind of proposal. The
+loop hands the drafter each finished step (:class:`spsamp.loop.Step`), which it passes on to
+:meth:`Sizer.observe`. Every choice is logged with its prediction, for the row's ``sizing_*``
+metrics (docs/records.md). Terms and formulas: docs/methods.md, "Sizing".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from spsamp.cost_model import PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_stopped_k, pooled_speedup
+from spsamp.proposals import Proposal
+
+
+def draft_units(prop: Proposal, vd) -> float:
+    """The proposal's draft work in single-token draft passes: each pass at vd(tokens it fed)
+    (``Proposal.pass_widths``), else one per draft call."""
+    return sum(vd(w) for w in prop.pass_widths) if prop.pass_widths is not None else float(prop.draft_calls)
+
+
+@dataclass
+class Choice:
+    """One sized step: its size, the lookup state it began in, and the predicted tokens per step
+    and step cost (verify units) it was chosen for."""
+
+    size: int
+    state: Optional[int]
+    tokens: float
+    cost: float
+
+
+class Sizer:
+    """What both sizers share: the cost estimate, the log of choices, the row's metrics."""
+
+    def __init__(self, costs: Costs, priors: SizingPriors = PRIORS):
+        self.priors = priors
+        self.cost = StepCost(costs, priors)
+        self.choices: list[Choice] = []
+
+    def record(self, size: int, speedup: float, cost: float, state: Optional[int] = None) -> None:
+        self.choices.append(Choice(size, state, speedup * cost, cost))
+
+    def observe_cost(self, prop: Proposal, draft_s: float, target_s: float, overhead_s: float) -> float:
+        """The step's seconds into :class:`StepCost`; returns its draft units."""
+        units = draft_units(prop, self.cost.vd)
+        self.cost.observe(draft_s, units, target_s, prop.size + 1, overhead_s)
+        return units
+
+    def metrics(self) -> dict[str, object]:
+        """The row's ``sizing_*`` metrics (docs/records.md)."""
+        if not self.choices:
+            return {}
+        sizes = [ch.size for ch in self.choices]
+        hist: dict[str, int] = {}
+        for s in sizes:
+            hist[str(s)] = hist.get(str(s), 0) + 1
+        n = len(sizes)
+        return {
+            "sizing_steps": n,
+            "sizing_size_mean": sum(sizes) / n,
+            "sizing_size_last": sizes[-1],
+            "sizing_size_hist": hist,
+            "sizing_predicted_step_tokens": sum(ch.tokens for ch in self.choices) / n,
+            "sizing_predicted_step_cost": sum(ch.cost for ch in self.choices) / n,
+            "sizing_predicted_speedup": pooled_speedup([ch.tokens / ch.cost for ch in self.choices], [ch.cost for ch in self.choices]),
+            **self.cost.metrics(),
+        }
+
+
+class ChainEstimate:
+    """A chain's acceptance, per lookup state (0: no guess in hand, 1: a guess in hand; None: no
+    lookup): alpha = tokens kept / tokens tested, and the draft units a drafted token costs
+    (1 for a plain chain, fewer where looked-up guesses ride along). With ``stop`` (method.stop_below)
+    also the share of sure tokens and the acceptance of sure and of unsure ones."""
+
+    def __init__(self, priors: SizingPriors, lookup: bool, stop: bool):
+        w, d = priors.prior_steps, priors.decay
+        states = (0, 1) if lookup else (None,)
+        self.alpha = {s: Rate(priors.alpha, w, d) for s in states}
+        self.units = {s: Rate(1.0, w, d) for s in states}
+        self.stop = stop
+        self.sure = Rate(priors.sure, w, d)
+        self.alpha_sure, self.alpha_unsure = Rate(priors.alpha, w, d), Rate(priors.unsure_alpha, w, d)
+
+    def observe(self, state: Optional[int], proposed: int, kept: int, units: float, sure: Optional[list[bool]]) -> None:
+        """A step begun in ``state`` drafted ``proposed`` tokens for ``units`` draft units; the target
+        kept the first ``kept`` (the next, if any, was tested and rejected)."""
+        if proposed < 1:
+            return
+        self.alpha[state].observe(kept, kept + (kept < proposed))
+        self.units[state].observe(units, proposed)
+        if self.stop and sure:
+            self.sure.observe(sum(sure), len(sure))
+            for flag in (True, False):
+                tested = [i for i, s in enumerate(sure) if s == flag and i <= kept]
+                (self.alpha_sure if flag else self.alpha_unsure).observe(sum(1 for i in tested if i < kept), len(tested))
+
+    def metrics(self, choices: list[Choice]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if None in self.alpha:
+            out["sizing_alpha"] = self.alpha[None].value
+        else:
+            out["sizing_lookup_share"] = sum(ch.state == 1 for ch in choices) / len(choices) if choices else None
+            for state, name in ((1, "hit"), (0, "miss")):
+                out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha[state].value, self.units[state].value
+        if self.stop:
+            out.update(sizing_sure=self.sure.value, sizing_alpha_sure=self.alpha_sure.value, sizing_alpha_unsure=self.alpha_unsure.value)
+        return out
+
+
+class ChainSizer(Sizer):
+    """k=auto: before each step, the k (within the row's room) with the best predicted speedup
+
+        tokens(k) / (c u k + v(k + 1) + overhead)
+
+    (u: draft units per drafted token in the step's lookup state; tokens(k): Leviathan's
+    E[tokens/step], or :func:`~spsamp.cost_model.stopped_chain` with a confidence stop)."""
+
+    def __init__(self, costs: Costs, lookup: bool, stop: bool, priors: SizingPriors = PRIORS):
+        super().__init__(costs, priors)
+        self.estimate = ChainEstimate(priors, lookup, stop)
+
+    def choose(self, state: Optional[int], room: int) -> int:
+        """The next step's k; ``room``: the most draft tokens the step can still use (0: a plain step)."""
+        k_max = min(self.priors.k_max, room)
+        if k_max < 1:
+            return 0
+        est = self.estimate
+        per_token = self.cost.c * est.units[state].value
+        if est.stop:
+            size, speedup, cost = best_stopped_k(per_token, self.cost.verify, est.alpha_sure.value, est.alpha_unsure.value,
+                                                 est.sure.value, k_max)
+        else:
+            size, speedup = best_k(est.alpha[state].value, per_token, self.cost.verify, k_max)
+            cost = size * per_token + self.cost.verify(size + 1)
+        self.record(size, speedup, cost, state)
+        return size
+
+    def observe(self, prop: Proposal, kept: int, draft_s: float, target_s: float, overhead_s: float) -> None:
+        units = self.observe_cost(prop, draft_s, target_s, overhead_s)
+        state = self.choices[-1].state if self.choices else None
+        self.estimate.observe(state if state in self.estimate.alpha else None, prop.size, kept, units, prop.sure)
+
+    def metrics(self) -> dict[str, object]:
+        base = super().metrics()
+        return {**base, **self.estimate.metrics(self.choices)} if base else {}
+
+
+class TreeSizer(Sizer):
+    """grow=cost: the tree drafter asks, pass by pass, how many nodes to expand
+    (:func:`~spsamp.cost_model.expansion_width`) and which prefix to verify
+    (:func:`~spsamp.cost_model.tree_speed`), under the row's costs and ``calibration``: tokens the
+    target accepted per unit of the draft's own expectation (the verified nodes' path probabilities)."""
+
+    def __init__(self, costs: Costs, priors: SizingPriors = PRIORS):
+        super().__init__(costs, priors)
+        self.accepted = Rate(priors.calibration, priors.prior_steps, priors.decay)
+
+    @property
+    def calibration(self) -> float:
+        lo, hi = self.priors.calibration_range
+        return min(hi, max(lo, self.accepted.value))
+
+    def observe(self, prop: Proposal, kept: int, draft_s: float, target_s: float, overhead_s: float) -> None:
+        if prop.stats is None:
+            return
+        self.observe_cost(prop, draft_s, target_s, overhead_s)
+        if prop.size:
+            self.accepted.observe(kept, prop.stats.expected)
+
+    def metrics(self) -> dict[str, object]:
+        base = super().metrics()
+        return {**base, "sizing_calibration": self.calibration} if base else {}
