@@ -242,8 +242,10 @@ def test_headline_experiment_arms_compose_and_validate():
     assert sorted((str(m["k"]), m["lookup"]) for _, m in methods if m["name"] == "speculative") == [
         ("2", 0), ("4", 0), ("8", 0), ("auto", 10)]
     # transformers' assisted generation at the same k, on our kernels and on stock ones
-    assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted") == [
+    assert sorted((kern, m["k"]) for kern, m in methods if m["name"] == "hf_assisted" and m["schedule"] == "constant") == [
         (kern, k) for kern in ("aten", "auto") for k in (2, 4, 8)]
+    # and with transformers' own assistant settings, as its users run it
+    assert sorted(kern for kern, m in methods if m["name"] == "hf_assisted" and m["schedule"] == "transformers_default") == ["aten", "auto"]
     assert {kern for kern, m in methods if m["name"] in ("baseline", "hf_generate")} == {"aten", "auto"}
     # SpecExec with trees sized by measured costs, without and with lookup
     assert sorted((m["grow"], m["lookup"]) for _, m in methods if m["name"] == "specexec") == [("cost", 0), ("cost", 10)]

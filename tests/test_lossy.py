@@ -216,24 +216,20 @@ def test_presets_select_each_rule():
 # ---- the frontier experiment ---------------------------------------------------------------------
 
 
-def test_frontier_experiment_sweeps_every_rule_against_both_references():
-    from test_sweeps import grid, header_commands
+def test_frontier_experiment_pairs_every_rule_with_both_references():
+    from spsamp.comparison import compose_arms
 
-    arms = set()
-    for cmd in header_commands("lossy_frontier"):
-        cfg = compose_cfg([o for o in cmd if "," not in o.split("=", 1)[1]], return_hydra_config=True)
-        fixed, jobs = grid(cfg.hydra.sweeper.params, cmd)
-        for job in jobs:
-            run, params = validate(compose_cfg(fixed + job))
-            knob = params.knob if params.name == "lossy" else None
-            arms.add((run.dataset.name, run.generation.temperature, getattr(params, "rule", params.name), knob))
-    for dataset in ("humaneval", "arithmetic"):
+    for dataset in ("humaneval_test", "arithmetic"):
         for temp in (0.0, 0.7):
-            got = {(arm, knob) for d, t, arm, knob in arms if (d, t) == (dataset, temp)}
-            assert {("baseline", None), ("speculative", None)} <= got
+            job = ["experiment=lossy_frontier", f"dataset={dataset}", f"generation.temperature={temp}"]
+            arms = compose_arms(compose_cfg(job), job, compose_cfg)
+            assert {a.run.dataset.name for a in arms} == {"arithmetic" if dataset == "arithmetic" else "humaneval"}
+            assert {a.run.generation.temperature for a in arms} == {temp}
+            got = [(getattr(a.params, "rule", a.params.name), a.params.knob if a.params.name == "lossy" else None) for a in arms]
+            assert {("baseline", None), ("speculative", None)} <= set(got)
             rules = {arm for arm, _ in got} - {"baseline", "speculative"}
             assert rules == {"typical", "topk", "ratio"}, (dataset, temp, rules)
-            assert all(sum(a == rule for a, _ in got) >= 2 for rule in rules), "a rule's knob is swept over >= 2 values"
+            assert all(len({k for a, k in got if a == rule}) >= 2 for rule in rules), "a rule's knob is swept over >= 2 values"
 
 
 @pytest.mark.slow
@@ -244,11 +240,13 @@ def test_frontier_experiment_smoke_on_tiny_random(tmp_path):
 
     small = ["model=tiny_random", "dataset.max_samples=2", "generation.max_new_tokens=8", "generation.warmup=0",
              "hardware.num_threads=1", "+dataset.truncate=left", f"paths.output_dir={tmp_path}"]  # tiny context: 512
-    run_py(["-m", "experiment=lossy_frontier", "method=baseline,speculative,lossy,lossy_topk", *small])
-    run_py(["-m", "experiment=lossy_frontier", "method=lossy_ratio", "generation.temperature=0.7", *small])  # a sampled job too
+    run_py(["-m", "experiment=lossy_frontier", "compare.only=[baseline,sps,typical_09,topk_2,ratio_30]", *small])
+    run_py(["-m", "experiment=lossy_frontier", "dataset=arithmetic", "generation.temperature=0.7",
+            "compare.only=[baseline,ratio_30]", *small])  # a sampled comparison too
     files = sorted((tmp_path / "sweeps" / "lossy_frontier").glob("*/records.parquet"))
     rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    assert len(files) == 10 and (rows.status == "ok").all() and len(rows) == 20
+    assert len(files) == 3 and (rows.status == "ok").all() and len(rows) == 2 * 5 * 2 + 2 * 2
+    assert set(rows.arm) == {"baseline", "sps", "typical_09", "topk_2", "ratio_30"}
     lossy = rows[rows.method == "lossy"]
     metrics = lossy.metrics_json.map(json.loads)
     assert set(metrics.map(lambda m: m["rule"])) == {"typical", "topk", "ratio"}
