@@ -20,27 +20,22 @@ original's. Each mismatch yields one sample: the hidden states of p and q with d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
-from spsamp.autojudge.journal import MiningJournal, PromptEntry
+from spsamp.autojudge.journal import MiningJournal, PromptEntry, prompt_sha
 from spsamp.models import CausalLM
 from spsamp.models.adapter import new_cache
 
 log = logging.getLogger(__name__)
-
-
-def prompt_sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -59,6 +54,7 @@ class MinedSet:
     h_q: list[torch.Tensor] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     prompt_ids: list[str] = field(default_factory=list)
+    prompt_shas: dict[str, str] = field(default_factory=dict)  # every prompt mined (even one without mismatches) -> text hash
     positions: list[int] = field(default_factory=list)  # answer position of each mismatch (saved with the mined set)
     answer_tokens: int = 0
     prompts: int = 0
@@ -285,17 +281,20 @@ def mine_prompt_batched(
 def mine(
     target: CausalLM,
     draft: CausalLM,
-    prompts: list[MiningPrompt],
+    prompts: Iterable[MiningPrompt],
     max_new: int,
     check: ImportanceCheck,
     need_draft_hidden: bool = True,
     batch: int = 1,
     journal: Optional[MiningJournal] = None,
+    target_samples: Optional[int] = None,
 ) -> MinedSet:
     """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens);
     ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc). With a ``journal``
     each prompt is written as soon as it is labelled and prompts already there are read back, not
-    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time."""
+    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time.
+    ``prompts`` may be an endless stream: with ``target_samples`` it is read only until that many
+    mismatches are labelled (whole prompts: the last one may overshoot)."""
     q, p = PrefixCache(target), PrefixCache(draft)
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
@@ -303,6 +302,7 @@ def mine(
     bar = tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None)
     for pr in bar:
         sha = prompt_sha(pr.text)
+        mined.prompt_shas[pr.id] = sha
         entry = journal.get(pr.id, sha) if journal is not None else None
         from_journal = entry is not None
         mined.resumed += from_journal
@@ -328,8 +328,14 @@ def mine(
             mined.h_q.append(h_q)
             if h_p is not None:
                 mined.h_p.append(h_p)
+        if target_samples is not None and len(mined) >= target_samples:
+            break  # before the stream is read further: an endless source is read no further than needed
+    bar.close()
     target.reset()
     draft.reset()
+    if target_samples is not None and len(mined) < target_samples:
+        log.warning("autojudge mining: the prompts ran out after %d prompts with %d of the %d mismatches asked for",
+                    mined.prompts, len(mined), target_samples)
     n1 = sum(mined.labels)
     log.info("autojudge mining: %d prompts (%d read back from the journal), %d answer tokens, %d mismatches (%d important) "
              "in %.1fs of mining (%.1fs in this job): %.1f samples/min",
