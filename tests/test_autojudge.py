@@ -387,7 +387,9 @@ def test_batched_mining_labels_equal_unbatched_labels(tmp_path, one_thread):
     for i, d, label, h_p, h_q in samples:
         cont, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], 20 - i - 1)
         assert label == int(check(answer, answer[:i] + [d] + cont, i, decode))
-        assert torch.allclose(h_q, ref_h, atol=1e-6) and h_p is not None  # batched shapes sum in another order
+        assert torch.allclose(h_q, ref_h, atol=1e-6)  # batched shapes sum in another order
+        ref_p = PrefixCache(draft).run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1]
+        assert torch.allclose(h_p, ref_p, atol=1e-6)  # the draft's state at d_i, from one batched forward
 
 
 def test_tests_check_labels_by_pass_fail():
@@ -614,3 +616,37 @@ def test_auc_curve_on_a_synthetic_journal(tmp_path):
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="no mined samples"):
         read_journal(tmp_path)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_speculative_answers_mine_the_same_labels(tmp_path, batch):
+    """mining_answer_k (the target's greedy answers found with the draft) changes the cost, not what
+    is mined: in float32 the same answers, mismatches, labels and states as one target pass per token."""
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float32"])
+    run, _ = validate(cfg)
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    import spsamp.autojudge.mining as mining_mod
+
+    texts = ["Hello there", "Count: 1 2 3 4 5 6", "Why?", "1 1 1 1 1 1 1 1"]
+    prompts = [mining_mod.MiningPrompt(f"p{i}", t, encode(target.tokenizer, [{"role": "user", "content": t}], False)) for i, t in enumerate(texts)]
+    check = Continuation(window=4, match_len=3, tau=0.8)
+    plain = mining_mod.mine(target, draft, prompts, 24, check, batch=batch)
+    spec = mining_mod.mine(target, draft, prompts, 24, check, batch=batch, answer_k=4)
+    assert len(plain) >= 8 and plain.answer_tokens == spec.answer_tokens
+    assert plain.labels == spec.labels and plain.positions == spec.positions and plain.prompt_ids == spec.prompt_ids
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain.h_q, spec.h_q))
+    # with a draft that always agrees (a second copy of the target) every proposal is kept: k + 1 tokens a pass
+    q, p = mining_mod.PrefixCache(target), mining_mod.PrefixCache(load_model(run.model.target, run.hardware))
+    ids = prompts[3].ids.tolist()
+    calls = {"n": 0}
+    real_run = q.run
+
+    def counted(seq, **kw):
+        calls["n"] += 1
+        return real_run(seq, **kw)
+
+    q.run = counted
+    cont, _ = mining_mod.greedy_continue(q, ids, 24, draft=p, k=4, vocab=target.vocab_size)
+    ref, _ = mining_mod.greedy_continue(mining_mod.PrefixCache(target), ids, 24)
+    assert cont == ref and len(cont) == 24
+    assert calls["n"] == 1 + 5  # the prompt's pass gives token 1, then 5 passes of 4 drafted + 1 (and the budget's last 3)

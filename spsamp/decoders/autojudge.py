@@ -139,6 +139,7 @@ class AutoJudgeDecoder(LoopDecoder):
         mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
         val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
         mining_batch: int = 1  # 1 = the paper's sequential walk; B > 1: B swapped continuations decoded as one batch (autojudge_humaneval: 16)
+        mining_answer_k: int = 8  # >= 1: the target's greedy answers found speculatively with the draft, k tokens per target pass; 0: one pass per token
 
         def check(self) -> None:
             if self.k < 1:
@@ -161,6 +162,8 @@ class AutoJudgeDecoder(LoopDecoder):
                 raise ConfigError(f"method.mining_prompts: must be >= 2 (judge train + validation), got {self.mining_prompts} — raise it")
             if self.importance_check == "tests" and self.mining_source != "humaneval":
                 raise ConfigError("method.importance_check: tests needs prompts with unit tests — set method.mining_source=humaneval")
+            if self.mining_answer_k < 0:
+                raise ConfigError(f"method.mining_answer_k: must be >= 0, got {self.mining_answer_k} — 0 = one target pass per answer token, e.g. 8")
             if self.mining_batch < 1:
                 raise ConfigError(f"method.mining_batch: must be >= 1, got {self.mining_batch} — 1 = sequential walk, e.g. 16")
             if self.mining_max_tokens < 1:
@@ -251,6 +254,7 @@ class AutoJudgeDecoder(LoopDecoder):
             "check_timeout_s": run.dataset.check_timeout_s if prm.importance_check == "tests" else None,
             "max_tokens": prm.mining_max_tokens,
             "batch": prm.mining_batch,
+            "answer_k": prm.mining_answer_k,  # bf16: a k-token pass may round a near-tie otherwise than 1-token passes
             "draft_hidden": prm.features == "concat",
             "use_chat_template": run.generation.use_chat_template,
             "system_prompt": run.dataset.system_prompt,
@@ -265,7 +269,7 @@ class AutoJudgeDecoder(LoopDecoder):
         journal = MiningJournal(Path(prm.checkpoint).expanduser().parent / "mining", self.mining_recipe(run))
         log.info("autojudge: mining journal %s (a killed job resumes from it)", journal.dir)
         mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p, batch=prm.mining_batch,
-                     journal=journal, target_samples=prm.mining_target or None)
+                     journal=journal, target_samples=prm.mining_target or None, answer_k=prm.mining_answer_k)
         if len(mined) == 0:
             raise RuntimeError(
                 f"autojudge: the draft never disagreed with the target on {mined.prompts} mining prompts — "
@@ -302,6 +306,7 @@ class AutoJudgeDecoder(LoopDecoder):
                 "mismatches": len(mined),
                 "important": int(sum(mined.labels)),
                 "batch": prm.mining_batch,
+                "answer_k": prm.mining_answer_k,
                 "seconds": mined.seconds,
                 "samples_per_minute": mined.samples_per_minute,
                 "resumed_prompts": mined.resumed,
@@ -331,6 +336,7 @@ class AutoJudgeDecoder(LoopDecoder):
             "mining_max_tokens": (mining.get("max_tokens"), prm.mining_max_tokens),
             "mining_seed": (mining.get("seed"), prm.mining_seed),
             "mining_batch": (mining.get("batch", 1), prm.mining_batch),
+            "mining_answer_k": (mining.get("answer_k", 0), prm.mining_answer_k),
         }
         if not prm.mining_target:  # with a target the prompt count is whatever reaching it took
             asked["mining_prompts"] = (mining.get("prompts"), prm.mining_prompts)
