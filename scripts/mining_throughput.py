@@ -42,6 +42,7 @@ def module_at(rev: str):
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("spsamp.autojudge.mining_before", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

@@ -427,13 +427,10 @@ def test_humaneval_mining_never_uses_the_test_half(tmp_path):
 # ---- the mining journal: a killed mining job resumes, a changed recipe mines afresh ------------------
 
 
-def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, caplog):
+def _count_mined(monkeypatch):
+    """Patch the miner to record the id of every prompt it mines (not read back from a journal)."""
     import spsamp.autojudge.mining as mining_mod
-    from spsamp.autojudge.journal import MiningJournal
 
-    _, run, params, target, draft = _setup(tmp_path, ["method.mining_prompts=4"])
-    dec = _decoder(params)
-    prompts = dec.mining_prompts(target, run)
     mined_ids: list[str] = []
     real = mining_mod._mine_one
 
@@ -442,6 +439,17 @@ def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, ca
         return real(q, p, pr, *a, **k)
 
     monkeypatch.setattr(mining_mod, "_mine_one", counting)
+    return mined_ids, counting
+
+
+def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, caplog):
+    import spsamp.autojudge.mining as mining_mod
+    from spsamp.autojudge.journal import MiningJournal
+
+    _, run, params, target, draft = _setup(tmp_path, ["method.mining_prompts=4"])
+    dec = _decoder(params)
+    prompts = dec.mining_prompts(target, run)
+    mined_ids, counting = _count_mined(monkeypatch)
     check = Continuation(8, 4, 0.8)
 
     def run_mine(recipe, n):
@@ -516,14 +524,7 @@ def test_mining_target_stops_and_resumes_in_chunks(tmp_path, monkeypatch):
             read.append(pr.id)
             yield pr
 
-    mined_ids: list[str] = []
-    real = mining_mod._mine_one
-
-    def counting(q, p, pr, *a, **k):
-        mined_ids.append(pr.id)
-        return real(q, p, pr, *a, **k)
-
-    monkeypatch.setattr(mining_mod, "_mine_one", counting)
+    mined_ids, counting = _count_mined(monkeypatch)
     recipe = dec.mining_recipe(run)
     journal = lambda: MiningJournal(tmp_path / "mining", recipe)  # noqa: E731
     first = mining_mod.mine(target, draft, stream(), 10, check, journal=journal(), target_samples=12)
