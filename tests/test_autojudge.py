@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -292,8 +294,15 @@ def test_config_and_eval_overlap(tmp_path):
     qfile = write_question_file(probs, tmp_path / "q.jsonl")
     _, run, params, target, draft = _setup(tmp_path, ["dataset=mt_bench", f"dataset.path={qfile}", "method.mining_source=problems",
                                                       "method.mining_seed=7", "method.mining_prompts=4", "method.importance_check=final_answer"])
+    # the source skips the evaluation prompts: the judge is mined on the next four problems of the stream
+    dec = _decoder(params)
+    dec.prepare(target, draft, run)
+    assert sorted(dec.meta["split"]["prompt_sha"]) == sorted(f"arith-s7-{i}" for i in range(4, 8))
+    # a judge mined before on prompts that an evaluation now uses is refused
+    qfile2 = write_question_file(generate_problems(3, seed=7, start=4), tmp_path / "q2.jsonl")
+    later = dataclasses.replace(run, dataset=dataclasses.replace(run.dataset, path=str(qfile2)))
     with pytest.raises(ConfigError, match="used to train the judge"):
-        _decoder(params).prepare(target, draft, run)
+        _decoder(params).prepare(target, draft, later)
 
 
 @pytest.mark.slow
@@ -378,7 +387,9 @@ def test_batched_mining_labels_equal_unbatched_labels(tmp_path, one_thread):
     for i, d, label, h_p, h_q in samples:
         cont, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], 20 - i - 1)
         assert label == int(check(answer, answer[:i] + [d] + cont, i, decode))
-        assert torch.allclose(h_q, ref_h, atol=1e-6) and h_p is not None  # batched shapes sum in another order
+        assert torch.allclose(h_q, ref_h, atol=1e-6)  # batched shapes sum in another order
+        ref_p = PrefixCache(draft).run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1]
+        assert torch.allclose(h_p, ref_p, atol=1e-6)  # the draft's state at d_i, from one batched forward
 
 
 def test_tests_check_labels_by_pass_fail():
@@ -416,13 +427,10 @@ def test_humaneval_mining_never_uses_the_test_half(tmp_path):
 # ---- the mining journal: a killed mining job resumes, a changed recipe mines afresh ------------------
 
 
-def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, caplog):
+def _count_mined(monkeypatch):
+    """Patch the miner to record the id of every prompt it mines (not read back from a journal)."""
     import spsamp.autojudge.mining as mining_mod
-    from spsamp.autojudge.journal import MiningJournal
 
-    _, run, params, target, draft = _setup(tmp_path, ["method.mining_prompts=4"])
-    dec = _decoder(params)
-    prompts = dec.mining_prompts(target, run)
     mined_ids: list[str] = []
     real = mining_mod._mine_one
 
@@ -431,6 +439,17 @@ def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, ca
         return real(q, p, pr, *a, **k)
 
     monkeypatch.setattr(mining_mod, "_mine_one", counting)
+    return mined_ids, counting
+
+
+def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, caplog):
+    import spsamp.autojudge.mining as mining_mod
+    from spsamp.autojudge.journal import MiningJournal
+
+    _, run, params, target, draft = _setup(tmp_path, ["method.mining_prompts=4"])
+    dec = _decoder(params)
+    prompts = dec.mining_prompts(target, run)
+    mined_ids, counting = _count_mined(monkeypatch)
     check = Continuation(8, 4, 0.8)
 
     def run_mine(recipe, n):
@@ -457,3 +476,178 @@ def test_mining_journal_resumes_and_keys_on_the_recipe(tmp_path, monkeypatch, ca
     again = run_mine(recipe, 4)
     assert len(mined_ids) == 1 and again.resumed == 3 and again.labels == fresh.labels
     assert victim.with_name(victim.name + ".damaged").exists() and "unreadable" in caplog.text
+
+
+# ---- mining at scale: endless sources, a target count, chunked resume, the AUC curve ------------------
+
+
+def test_sources_do_not_run_out_and_skip_evaluation_prompts(tmp_path):
+    from spsamp.autojudge.journal import prompt_sha
+    from spsamp.autojudge.sources import disjoint, evaluation_prompts, source_items
+    from spsamp.config import DatasetConfig
+    from spsamp.data import load_prompts
+    from spsamp.data.arithmetic import write_question_file
+
+    far = list(itertools.islice(source_items("problems", 1000), 5000, 5003))  # read lazily, far past any fixed count
+    assert [i for i, _, _ in far] == [f"arith-s1000-{i}" for i in range(5000, 5003)]
+    assert far[0] == next(itertools.islice(source_items("problems", 1000), 5000, None))  # a pure function of (seed, index)
+    # an evaluation prompt that reads exactly like mining problem 3 (another id) is skipped, as is the same id
+    clash = generate_problems(5, seed=1000)
+    qfile = write_question_file([dataclasses.replace(clash[3], id="eval-7"), clash[1]], tmp_path / "eval.jsonl")
+    ids, shas = evaluation_prompts(DatasetConfig(name="mt_bench", path=str(qfile)), "problems")
+    got = [i for i, _, _ in itertools.islice(disjoint(source_items("problems", 1000), ids, shas), 4)]
+    assert got == ["arith-s1000-0", "arith-s1000-2", "arith-s1000-4", "arith-s1000-5"]
+    # the problems source also avoids the arithmetic evaluation set, whatever the run evaluates
+    arith = load_prompts(DatasetConfig(name="arithmetic"))
+    _, shas = evaluation_prompts(DatasetConfig(name="builtin"), "problems")
+    assert {prompt_sha(p.turns[0]) for p in arith} <= shas
+    # HumanEval: only the train half, all of it, none of the test half evaluation uses
+    test_half = load_prompts(DatasetConfig(name="humaneval", split="test"))
+    ids, shas = evaluation_prompts(DatasetConfig(name="humaneval", split="test", max_samples=3), "humaneval")
+    assert ids == {p.id for p in test_half}  # all of the test half, not only max_samples of it
+    he = list(disjoint(source_items("humaneval", 1000), ids, shas))
+    assert len(he) == len(load_prompts(DatasetConfig(name="humaneval", split="train"))) > 80
+    assert not {i for i, _, _ in he} & ids and all(ref["task_id"] == i for i, _, ref in he)
+
+
+def test_mining_target_stops_and_resumes_in_chunks(tmp_path, monkeypatch):
+    import spsamp.autojudge.mining as mining_mod
+    from spsamp.autojudge.journal import MiningJournal
+
+    _, run, params, target, draft = _setup(tmp_path, ["method.mining_source=problems", "method.importance_check=final_answer"])
+    dec = _decoder(params)
+    check = FinalAnswer()
+    read: list[str] = []
+
+    def stream():  # endless, and records how far mining read it
+        for pr in dec.mining_stream(target, run):
+            read.append(pr.id)
+            yield pr
+
+    mined_ids, counting = _count_mined(monkeypatch)
+    recipe = dec.mining_recipe(run)
+    journal = lambda: MiningJournal(tmp_path / "mining", recipe)  # noqa: E731
+    first = mining_mod.mine(target, draft, stream(), 10, check, journal=journal(), target_samples=12)
+    assert len(first) >= 12 and first.prompts == len(read) == len(mined_ids)
+    assert sum(p != first.prompt_ids[-1] for p in first.prompt_ids) < 12  # it stopped with the prompt that reached the target
+    # the next chunk crashes in the middle of its third new prompt: nothing of that prompt is kept
+    n_first = first.prompts
+    calls = {"n": 0}
+
+    def crash_on_third(q, p, pr, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed mid-prompt")
+        return counting(q, p, pr, *a, **k)
+
+    monkeypatch.setattr(mining_mod, "_mine_one", crash_on_third)
+    read.clear()
+    mined_ids.clear()
+    with pytest.raises(KeyboardInterrupt):
+        mining_mod.mine(target, draft, stream(), 10, check, journal=journal(), target_samples=60)
+    assert len(mined_ids) == 2 and len(list(journal().entries())) == n_first + 2
+    # rerun: the finished prompts are read back, never mined again; mining continues with the interrupted one
+    monkeypatch.setattr(mining_mod, "_mine_one", counting)
+    read.clear()
+    mined_ids.clear()
+    done = mining_mod.mine(target, draft, stream(), 10, check, journal=journal(), target_samples=60)
+    assert done.resumed == n_first + 2 and mined_ids == read[n_first + 2:] and len(mined_ids) >= 1 and len(done) >= 60
+    fresh = mining_mod.mine(target, draft, itertools.islice(dec.mining_stream(target, run), done.prompts), 10, check)
+    assert done.labels == fresh.labels and done.prompt_ids == fresh.prompt_ids and done.positions == fresh.positions
+
+
+def test_decoder_mines_to_a_target_and_reuses_by_target(tmp_path):
+    _, run, params, target, draft = _setup(tmp_path, ["method.mining_target=25", "method.mining_prompts=2"])
+    dec = _decoder(params)
+    dec.prepare(target, draft, run)
+    meta = dec.meta
+    assert meta["mining"]["mismatches"] >= 25 and meta["mining"]["target"] == 25
+    assert meta["mining"]["prompts"] == len(meta["split"]["prompt_sha"]) > 2  # the target, not mining_prompts, decided
+    again = _decoder(params)
+    again.prepare(target, draft, run)
+    assert again.reused
+    with pytest.raises(ConfigError, match="method.mining_target: checkpoint .* was made with mining_target=25"):
+        _decoder(params, mining_target=30).prepare(target, draft, run)
+    with pytest.raises(ConfigError, match="method.mining_target"):
+        validate(compose_cfg(["model=tiny_random", "method=autojudge", "method.mining_target=-1"]))
+
+
+def _synthetic_journal(root, recipe, n_prompts, per_prompt, signal, seed=0):
+    """Prompts with ``per_prompt`` mismatches each; a label is 1 with P = sigmoid(signal * h_q[0])."""
+    from spsamp.autojudge.journal import MiningJournal, PromptEntry
+
+    g = torch.Generator().manual_seed(seed)
+    journal = MiningJournal(root, recipe)
+    for k in range(n_prompts):
+        hq = torch.randn(per_prompt, 6, generator=g)
+        hp = torch.randn(per_prompt, 3, generator=g)
+        y = (torch.rand(per_prompt, generator=g) < torch.sigmoid(signal * hq[:, 0])).long()
+        samples = [(i, 7, int(y[i]), hp[i], hq[i]) for i in range(per_prompt)]
+        journal.put(f"p{k}", f"{k:016x}", PromptEntry(samples, 20, 0, 1.0))
+    return journal
+
+
+def test_auc_curve_on_a_synthetic_journal(tmp_path):
+    from spsamp.autojudge.__main__ import main
+    from spsamp.autojudge.curve import auc_curve, best_c, read_journal
+    from spsamp.autojudge.judge import C_GRID
+
+    signal = _synthetic_journal(tmp_path / "a", {"r": 1}, 60, 8, signal=4.0)
+    m = read_journal(signal.dir)
+    assert m.x.shape == (480, 9) and len(set(m.groups)) == 60
+    pts = auc_curve(m, c=1.0, sizes=[40, 200, 480], repeats=3)
+    assert [p.asked for p in pts] == [40, 200, 480] and all(p.samples >= p.asked for p in pts)
+    assert pts[0].prompts == 5 and pts[-1].prompts == 60 and pts[-1].repeats == 1  # whole prompts; all of them once
+    assert pts[-1].auc_mean > 0.85 and pts[-1].auc_mean >= pts[0].auc_min - 0.05
+    noise = read_journal(_synthetic_journal(tmp_path / "b", {"r": 2}, 60, 8, signal=0.0, seed=1).dir)
+    assert abs(auc_curve(noise, c=1.0, sizes=[480])[0].auc_mean - 0.5) < 0.12
+    # a prompt-identity leak: every sample of a prompt shares its label and a prompt fingerprint in the
+    # features. Ungrouped folds would score it near 1; held-out prompts reveal that nothing generalises.
+    leak = read_journal(_synthetic_journal(tmp_path / "c", {"r": 3}, 60, 8, signal=0.0, seed=2).dir)
+    g = torch.Generator().manual_seed(5)
+    finger = {p: torch.randn(9, generator=g) * 3 for p in set(leak.groups)}
+    lab = {p: float(i % 2) for i, p in enumerate(sorted(set(leak.groups)))}
+    leak.x = torch.stack([finger[p] for p in leak.groups]) + 0.01 * leak.x
+    leak.y = torch.tensor([lab[p] for p in leak.groups], dtype=torch.float64)
+    assert auc_curve(leak, c=1.0, sizes=[480])[0].auc_mean < 0.75
+    assert best_c(m) in C_GRID
+    # the CLI prints the table and writes the plot
+    png = tmp_path / "curve.png"
+    main(["curve", str(signal.dir), "--sizes", "40,480", "--repeats", "2", "--c", "1", "--plot", str(png)])
+    assert png.stat().st_size > 1000
+    with pytest.raises(ValueError, match="no mined samples"):
+        read_journal(tmp_path)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_speculative_answers_mine_the_same_labels(tmp_path, batch):
+    """mining_answer_k (the target's greedy answers found with the draft) changes the cost, not what
+    is mined: in float32 the same answers, mismatches, labels and states as one target pass per token."""
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float32"])
+    run, _ = validate(cfg)
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    import spsamp.autojudge.mining as mining_mod
+
+    texts = ["Hello there", "Count: 1 2 3 4 5 6", "Why?", "1 1 1 1 1 1 1 1"]
+    prompts = [mining_mod.MiningPrompt(f"p{i}", t, encode(target.tokenizer, [{"role": "user", "content": t}], False)) for i, t in enumerate(texts)]
+    check = Continuation(window=4, match_len=3, tau=0.8)
+    plain = mining_mod.mine(target, draft, prompts, 24, check, batch=batch)
+    spec = mining_mod.mine(target, draft, prompts, 24, check, batch=batch, answer_k=4)
+    assert len(plain) >= 8 and plain.answer_tokens == spec.answer_tokens
+    assert plain.labels == spec.labels and plain.positions == spec.positions and plain.prompt_ids == spec.prompt_ids
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain.h_q, spec.h_q))
+    # with a draft that always agrees (a second copy of the target) every proposal is kept: k + 1 tokens a pass
+    q, p = mining_mod.PrefixCache(target), mining_mod.PrefixCache(load_model(run.model.target, run.hardware))
+    ids = prompts[3].ids.tolist()
+    calls = {"n": 0}
+    real_run = q.run
+
+    def counted(seq, **kw):
+        calls["n"] += 1
+        return real_run(seq, **kw)
+
+    q.run = counted
+    cont, _ = mining_mod.greedy_continue(q, ids, 24, draft=p, k=4, vocab=target.vocab_size)
+    ref, _ = mining_mod.greedy_continue(mining_mod.PrefixCache(target), ids, 24)
+    assert cont == ref and len(cont) == 24
+    assert calls["n"] == 1 + 5  # the prompt's pass gives token 1, then 5 passes of 4 drafted + 1 (and the budget's last 3)

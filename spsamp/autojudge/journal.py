@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from safetensors import safe_open
@@ -50,6 +50,11 @@ class PromptEntry:
     seconds: float
 
 
+def prompt_sha(text: str) -> str:
+    """Short hash of a prompt's text (journal file names; the checkpoint's proof of disjointness)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def recipe_key(recipe: dict[str, Any]) -> str:
     """A stable short hash of a JSON-able recipe (key order does not matter)."""
     blob = json.dumps(recipe, sort_keys=True, default=str).encode("utf-8")
@@ -72,24 +77,19 @@ class MiningJournal:
         if not path.exists():
             return None
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as fh:
-                meta = fh.metadata() or {}
-                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-            if meta.get("format") != FORMAT or meta.get("prompt_id") != prompt_id:
-                raise ValueError(f"format {meta.get('format')!r}, prompt {meta.get('prompt_id')!r}")
-            n = int(meta["samples"])
-            h_p = tensors.get("h_p")
-            samples: list[Sample] = [
-                (int(tensors["position"][i]), int(tensors["draft_token"][i]), int(tensors["label"][i]),
-                 None if h_p is None else h_p[i], tensors["h_q"][i])
-                for i in range(n)
-            ]
-            return PromptEntry(samples, int(meta["answer_tokens"]), int(meta["decoded_tokens"]), float(meta["seconds"]))
+            got_id, entry = read_entry(path)
+            if got_id != prompt_id:
+                raise ValueError(f"prompt {got_id!r}")
+            return entry
         except Exception as exc:  # noqa: BLE001 — any unreadable file is mined again, never trusted
             damaged = path.with_name(path.name + ".damaged")
             log.warning("mining journal: %s is unreadable (%s); kept as %s, mining that prompt again", path, exc, damaged.name)
             os.replace(path, damaged)
             return None
+
+    def entries(self) -> Iterator[tuple[str, PromptEntry]]:
+        """Every readable prompt in this journal as ``(prompt id, entry)``, in file-name order."""
+        yield from read_dir(self.dir)
 
     def put(self, prompt_id: str, sha: str, entry: PromptEntry) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -111,3 +111,29 @@ class MiningJournal:
         path = self._path(prompt_id, sha)
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         return path
+
+
+def read_entry(path: Path) -> tuple[str, PromptEntry]:
+    """``(prompt id, entry)`` of one journal file; raises on any file it cannot trust."""
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        meta = fh.metadata() or {}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"format {meta.get('format')!r}")
+    n = int(meta["samples"])
+    h_p = tensors.get("h_p")
+    samples: list[Sample] = [
+        (int(tensors["position"][i]), int(tensors["draft_token"][i]), int(tensors["label"][i]),
+         None if h_p is None else h_p[i], tensors["h_q"][i])
+        for i in range(n)
+    ]
+    return meta["prompt_id"], PromptEntry(samples, int(meta["answer_tokens"]), int(meta["decoded_tokens"]), float(meta["seconds"]))
+
+
+def read_dir(directory: str | Path) -> Iterator[tuple[str, PromptEntry]]:
+    """Every readable prompt file of one recipe directory (unreadable ones are logged and skipped)."""
+    for path in sorted(Path(directory).expanduser().glob("*.safetensors")):
+        try:
+            yield read_entry(path)
+        except Exception as exc:  # noqa: BLE001 — a reader only reports; the miner moves damaged files aside
+            log.warning("mining journal: skipping unreadable %s (%s)", path, exc)

@@ -20,27 +20,22 @@ original's. Each mismatch yields one sample: the hidden states of p and q with d
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
-from spsamp.autojudge.journal import MiningJournal, PromptEntry
+from spsamp.autojudge.journal import MiningJournal, PromptEntry, prompt_sha
 from spsamp.models import CausalLM
 from spsamp.models.adapter import new_cache
 
 log = logging.getLogger(__name__)
-
-
-def prompt_sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -59,6 +54,7 @@ class MinedSet:
     h_q: list[torch.Tensor] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     prompt_ids: list[str] = field(default_factory=list)
+    prompt_shas: dict[str, str] = field(default_factory=dict)  # every prompt mined (even one without mismatches) -> text hash
     positions: list[int] = field(default_factory=list)  # answer position of each mismatch (saved with the mined set)
     answer_tokens: int = 0
     prompts: int = 0
@@ -103,22 +99,44 @@ class PrefixCache:
 Stop = Callable[[list[int]], bool]  # answer tokens so far -> is its outcome fixed (stop decoding)?
 
 
-def greedy_continue(q: PrefixCache, seq: list[int], budget: int, stop: Optional[Stop] = None, answer_from: int = 0) -> tuple[list[int], torch.Tensor]:
+def greedy_continue(q: PrefixCache, seq: list[int], budget: int, stop: Optional[Stop] = None, answer_from: int = 0,
+                    draft: Optional[PrefixCache] = None, k: int = 0, vocab: Optional[int] = None) -> tuple[list[int], torch.Tensor]:
     """Target's greedy continuation of ``seq`` (up to ``budget`` tokens, eos kept; or until
     ``stop(answer)`` with answer = ``seq[answer_from:] + cont``), and q's last-layer state at the
-    last token of ``seq`` (the swapped-in draft token during mining)."""
+    last token of ``seq`` (the swapped-in draft token during mining).
+
+    With a ``draft`` and ``k`` >= 1 the same greedy tokens are found speculatively: p proposes up
+    to k tokens greedily, q scores them in one pass and keeps the prefix that matches its own
+    argmax plus its next token. Exact in float32/float64; in bf16 a k-token pass can round a
+    near-tie differently from one-token passes (as speculative decoding itself does).
+    """
     out, _ = q.run(seq, hidden=True)
     h_last = out.hidden[-1].clone()
     cont: list[int] = []
-    if seq[-1] in q.lm.eos_ids:
+    if seq[-1] in q.lm.eos_ids or budget < 1:
         return cont, h_last
-    while len(cont) < budget:
-        tok = int(out.logits[-1].argmax())
-        cont.append(tok)
-        if tok in q.lm.eos_ids or len(cont) >= budget or (stop is not None and stop(seq[answer_from:] + cont)):
-            break
-        out, _ = q.run(seq + cont)
-    return cont, h_last
+    step = [int(out.logits[-1].argmax())]
+    while True:
+        for tok in step:
+            cont.append(tok)
+            if tok in q.lm.eos_ids or len(cont) >= budget or (stop is not None and stop(seq[answer_from:] + cont)):
+                return cont, h_last
+        here = seq + cont
+        if draft is None or k < 1:
+            out, _ = q.run(here)
+            step = [int(out.logits[-1].argmax())]
+            continue
+        proposal: list[int] = []
+        for _ in range(min(k, budget - len(cont) - 1)):  # a step yields at most len(proposal) + 1 tokens
+            d_out, _ = draft.run(here + proposal)
+            logits = d_out.logits[-1] if vocab is None else fit_logits(d_out.logits[-1], vocab)
+            proposal.append(int(logits.argmax()))
+        out, start = q.run(here + proposal, from_pos=len(here) - 1)
+        g = out.logits[len(here) - 1 - start :].argmax(-1).tolist()  # q's choice after here, here + d_1, ...
+        n = 0
+        while n < len(proposal) and proposal[n] == g[n]:
+            n += 1
+        step = proposal[:n] + [g[n]]
 
 
 @torch.inference_mode()
@@ -202,14 +220,17 @@ def mine_prompt(
     need_draft_hidden: bool = True,
     vocab: Optional[int] = None,
     stop: Optional[Stop] = None,
+    answer_k: int = 0,
 ) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], list[int]]:
     """Walk one prompt's mismatches (AutoJudge Alg. 1).
 
     Returns ``(samples, original_answer, final_answer)`` with samples
-    ``(position, draft_token, label, h_p, h_q)``; label 1 = important.
+    ``(position, draft_token, label, h_p, h_q)``; label 1 = important. ``answer_k`` >= 1: target
+    continuations are decoded speculatively with the draft (:func:`greedy_continue`).
     """
     n_prompt = len(prompt)
-    original, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n_prompt)
+    spec = dict(draft=draft, k=answer_k, vocab=vocab)
+    original, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n_prompt, **spec)
     answer = list(original)
     samples = []
     pos = 0
@@ -224,7 +245,7 @@ def mine_prompt(
         i = miss[0]
         d = d_arg[n_prompt - 1 + i - start]
         swapped_prefix = prompt + answer[:i] + [d]
-        cont, h_q = greedy_continue(target, swapped_prefix, max_new - i - 1, stop=stop, answer_from=n_prompt)
+        cont, h_q = greedy_continue(target, swapped_prefix, max_new - i - 1, stop=stop, answer_from=n_prompt, **spec)
         swapped = answer[:i] + [d] + cont
         h_p = draft.run(swapped_prefix, hidden=True)[0].hidden[-1].clone() if need_draft_hidden else None
         important = bool(check(answer, swapped, i, decode))
@@ -246,14 +267,16 @@ def mine_prompt_batched(
     vocab: Optional[int] = None,
     batch: int = 16,
     stop: Optional[Stop] = None,
+    answer_k: int = 0,
 ) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], int]:
     """Label every mismatch of the target's greedy answer against that answer, decoding the
-    swapped continuations ``batch`` at a time (see module doc).
+    swapped continuations ``batch`` at a time (see module doc); ``answer_k`` >= 1: the answer
+    itself is decoded speculatively with the draft (:func:`greedy_continue`).
 
     Returns ``(samples, answer, decoded_tokens)``; samples as :func:`mine_prompt`'s.
     """
     n = len(prompt)
-    answer, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n)
+    answer, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n, draft=draft, k=answer_k, vocab=vocab)
     if not answer:
         return [], answer, 0
     # p's teacher-forced argmax at answer[i] comes from position n + i - 1
@@ -261,10 +284,17 @@ def mine_prompt_batched(
     logits = out.logits if vocab is None else fit_logits(out.logits, vocab)
     d_arg = logits.argmax(-1).tolist()
     miss = [(i, d_arg[n - 1 + i - start]) for i in range(len(answer)) if d_arg[n - 1 + i - start] != answer[i]]
-    # h_p: p's state with d_i as input after answer[:i]; single-token forwards on the cached answer
-    h_ps: list[Optional[torch.Tensor]] = []
-    for i, d in miss:
-        h_ps.append(draft.run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1].clone() if need_draft_hidden else None)
+    # h_p: p's state with d_i as input after answer[:i] — the draft's cache holds every prefix, so all
+    # of them come from batched one-token forwards (a zero budget: no continuation)
+    h_ps: list[Optional[torch.Tensor]] = [None] * len(miss)
+    if need_draft_hidden and miss:
+        for lo in range(0, len(miss), batch):
+            chunk = miss[lo : lo + batch]
+            _, h = batched_continuations(draft.lm, [n + i for i, _ in chunk], [d for _, d in chunk], [0] * len(chunk),
+                                         lambda b, cont: cont)
+            h_ps[lo : lo + len(chunk)] = [row.clone() for row in h]
+        draft.tokens = []  # as for the target below: start the next prompt from a clean cache
+        draft.lm.reset()
     target.run(prompt + answer)  # the cache holds every prefix the batch needs
     samples, decoded = [], 0
     for lo in range(0, len(miss), batch):
@@ -285,17 +315,22 @@ def mine_prompt_batched(
 def mine(
     target: CausalLM,
     draft: CausalLM,
-    prompts: list[MiningPrompt],
+    prompts: Iterable[MiningPrompt],
     max_new: int,
     check: ImportanceCheck,
     need_draft_hidden: bool = True,
     batch: int = 1,
     journal: Optional[MiningJournal] = None,
+    target_samples: Optional[int] = None,
+    answer_k: int = 0,
 ) -> MinedSet:
     """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens);
     ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc). With a ``journal``
     each prompt is written as soon as it is labelled and prompts already there are read back, not
-    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time."""
+    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time.
+    ``prompts`` may be an endless stream: with ``target_samples`` it is read only until that many
+    mismatches are labelled (whole prompts: the last one may overshoot). ``answer_k`` >= 1: target
+    answers (and the walk's continuations) are decoded speculatively with the draft, k tokens a pass."""
     q, p = PrefixCache(target), PrefixCache(draft)
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
@@ -303,11 +338,12 @@ def mine(
     bar = tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None)
     for pr in bar:
         sha = prompt_sha(pr.text)
+        mined.prompt_shas[pr.id] = sha
         entry = journal.get(pr.id, sha) if journal is not None else None
         from_journal = entry is not None
         mined.resumed += from_journal
         if entry is None:
-            entry = _mine_one(q, p, pr, max_new, check, decode, need_draft_hidden, target.vocab_size, batch)
+            entry = _mine_one(q, p, pr, max_new, check, decode, need_draft_hidden, target.vocab_size, batch, answer_k)
             if journal is not None:
                 journal.put(pr.id, sha, entry)
         samples = entry.samples
@@ -328,8 +364,14 @@ def mine(
             mined.h_q.append(h_q)
             if h_p is not None:
                 mined.h_p.append(h_p)
+        if target_samples is not None and len(mined) >= target_samples:
+            break  # before the stream is read further: an endless source is read no further than needed
+    bar.close()
     target.reset()
     draft.reset()
+    if target_samples is not None and len(mined) < target_samples:
+        log.warning("autojudge mining: the prompts ran out after %d prompts with %d of the %d mismatches asked for",
+                    mined.prompts, len(mined), target_samples)
     n1 = sum(mined.labels)
     log.info("autojudge mining: %d prompts (%d read back from the journal), %d answer tokens, %d mismatches (%d important) "
              "in %.1fs of mining (%.1fs in this job): %.1f samples/min",
@@ -339,7 +381,7 @@ def mine(
 
 
 def _mine_one(q: PrefixCache, p: PrefixCache, pr: MiningPrompt, max_new: int, check: ImportanceCheck,
-              decode: Callable[[list[int]], str], need_draft_hidden: bool, vocab: int, batch: int) -> PromptEntry:
+              decode: Callable[[list[int]], str], need_draft_hidden: bool, vocab: int, batch: int, answer_k: int = 0) -> PromptEntry:
     t0 = time.perf_counter()
     bound = check.bind(pr.reference) if hasattr(check, "bind") else check  # outcome checks need the problem
     stop = getattr(bound, "stop", None)
@@ -347,9 +389,9 @@ def _mine_one(q: PrefixCache, p: PrefixCache, pr: MiningPrompt, max_new: int, ch
     decoded = 0
     if batch > 1:
         samples, original, decoded = mine_prompt_batched(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden,
-                                                         vocab, batch, stop_ids)
+                                                         vocab, batch, stop_ids, answer_k)
     else:
-        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, vocab, stop_ids)
+        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, vocab, stop_ids, answer_k)
     return PromptEntry(samples, len(original), decoded, time.perf_counter() - t0)
 
 

@@ -21,12 +21,12 @@ Temperature > 0 is refused (the paper's setting is greedy; a lossy rule has no s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -36,9 +36,8 @@ from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.journal import MiningJournal
 from spsamp.autojudge.judge import KINDS, Judge, grouped_cv_auc, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
-from spsamp.data.arithmetic import generate_problems
+from spsamp.autojudge.sources import SOURCES, disjoint, evaluation_prompts, source_items
 from spsamp.config import ConfigError, GenerationConfig
-from spsamp.data import read_question_file
 from spsamp.data.chat import encode, messages_for
 from spsamp.decoders.base import DecodeOutput, LoopDecoder
 from spsamp.drafting.chain import ChainDrafter
@@ -48,8 +47,6 @@ from spsamp.models.adapter import Forward
 from spsamp.proposals import Proposal
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("problems", "file", "humaneval")
 
 
 def autojudge_accept(
@@ -134,13 +131,15 @@ class AutoJudgeDecoder(LoopDecoder):
         continuation_window: int = 8  # continuation: re-converge within this many tokens
         continuation_match_len: int = 4  # ... as a run of this many identical token ids
         continuation_tau: float = 0.8  # ... or difflib ratio over token ids >= tau
-        mining_source: str = "problems"  # problems (built-in generator) | file (FastChat questions) | humaneval (its train half)
+        mining_source: str = "problems"  # problems (endless generated arithmetic) | file (FastChat questions) | humaneval (its train half)
         mining_file: Optional[str] = None
-        mining_prompts: int = 32  # prompts mined (judge-train + judge-validation)
+        mining_prompts: int = 32  # prompts mined (judge-train + judge-validation); unused when mining_target > 0
+        mining_target: int = 0  # > 0: read the source until this many mismatches are labelled (instead of mining_prompts prompts)
         mining_max_tokens: int = 64  # target answer length while mining
         mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
         val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
         mining_batch: int = 1  # 1 = the paper's sequential walk; B > 1: B swapped continuations decoded as one batch (autojudge_humaneval: 16)
+        mining_answer_k: int = 8  # >= 1: the target's greedy answers found speculatively with the draft, k tokens per target pass; 0: one pass per token
 
         def check(self) -> None:
             if self.k < 1:
@@ -157,10 +156,14 @@ class AutoJudgeDecoder(LoopDecoder):
                     raise ConfigError(f"method.{key}: unknown {value!r} — use one of {options}")
             if self.mining_source == "file" and not self.mining_file:
                 raise ConfigError("method.mining_file: mining_source=file needs a FastChat question file — set method.mining_file=/path/q.jsonl")
-            if self.mining_prompts < 2:
+            if self.mining_target < 0:
+                raise ConfigError(f"method.mining_target: must be >= 0, got {self.mining_target} — 0 = mine method.mining_prompts prompts, e.g. 2000")
+            if self.mining_target == 0 and self.mining_prompts < 2:
                 raise ConfigError(f"method.mining_prompts: must be >= 2 (judge train + validation), got {self.mining_prompts} — raise it")
             if self.importance_check == "tests" and self.mining_source != "humaneval":
                 raise ConfigError("method.importance_check: tests needs prompts with unit tests — set method.mining_source=humaneval")
+            if self.mining_answer_k < 0:
+                raise ConfigError(f"method.mining_answer_k: must be >= 0, got {self.mining_answer_k} — 0 = one target pass per answer token, e.g. 8")
             if self.mining_batch < 1:
                 raise ConfigError(f"method.mining_batch: must be >= 1, got {self.mining_batch} — 1 = sequential walk, e.g. 16")
             if self.mining_max_tokens < 1:
@@ -224,25 +227,19 @@ class AutoJudgeDecoder(LoopDecoder):
         self.judge, self.meta = judge, meta
         self.digest = ckpt.tensor_digest(judge)
 
-    def mining_prompts(self, target: CausalLM, run: Any) -> list[MiningPrompt]:
+    def mining_stream(self, target: CausalLM, run: Any) -> Iterator[MiningPrompt]:
+        """The source's prompts, evaluation prompts skipped (:mod:`spsamp.autojudge.sources`), encoded
+        as they are read."""
         prm = self.params
-        refs: dict[str, Any] = {}
-        if prm.mining_source == "problems":
-            items = [(p.id, p.prompt) for p in generate_problems(prm.mining_prompts, seed=prm.mining_seed)]
-        elif prm.mining_source == "humaneval":
-            from spsamp.config import DatasetConfig
-            from spsamp.data import load_prompts
-
-            train = load_prompts(DatasetConfig(name="humaneval", split="train"))  # never the test half
-            random.Random(prm.mining_seed).shuffle(train)
-            items = [(q.id, q.turns[0]) for q in train[: prm.mining_prompts]]
-            refs = {q.id: q.reference for q in train}
-        else:
-            qs = read_question_file(Path(str(prm.mining_file)).expanduser())
-            random.Random(prm.mining_seed).shuffle(qs)
-            items = [(q.id, q.turns[0]) for q in qs[: prm.mining_prompts]]
+        ids, shas = evaluation_prompts(run.dataset, prm.mining_source)
+        items = disjoint(source_items(prm.mining_source, prm.mining_seed, prm.mining_file), ids, shas)
         sys_prompt, chat = run.dataset.system_prompt, run.generation.use_chat_template
-        return [MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat), refs.get(i)) for i, t in items]
+        for i, t, ref in items:
+            yield MiningPrompt(i, t, encode(target.tokenizer, messages_for(sys_prompt, (t,), []), chat), ref)
+
+    def mining_prompts(self, target: CausalLM, run: Any) -> list[MiningPrompt]:
+        """The first ``mining_prompts`` prompts of :meth:`mining_stream`."""
+        return list(itertools.islice(self.mining_stream(target, run), self.params.mining_prompts))
 
     def mining_recipe(self, run: Any) -> dict[str, Any]:
         """Everything that changes a mined label or feature (the journal's key; not the prompt count)."""
@@ -257,6 +254,7 @@ class AutoJudgeDecoder(LoopDecoder):
             "check_timeout_s": run.dataset.check_timeout_s if prm.importance_check == "tests" else None,
             "max_tokens": prm.mining_max_tokens,
             "batch": prm.mining_batch,
+            "answer_k": prm.mining_answer_k,  # bf16: a k-token pass may round a near-tie otherwise than 1-token passes
             "draft_hidden": prm.features == "concat",
             "use_chat_template": run.generation.use_chat_template,
             "system_prompt": run.dataset.system_prompt,
@@ -264,23 +262,23 @@ class AutoJudgeDecoder(LoopDecoder):
 
     def train(self, target: CausalLM, draft: CausalLM, run: Any, expected: dict[str, Any]) -> tuple[Judge, dict[str, Any]]:
         prm = self.params
-        prompts = self.mining_prompts(target, run)
+        prompts = self.mining_stream(target, run) if prm.mining_target else self.mining_prompts(target, run)
         check = make_check(prm.importance_check, prm.continuation_window, prm.continuation_match_len, prm.continuation_tau,
                            timeout_s=run.dataset.check_timeout_s)
         need_p = prm.features == "concat"
         journal = MiningJournal(Path(prm.checkpoint).expanduser().parent / "mining", self.mining_recipe(run))
         log.info("autojudge: mining journal %s (a killed job resumes from it)", journal.dir)
         mined = mine(target, draft, prompts, prm.mining_max_tokens, check, need_draft_hidden=need_p, batch=prm.mining_batch,
-                     journal=journal)
+                     journal=journal, target_samples=prm.mining_target or None, answer_k=prm.mining_answer_k)
         if len(mined) == 0:
             raise RuntimeError(
-                f"autojudge: the draft never disagreed with the target on {len(prompts)} mining prompts — "
+                f"autojudge: the draft never disagreed with the target on {mined.prompts} mining prompts — "
                 "raise method.mining_prompts / method.mining_max_tokens (nothing to learn)"
             )
         # the judge is a CPU model: states are moved to it explicitly (draft and target may sit on GPUs)
         x = make_features(torch.stack(mined.h_p).cpu() if need_p else None, torch.stack(mined.h_q).cpu(), prm.features)
         y = torch.tensor(mined.labels, dtype=torch.float64)
-        train_ids, val_ids = split_prompt_ids([p.id for p in prompts], prm.val_fraction, prm.mining_seed)
+        train_ids, val_ids = split_prompt_ids(list(mined.prompt_shas), prm.val_fraction, prm.mining_seed)
         is_val = torch.tensor([pid in set(val_ids) for pid in mined.prompt_ids], dtype=torch.bool)
         judge = train_judge(x[~is_val], y[~is_val], x[is_val], y[is_val], kind=prm.judge, seed=prm.mining_seed)
         if judge.stats.get("C") is not None:  # every prompt held out once: less flattering than the one split C was chosen on
@@ -301,12 +299,14 @@ class AutoJudgeDecoder(LoopDecoder):
                 "source": prm.mining_source,
                 "file": prm.mining_file,
                 "prompts": mined.prompts,
+                "target": prm.mining_target,
                 "max_tokens": prm.mining_max_tokens,
                 "seed": prm.mining_seed,
                 "answer_tokens": mined.answer_tokens,
                 "mismatches": len(mined),
                 "important": int(sum(mined.labels)),
                 "batch": prm.mining_batch,
+                "answer_k": prm.mining_answer_k,
                 "seconds": mined.seconds,
                 "samples_per_minute": mined.samples_per_minute,
                 "resumed_prompts": mined.resumed,
@@ -318,7 +318,7 @@ class AutoJudgeDecoder(LoopDecoder):
                 "by": "prompt id",
                 "judge_train_prompt_ids": train_ids,
                 "judge_val_prompt_ids": val_ids,
-                "prompt_sha": {p.id: prompt_sha(p.text) for p in prompts},
+                "prompt_sha": dict(mined.prompt_shas),
             },
         }
         return judge, meta
@@ -332,11 +332,14 @@ class AutoJudgeDecoder(LoopDecoder):
             "importance_check": (mining.get("check"), prm.importance_check),
             "mining_source": (mining.get("source"), prm.mining_source),
             "mining_file": (mining.get("file"), prm.mining_file),
-            "mining_prompts": (mining.get("prompts"), prm.mining_prompts),
+            "mining_target": (mining.get("target", 0), prm.mining_target),
             "mining_max_tokens": (mining.get("max_tokens"), prm.mining_max_tokens),
             "mining_seed": (mining.get("seed"), prm.mining_seed),
             "mining_batch": (mining.get("batch", 1), prm.mining_batch),
+            "mining_answer_k": (mining.get("answer_k", 0), prm.mining_answer_k),
         }
+        if not prm.mining_target:  # with a target the prompt count is whatever reaching it took
+            asked["mining_prompts"] = (mining.get("prompts"), prm.mining_prompts)
         if prm.importance_check == "continuation":
             asked["continuation_window"] = (cont.get("window"), prm.continuation_window)
             asked["continuation_match_len"] = (cont.get("match_len"), prm.continuation_match_len)
