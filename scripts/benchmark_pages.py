@@ -35,16 +35,17 @@ class Study:
     title: str
     table: str  # the report's tables/<table>.csv
     columns: tuple[str, ...]
-    headline: tuple[str, ...]  # configs shown in the README's headline
-    headline_columns: tuple[str, ...]
+    headline: tuple[str, ...]  # rows (by the first headline column) shown in the README's headline
+    headline_columns: tuple[str, ...]  # the row key, then what to show (with its interval where the table has <c>_lo / <c>_hi)
 
 
 STUDIES = {
     "headline_qwen_cpu": Study(
         "Qwen2.5-Coder 0.5B -> 1.5B on a CPU: every lossless method and transformers' references",
-        "method_summary",
-        ("config", "n_prompts", "tokens_per_sec_median", "acceptance_rate_median", "mean_accepted_length_median"),
-        (), ("config", "tokens_per_sec_median"),
+        "paired_speedup",
+        ("arm", "config", "cpu_linear", "n_prompts", "tokens_per_sec", "speedup", "speedup_lo", "speedup_hi",
+         "speedup_median", "mean_accepted_tokens", "predicted_speedup", "same_as_reference"),
+        ("sps_auto_lookup", "specexec_cost_lookup", "hf_assisted_default_aten"), ("arm", "speedup"),
     ),
     "autojudge_humaneval": Study(
         "AutoJudge on HumanEval, Qwen2.5-Coder 0.5B -> 1.5B",
@@ -88,6 +89,14 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _with_interval(row: pd.Series, column: str) -> str:
+    """``row[column]``, then its 95 % interval where the table carries one (``<column>_lo`` / ``_hi``)."""
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    if lo in row.index and hi in row.index:
+        return f"{_cell(row[column])} [{_cell(row[lo])}, {_cell(row[hi])}]"
+    return _cell(row[column])
+
+
 def markdown(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -119,11 +128,11 @@ def headline_block() -> str:
         if not results.exists() or not spec.headline:
             lines.append(f"| {link} | – | not yet run with the comparison instrument | – |")
             continue
-        df = pd.read_csv(results).set_index("config")
+        df = pd.read_csv(results).set_index(spec.headline_columns[0])
         when = pd.read_csv(RESULTS / f"{study}.provenance.csv").iloc[0].first_row[:10]
         for config in spec.headline:
             row = df.loc[config]
-            result = ", ".join(f"{c} {_cell(row[c])}" for c in spec.headline_columns[1:])
+            result = ", ".join(f"{c} {_with_interval(row, c)}" for c in spec.headline_columns[1:])
             lines.append(f"| {link} | {config} | {result} | {when} |")
     return "\n".join(lines)
 

@@ -46,6 +46,19 @@ def test_rows_are_appended_one_line_each_and_parquet_is_written_at_close(tmp_pat
     assert pd.read_parquet(tmp_path / SUMMARY_PARQUET).loc[0, "ok"] == 2
 
 
+def test_arms_whose_params_differ_in_type_share_one_store(tmp_path):
+    # a comparison's arms in one job dir: k=4 beside k=auto, a number beside none
+    with RecordStore(tmp_path, parquet_every_s=0) as store:
+        store.add(row(0, param_k=4, param_threshold=0.5))
+        store.add(row(1, param_k="auto", param_threshold=1))
+        store.add(row(2, param_k=None))
+    table = pq.read_table(tmp_path / RECORDS_PARQUET)
+    assert table.column("param_k").to_pylist() == ["4", "auto", None]
+    assert table.column("param_threshold").to_pylist() == [0.5, 1.0, None]
+    assert validate(tmp_path).returncode == 0
+    assert [r["param_k"] for r in RecordStore(tmp_path).rows] == [4, "auto", None]  # the log keeps each row's own value
+
+
 def test_a_finished_row_is_never_overwritten(tmp_path):
     store = filled(tmp_path, 1)
     with pytest.raises(RecordsError, match="never overwritten"):

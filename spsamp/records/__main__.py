@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from spsamp.records.schema import schema_for, validate_table
+from spsamp.records.schema import records_table, validate_table
 from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, read_jsonl, rows_by_key
 
 
@@ -28,7 +28,7 @@ def check_jsonl(path: Path) -> tuple[list[str], list[dict]]:
         problems.append(f"line {found.torn_tail}: truncated last line (a write cut short; the next run into the dir drops it)")
     rows = list(rows_by_key(found.rows).values())
     try:
-        table = pa.Table.from_pylist(rows, schema=schema_for(rows))
+        table = records_table(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         return problems + [f"rows do not fit the schema ({exc})"], rows
     return problems + validate_table(table), rows

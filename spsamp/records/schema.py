@@ -135,6 +135,18 @@ def schema_for(rows: list[dict]) -> pa.Schema:
     return pa.schema(CORE_FIELDS + [pa.field(k, params[k]) for k in sorted(params)])
 
 
+def records_table(rows: list[dict]) -> pa.Table:
+    """``rows`` as an Arrow table of :func:`schema_for`'s schema. A ``param_*`` column whose rows
+    disagree on the type (a comparison's arms: ``k=4`` beside ``k=auto``) is a string column, and
+    its numbers are written as strings there."""
+    schema = schema_for(rows)
+    mixed = {f.name for f in schema if f.name.startswith(PARAM_PREFIX) and f.type == _S}
+    if mixed:
+        rows = [{k: (str(v) if k in mixed and v is not None and not isinstance(v, str) else v) for k, v in row.items()}
+                for row in rows]
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def _check_task_columns(table: pa.Table) -> list[str]:
     """task_check takes a known value, is set wherever task_correct is (task_correct is null only
     where nothing was checked or the check could not run), and says ``passed`` exactly where

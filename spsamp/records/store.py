@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spsamp.records.schema import schema_for
+from spsamp.records.schema import records_table
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class RecordStore:
         if self.finished(row["resume_key"]) is not None:
             raise RecordsError(f"row {row['resume_key']} is already finished in {self.dir}; finished rows are never overwritten")
         # through the schema first: a row that cannot be stored fails here, before it reaches the log
-        row = pa.Table.from_pylist([row], schema=schema_for([row])).to_pylist()[0]
+        row = records_table([row]).to_pylist()[0]
         with open(self.dir / RECORDS_JSONL, "a", encoding="utf-8") as fh:
             fh.write(_json_line(row))
             fh.flush()
@@ -258,7 +258,7 @@ class RecordStore:
 
     def write_parquet(self) -> None:
         rows = self.rows
-        table = pa.Table.from_pylist(rows, schema=schema_for(rows))
+        table = records_table(rows)
         atomic_write(self.dir / RECORDS_PARQUET, lambda tmp: pq.write_table(table, tmp))
         self._last_parquet = time.monotonic()
         self._dirty = False
