@@ -207,6 +207,14 @@ def test_predicted_vs_measured(records):
     assert _one(predicted_vs_measured(records, cost_ratio=0.5), config="speculative k=4").c == 0.5
 
 
+def test_predicted_vs_measured_leaves_sized_chains_to_their_own_prediction(records):
+    # a comparison stores k=4 beside k=auto in one column: the closed form takes the fixed k only
+    auto = records[records.config == "speculative k=4"].assign(param_k="auto", config="speculative k=auto")
+    df = pd.concat([records.assign(param_k=records.param_k.astype(object)), auto], ignore_index=True)
+    pred = predicted_vs_measured(df)
+    assert sorted(pred.k.unique()) == [2.0, 4.0] and "speculative k=auto" not in set(pred.get("config", []))
+
+
 def test_autojudge_table(records):
     tab = autojudge_table(records)
     assert list(tab["param_threshold"]) == [0.1, 0.5]

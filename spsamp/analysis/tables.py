@@ -330,7 +330,8 @@ def predicted_vs_measured(df: pd.DataFrame, cost_ratio: Optional[float] = None, 
     df = _prepared(df)
     if "param_k" not in df.columns:
         raise NoData("no rows with param_k (speculative / autojudge)")
-    chain = df[(df["status"] == "ok") & df["param_k"].notna()]
+    # a fixed k only: k=auto rows carry their own prediction (the sizing_* metrics, paired tables)
+    chain = df[(df["status"] == "ok") & pd.to_numeric(df["param_k"], errors="coerce").notna()]
     if "param_budget" in chain.columns:
         chain = chain[chain["param_budget"].isna()]
     if chain.empty:
