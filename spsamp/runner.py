@@ -451,7 +451,8 @@ def run_job(cfg: DictConfig, job: JobInfo, compose: Optional[Compose] = None) ->
     # validation, prompts and record writes
     total = time.perf_counter() - t0
     mine = [r for r in store.rows if r["run_id"] == this.run_id]
-    decoding = sum(r["wall_time_s"] or 0.0 for r in mine if r["status"] == "ok")
+    # rows of one batch share its wall time: count each batch once
+    decoding = sum({(r["arm"], r["batch_index"]): r["wall_time_s"] or 0.0 for r in mine if r["status"] == "ok"}.values())
     log.info(
         "job %s: %.2fs = %.2fs decoding (%d rows) + %.2fs warm-up + %.2fs models/prepare + %.2fs overhead",
         "-" if job.job_num is None else job.job_num, total, decoding, len(mine), this.warmup_s, this.setup_s,

@@ -276,3 +276,38 @@ def test_batches_are_per_turn_and_count_only_waiting_tasks():
     assert batches(turns, [True] * 6, 2) == [[0, 2], [4, 5], [1, 3]]
     # finished tasks ride along (their answers feed later turns) without taking a place
     assert batches(turns, [False, True, True, True, False, True], 2) == [[0, 2, 4, 5], [1, 3]]
+
+
+def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
+    from conftest import run_py
+
+    run_py(["-m", "experiment=sweep_batch_size", "model=tiny_random", "dataset=builtin", "dataset.max_samples=5",
+            "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
+    sweep = tmp_path / "sweeps" / "sweep_batch_size"
+    rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
+    assert (rows.status == "ok").all() and len(rows) == 2 * 2 * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == {"baseline", "hf_generate"} and set(rows.batch_size) == {1, 4}
+    four = rows[rows.batch_size == 4]
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1, 1, 4, 4]
+    # at T=0 the two arms and the two batch sizes write the same answers
+    assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder()], ids=lambda d: d.name)
+def test_batched_decoding_never_mixes_devices(decoder, temperature, one_thread):
+    from device_guard import FakeCuda
+    from spsamp.config import TinyModelConfig
+    from spsamp.models.adapter import CausalLM
+    from spsamp.models.tiny import char_tokenizer, tiny_llama
+
+    model = tiny_llama(TinyModelConfig())
+    gen = GenerationConfig(max_new_tokens=8, temperature=temperature)
+    with FakeCuda() as guard:
+        guard.tag_module(model, 0)
+        target = CausalLM(model, char_tokenizer(), "target")
+        before = guard.ops
+        outs = decoder.generate_batch(target, None, [torch.tensor(p) for p in PROMPTS], gen,
+                                      [guard.generator(1234 + i, gpu=0) for i in range(len(PROMPTS))])
+        watched = guard.ops - before
+    assert all(len(o.tokens) > 0 for o in outs) and watched > 50 * 8
