@@ -24,6 +24,8 @@ from spsamp.config import ConfigError, GenerationConfig, validate
 from spsamp.decoders import baseline as baseline_mod
 from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.decoders.hf_generate import HFGenerateDecoder
+from spsamp.decoders.speculative import SpeculativeDecoder
+from spsamp import batched_chain
 from spsamp.models import load_model
 from spsamp.records import RECORDS_PARQUET
 from spsamp.runner import JobInfo, batches, run_job
@@ -34,7 +36,7 @@ from toy_models import chi_square_pvalue
 # ---- 1. validation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["speculative", "prompt_lookup", "specexec", "autojudge", "lossy", "hf_assisted",
+@pytest.mark.parametrize("method", ["prompt_lookup", "specexec", "autojudge", "lossy", "hf_assisted",
                                     "hf_assisted_default", "hf_prompt_lookup"])
 def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
     with pytest.raises(ConfigError) as err:
@@ -43,6 +45,14 @@ def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
     assert msg.startswith("generation.batch_size: ") and "\n" not in msg
     assert "generation.batch_size=1" in msg and "baseline" in msg and "hf_generate" in msg
     validate(compose_cfg(["model=tiny_random", f"method={method}", "generation.batch_size=1"]))  # the default path
+
+
+@pytest.mark.parametrize("setting", ["method.k=auto", "method.stop_below=0.3", "method.lookup=4"])
+def test_speculative_batches_fixed_k_chains_only(setting):
+    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches fixed-k chains only") as err:
+        validate(compose_cfg(["model=tiny_random", "method=speculative", setting, "generation.batch_size=2"]))
+    assert setting.split("=")[0] in str(err.value)
+    validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=3", "generation.batch_size=2"]))
 
 
 @pytest.mark.parametrize("value", [0, -2])
@@ -136,28 +146,32 @@ SAMPLED = GenerationConfig(max_new_tokens=2, temperature=1.0, top_k=3)
 ROWS, BATCHES = 400, 20  # 8,000 draws of the padded row
 
 
-def exact_two_tokens(target, prompt, gen):
-    joint = {}
-    q1 = logits_to_probs(target.prefill(torch.tensor(prompt)).logits[-1], gen.temperature, gen.top_k, gen.top_p)
-    for a, pa in enumerate(q1.tolist()):
-        if pa == 0:
+def exact_tokens(target, prompt, gen, n, prefix=(), prob=1.0, joint=None):
+    """{continuation: probability} of the target's first ``n`` tokens (or up to EOS) after ``prompt``,
+    from single-prompt forwards."""
+    joint = {} if joint is None else joint
+    q = logits_to_probs(target.prefill(torch.tensor(prompt + list(prefix))).logits[-1], gen.temperature, gen.top_k, gen.top_p)
+    for tok, pt in enumerate(q.tolist()):
+        if pt == 0:
             continue
-        if a in target.eos_ids:
-            joint[(a,)] = pa
-            continue
-        q2 = logits_to_probs(target.prefill(torch.tensor(prompt + [a])).logits[-1], gen.temperature, gen.top_k, gen.top_p)
-        joint.update({(a, b): pa * pb for b, pb in enumerate(q2.tolist()) if pb > 0})
+        seq = prefix + (tok,)
+        if tok in target.eos_ids or len(seq) == n:
+            joint[seq] = joint.get(seq, 0.0) + prob * pt
+        else:
+            exact_tokens(target, prompt, gen, n, seq, prob * pt, joint)
     return joint
 
 
-def padded_row_draws(target):
+def padded_row_draws(target, decoder=None, draft=None, gen=SAMPLED):
     short, long = [5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47]
     prompts = [short, long] * (ROWS // 2)
     draws = []
     for b in range(BATCHES):
-        out = together(BaselineDecoder(), target, prompts, SAMPLED, seeds=[b * ROWS + i for i in range(ROWS)])
+        seeds = [b * ROWS + i for i in range(ROWS)]
+        out = (decoder or BaselineDecoder()).generate_batch(target, draft, [torch.tensor(p) for p in prompts], gen,
+                                                            [torch.Generator().manual_seed(s) for s in seeds])
         draws += [tuple(o.tokens) for o in out[::2]]
-    return draws, exact_two_tokens(target, short, SAMPLED)
+    return draws, exact_tokens(target, short, gen, gen.max_new_tokens)
 
 
 def test_batched_baseline_padded_row_follows_the_target_distribution(tiny64, one_thread):
@@ -179,6 +193,69 @@ def test_negative_control_batch_without_padding_mask_fails(tiny64, monkeypatch, 
     assert pval < FAIL_P
 
 
+# batched SpS (spsamp/batched_chain.py): drafts that are always wrong (the tiny draft), always right
+# (the target's own weights) and mostly right (the target with a noisy LM head: ragged acceptance)
+
+
+@pytest.fixture(scope="module")
+def drafts64(tiny64):
+    import copy
+
+    from spsamp.models import CausalLM
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "hardware.dtype=float64"]))
+    wrong = load_model(run.model.draft, run.hardware, run.paths.cache_dir)
+    twin = CausalLM(tiny64.model, tiny64.tokenizer, "twin")
+    noisy = copy.deepcopy(tiny64.model)
+    with torch.no_grad():
+        w = noisy.lm_head.weight
+        w.add_(0.08 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype))
+    return {"wrong": wrong, "twin": twin, "near": CausalLM(noisy, tiny64.tokenizer, "near")}
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_batched_sps_rows_equal_each_prompt_alone_float64(tiny64, drafts64, k, one_thread):
+    greedy, sampled = GenerationConfig(max_new_tokens=30), GenerationConfig(max_new_tokens=14, temperature=1.0)
+    seeds = [11, 12, 13, 14]
+    ragged = set()
+    for name, draft in drafts64.items():
+        dec = SpeculativeDecoder(k=k)
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], greedy, [torch.Generator() for _ in PROMPTS])
+        assert [o.tokens for o in out] == alone(tiny64, PROMPTS, greedy), f"k={k}, draft {name}"
+        # sampled: each row draws what SpS draws for it alone (same generator, same order of draws)
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], sampled, [torch.Generator().manual_seed(s) for s in seeds])
+        ref = [dec.generate(tiny64, draft, torch.tensor(p), sampled, torch.Generator().manual_seed(s)) for p, s in zip(PROMPTS, seeds)]
+        assert [o.tokens for o in out] == [r.tokens for r in ref], f"k={k}, draft {name}, T=1"
+        for o, r in zip(out, ref):
+            assert (o.stats.target_calls, o.stats.proposed, o.stats.accepted, o.stats.rejections, o.stats.accepted_lengths) == \
+                (r.stats.target_calls, r.stats.proposed, r.stats.accepted, r.stats.rejections, r.stats.accepted_lengths)
+        steps = [tuple(o.stats.accepted_lengths) for o in out]
+        ragged.add(len({s[:3] for s in steps}) > 1)
+        if name == "twin":
+            assert all(o.stats.rejections == 0 for o in out)
+    assert True in ragged, "rows of one batch never kept different numbers of tokens in a step"
+
+
+# three tokens: a step that rejects is followed by a pass that reads the rolled-back caches
+SPS_SAMPLED = GenerationConfig(max_new_tokens=3, temperature=1.0, top_k=3)
+
+
+def test_batched_sps_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
+    assert len(joint) > 9
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+def test_negative_control_batched_sps_forgetting_the_rollback_fails(tiny64, drafts64, monkeypatch, one_thread):
+    monkeypatch.setattr(batched_chain, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
+    draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
+    try:
+        pval = chi_square_pvalue(draws, joint)
+    except AssertionError:
+        return
+    assert pval < FAIL_P
+
+
 # ---- 3. the runner ---------------------------------------------------------------------------------
 
 
@@ -195,7 +272,7 @@ def job(tmp_path, name, *extra, method="baseline"):
     return pd.read_parquet(tmp_path / name / RECORDS_PARQUET).set_index("prompt_id")
 
 
-@pytest.mark.parametrize("method", ["baseline", "hf_generate"])
+@pytest.mark.parametrize("method", ["baseline", "hf_generate", "speculative"])
 def test_batched_job_rows_equal_unbatched_and_carry_batch_columns(tmp_path, method, one_thread):
     dtype = [] if method == "baseline" else ["hardware.dtype=float32"]
     one = job(tmp_path, "b1", *dtype, method=method)
@@ -285,29 +362,31 @@ def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
             "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
     sweep = tmp_path / "sweeps" / "sweep_batch_size"
     rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
-    assert (rows.status == "ok").all() and len(rows) == 2 * 2 * 5  # batch sizes x arms x prompts
-    assert set(rows.arm) == {"baseline", "hf_generate"} and set(rows.batch_size) == {1, 4}
+    assert (rows.status == "ok").all() and len(rows) == 2 * 3 * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4"} and set(rows.batch_size) == {1, 4}
     four = rows[rows.batch_size == 4]
-    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1, 1, 4, 4]
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1, 1, 1, 4, 4, 4]
     # at T=0 the two arms and the two batch sizes write the same answers
     assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder()], ids=lambda d: d.name)
+@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3)], ids=lambda d: d.name)
 def test_batched_decoding_never_mixes_devices(decoder, temperature, one_thread):
     from device_guard import FakeCuda
     from spsamp.config import TinyModelConfig
     from spsamp.models.adapter import CausalLM
     from spsamp.models.tiny import char_tokenizer, tiny_llama
 
-    model = tiny_llama(TinyModelConfig())
+    model, draft_model = tiny_llama(TinyModelConfig()), tiny_llama(TinyModelConfig(seed=1))
     gen = GenerationConfig(max_new_tokens=8, temperature=temperature)
     with FakeCuda() as guard:
         guard.tag_module(model, 0)
+        guard.tag_module(draft_model, 0)
         target = CausalLM(model, char_tokenizer(), "target")
+        draft = CausalLM(draft_model, char_tokenizer(), "draft") if decoder.needs_draft else None
         before = guard.ops
-        outs = decoder.generate_batch(target, None, [torch.tensor(p) for p in PROMPTS], gen,
+        outs = decoder.generate_batch(target, draft, [torch.tensor(p) for p in PROMPTS], gen,
                                       [guard.generator(1234 + i, gpu=0) for i in range(len(PROMPTS))])
         watched = guard.ops - before
     assert all(len(o.tokens) > 0 for o in outs) and watched > 50 * 8
