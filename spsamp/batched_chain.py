@@ -42,7 +42,9 @@ def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: Ge
                    k: int, rule: Any = rejection_sampling) -> list[DecodeOutput]:
     """Decode ``prompts`` together with fixed-``k`` chains (module docstring); one output per row.
     ``rule``: the acceptance function, ``fn(draft_tokens, p | None, q, rng) -> (kept, next token)``."""
-    probs = lambda logits: logits_to_probs(logits, gen.temperature, gen.top_k, gen.top_p)  # noqa: E731
+    def probs(logits: torch.Tensor) -> torch.Tensor:
+        return logits_to_probs(logits, gen.temperature, gen.top_k, gen.top_p)
+
     timer, b = Timer(), len(prompts)
     pad = pad_id(target.eos_ids)
     ids, mask = left_pad(prompts, pad)
@@ -118,8 +120,9 @@ def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: Ge
             s.accepted += used
             s.rejections += int(n < ks[i] and len(kept) == n + 1)
             s.accepted_lengths.append(len(kept))
-    extra = {"draft_time_s": draft_s, "target_time_s": target_s}  # the batch's: every row shares its passes
-    return [DecodeOutput(tokens=t, prefill_s=timer.prefill_s, ttft_s=timer.ttft_s, stats=_with(s, extra)) for t, s in zip(tokens, stats)]
+    for s in stats:
+        s.extra = {"draft_time_s": draft_s, "target_time_s": target_s}  # the batch's: every row shares its passes
+    return [DecodeOutput(tokens=t, prefill_s=timer.prefill_s, ttft_s=timer.ttft_s, stats=s) for t, s in zip(tokens, stats)]
 
 
 def roll_back(mask: torch.Tensor, row: int, keep: int) -> None:
@@ -127,7 +130,3 @@ def roll_back(mask: torch.Tensor, row: int, keep: int) -> None:
     columns after them become holes (masked out for that row, left in the cache)."""
     mask[row, keep:] = 0
 
-
-def _with(stats: DecodeStats, extra: dict[str, Any]) -> DecodeStats:
-    stats.extra = dict(extra)
-    return stats

@@ -29,9 +29,8 @@ from spsamp import batched_chain
 from spsamp.models import load_model
 from spsamp.records import RECORDS_PARQUET
 from spsamp.runner import JobInfo, batches, run_job
-from spsamp.sampling import logits_to_probs
 from test_losslessness import FAIL_P, PASS_P
-from toy_models import chi_square_pvalue
+from toy_models import chi_square_pvalue, exact_joint
 
 # ---- 1. validation -------------------------------------------------------------------------------
 
@@ -146,20 +145,14 @@ SAMPLED = GenerationConfig(max_new_tokens=2, temperature=1.0, top_k=3)
 ROWS, BATCHES = 400, 20  # 8,000 draws of the padded row
 
 
-def exact_tokens(target, prompt, gen, n, prefix=(), prob=1.0, joint=None):
-    """{continuation: probability} of the target's first ``n`` tokens (or up to EOS) after ``prompt``,
-    from single-prompt forwards."""
-    joint = {} if joint is None else joint
-    q = logits_to_probs(target.prefill(torch.tensor(prompt + list(prefix))).logits[-1], gen.temperature, gen.top_k, gen.top_p)
-    for tok, pt in enumerate(q.tolist()):
-        if pt == 0:
-            continue
-        seq = prefix + (tok,)
-        if tok in target.eos_ids or len(seq) == n:
-            joint[seq] = joint.get(seq, 0.0) + prob * pt
-        else:
-            exact_tokens(target, prompt, gen, n, seq, prob * pt, joint)
-    return joint
+class PrefillLogits:
+    """A real model as :func:`toy_models.exact_joint` reads one: next-token logits of a whole context."""
+
+    def __init__(self, lm):
+        self.lm, self.eos_ids = lm, lm.eos_ids
+
+    def logits(self, ctx):
+        return self.lm.prefill(torch.tensor(ctx)).logits[-1]
 
 
 def padded_row_draws(target, decoder=None, draft=None, gen=SAMPLED):
@@ -171,7 +164,7 @@ def padded_row_draws(target, decoder=None, draft=None, gen=SAMPLED):
         out = (decoder or BaselineDecoder()).generate_batch(target, draft, [torch.tensor(p) for p in prompts], gen,
                                                             [torch.Generator().manual_seed(s) for s in seeds])
         draws += [tuple(o.tokens) for o in out[::2]]
-    return draws, exact_tokens(target, short, gen, gen.max_new_tokens)
+    return draws, exact_joint(PrefillLogits(target), short, gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
 
 
 def test_batched_baseline_padded_row_follows_the_target_distribution(tiny64, one_thread):
