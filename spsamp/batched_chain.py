@@ -12,13 +12,14 @@ with the row's own generator, in the same order as alone), the target verifies r
 pass, :func:`spsamp.acceptance.rejection.rejection_sampling` keeps a prefix and draws one token. A
 row that kept its whole chain has a draft token the draft has not seen (the last one): it is fed
 first in the next step's first draft pass, a column the other rows mask out. A finished row keeps
-feeding masked columns until the batch ends.
+feeding masked columns until the batch ends. Without a draft model (prompt lookup) each row's chain
+is looked up in its own prompt + output.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -39,9 +40,11 @@ def _forward(lm: Any, cols: list[list[int]], valid: list[list[bool]], mask: torc
 
 
 def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: GenerationConfig, rngs: list[torch.Generator],
-                   k: int, rule: Any = rejection_sampling) -> list[DecodeOutput]:
+                   k: int, rule: Any = rejection_sampling, propose: Optional[Callable[[list[int], int], list[int]]] = None) -> list[DecodeOutput]:
     """Decode ``prompts`` together with fixed-``k`` chains (module docstring); one output per row.
-    ``rule``: the acceptance function, ``fn(draft_tokens, p | None, q, rng) -> (kept, next token)``."""
+    ``rule``: the acceptance function, ``fn(draft_tokens, p | None, q, rng) -> (kept, next token)``.
+    Without a ``draft``, ``propose(prompt + output, n)`` gives each row's chain of at most ``n``
+    tokens, a deterministic proposal (prompt lookup: a one-hot p)."""
     def probs(logits: torch.Tensor) -> torch.Tensor:
         return logits_to_probs(logits, gen.temperature, gen.top_k, gen.top_p)
 
@@ -52,13 +55,15 @@ def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: Ge
     logits = target.prefill_rows(ids, row_masks(target, mask, width), positions(mask, width))
     timer.prefill_done()
     t0 = time.perf_counter()
-    draft.prefill_rows(ids, row_masks(draft, mask, width), positions(mask, width))
+    if draft is not None:
+        draft.prefill_rows(ids, row_masks(draft, mask, width), positions(mask, width))
     draft_s = time.perf_counter() - t0
+    history = [p.tolist() for p in prompts]  # + tokens[i]: what a lookup searches
     tmask, dmask = mask, mask.clone()
     vocab = int(logits.shape[-1])
     tokens: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
-    stats = [DecodeStats(target_calls=1, draft_calls=1) for _ in range(b)]
+    stats = [DecodeStats(target_calls=1, draft_calls=int(draft is not None)) for _ in range(b)]
     unseen: list[Optional[int]] = [None] * b  # a kept draft token the draft has not been fed
 
     def extend(i: int, chunk: list[int]) -> list[int]:
@@ -73,11 +78,18 @@ def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: Ge
     while not all(done):
         live = [i for i in range(b) if not done[i]]
         ks = [0 if done[i] else min(k, gen.max_new_tokens - len(tokens[i]) - 1) for i in range(b)]
+        t0 = time.perf_counter()
+        if draft is None:
+            assert propose is not None, "speculate_rows needs a draft model or a propose function"
+            found = [propose(history[i] + tokens[i], ks[i]) if ks[i] else [] for i in range(b)]
+            ks = [len(f) for f in found]
         depth = max(ks)
         chain = [[pad] * depth for _ in range(b)]
         p_rows: list[list[torch.Tensor]] = [[] for _ in range(b)]
-        t0 = time.perf_counter()
-        if depth:
+        if draft is None:
+            for i, f in enumerate(found):
+                chain[i][: len(f)] = f
+        elif depth:
             # first pass: [the unseen token | a masked pad, the root]
             cols = [[unseen[i] if unseen[i] is not None else pad, tokens[i][-1]] for i in range(b)]
             valid = [[unseen[i] is not None and not done[i], not done[i]] for i in range(b)]
@@ -109,9 +121,9 @@ def speculate_rows(target: Any, draft: Any, prompts: list[torch.Tensor], gen: Ge
             n, nxt = rule(torch.tensor(chain[i][: ks[i]], dtype=torch.long), p, q, rngs[i])
             kept = extend(i, chain[i][:n] + [nxt])
             roll_back(tmask, i, before + 1 + n)
-            if depth:
+            if draft is not None and depth:
                 roll_back(dmask, i, dstart + 1 + n)
-            unseen[i] = chain[i][n - 1] if depth and n == depth else None
+                unseen[i] = chain[i][n - 1] if n == depth else None
             used = min(n, len(kept))
             s = stats[i]
             s.target_calls += 1

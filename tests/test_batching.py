@@ -24,6 +24,7 @@ from spsamp.config import ConfigError, GenerationConfig, validate
 from spsamp.decoders import baseline as baseline_mod
 from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.decoders.hf_generate import HFGenerateDecoder
+from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.decoders.speculative import SpeculativeDecoder
 from spsamp import batched_chain
 from spsamp.models import load_model
@@ -35,7 +36,7 @@ from toy_models import chi_square_pvalue, exact_joint
 # ---- 1. validation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["prompt_lookup", "specexec", "autojudge", "lossy", "hf_assisted",
+@pytest.mark.parametrize("method", ["specexec", "autojudge", "lossy", "hf_assisted",
                                     "hf_assisted_default", "hf_prompt_lookup"])
 def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
     with pytest.raises(ConfigError) as err:
@@ -229,6 +230,22 @@ def test_batched_sps_rows_equal_each_prompt_alone_float64(tiny64, drafts64, k, o
     assert True in ragged, "rows of one batch never kept different numbers of tokens in a step"
 
 
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_batched_prompt_lookup_rows_equal_each_prompt_alone_float64(tiny64, k, one_thread):
+    prompts = [[5, 6, 7, 5, 6, 8, 5, 6], *PROMPTS[1:]]  # the first repeats itself: lookups find chains of several tokens
+    dec = PromptLookupDecoder(k=k, max_ngram=2)
+    for gen in (GenerationConfig(max_new_tokens=30), GenerationConfig(max_new_tokens=14, temperature=1.0)):
+        out = dec.generate_batch(tiny64, None, [torch.tensor(p) for p in prompts], gen, [torch.Generator().manual_seed(s) for s in range(4)])
+        ref = [dec.generate(tiny64, None, torch.tensor(p), gen, torch.Generator().manual_seed(s)) for s, p in enumerate(prompts)]
+        assert [o.tokens for o in out] == [r.tokens for r in ref]
+        assert [(o.stats.proposed, o.stats.accepted, o.stats.accepted_lengths) for o in out] == \
+            [(r.stats.proposed, r.stats.accepted, r.stats.accepted_lengths) for r in ref]
+    assert out[0].stats.proposed > out[2].stats.proposed  # ragged chains: rows looked up different lengths
+    assert alone(tiny64, prompts, GenerationConfig(max_new_tokens=30)) == \
+        [o.tokens for o in dec.generate_batch(tiny64, None, [torch.tensor(p) for p in prompts], GenerationConfig(max_new_tokens=30),
+                                              [torch.Generator() for _ in prompts])]
+
+
 # three tokens: a step that rejects is followed by a pass that reads the rolled-back caches
 SPS_SAMPLED = GenerationConfig(max_new_tokens=3, temperature=1.0, top_k=3)
 
@@ -265,7 +282,7 @@ def job(tmp_path, name, *extra, method="baseline"):
     return pd.read_parquet(tmp_path / name / RECORDS_PARQUET).set_index("prompt_id")
 
 
-@pytest.mark.parametrize("method", ["baseline", "hf_generate", "speculative"])
+@pytest.mark.parametrize("method", ["baseline", "hf_generate", "speculative", "prompt_lookup"])
 def test_batched_job_rows_equal_unbatched_and_carry_batch_columns(tmp_path, method, one_thread):
     dtype = [] if method == "baseline" else ["hardware.dtype=float32"]
     one = job(tmp_path, "b1", *dtype, method=method)
@@ -355,16 +372,17 @@ def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
             "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
     sweep = tmp_path / "sweeps" / "sweep_batch_size"
     rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
-    assert (rows.status == "ok").all() and len(rows) == 2 * 3 * 5  # batch sizes x arms x prompts
-    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4"} and set(rows.batch_size) == {1, 4}
+    assert (rows.status == "ok").all() and len(rows) == 2 * 4 * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4", "lookup_k10"} and set(rows.batch_size) == {1, 4}
     four = rows[rows.batch_size == 4]
-    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1, 1, 1, 4, 4, 4]
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * 4 + [4] * 4
     # at T=0 the two arms and the two batch sizes write the same answers
     assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3)], ids=lambda d: d.name)
+@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3), PromptLookupDecoder(k=3, max_ngram=1)],
+                         ids=lambda d: d.name)
 def test_batched_decoding_never_mixes_devices(decoder, temperature, one_thread):
     from device_guard import FakeCuda
     from spsamp.config import TinyModelConfig

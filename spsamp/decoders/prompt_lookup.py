@@ -4,21 +4,28 @@ Decoding"; transformers' ``generate(prompt_lookup_num_tokens=k)``, here ``method
 Prompt lookup = :class:`PromptLookupDrafter` (up to ``k`` tokens that followed the latest
 ``max_ngram``-gram's first earlier occurrence in prompt + output) + the exact
 :func:`rejection_sampling` rule with a one-hot draft distribution: lossless at any temperature.
+Batched (``generation.batch_size`` > 1): :func:`spsamp.batched_chain.speculate_rows`, each row's
+chain looked up in its own prompt + output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
+
+import torch
 
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.config import ConfigError
-from spsamp.decoders.base import LoopDecoder
-from spsamp.drafting.lookup import PromptLookupDrafter
+from spsamp.batched_chain import speculate_rows
+from spsamp.config import ConfigError, GenerationConfig
+from spsamp.decoders.base import DecodeOutput, LoopDecoder
+from spsamp.drafting.lookup import PromptLookupDrafter, lookup
+from spsamp.models import CausalLM
 
 
 class PromptLookupDecoder(LoopDecoder):
     needs_draft = False
+    batchable = True
 
     @dataclass
     class Params:
@@ -36,3 +43,11 @@ class PromptLookupDecoder(LoopDecoder):
         super().__init__(**params)
         self.drafter = PromptLookupDrafter(self.params.k, self.params.max_ngram)
         self.acceptance = ChainAcceptance()
+
+    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
+                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
+        if len(prompts) == 1:
+            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
+        max_ngram, eos = self.params.max_ngram, target.eos_ids
+        return speculate_rows(target, None, prompts, gen, rngs, self.params.k, self.acceptance.fn,
+                              propose=lambda seq, n: lookup(seq, n, max_ngram, eos))
