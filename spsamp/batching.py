@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from spsamp.verification import attention_masks
+from spsamp.verification import additive, attention_masks, model_dtype, sliding_window
 
 
 def left_pad(prompts: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +44,8 @@ def row_masks(lm: Any, mask: torch.Tensor, n: int) -> torch.Tensor | dict[str, t
     own = torch.zeros((n, width), dtype=torch.bool)
     own[torch.arange(n), torch.arange(width - n, width)] = True
     pos = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    if sliding_window(lm)[0] is None:  # one mask for all rows at once (per row only with windows)
+        return additive((causal[None] & mask.bool()[:, None, :]) | own[None], model_dtype(lm))
     rows = [attention_masks(lm, (causal & mask[b].bool()[None, :]) | own, pos[b, -n:], pos[b]) for b in range(mask.shape[0])]
     if isinstance(rows[0], dict):
         return {kind: torch.cat([r[kind] for r in rows]) for kind in rows[0]}

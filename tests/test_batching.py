@@ -138,6 +138,14 @@ def test_padding_query_sees_itself_and_real_queries_never_see_padding():
                              [False, False, True, False], [False, False, True, True]]
     assert m[1].tolist() == torch.ones(4, 4, dtype=torch.bool).tril().tolist()
     assert padding([2, 4]) == 2 and padding([3]) == 0
+    # a model with sliding-window layers gets its masks row by row: a window wider than the text hides nothing more
+    from types import SimpleNamespace
+
+    windowed = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(sliding_window=64, layer_types=None)), dtype=torch.float32)
+    assert torch.equal(row_masks(windowed, mask, 4), row_masks(object(), mask, 4))
+    small = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(sliding_window=2, layer_types=None)), dtype=torch.float32)
+    seen = row_masks(small, mask, 4)[1, 0] == 0
+    assert seen[3].tolist() == [False, False, True, True]  # the last query sees only its window
 
 
 # T > 0: the first two tokens of a padded row (prompt (5, 6, 7) next to a longer one) against the
