@@ -117,7 +117,9 @@ def reference_arm(cfg: DictConfig, names: Sequence[str]) -> str:
 
 
 # what every arm must share: arms are paired prompt by prompt, repeat by repeat
-_SHARED = (("dataset", lambda r: r.dataset), ("generation.repeats", lambda r: r.generation.repeats))
+# (and the batch size: the runner hands every arm the same batches, decoded in ABBA order batch by batch)
+_SHARED = (("dataset", lambda r: r.dataset), ("generation.repeats", lambda r: r.generation.repeats),
+           ("generation.batch_size", lambda r: r.generation.batch_size))
 
 
 def compose_arms(cfg: DictConfig, job_overrides: Sequence[str], compose: Optional[Compose] = None) -> list[ArmSpec]:

@@ -140,6 +140,7 @@ class GenerationConfig:
     repeats: int = 1
     warmup: int = 1
     use_chat_template: bool = True
+    batch_size: int = 1  # prompts decoded together (methods with ``batchable``); 1: one at a time
 
 
 @dataclass
@@ -319,6 +320,7 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     _check(g.top_k >= 0, "generation.top_k", f"must be >= 0, got {g.top_k}", "use 0 to disable")
     _check(g.repeats >= 1, "generation.repeats", f"must be >= 1, got {g.repeats}", "use 1 for one timed run per prompt")
     _check(g.warmup >= 0, "generation.warmup", f"must be >= 0, got {g.warmup}", "use 0 to skip warm-up")
+    _check(g.batch_size >= 1, "generation.batch_size", f"must be >= 1, got {g.batch_size}", "use 1 to decode one prompt at a time")
 
     _check_model(run.model.target, "model.target")
     if run.model.draft is not None:
@@ -356,10 +358,28 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     cls = method_class(method)
     if getattr(cls, "needs_draft", False):
         _check(run.model.draft is not None, "model.draft", f"method {params.name!r} needs a draft model", "pick a model preset with a draft")
+    if g.batch_size > 1 and not getattr(cls, "batchable", False):
+        _fail("generation.batch_size", f"method {params.name!r} decodes one prompt at a time, got batch_size={g.batch_size}",
+              f"use generation.batch_size=1 with {params.name}, or a batched method ({', '.join(batchable_methods())})")
     check_run = getattr(cls, "check_run", None)
     if check_run is not None:
         check_run(run, params)  # a method's cross-group rules (e.g. autojudge: greedy only), before any model loads
     return run, params
+
+
+def batchable_methods() -> list[str]:
+    """The ``conf/method`` options whose decoder decodes a batch of prompts at once (``batchable``)."""
+    from hydra.utils import get_class
+
+    names = []
+    for path in sorted(Path(project_root(), "conf", "method").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        try:
+            if target and getattr(get_class(str(target)), "batchable", False):
+                names.append(path.stem)
+        except Exception:  # noqa: BLE001 - a broken method file is reported when it is picked
+            continue
+    return names
 
 
 def method_class(method: Any) -> type:

@@ -35,6 +35,8 @@ from spsamp.models.loading import check_tokenizers_before_load
 from spsamp.models.placement import placement_json
 from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
+from spsamp.batching import padding
+from spsamp.memory import free_cached, is_out_of_memory, peak_bytes, reset_peak
 from spsamp.sampling import row_generator
 import spsamp.sweeps  # noqa: F401 - registers the sweep-dir resolvers that launcher workers resolve
 from spsamp.models.threads import set_threads
@@ -64,6 +66,10 @@ def resume_key(run: RunConfig, params: Any, prompt: Prompt, turn: int, repeat: i
     g = asdict(run.generation)
     for timing_only in ("repeats", "warmup"):
         g.pop(timing_only)
+    if g["batch_size"] == 1:
+        # rows decoded one at a time keep the keys they had before batching existed; a batched row
+        # is its own measurement (other shapes round differently, hf_generate samples per batch)
+        g.pop("batch_size")
     ident = {
         "method": identity_params(params) if method is None else method,
         "model": asdict(run.model),
@@ -91,6 +97,15 @@ def row_seed(seed: int, key: str) -> int:
     # fresh each row but size steps from the row's own pass timings, so at T > 0 their tokens repeat
     # only where the sizes do (docs/records.md, "What repeats")
     return (seed * 1_000_003 + int(key[:12], 16)) % (2**63)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A task ready to decode: its prompt ids (after ``dataset.truncate``) and their original length if cut."""
+
+    task: Task
+    ids: torch.Tensor
+    cut_from: Optional[int]
 
 
 class PromptTooLong(ValueError):
@@ -139,7 +154,8 @@ class Arm:
         self.threads = 0  # the intra-op threads it decodes with (set at load)
         self.warmup_s = 0.0
         self.setup_s = 0.0
-        self.answers: dict[tuple[str, int], list[str]] = {}  # (prompt, repeat) -> answers so far, turn by turn
+        self.answers: dict[tuple[str, int], dict[int, str]] = {}  # (prompt, repeat) -> {turn: answer} so far
+        self.batches = 0  # batches decoded so far: the next one's batch_index
 
     @property
     def label(self) -> str:
@@ -157,27 +173,35 @@ class Arm:
                 return row
         return None
 
-    def step(self, task: Task) -> None:
-        """Decode ``task`` unless it is finished or its conversation broke; a failure is its error row."""
-        history = self.answers.setdefault((task.prompt.id, task.repeat), [])
-        finished = self._finished(task)
-        if finished is not None:
-            history.append(finished["generated_text"])
+    def step_batch(self, tasks: list[Task]) -> None:
+        """Decode the unfinished ``tasks`` whose conversation so far exists, together in batches of
+        at most ``generation.batch_size`` (the runner hands at most that many pending ones); a
+        failure is the failing prompt's error row only (:meth:`_decode_rows`)."""
+        ready = []
+        for task in tasks:
+            answers = self.answers.setdefault((task.prompt.id, task.repeat), {})
+            finished = self._finished(task)
+            if finished is not None:
+                answers[task.turn] = finished["generated_text"]
+                continue
+            history = [answers.get(t) for t in range(task.turn)]
+            if None in history:
+                continue  # an earlier turn failed: this one has no conversation to follow
+            try:
+                ready.append(self._prepare(task, history))  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - a prompt that cannot even be encoded is its own error row
+                self._failed(task, exc)
+        if not ready:
             return
-        if len(history) < task.turn:
-            return  # an earlier turn failed: this one has no conversation to follow
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)  # arms of one comparison may use different thread counts
-        try:
-            row = self._decode(task, history)
-            self.store.add(row)  # a row the schema refuses is this prompt's failure too
-        except Exception as exc:  # noqa: BLE001 - any failure becomes an error row, the run goes on
-            where = "" if self.name is None else f"arm {self.name}: "
-            log.error("%sprompt %s turn %d repeat %d failed: %s: %s", where, task.prompt.id, task.turn, task.repeat,
-                      type(exc).__name__, exc)
-            self.add_error(task, exc)
-            return
-        history.append(row["generated_text"])
+        self._decode_rows(ready)
+
+    def _failed(self, task: Task, exc: BaseException) -> None:
+        where = "" if self.name is None else f"arm {self.name}: "
+        log.error("%sprompt %s turn %d repeat %d failed: %s: %s", where, task.prompt.id, task.turn, task.repeat,
+                  type(exc).__name__, exc)
+        self.add_error(task, exc)
 
     # ---- steps -------------------------------------------------------------------------------
 
@@ -209,8 +233,13 @@ class Arm:
             torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         try:
+            assert self.target is not None
+            msgs = messages_for(self.run.dataset.system_prompt, WARMUP_PROMPT.turns, [])
+            ids, _ = self._fit_context(encode(self.target.tokenizer, msgs, gen.use_chat_template), gen)
             for _ in range(self.run.generation.warmup):
-                self._generate(Task(WARMUP_PROMPT, 0, 0, "warmup"), [], gen, seed=0)
+                # a full batch of copies: the batched path's shapes warm up too
+                rngs = [row_generator(self.target.device, 0) for _ in range(gen.batch_size)]
+                self.decoder.generate_batch(self.target, self.draft, [ids] * gen.batch_size, gen, rngs)
         except Exception as exc:  # noqa: BLE001 - the rows will tell whether the decoder works at all
             log.warning("warm-up of %s failed (%s: %s); decoding without it", self.label, type(exc).__name__, exc)
         self.warmup_s = time.perf_counter() - t0
@@ -230,27 +259,75 @@ class Arm:
         raise PromptTooLong(f"prompt of {n} tokens + generation.max_new_tokens={gen.max_new_tokens} = {n + gen.max_new_tokens} "
                             f"exceeds the model context of {limit} positions ({where}) — {fix}")
 
-    def _generate(self, task: Task, history: list[str], gen: GenerationConfig, seed: int) -> tuple[torch.Tensor, Optional[int], DecodeOutput]:
-        assert self.target is not None
-        msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
-        ids, cut_from = self._fit_context(encode(self.target.tokenizer, msgs, gen.use_chat_template), gen)
-        rng = row_generator(self.target.device, seed)  # lives where q is drawn from: spsamp.sampling
-        return ids, cut_from, self.decoder.generate(self.target, self.draft, ids, gen, rng)
-
-    def _decode(self, task: Task, history: list[str]) -> dict[str, Any]:
+    def _prepare(self, task: Task, history: list[str]) -> Prepared:
         if self.run.fail_on_prompt is not None and task.prompt.id == self.run.fail_on_prompt:
             raise InjectedFailure(f"fail_on_prompt={task.prompt.id}")
-        gen = self.run.generation
-        started = now()
-        t0 = time.perf_counter()
-        ids, cut_from, out = self._generate(task, history, gen, row_seed(gen.seed, task.key))
-        wall = time.perf_counter() - t0
         assert self.target is not None
+        gen = self.run.generation
+        msgs = messages_for(self.run.dataset.system_prompt, task.prompt.turns[: task.turn + 1], history)
+        ids, cut_from = self._fit_context(encode(self.target.tokenizer, msgs, gen.use_chat_template), gen)
+        return Prepared(task, ids, cut_from)
+
+    def _decode_rows(self, ready: list[Prepared]) -> None:
+        """Decode ``ready`` as one batch and store a row for each. A batch that runs out of memory is
+        halved and retried (with a warning); one that fails otherwise is decoded row by row, so only
+        a failing prompt becomes an error row."""
+        assert self.target is not None
+        gen, device = self.run.generation, self.target.device
+        index = self.batches
+        self.batches += 1
+        rngs = [row_generator(device, row_seed(gen.seed, r.task.key)) for r in ready]  # on q's device: spsamp.sampling
+        started = now()
+        reset_peak(device)
+        t0 = time.perf_counter()
+        try:
+            outs = self.decoder.generate_batch(self.target, self.draft, [r.ids for r in ready], gen, rngs)
+        except Exception as exc:  # noqa: BLE001 - sorted out below: one row's error, or a smaller batch
+            if len(ready) == 1:
+                self._failed(ready[0].task, exc)
+                return
+            self.target.reset()  # drop the failed batch's KV cache before retrying
+            if is_out_of_memory(exc):
+                free_cached(device)
+                half = len(ready) // 2
+                log.warning("%sa batch of %d rows ran out of memory (%s); splitting it into %d + %d rows — lower "
+                            "generation.batch_size to avoid the retries", self._where, len(ready), type(exc).__name__, half,
+                            len(ready) - half)
+                self._decode_rows(ready[:half])
+                self._decode_rows(ready[half:])
+                return
+            log.warning("%sa batch of %d rows failed (%s: %s); decoding its rows one by one", self._where, len(ready),
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            for r in ready:
+                self._decode_rows([r])
+            return
+        wall = time.perf_counter() - t0
+        batch = {"batch_index": index, "batch_padding": padding([int(r.ids.numel()) for r in ready]),
+                 "peak_mem_bytes": peak_bytes(device)}
+        for r, out in zip(ready, outs):
+            try:
+                row = self._row(r, out, started, wall, batch)
+                self.store.add(row)  # a row the schema refuses is this prompt's failure too
+            except Exception as exc:  # noqa: BLE001 - any failure becomes an error row, the run goes on
+                self._failed(r.task, exc)
+                continue
+            self.answers.setdefault((r.task.prompt.id, r.task.repeat), {})[r.task.turn] = row["generated_text"]
+
+    @property
+    def _where(self) -> str:
+        return "" if self.name is None else f"arm {self.name}: "
+
+    def _row(self, r: Prepared, out: DecodeOutput, started: str, wall: float, batch: dict[str, Any]) -> dict[str, Any]:
+        """The ``ok`` row of one prompt of a batch: ``wall`` is the batch's wall time (every row of it
+        was in flight the whole time), ``batch`` its batch columns."""
+        assert self.target is not None
+        gen, task = self.run.generation, r.task
         tokens, _ = truncate_at_eos(out.tokens, self.target.eos_ids, gen.max_new_tokens)
         text = self.target.tokenizer.decode(tokens, skip_special_tokens=True)
-        row = self.rows.ok(self._base_row(task, "ok", started), prompt_tokens=int(ids.numel()), tokens=tokens,
+        row = self.rows.ok(self._base_row(task, "ok", started), prompt_tokens=int(r.ids.numel()), tokens=tokens,
                            text=text, wall_s=wall, out=out)
-        row["prompt_truncated_from"] = cut_from
+        row["prompt_truncated_from"] = r.cut_from
+        row.update(batch)
         # is the answer right? (checked datasets run the tests in a sandboxed subprocess, untimed)
         row.update(task_columns(task.prompt, task.turn, text, self.run.dataset.check_timeout_s))
         return row
@@ -335,9 +412,35 @@ class Job:
         if not live:
             return
         desc = live[0].decoder.name if len(self.arms) == 1 else f"{len(live)} arms"
-        for i in tqdm(range(self.tasks), desc=desc, unit="row" if len(self.arms) == 1 else "prompt", disable=None):
-            for arm in abba_order(live, i):
-                arm.step(arm.tasks[i])
+        todo = {id(t) for a in live for t in pending[id(a)]}
+        waiting = [any(id(a.tasks[i]) in todo for a in live) for i in range(self.tasks)]
+        size = self.arms[0].run.generation.batch_size
+        chunks = batches([t.turn for t in self.arms[0].tasks], waiting, size)
+        unit = ("row" if size == 1 else "batch") if len(self.arms) == 1 else ("prompt" if size == 1 else "batch")
+        for c, chunk in enumerate(tqdm(chunks, desc=desc, unit=unit, disable=None)):
+            for arm in abba_order(live, c):  # each arm decodes the whole batch in turn: ABBA by batch
+                arm.step_batch([arm.tasks[i] for i in chunk])
+
+
+def batches(turns: list[int], waiting: list[bool], size: int) -> list[list[int]]:
+    """Task indices in the groups they are decoded in: with ``size`` 1 each task alone, in order;
+    else turn by turn (every first turn, then every second one: a turn needs the previous turn's
+    answer), at most ``size`` tasks still ``waiting`` per group; finished tasks ride along in the
+    group (their stored answers feed the next turn's conversation)."""
+    if size == 1:
+        return [[i] for i in range(len(turns))]
+    out: list[list[int]] = []
+    group: list[int] = []
+    count = 0
+    for i in sorted(range(len(turns)), key=lambda i: (turns[i], i)):
+        if group and (turns[i] != turns[group[-1]] or (waiting[i] and count == size)):
+            out.append(group)
+            group, count = [], 0
+        group.append(i)
+        count += waiting[i]
+    if group:
+        out.append(group)
+    return out
 
 
 def run_job(cfg: DictConfig, job: JobInfo, compose: Optional[Compose] = None) -> RecordStore:
@@ -351,7 +454,8 @@ def run_job(cfg: DictConfig, job: JobInfo, compose: Optional[Compose] = None) ->
     # validation, prompts and record writes
     total = time.perf_counter() - t0
     mine = [r for r in store.rows if r["run_id"] == this.run_id]
-    decoding = sum(r["wall_time_s"] or 0.0 for r in mine if r["status"] == "ok")
+    # rows of one batch share its wall time: count each batch once
+    decoding = sum({(r["arm"], r["batch_index"]): r["wall_time_s"] or 0.0 for r in mine if r["status"] == "ok"}.values())
     log.info(
         "job %s: %.2fs = %.2fs decoding (%d rows) + %.2fs warm-up + %.2fs models/prepare + %.2fs overhead",
         "-" if job.job_num is None else job.job_num, total, decoding, len(mine), this.warmup_s, this.setup_s,

@@ -74,6 +74,20 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return inverse_cdf(flat, u).reshape(probs.shape[:-1])
 
 
+def sample_rows(probs: torch.Tensor, generators: list[torch.Generator]) -> list[int]:
+    """Draw one token id from each row of ``probs [B, V]``, row ``i`` with ``generators[i]``: a
+    batched decode's rows sample exactly what :func:`sample` draws for each alone (one uniform per
+    row, none for a one-hot row), so a row's sample does not depend on its batch-mates."""
+    one_hot = (probs.max(dim=-1).values == 1.0).tolist()
+    out = probs.argmax(dim=-1)
+    drawn = [i for i, hot in enumerate(one_hot) if not hot]
+    if drawn:
+        rows = probs[drawn]
+        u = torch.cat([torch.rand((1, 1), generator=generators[i], dtype=_accumulator(rows), device=rows.device) for i in drawn])
+        out[drawn] = inverse_cdf(rows, u).reshape(-1)
+    return out.tolist()
+
+
 def _accumulator(probs: torch.Tensor) -> torch.dtype:
     return torch.float32 if probs.device.type == "mps" else torch.float64  # MPS has no float64
 

@@ -89,10 +89,11 @@ def attention_masks(
 
 
 def additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Bool ``[m, L]`` visibility -> float ``[1, 1, m, L]`` mask (0 = attend, dtype min = masked)."""
+    """Bool ``[m, L]`` (or per row of a batch, ``[B, m, L]``) visibility -> float ``[1, 1, m, L]``
+    (``[B, 1, m, L]``) mask (0 = attend, dtype min = masked)."""
     mask = torch.zeros(visible.shape, dtype=dtype)
     mask.masked_fill_(~visible, torch.finfo(dtype).min)
-    return mask[None, None]
+    return mask[None, None] if mask.dim() == 2 else mask[:, None]
 
 
 def verify(target: Any, root: int, proposal: Proposal, hidden: bool = False) -> Any:

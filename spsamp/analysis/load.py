@@ -155,12 +155,24 @@ def config_label(row: pd.Series, param_cols: list[str]) -> str:
     return " ".join([str(row["method"])] + parts)
 
 
+def batch_throughput(df: pd.DataFrame) -> pd.DataFrame:
+    """``batch_size`` 1 where records predate batching (they decoded one prompt at a time), and
+    ``batch_tokens_per_sec``: each ok row's batch's aggregate throughput, the new tokens of every
+    row of the batch (``run_id``, ``arm``, ``batch_index``) over its wall time (null where unknown)."""
+    df["batch_size"] = df["batch_size"].fillna(1).astype("int64")
+    ok = df[df["status"].eq("ok") & df["batch_index"].notna()]
+    keys = [ok["run_id"], ok["arm"].fillna(""), ok["batch_index"]]
+    tokens = ok.groupby(keys)["new_tokens"].transform("sum")
+    df["batch_tokens_per_sec"] = (tokens / ok["wall_time_s"]).reindex(df.index)
+    return df
+
+
 def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: bool = True) -> pd.DataFrame:
     """Every ``records.parquet`` under ``path_or_glob`` (a run dir, a sweep dir, ``outputs/``, a file,
     a glob, or a list of those) as one DataFrame.
 
     Added columns: ``source_file``, ``run_dir``, ``is_error`` (status == "error"), ``ok``
-    (status == "ok"), ``config`` (a label: the method, its k / threshold / budget /
+    (status == "ok"), ``batch_tokens_per_sec`` (:func:`batch_throughput`), ``config`` (a label: the method, its k / threshold / budget /
     parallel_branches, and any other parameter that differs between its runs) and, with ``metrics=True``,
     ``metric_<key>`` for each scalar in ``metrics_json``.
     """
@@ -169,6 +181,7 @@ def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: boo
     df["is_error"] = df["status"].eq("error")
     df["ok"] = df["status"].eq("ok")
     df["config"] = config_labels(df)
+    df = batch_throughput(df)
     if metrics:
         df = expand_metrics(df)
     n_err = int(df["is_error"].sum())

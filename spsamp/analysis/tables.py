@@ -28,7 +28,7 @@ from spsamp.records.summary import correct_values, summarize, wilson_interval  #
 BASELINE = "baseline"
 TARGET_KEYS = ["model_preset", "model", "target_dtype", "target_quantization", "device"]
 DRAFT_KEYS = ["draft_model", "draft_dtype", "draft_quantization"]
-GEN_KEYS = ["max_new_tokens", "temperature", "top_p", "top_k", "seed", "use_chat_template"]
+GEN_KEYS = ["max_new_tokens", "temperature", "top_p", "top_k", "seed", "use_chat_template", "batch_size"]
 MACHINE_KEYS = ["cpu_model", "gpu_name", "num_threads", "cpu_linear"]  # the hardware, not the host
 PROMPT_KEYS = ["dataset", "prompt_id", "turn"]
 # what a baseline row must share with a method row to be its reference

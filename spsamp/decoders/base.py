@@ -31,6 +31,9 @@ class Decoder:
     # T=0 tokens equal baseline's and T>0 samples the target's distribution (tests/test_losslessness.py);
     # a lossy rule says False (an instance may decide from its params). scripts/gpu_smoke.sh reads it
     lossless: bool = True
+    # decodes several prompts in one call (:meth:`generate_batch`); False: generation.batch_size > 1
+    # is refused before any model loads (spsamp.config.validate)
+    batchable: ClassVar[bool] = False
 
     @dataclass
     class Params:
@@ -50,6 +53,15 @@ class Decoder:
     def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
                  rng: torch.Generator) -> DecodeOutput:
         raise NotImplementedError
+
+    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
+                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
+        """One output per prompt, decoded together (``rngs[i]``: prompt i's generator). A batch of one
+        is :meth:`generate` itself, so ``batch_size=1`` runs exactly the unbatched path; a
+        ``batchable`` decoder overrides this for more."""
+        if len(prompts) == 1:
+            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
+        raise NotImplementedError(f"{self.name} decodes one prompt at a time (generation.batch_size=1)")
 
 
 class LoopDecoder(Decoder):

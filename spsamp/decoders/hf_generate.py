@@ -26,8 +26,9 @@ from typing import Any, Iterator, Optional
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
 
+from spsamp.batching import left_pad, pad_id
 from spsamp.config import GenerationConfig
-from spsamp.decoders.base import DecodeOutput, Decoder, DecodeStats
+from spsamp.decoders.base import DecodeOutput, Decoder, DecodeStats, truncate_at_eos
 from spsamp.models import CausalLM
 
 
@@ -124,6 +125,36 @@ def own_generation_config(model: Any, cfg: HFGenerationConfig) -> Iterator[None]
         model.generation_config = saved
 
 
+def hf_generate_rows(target: CausalLM, prompts: list[torch.Tensor], gen: GenerationConfig, rngs: list[torch.Generator]) -> list[DecodeOutput]:
+    """One batched ``target.model.generate`` call over left-padded ``prompts`` (attention mask,
+    ``pad_token_id`` = the smallest eos id): transformers' own batched decoding, the reference.
+
+    Sampling draws from the global RNG for the whole batch, seeded from the first row's generator
+    (every row's generator advances as it would alone), so at T > 0 a row's tokens depend on its
+    batch-mates; at T = 0 they do not. Per row: its tokens cut at its EOS, ``target_calls`` the
+    passes it took part in until then (one per token); prefill and first-token times are the batch's.
+    """
+    if target.model.dtype == torch.float64 and target.model.config._attn_implementation == "eager":
+        # transformers gives a padding query nothing to attend to; eager attention's float32 softmax
+        # makes that row NaN in a float64 model, and the NaN reaches real rows (spsamp.batching)
+        raise ValueError("transformers' batched generate is wrong for a float64 model with eager attention (left padding turns "
+                         "into NaN) — use generation.batch_size=1 or another dtype for hf_generate, or method=baseline")
+    seeds = [int(torch.randint(0, 2**31 - 1, (1,), generator=r, device=r.device)) for r in rngs]
+    torch.manual_seed(seeds[0])
+    cfg = reference_config(gen, target.eos_ids)
+    ids, mask = left_pad(prompts, pad_id(target.eos_ids))
+    ids, mask = ids.to(target.device), mask.to(target.device)
+    clock = FirstTokenClock(time.perf_counter())
+    with own_generation_config(target.model, cfg), counting(target.model) as tc, torch.inference_mode():
+        out = target.model.generate(ids, attention_mask=mask, streamer=clock, generation_config=cfg)
+    outputs = []
+    for row in out[:, ids.shape[1]:].tolist():
+        tokens, _ = truncate_at_eos(row, target.eos_ids, gen.max_new_tokens)
+        stats = DecodeStats(target_calls=len(tokens), steps=max(len(tokens) - 1, 0), accepted_lengths=[1] * max(len(tokens) - 1, 0))
+        outputs.append(DecodeOutput(tokens=tokens, prefill_s=tc.first_s, ttft_s=clock.ttft_s, stats=stats))
+    return outputs
+
+
 def hf_generate(
     target: CausalLM,
     prompt_ids: torch.Tensor,
@@ -174,6 +205,8 @@ def _generate(target: CausalLM, prompt_ids: torch.Tensor, gen: GenerationConfig,
 
 
 class HFGenerateDecoder(Decoder):
+    batchable = True
+
     @dataclass
     class Params:
         name: str = "hf_generate"
@@ -181,3 +214,9 @@ class HFGenerateDecoder(Decoder):
     def generate(self, target: CausalLM, draft: Optional[CausalLM], prompt_ids: torch.Tensor, gen: GenerationConfig,
                  rng: torch.Generator) -> DecodeOutput:
         return hf_generate(target, prompt_ids, gen, rng)
+
+    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
+                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
+        if len(prompts) == 1:
+            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
+        return hf_generate_rows(target, prompts, gen, rngs)

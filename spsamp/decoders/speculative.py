@@ -7,7 +7,9 @@ SpS = :class:`ChainDrafter` (the draft p proposes k tokens autoregressively) + t
 resampled from norm(max(q - p, 0)), a full accept earns a bonus token from q), run by the one loop
 (:func:`spsamp.loop.speculate`: one target pass over root + k tokens, both KV caches cut back to
 the accepted tokens). The output is distributed exactly as the target's. The expected speedup
-from acceptance and draft cost is in :mod:`spsamp.cost_model`.
+from acceptance and draft cost is in :mod:`spsamp.cost_model`. Batched (``generation.batch_size``
+> 1, fixed k without ``stop_below`` / ``lookup``): :mod:`spsamp.batched_chain`, the same step per
+row with ragged acceptance, rolled back by masking instead of cropping.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
+
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.config import ADDED_LATER, ConfigError
-from spsamp.decoders.base import LoopDecoder
+from spsamp.batched_chain import speculate_rows
+from spsamp.config import ADDED_LATER, ConfigError, GenerationConfig
+from spsamp.decoders.base import DecodeOutput, LoopDecoder
+from spsamp.models import CausalLM
 from spsamp.drafting.chain import ChainDrafter
 from spsamp.drafting.lookup import check_lookup_params
 
 
 class SpeculativeDecoder(LoopDecoder):
     needs_draft = True
+    batchable = True  # fixed k, without stop_below or lookup (check_run refuses the rest): spsamp/batched_chain.py
 
     @dataclass
     class Params:
@@ -53,6 +60,22 @@ class SpeculativeDecoder(LoopDecoder):
                 if isinstance(self.stop_below, bool) or not isinstance(self.stop_below, (int, float)) or not 0 < self.stop_below < 1:
                     raise ConfigError(f"method.stop_below: must be a probability in (0, 1) or null, got {self.stop_below!r} — e.g. method.stop_below=0.4")
             check_lookup_params(self.lookup, self.lookup_ngram, self.lookup_min_ngram)
+
+    @staticmethod
+    def check_run(run: Any, params: Any) -> None:
+        unbatched = [f"{n}={v}" for n, v, off in (("method.k", params.k, params.k != "auto"), ("method.stop_below", params.stop_below, params.stop_below is None),
+                                                   ("method.lookup", params.lookup, not params.lookup)) if not off]
+        if run.generation.batch_size > 1 and unbatched:
+            raise ConfigError(f"generation.batch_size: speculative batches fixed-k chains only, got batch_size={run.generation.batch_size} "
+                              f"with {', '.join(unbatched)} — use generation.batch_size=1 with them, or a fixed method.k without them")
+
+    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
+                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
+        if len(prompts) == 1:
+            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
+        if draft is None:
+            raise ValueError(f"{self.name} needs a draft model — pick a model preset with a draft")
+        return speculate_rows(target, draft, prompts, gen, rngs, self.params.k, self.acceptance.fn)
 
     def __init__(self, **params: Any):
         super().__init__(**params)

@@ -125,6 +125,30 @@ class CausalLM:
         """
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
+        out = self._run(ids, last_only, hidden, position_ids, attention_mask)
+        h = None
+        if hidden:
+            h = out.hidden_states[-1][0]
+            if last_only:
+                h = h[-1:]
+        return Forward(logits=out.logits[0], hidden=h)
+
+    @torch.inference_mode()
+    def forward_rows(self, ids: torch.Tensor, attention_mask: torch.Tensor | dict[str, torch.Tensor], position_ids: torch.Tensor,
+                     last_only: bool = False) -> torch.Tensor:
+        """Run a batch ``ids [B, n]`` after the cached tokens; logits ``[B, n, V]`` (``[B, 1, V]`` with
+        ``last_only``). ``attention_mask`` (4-D ``[B, 1, n, cache_len + n]``, or one per layer type:
+        :func:`spsamp.batching.row_masks`) and ``position_ids [B, n]`` (each row's own positions) are
+        required: rows of different lengths share one cache, so neither follows from its length."""
+        return self._run(ids, last_only, False, position_ids, attention_mask).logits
+
+    def prefill_rows(self, ids: torch.Tensor, attention_mask: torch.Tensor | dict[str, torch.Tensor], position_ids: torch.Tensor) -> torch.Tensor:
+        """Empty the cache and run a left-padded batch of prompts; logits ``[B, V]`` of each row's last position."""
+        self.reset()
+        return self.forward_rows(ids, attention_mask, position_ids, last_only=True)[:, -1]
+
+    def _run(self, ids: torch.Tensor, last_only: bool, hidden: bool, position_ids: torch.Tensor | None,
+             attention_mask: torch.Tensor | dict[str, torch.Tensor] | None) -> Any:
         ids = ids.to(self.device)
         kwargs: dict[str, Any] = {}
         if position_ids is not None:
@@ -134,19 +158,13 @@ class CausalLM:
         elif attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.to(self.device)
         kwargs[self.cache_kwarg] = self.cache  # the cache is updated in place: nothing to read back
-        out = self.model(
+        return self.model(
             input_ids=ids,
             use_cache=True,
             logits_to_keep=1 if last_only else 0,
             output_hidden_states=hidden,
             **kwargs,
         )
-        h = None
-        if hidden:
-            h = out.hidden_states[-1][0]
-            if last_only:
-                h = h[-1:]
-        return Forward(logits=out.logits[0], hidden=h)
 
     def prefill(self, ids: torch.Tensor, hidden: bool = False) -> Forward:
         """Empty the cache and run the prompt; logits of the last prompt position only."""

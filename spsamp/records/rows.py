@@ -99,6 +99,7 @@ class RowBuilder:
             "top_k": gen.top_k,
             "seed": gen.seed,
             "use_chat_template": gen.use_chat_template,
+            "batch_size": gen.batch_size,
             "output_dir": self.job.output_dir,
             "job_overrides": json.dumps(self.job.overrides),
             "comparison": self.comparison,

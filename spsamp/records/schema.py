@@ -43,6 +43,7 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("top_k", _I),
     pa.field("seed", _I),
     pa.field("use_chat_template", _B),
+    pa.field("batch_size", _I),  # generation.batch_size: prompts decoded together (1: one at a time)
     # output and timing
     pa.field("prompt_tokens", _I),
     pa.field("prompt_truncated_from", _I),  # the prompt's length before dataset.truncate=left cut it; null: not cut
@@ -55,6 +56,11 @@ CORE_FIELDS: list[pa.Field] = [
     pa.field("ttft_s", _F),
     pa.field("tokens_per_sec", _F),
     pa.field("decode_tokens_per_sec", _F),
+    # the batch the row was decoded in (every row of a batch has the batch's wall_time_s): one batch
+    # is (run_id, arm, batch_index); its aggregate tokens/s = sum(new_tokens) / wall_time_s
+    pa.field("batch_index", _I),  # the arm's batch counter within the run (run_id)
+    pa.field("batch_padding", _I),  # left-padding tokens of the batch's prompts (0 for a batch of one)
+    pa.field("peak_mem_bytes", _I),  # CUDA: the batch's peak allocated bytes; CPU: the process's resident high-water mark
     # answer quality (spsamp.data.checkers); null where the dataset has no checker
     pa.field("task_correct", _B),  # the answer is right (HumanEval: its tests pass; arithmetic: the final number)
     pa.field("task_check", _S),  # why: passed | failed | syntax_error | timeout | no_code | ... (TASK_CHECKS)
@@ -106,7 +112,8 @@ _CORE = {f.name: f for f in CORE_FIELDS}
 # Columns added after records were first written (2026-11). Files from before lack them; they load
 # as nulls (spsamp.analysis.load_records) and validate. A new column goes here too, or every old
 # records dir stops validating (tests/test_old_records.py holds real pre-lock files).
-ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from", "comparison", "arm", "reference_arm"})
+ADDED_LATER = frozenset({"task_correct", "task_check", "prompt_truncated_from", "comparison", "arm", "reference_arm",
+                         "batch_size", "batch_index", "batch_padding", "peak_mem_bytes"})
 STATUSES = ("ok", "error")
 
 

@@ -1,0 +1,411 @@
+"""Batch size as a sweep axis (issue #37): generation.batch_size, batched baseline and hf_generate.
+
+1. Validation: batch_size >= 1; a method that decodes one prompt at a time refuses batch_size > 1.
+2. Exactness: at T=0 in float64 every batched row equals the prompt decoded alone (mixed prompt
+   lengths, a row ending at EOS while others go on, rows hitting max_new_tokens); at T>0 a padded
+   row's first two tokens pass a chi-square test against the target's exact distribution, and a
+   batch that forgets the padding mask or the per-row positions fails it.
+3. The runner: one row per prompt with its batch columns, rows equal to batch_size=1's, a failing
+   prompt takes only its own row, resume, turn-by-turn batches, an out-of-memory batch is split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import compose_cfg
+from spsamp.batching import left_pad, padding, row_masks
+from spsamp.config import ConfigError, GenerationConfig, validate
+from spsamp.decoders import baseline as baseline_mod
+from spsamp.decoders.baseline import BaselineDecoder
+from spsamp.decoders.hf_generate import HFGenerateDecoder
+from spsamp.decoders.prompt_lookup import PromptLookupDecoder
+from spsamp.decoders.speculative import SpeculativeDecoder
+from spsamp import batched_chain
+from spsamp.models import load_model
+from spsamp.records import RECORDS_PARQUET
+from spsamp.runner import JobInfo, batches, run_job
+from test_losslessness import FAIL_P, PASS_P
+from toy_models import chi_square_pvalue, exact_joint
+
+# ---- 1. validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["specexec", "autojudge", "lossy", "hf_assisted",
+                                    "hf_assisted_default", "hf_prompt_lookup"])
+def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["model=tiny_random", f"method={method}", "generation.batch_size=2"]))
+    msg = str(err.value)
+    assert msg.startswith("generation.batch_size: ") and "\n" not in msg
+    assert "generation.batch_size=1" in msg and "baseline" in msg and "hf_generate" in msg
+    validate(compose_cfg(["model=tiny_random", f"method={method}", "generation.batch_size=1"]))  # the default path
+
+
+@pytest.mark.parametrize("setting", ["method.k=auto", "method.stop_below=0.3", "method.lookup=4"])
+def test_speculative_batches_fixed_k_chains_only(setting):
+    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches fixed-k chains only") as err:
+        validate(compose_cfg(["model=tiny_random", "method=speculative", setting, "generation.batch_size=2"]))
+    assert setting.split("=")[0] in str(err.value)
+    validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=3", "generation.batch_size=2"]))
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_batch_size_must_be_positive(value):
+    with pytest.raises(ConfigError, match=r"^generation.batch_size: must be >= 1"):
+        validate(compose_cfg(["model=tiny_random", f"generation.batch_size={value}"]))
+
+
+def test_comparison_arms_share_the_batch_size():
+    from spsamp.comparison import compose_arms
+
+    cfg = compose_cfg(["model=tiny_random", "+compare.arms.a={method:baseline}", "+compare.arms.b={method:hf_generate,generation.batch_size:2}"])
+    with pytest.raises(ConfigError, match=r"^compare.arms.b: changes generation.batch_size"):
+        compose_arms(cfg, [], compose_cfg)
+
+
+# ---- 2. exactness ----------------------------------------------------------------------------------
+
+# the third prompt's answer ends at EOS after 11 tokens (asserted below); the others run to max_new_tokens
+PROMPTS = ([5, 6, 7], [40, 41, 42, 43, 44, 45], [80, 12, 33, 9], [3])
+
+
+def tiny(dtype: str):
+    run, _ = validate(compose_cfg(["model=tiny_random", f"hardware.dtype={dtype}"]))
+    return load_model(run.model.target, run.hardware, run.paths.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny64():
+    return tiny("float64")
+
+
+def alone(target, prompts, gen, seeds=None):
+    seeds = seeds or [0] * len(prompts)
+    return [BaselineDecoder().generate(target, None, torch.tensor(p), gen, torch.Generator().manual_seed(s)).tokens
+            for p, s in zip(prompts, seeds)]
+
+
+def together(decoder, target, prompts, gen, seeds=None):
+    seeds = seeds or [0] * len(prompts)
+    return decoder.generate_batch(target, None, [torch.tensor(p) for p in prompts], gen, [torch.Generator().manual_seed(s) for s in seeds])
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (2, 3, 1, 0), (1, 2)])
+def test_batched_baseline_rows_equal_each_prompt_alone_float64(tiny64, order, one_thread):
+    gen = GenerationConfig(max_new_tokens=30)
+    prompts = [PROMPTS[i] for i in order]
+    ref = alone(tiny64, prompts, gen)
+    out = together(BaselineDecoder(), tiny64, prompts, gen)
+    assert [o.tokens for o in out] == ref
+    # the cases are there: a row ended at EOS while the others went on to max_new_tokens
+    ends = {len(t) < 30 and t[-1] in tiny64.eos_ids for t in ref}
+    assert ends == {True, False}
+    for o, t in zip(out, ref):  # a finished row stops being counted
+        assert o.stats.target_calls == len(t) and sum(o.stats.accepted_lengths) == len(t) - 1
+
+
+def test_batched_baseline_samples_each_row_as_alone_float64(tiny64, one_thread):
+    gen = GenerationConfig(max_new_tokens=12, temperature=1.0, top_k=20)
+    seeds = [11, 12, 13, 14]
+    assert [o.tokens for o in together(BaselineDecoder(), tiny64, PROMPTS, gen, seeds)] == alone(tiny64, PROMPTS, gen, seeds)
+
+
+def test_hf_generate_batched_rows_equal_each_prompt_alone(one_thread):
+    target = tiny("float32")  # transformers' batched generate is refused in float64 with eager attention (below)
+    gen = GenerationConfig(max_new_tokens=30)
+    for order in ((0, 1, 2, 3), (2, 3, 1, 0)):
+        prompts = [PROMPTS[i] for i in order]
+        out = together(HFGenerateDecoder(), target, prompts, gen)
+        assert [o.tokens for o in out] == alone(target, prompts, gen) == [o.tokens for o in together(BaselineDecoder(), target, prompts, gen)]
+        assert [o.stats.target_calls for o in out] == [len(o.tokens) for o in out]
+
+
+def test_hf_generate_batched_refuses_float64_eager(tiny64):
+    with pytest.raises(ValueError, match="float64 model with eager attention"):
+        together(HFGenerateDecoder(), tiny64, PROMPTS[:2], GenerationConfig(max_new_tokens=4))
+
+
+def test_padding_query_sees_itself_and_real_queries_never_see_padding():
+    _, mask = left_pad([torch.tensor([1, 2]), torch.tensor([1, 2, 3, 4])], 0)
+    m = row_masks(object(), mask, 4)[:, 0] == 0  # visible
+    assert m[0].tolist() == [[True, False, False, False], [False, True, False, False],
+                             [False, False, True, False], [False, False, True, True]]
+    assert m[1].tolist() == torch.ones(4, 4, dtype=torch.bool).tril().tolist()
+    assert padding([2, 4]) == 2 and padding([3]) == 0
+    # a model with sliding-window layers gets its masks row by row: a window wider than the text hides nothing more
+    from types import SimpleNamespace
+
+    windowed = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(sliding_window=64, layer_types=None)), dtype=torch.float32)
+    assert torch.equal(row_masks(windowed, mask, 4), row_masks(object(), mask, 4))
+    small = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(sliding_window=2, layer_types=None)), dtype=torch.float32)
+    seen = row_masks(small, mask, 4)[1, 0] == 0
+    assert seen[3].tolist() == [False, False, True, True]  # the last query sees only its window
+
+
+# T > 0: the first two tokens of a padded row (prompt (5, 6, 7) next to a longer one) against the
+# exact joint of the target, enumerated from single-prompt forwards (top_k keeps it small)
+SAMPLED = GenerationConfig(max_new_tokens=2, temperature=1.0, top_k=3)
+ROWS, BATCHES = 400, 20  # 8,000 draws of the padded row
+
+
+class PrefillLogits:
+    """A real model as :func:`toy_models.exact_joint` reads one: next-token logits of a whole context."""
+
+    def __init__(self, lm):
+        self.lm, self.eos_ids = lm, lm.eos_ids
+
+    def logits(self, ctx):
+        return self.lm.prefill(torch.tensor(ctx)).logits[-1]
+
+
+def padded_row_draws(target, decoder=None, draft=None, gen=SAMPLED):
+    short, long = [5, 6, 7], [40, 41, 42, 43, 44, 45, 46, 47]
+    prompts = [short, long] * (ROWS // 2)
+    draws = []
+    for b in range(BATCHES):
+        seeds = [b * ROWS + i for i in range(ROWS)]
+        out = (decoder or BaselineDecoder()).generate_batch(target, draft, [torch.tensor(p) for p in prompts], gen,
+                                                            [torch.Generator().manual_seed(s) for s in seeds])
+        draws += [tuple(o.tokens) for o in out[::2]]
+    return draws, exact_joint(PrefillLogits(target), short, gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p)
+
+
+def test_batched_baseline_padded_row_follows_the_target_distribution(tiny64, one_thread):
+    draws, joint = padded_row_draws(tiny64)
+    assert len(joint) > 3  # the second token's distribution is in the test too
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+def test_negative_control_batch_without_padding_mask_fails(tiny64, monkeypatch, one_thread):
+    # every row attends to the padding in front of it. (Positions counted from the padded column 0
+    # are no control here: rotary positions only see offsets, so shifting a row's positions changes
+    # nothing beyond rounding on a Llama; they matter for sliding windows and absolute positions)
+    monkeypatch.setattr(baseline_mod, "row_masks", lambda lm, mask, n: row_masks(lm, torch.ones_like(mask), n))
+    draws, joint = padded_row_draws(tiny64)
+    try:
+        pval = chi_square_pvalue(draws, joint)
+    except AssertionError:  # drew a continuation the target cannot produce: failed outright
+        return
+    assert pval < FAIL_P
+
+
+# batched SpS (spsamp/batched_chain.py): drafts that are always wrong (the tiny draft), always right
+# (the target's own weights) and mostly right (the target with a noisy LM head: ragged acceptance)
+
+
+@pytest.fixture(scope="module")
+def drafts64(tiny64):
+    import copy
+
+    from spsamp.models import CausalLM
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "hardware.dtype=float64"]))
+    wrong = load_model(run.model.draft, run.hardware, run.paths.cache_dir)
+    twin = CausalLM(tiny64.model, tiny64.tokenizer, "twin")
+    noisy = copy.deepcopy(tiny64.model)
+    with torch.no_grad():
+        w = noisy.lm_head.weight
+        w.add_(0.08 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0), dtype=w.dtype))
+    return {"wrong": wrong, "twin": twin, "near": CausalLM(noisy, tiny64.tokenizer, "near")}
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_batched_sps_rows_equal_each_prompt_alone_float64(tiny64, drafts64, k, one_thread):
+    greedy, sampled = GenerationConfig(max_new_tokens=30), GenerationConfig(max_new_tokens=14, temperature=1.0)
+    seeds = [11, 12, 13, 14]
+    ragged = set()
+    for name, draft in drafts64.items():
+        dec = SpeculativeDecoder(k=k)
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], greedy, [torch.Generator() for _ in PROMPTS])
+        assert [o.tokens for o in out] == alone(tiny64, PROMPTS, greedy), f"k={k}, draft {name}"
+        # sampled: each row draws what SpS draws for it alone (same generator, same order of draws)
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], sampled, [torch.Generator().manual_seed(s) for s in seeds])
+        ref = [dec.generate(tiny64, draft, torch.tensor(p), sampled, torch.Generator().manual_seed(s)) for p, s in zip(PROMPTS, seeds)]
+        assert [o.tokens for o in out] == [r.tokens for r in ref], f"k={k}, draft {name}, T=1"
+        for o, r in zip(out, ref):
+            assert (o.stats.target_calls, o.stats.proposed, o.stats.accepted, o.stats.rejections, o.stats.accepted_lengths) == \
+                (r.stats.target_calls, r.stats.proposed, r.stats.accepted, r.stats.rejections, r.stats.accepted_lengths)
+        steps = [tuple(o.stats.accepted_lengths) for o in out]
+        ragged.add(len({s[:3] for s in steps}) > 1)
+        if name == "twin":
+            assert all(o.stats.rejections == 0 for o in out)
+    assert True in ragged, "rows of one batch never kept different numbers of tokens in a step"
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_batched_prompt_lookup_rows_equal_each_prompt_alone_float64(tiny64, k, one_thread):
+    prompts = [[5, 6, 7, 5, 6, 8, 5, 6], *PROMPTS[1:]]  # the first repeats itself: lookups find chains of several tokens
+    dec = PromptLookupDecoder(k=k, max_ngram=2)
+    for gen in (GenerationConfig(max_new_tokens=30), GenerationConfig(max_new_tokens=14, temperature=1.0)):
+        out = dec.generate_batch(tiny64, None, [torch.tensor(p) for p in prompts], gen, [torch.Generator().manual_seed(s) for s in range(4)])
+        ref = [dec.generate(tiny64, None, torch.tensor(p), gen, torch.Generator().manual_seed(s)) for s, p in enumerate(prompts)]
+        assert [o.tokens for o in out] == [r.tokens for r in ref]
+        assert [(o.stats.proposed, o.stats.accepted, o.stats.accepted_lengths) for o in out] == \
+            [(r.stats.proposed, r.stats.accepted, r.stats.accepted_lengths) for r in ref]
+    assert out[0].stats.proposed > out[2].stats.proposed  # ragged chains: rows looked up different lengths
+    assert alone(tiny64, prompts, GenerationConfig(max_new_tokens=30)) == \
+        [o.tokens for o in dec.generate_batch(tiny64, None, [torch.tensor(p) for p in prompts], GenerationConfig(max_new_tokens=30),
+                                              [torch.Generator() for _ in prompts])]
+
+
+# three tokens: a step that rejects is followed by a pass that reads the rolled-back caches
+SPS_SAMPLED = GenerationConfig(max_new_tokens=3, temperature=1.0, top_k=3)
+
+
+def test_batched_sps_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
+    assert len(joint) > 9
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+def test_negative_control_batched_sps_forgetting_the_rollback_fails(tiny64, drafts64, monkeypatch, one_thread):
+    monkeypatch.setattr(batched_chain, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
+    draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
+    try:
+        pval = chi_square_pvalue(draws, joint)
+    except AssertionError:
+        return
+    assert pval < FAIL_P
+
+
+# ---- 3. the runner ---------------------------------------------------------------------------------
+
+
+def questions(path, *turns_per_prompt):
+    path.write_text("".join(json.dumps({"question_id": f"q{i}", "category": "x", "turns": list(t)}) + "\n"
+                            for i, t in enumerate(turns_per_prompt)))
+    return path
+
+
+def job(tmp_path, name, *extra, method="baseline"):
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64", "generation.max_new_tokens=10", f"method={method}",
+                       "dataset.max_samples=7", *extra])
+    run_job(cfg, JobInfo(output_dir=str(tmp_path / name)))
+    return pd.read_parquet(tmp_path / name / RECORDS_PARQUET).set_index("prompt_id")
+
+
+@pytest.mark.parametrize("method", ["baseline", "hf_generate", "speculative", "prompt_lookup"])
+def test_batched_job_rows_equal_unbatched_and_carry_batch_columns(tmp_path, method, one_thread):
+    dtype = [] if method == "baseline" else ["hardware.dtype=float32"]
+    one = job(tmp_path, "b1", *dtype, method=method)
+    three = job(tmp_path, "b3", "generation.batch_size=3", *dtype, method=method)
+    assert len(three) == 7 and (three.status == "ok").all()
+    assert three.generated_text.to_dict() == one.generated_text.to_dict()
+    assert (one.batch_size == 1).all() and (one.batch_padding == 0).all() and sorted(one.batch_index) == list(range(7))
+    assert (three.batch_size == 3).all() and sorted(three.batch_index.value_counts().tolist()) == [1, 3, 3]
+    for _, b in three.groupby("batch_index"):
+        lengths = b.prompt_tokens.tolist()
+        assert (b.batch_padding == len(lengths) * max(lengths) - sum(lengths)).all()
+        assert b.wall_time_s.nunique() == 1  # the batch's wall time; aggregate tokens/s = sum(new_tokens) / wall_time_s
+    assert (three.peak_mem_bytes > 0).all()
+    # a batched row is its own measurement: its resume key differs from the batch_size=1 row's
+    assert not set(three.resume_key) & set(one.resume_key)
+
+
+def test_failing_prompt_takes_only_its_own_row_and_resume_redoes_only_it(tmp_path, one_thread):
+    df = job(tmp_path, "run", "generation.batch_size=4", "+fail_on_prompt=writing-2")
+    assert df.loc["writing-2", "status"] == "error" and df.loc["writing-2", "error_type"] == "InjectedFailure"
+    assert (df.drop(index="writing-2").status == "ok").all()
+    ok_before = df[df.status == "ok"].run_id.to_dict()
+    again = job(tmp_path, "run", "generation.batch_size=4")
+    assert (again.status == "ok").all() and again.drop(index="writing-2").run_id.to_dict() == ok_before
+
+
+def test_a_batch_that_raises_is_decoded_row_by_row(tmp_path, monkeypatch, caplog, one_thread):
+    real = BaselineDecoder.generate_batch
+
+    def broken_on_one(self, target, draft, prompts, gen, rngs):
+        if len(prompts) > 1:
+            raise RuntimeError("shape mismatch in a batched kernel")
+        return real(self, target, draft, prompts, gen, rngs)
+
+    monkeypatch.setattr(BaselineDecoder, "generate_batch", broken_on_one)
+    with caplog.at_level(logging.WARNING):
+        df = job(tmp_path, "run", "generation.batch_size=4")
+    assert (df.status == "ok").all() and df.batch_index.nunique() == 7 and (df.batch_padding == 0).all()
+    assert "decoding its rows one by one" in caplog.text
+
+
+def test_out_of_memory_batch_is_split_not_lost(tmp_path, monkeypatch, caplog, one_thread):
+    real = BaselineDecoder.generate_batch
+    sizes = []
+
+    def small_memory(self, target, draft, prompts, gen, rngs):
+        sizes.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, target, draft, prompts, gen, rngs)
+
+    monkeypatch.setattr(BaselineDecoder, "generate_batch", small_memory)
+    with caplog.at_level(logging.WARNING):
+        df = job(tmp_path, "run", "generation.batch_size=4", "generation.warmup=0")
+    assert (df.status == "ok").all() and len(df) == 7
+    assert sizes == [4, 2, 2, 3, 1, 2]  # 4 -> 2 + 2; the last 3 -> 1 + 2
+    assert "ran out of memory" in caplog.text and "splitting it into 2 + 2 rows" in caplog.text
+    assert df.groupby("batch_index").size().max() == 2
+
+
+def test_multi_turn_batches_go_turn_by_turn(tmp_path, one_thread):
+    qfile = questions(tmp_path / "q.jsonl", ["Say hi.", "Again."], ["Count.", "More."], ["One turn."], ["A.", "B."])
+    extra = ["dataset=mt_bench", f"dataset.path={qfile}", "dataset.turns=both"]
+    cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64", "generation.max_new_tokens=6", *extra])
+    run_job(cfg, JobInfo(output_dir=str(tmp_path / "b1")))
+    run_job(compose_cfg(["model=tiny_random", "hardware.dtype=float64", "generation.max_new_tokens=6", "generation.batch_size=3", *extra]),
+            JobInfo(output_dir=str(tmp_path / "b3")))
+    one, three = (pd.read_parquet(tmp_path / d / RECORDS_PARQUET).set_index(["prompt_id", "turn"]) for d in ("b1", "b3"))
+    assert len(three) == 7 and (three.status == "ok").all()
+    assert three.generated_text.to_dict() == one.generated_text.to_dict()
+    # first turns in batches of 3 + 1, then the second turns (which need the first answers) together
+    assert three.xs(1, level="turn").batch_index.max() < three.xs(2, level="turn").batch_index.min()
+
+
+def test_batches_are_per_turn_and_count_only_waiting_tasks():
+    turns = [0, 1, 0, 1, 0, 0]
+    assert batches(turns, [True] * 6, 1) == [[0], [1], [2], [3], [4], [5]]
+    assert batches(turns, [True] * 6, 2) == [[0, 2], [4, 5], [1, 3]]
+    # finished tasks ride along (their answers feed later turns) without taking a place
+    assert batches(turns, [False, True, True, True, False, True], 2) == [[0, 2, 4, 5], [1, 3]]
+
+
+def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
+    from conftest import run_py
+
+    run_py(["-m", "experiment=sweep_batch_size", "model=tiny_random", "dataset=builtin", "dataset.max_samples=5",
+            "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
+    sweep = tmp_path / "sweeps" / "sweep_batch_size"
+    rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
+    assert (rows.status == "ok").all() and len(rows) == 2 * 4 * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4", "lookup_k10"} and set(rows.batch_size) == {1, 4}
+    four = rows[rows.batch_size == 4]
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * 4 + [4] * 4
+    # at T=0 the two arms and the two batch sizes write the same answers
+    assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3), PromptLookupDecoder(k=3, max_ngram=1)],
+                         ids=lambda d: d.name)
+def test_batched_decoding_never_mixes_devices(decoder, temperature, one_thread):
+    from device_guard import FakeCuda
+    from spsamp.config import TinyModelConfig
+    from spsamp.models.adapter import CausalLM
+    from spsamp.models.tiny import char_tokenizer, tiny_llama
+
+    model, draft_model = tiny_llama(TinyModelConfig()), tiny_llama(TinyModelConfig(seed=1))
+    gen = GenerationConfig(max_new_tokens=8, temperature=temperature)
+    with FakeCuda() as guard:
+        guard.tag_module(model, 0)
+        guard.tag_module(draft_model, 0)
+        target = CausalLM(model, char_tokenizer(), "target")
+        draft = CausalLM(draft_model, char_tokenizer(), "draft") if decoder.needs_draft else None
+        before = guard.ops
+        outs = decoder.generate_batch(target, draft, [torch.tensor(p) for p in PROMPTS], gen,
+                                      [guard.generator(1234 + i, gpu=0) for i in range(len(PROMPTS))])
+        watched = guard.ops - before
+    assert all(len(o.tokens) > 0 for o in outs) and watched > 50 * 8
