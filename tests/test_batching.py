@@ -241,7 +241,7 @@ def test_batched_sps_rows_equal_each_prompt_alone_float64(tiny64, drafts64, k, o
 @pytest.mark.parametrize("k", [1, 3, 10])
 def test_batched_prompt_lookup_rows_equal_each_prompt_alone_float64(tiny64, k, one_thread):
     prompts = [[5, 6, 7, 5, 6, 8, 5, 6], *PROMPTS[1:]]  # the first repeats itself: lookups find chains of several tokens
-    dec = PromptLookupDecoder(k=k, max_ngram=2)
+    dec = PromptLookupDecoder(k=k, lookup_ngram=2)
     for gen in (GenerationConfig(max_new_tokens=30), GenerationConfig(max_new_tokens=14, temperature=1.0)):
         out = dec.generate_batch(tiny64, None, [torch.tensor(p) for p in prompts], gen, [torch.Generator().manual_seed(s) for s in range(4)])
         ref = [dec.generate(tiny64, None, torch.tensor(p), gen, torch.Generator().manual_seed(s)) for s, p in enumerate(prompts)]
@@ -389,7 +389,7 @@ def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3), PromptLookupDecoder(k=3, max_ngram=1)],
+@pytest.mark.parametrize("decoder", [BaselineDecoder(), HFGenerateDecoder(), SpeculativeDecoder(k=3), PromptLookupDecoder(k=3, lookup_ngram=1)],
                          ids=lambda d: d.name)
 def test_batched_decoding_never_mixes_devices(decoder, temperature, one_thread):
     from device_guard import FakeCuda
