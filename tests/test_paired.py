@@ -183,3 +183,22 @@ def test_the_cost_model_prediction_is_read_in_one_place():
             r["metrics_json"] = json.dumps({"sizing_predicted_speedup": 1.8})
     assert one(P.paired_speedups(pd.DataFrame(rows)), arm="sps").predicted_speedup == pytest.approx(1.8)
     assert "predicted_speedup" in comparison_summary(pd.DataFrame(rows)).columns
+
+
+# ---- spread between launches ---------------------------------------------------------------------
+
+
+def test_launch_spread_sets_interleaved_and_separate_launches_on_one_estimator(monkeypatch):
+    from spsamp.analysis import spread as S
+
+    interleaved = pd.DataFrame(comparison(ratios=[2.0, 2.0, 2.0]))
+    separate = [rec(None, f"p{i}", 10.0, method="baseline") for i in range(3)]
+    separate += [rec(None, f"p{i}", 10.0 * r, method="speculative") for i, r in enumerate([1.0, 2.0, 4.0])]
+    got = S.launch_speedups(interleaved)
+    assert dict(got) == {"sps": pytest.approx(2.0)}  # the arm, against the same job's reference arm
+    assert dict(S.launch_speedups(pd.DataFrame(separate))) == {"speculative": pytest.approx(2.0)}  # geomean of 1, 2, 4
+
+    launches = {"a": interleaved, "b": pd.DataFrame(comparison(ratios=[2.2, 2.2, 2.2]))}
+    monkeypatch.setattr(S, "load_records", lambda path, metrics=False: launches[path])
+    table = S.launch_spread(["a", "b"])
+    assert table.loc["sps", "a"] == pytest.approx(2.0) and table.loc["sps", "spread_2_pct"] == pytest.approx(10.0)

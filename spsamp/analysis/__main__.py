@@ -1,5 +1,6 @@
 """``python -m spsamp.analysis report <outputs dir ...> --out <dir> [--cost-ratio C]``
-``python -m spsamp.analysis summary <sweep dir ...>``"""
+``python -m spsamp.analysis summary <sweep dir ...>``
+``python -m spsamp.analysis spread <launch dir> <launch dir> [...]``"""
 
 from __future__ import annotations
 
@@ -21,7 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     summ = sub.add_parser("summary", help="print the end-of-sweep tables (paired speedups per comparison, tokens/s, acceptance, "
                                           "mean accepted tokens, pass@1; unpaired table of plain jobs)")
     summ.add_argument("paths", nargs="+", help="run dirs, sweep dirs, records.parquet files or globs")
+    spr = sub.add_parser("spread", help="each configuration's speedup in each launch of a study, and its spread over the first")
+    spr.add_argument("launches", nargs="+", help="one sweep dir per launch (a comparison, or separate plain jobs)")
     args = ap.parse_args(argv)
+    if args.cmd == "spread":
+        from spsamp.analysis.spread import launch_spread
+
+        try:
+            print(launch_spread(args.launches).round(3).to_string())
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.cmd == "summary":
         from spsamp.analysis.load import load_records
         from spsamp.analysis.summary import summary_text
