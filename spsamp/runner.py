@@ -193,13 +193,16 @@ class Arm:
                 self._failed(task, exc)
         if not ready:
             return
-        if self.threads and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)  # arms of one comparison may use different thread counts
+        self._use_threads()
         self._decode_rows(ready)
 
+    def _use_threads(self) -> None:
+        """Decode with this arm's thread count (arms of one comparison may use different ones)."""
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
     def _failed(self, task: Task, exc: BaseException) -> None:
-        where = "" if self.name is None else f"arm {self.name}: "
-        log.error("%sprompt %s turn %d repeat %d failed: %s: %s", where, task.prompt.id, task.turn, task.repeat,
+        log.error("%sprompt %s turn %d repeat %d failed: %s: %s", self._where, task.prompt.id, task.turn, task.repeat,
                   type(exc).__name__, exc)
         self.add_error(task, exc)
 
@@ -229,8 +232,7 @@ class Arm:
         """Untimed generations on :data:`WARMUP_PROMPT`; a failure here is logged, not fatal: each
         dataset prompt then succeeds or fails on its own row."""
         gen = dataclasses.replace(self.run.generation, max_new_tokens=min(8, self.run.generation.max_new_tokens))
-        if self.threads and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
+        self._use_threads()
         t0 = time.perf_counter()
         try:
             assert self.target is not None
