@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """The results on docs/benchmarks/<study>.md and the README's headline, from committed CSVs.
 
-    python scripts/benchmark_pages.py import STUDY REPORT_DIR SWEEP_DIR   # after run.py + the report
+    python scripts/benchmark_pages.py import STUDY REPORT_DIR SWEEP_DIR [--cell CELL]   # after run.py + the report
     python scripts/benchmark_pages.py render                             # rewrite the generated blocks
     python scripts/benchmark_pages.py render --check                     # exit 1 if a block is stale (a test runs it)
 
 ``import`` keeps a few columns of one table the product wrote (``python -m spsamp.analysis report
 SWEEP_DIR --out REPORT_DIR`` -> ``REPORT_DIR/tables/<table>.csv``) as
 ``docs/benchmarks/results/<study>.csv``, and the provenance the sweep's records carry (when, which
-commit, CPU / GPU, threads, versions) as ``results/<study>.provenance.csv``. ``render`` writes each
+commit, CPU / GPU, threads, versions) as ``results/<study>.provenance.csv``. A study measured in
+several settings (a dataset, a temperature: its ``cells``) keeps each as ``results/<study>.<cell>.csv``
+and shows each under its own heading. ``render`` writes each
 page's block between the ``generated`` markers from those files only: a study without them says it
 has not been run with the product yet, never a number from anywhere else.
 """
@@ -37,6 +39,9 @@ class Study:
     columns: tuple[str, ...]
     headline: tuple[str, ...]  # rows (by the first headline column) shown in the README's headline
     headline_columns: tuple[str, ...]  # the row key, then what to show (with its interval where the table has <c>_lo / <c>_hi)
+    # settings the study is measured in: cell name -> its heading on the page; "" is the one the
+    # README's headline shows (a study with one setting has only "", and no heading)
+    cells: tuple[tuple[str, str], ...] = (("", ""),)
 
 
 STUDIES = {
@@ -46,6 +51,10 @@ STUDIES = {
         ("arm", "config", "cpu_linear", "n_prompts", "tokens_per_sec", "speedup", "speedup_lo", "speedup_hi",
          "speedup_median", "mean_accepted_tokens", "predicted_speedup", "same_as_reference"),
         ("sps_auto_lookup", "specexec_cost_lookup", "hf_assisted_default_aten"), ("arm", "speedup"),
+        (("", "Built-in coding + extraction prompts, both turns, greedy"),
+         ("t07", "Built-in coding + extraction prompts, both turns, T=0.7"),
+         ("mt_bench", "MT-Bench, the first 8 coding + extraction questions (file order), first turns, greedy"),
+         ("mt_bench_t07", "MT-Bench, the first 8 coding + extraction questions (file order), first turns, T=0.7")),
     ),
     "autojudge_humaneval": Study(
         "AutoJudge on HumanEval, Qwen2.5-Coder 0.5B -> 1.5B",
@@ -63,13 +72,19 @@ STUDIES = {
 }
 
 
-def import_study(study: str, report_dir: Path, sweep_dir: Path) -> None:
+def _stem(study: str, cell: str) -> str:
+    return f"{study}.{cell}" if cell else study
+
+
+def import_study(study: str, report_dir: Path, sweep_dir: Path, cell: str = "") -> None:
     from spsamp.analysis import load_records
 
     spec = STUDIES[study]
+    if cell not in dict(spec.cells):
+        raise SystemExit(f"benchmark_pages: --cell {cell!r}: {study} has cells {sorted(dict(spec.cells))} ('' is the default)")
     table = pd.read_csv(report_dir / "tables" / f"{spec.table}.csv")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    table[list(spec.columns)].to_csv(RESULTS / f"{study}.csv", index=False, float_format="%.4g")
+    table[list(spec.columns)].to_csv(RESULTS / f"{_stem(study, cell)}.csv", index=False, float_format="%.4g")
     rows = load_records(sweep_dir, metrics=False)
     started = pd.to_datetime(rows["started_at"], utc=True)
     prov = {
@@ -80,7 +95,7 @@ def import_study(study: str, report_dir: Path, sweep_dir: Path) -> None:
     for col in ("git_sha", "cpu_model", "gpu_name", "num_threads", "cpu_linear", "torch_version", "transformers_version"):
         values = sorted({str(v)[:7] if col == "git_sha" else str(v) for v in rows[col].dropna().unique()}) if col in rows else []
         prov[col] = " ".join(values) or "–"
-    pd.DataFrame([prov]).to_csv(RESULTS / f"{study}.provenance.csv", index=False)
+    pd.DataFrame([prov]).to_csv(RESULTS / f"{_stem(study, cell)}.provenance.csv", index=False)
 
 
 def _cell(value: object) -> str:
@@ -103,10 +118,12 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def page_block(study: str) -> str:
-    results, prov = RESULTS / f"{study}.csv", RESULTS / f"{study}.provenance.csv"
+def cell_block(study: str, cell: str) -> str:
+    stem = _stem(study, cell)
+    results, prov = RESULTS / f"{stem}.csv", RESULTS / f"{stem}.provenance.csv"
     if not results.exists() or not prov.exists():
-        return ("**Not yet run with the product's comparison instrument**: no results are committed for this study. "
+        what = "this setting" if cell else "this study"
+        return (f"**Not yet run with the product's comparison instrument**: no results are committed for {what}. "
                 "Run the commands above, then `python scripts/benchmark_pages.py import` and `render`.")
     p = pd.read_csv(prov).iloc[0]
     machine = p.gpu_name if p.gpu_name != "–" else f"{p.cpu_model} CPU, {p.num_threads} thread(s), cpu_linear={p.cpu_linear}"
@@ -114,10 +131,17 @@ def page_block(study: str) -> str:
         f"- Rows decoded: {p.first_row} to {p.last_row} ({p.rows} rows), spsamp {p.git_sha}",
         f"- Machine: {machine}",
         f"- Versions: torch {p.torch_version}, transformers {p.transformers_version}",
-        f"- Source: [results/{study}.csv](results/{study}.csv) (`tables/{STUDIES[study].table}.csv` of the report)",
+        f"- Source: [results/{stem}.csv](results/{stem}.csv) (`tables/{STUDIES[study].table}.csv` of the report)",
         "",
         markdown(pd.read_csv(results)),
     ])
+
+
+def page_block(study: str) -> str:
+    cells = STUDIES[study].cells
+    if len(cells) == 1:
+        return cell_block(study, cells[0][0])
+    return "\n\n".join(f"### {title}\n\n{cell_block(study, cell)}" for cell, title in cells)
 
 
 def headline_block() -> str:
@@ -168,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("study", choices=sorted(STUDIES))
     imp.add_argument("report_dir", type=Path)
     imp.add_argument("sweep_dir", type=Path)
+    imp.add_argument("--cell", default="", help="which of the study's settings the sweep measured (default: the headline's)")
     ren = sub.add_parser("render", help="rewrite the generated blocks of the pages and the README")
     ren.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
     args = ap.parse_args(argv)
     if args.cmd == "import":
-        import_study(args.study, args.report_dir, args.sweep_dir)
+        import_study(args.study, args.report_dir, args.sweep_dir, args.cell)
         return render(check=False)
     return render(args.check)
 

@@ -84,3 +84,28 @@ def test_import_keeps_the_reports_table_and_the_records_provenance(pages, tmp_pa
     assert "Not yet run" not in text and f"({len(rows)} rows)" in text and f"torch {torch.__version__}" in text
     assert all(f"| {c} |" in text for c in kept.config)
     assert f"spsamp {rows.git_sha.iloc[0][:7]}" in text
+
+
+def test_each_cell_of_a_study_has_its_own_section_and_only_the_default_reaches_the_readme(pages, tmp_path):
+    results = tmp_path / "docs" / "benchmarks" / "results"
+    page = tmp_path / "docs" / "benchmarks" / "headline_qwen_cpu.md"
+    cells = dict(pages.STUDIES["headline_qwen_cpu"].cells)
+    assert "" in cells and "mt_bench" in cells
+    pages.render(check=False)
+    before = page.read_text()
+    assert f"### {cells['mt_bench']}" in before
+    section = before.split(f"### {cells['mt_bench']}", 1)[1].split("###", 1)[0]
+    assert "Not yet run" in section and "this setting" in section
+    (results / "headline_qwen_cpu.mt_bench.csv").write_text("arm,speedup\nsps_auto_lookup,1.234\n")
+    (results / "headline_qwen_cpu.mt_bench.provenance.csv").write_text(
+        "first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
+        "2027-01-02 10:00 UTC,2027-01-02 11:00 UTC,16,abcdef1,Some CPU,–,1,aten,2.13.0+cpu,5.24.0\n")
+    assert pages.render(check=True) == 1 and pages.render(check=False) == 0
+    section = page.read_text().split(f"### {cells['mt_bench']}", 1)[1].split("###", 1)[0]
+    assert "| sps_auto_lookup | 1.23 |" in section and "Not yet run" not in section
+    assert "1.23" not in (tmp_path / "README.md").read_text()  # the README shows the default cell only
+
+
+def test_an_unknown_cell_is_refused_naming_the_study_cells(pages, tmp_path):
+    with pytest.raises(SystemExit, match="--cell 'nope'.*mt_bench"):
+        pages.import_study("headline_qwen_cpu", tmp_path, tmp_path, cell="nope")
