@@ -65,9 +65,10 @@ STUDIES = {
     ),
     "all_methods": Study(
         "Every method on the default SmolLM2 pair",
-        "method_summary",
-        ("config", "n_prompts", "tokens_per_sec_median", "acceptance_rate_median", "mean_accepted_length_median"),
-        (), ("config", "tokens_per_sec_median"),
+        "paired_speedup",
+        ("arm", "config", "n_prompts", "tokens_per_sec", "speedup", "speedup_lo", "speedup_hi", "speedup_median",
+         "mean_accepted_tokens", "same_as_reference"),
+        ("speculative", "specexec"), ("arm", "speedup"),
     ),
 }
 
@@ -155,6 +156,9 @@ def headline_block() -> str:
         df = pd.read_csv(results).set_index(spec.headline_columns[0])
         when = pd.read_csv(RESULTS / f"{study}.provenance.csv").iloc[0].first_row[:10]
         for config in spec.headline:
+            if config not in df.index:
+                lines.append(f"| {link} | {config} | not in the committed results | {when} |")
+                continue
             row = df.loc[config]
             result = ", ".join(f"{c} {_with_interval(row, c)}" for c in spec.headline_columns[1:])
             lines.append(f"| {link} | {config} | {result} | {when} |")

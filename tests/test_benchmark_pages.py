@@ -36,18 +36,20 @@ def test_a_study_without_csv_says_not_yet_run_and_a_csv_row_reaches_page_and_rea
     results = tmp_path / "docs" / "benchmarks" / "results"
     page = tmp_path / "docs" / "benchmarks" / "all_methods.md"
     assert "Not yet run" in page.read_text()
-    (results / "all_methods.csv").write_text("config,n_prompts,tokens_per_sec_median\nbaseline,16,12.5\nspeculative k=4,16,17.25\n")
+    (results / "all_methods.csv").write_text("arm,n_prompts,speedup,speedup_lo,speedup_hi\nspeculative,16,1.725,1.5,1.9\n"
+                                             "specexec,16,1.5,1.25,1.75\n")
     (results / "all_methods.provenance.csv").write_text(
         "first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
         "2027-01-02 10:00 UTC,2027-01-02 11:00 UTC,32,abcdef1,Some CPU,–,4,aten,2.13.0+cpu,5.24.0\n")
     assert pages.render(check=True) == 1  # the page no longer says what its CSV holds
     assert pages.render(check=False) == 0 and pages.render(check=True) == 0
     text = page.read_text()
-    assert "Not yet run" not in text and "| speculative k=4 | 16 | 17.2 |" in text
+    assert "Not yet run" not in text and "| speculative | 16 | 1.73 | 1.5 | 1.9 |" in text
+    assert "speedup 1.73 [1.5, 1.9]" in (tmp_path / "README.md").read_text()
     assert "2027-01-02 10:00 UTC" in text and "spsamp abcdef1" in text and "Some CPU" in text
     (results / "all_methods.csv").unlink()
     pages.render(check=False)
-    assert "Not yet run" in page.read_text() and "17.2" not in page.read_text()
+    assert "Not yet run" in page.read_text() and "1.73" not in page.read_text()
 
 
 def test_a_page_without_markers_is_refused(pages, tmp_path):
@@ -70,19 +72,21 @@ def test_import_keeps_the_reports_table_and_the_records_provenance(pages, tmp_pa
     from spsamp.analysis import load_records
 
     sweep, report = tmp_path / "sweep", tmp_path / "report"
-    run_py(["-m", "experiment=smoke", f"hydra.sweep.dir={sweep}"])
+    run_py(["-m", "experiment=smoke_compare", f"hydra.sweep.dir={sweep}"])
     subprocess.run([sys.executable, "-m", "spsamp.analysis", "report", str(sweep), "--out", str(report)], cwd=ROOT,
                    check=True, capture_output=True, timeout=600)
     pages.import_study("all_methods", report, sweep)
     assert pages.render(check=False) == 0
-    table = pd.read_csv(report / "tables" / "method_summary.csv")
+    table = pd.read_csv(report / "tables" / "paired_speedup.csv")
     kept = pd.read_csv(tmp_path / "docs" / "benchmarks" / "results" / "all_methods.csv")
     assert list(kept.columns) == list(pages.STUDIES["all_methods"].columns)
-    assert sorted(kept.config) == sorted(table.config) and len(kept) >= 2
+    assert sorted(kept.arm) == sorted(table.arm) == ["baseline", "speculative"]
     text = (tmp_path / "docs" / "benchmarks" / "all_methods.md").read_text()
     rows = load_records(sweep, metrics=False)
     assert "Not yet run" not in text and f"({len(rows)} rows)" in text and f"torch {torch.__version__}" in text
-    assert all(f"| {c} |" in text for c in kept.config)
+    assert all(f"| {a} | {c} |" in text for a, c in zip(kept.arm, kept.config))
+    readme = (tmp_path / "README.md").read_text()
+    assert "| speculative | speedup " in readme and "| specexec | not in the committed results |" in readme
     assert f"spsamp {rows.git_sha.iloc[0][:7]}" in text
 
 

@@ -97,7 +97,9 @@ def test_grids_are_what_the_studies_say():
         return {a.name: (a.params.name, getattr(a.params, "k", None)) for a in compose_arms(cfg, [f"experiment={name}", *extra], compose_cfg)}
 
     # comparisons: one job, every arm paired with the baseline arm
-    assert {n: m for n, (m, _) in arms("all_methods").items()} == {n: n for n in ("baseline", "speculative", "specexec", "autojudge")}
+    every = {n: m for n, (m, _) in arms("all_methods").items()}
+    assert {n: n for n in ("baseline", "speculative", "specexec", "autojudge", "prompt_lookup", "hf_generate", "hf_assisted")}.items() <= every.items()
+    assert every["lossy_typical"] == "lossy"
     assert {n: k for n, (_, k) in arms("sweep_k").items() if n != "baseline"} == {"k1": 1, "k2": 2, "k4": 4, "k8": 8}
     head = arms("headline_qwen_cpu")
     assert head["hf_assisted_k4"] == ("hf_assisted", 4) and head["sps_k4"] == ("speculative", 4) and head["baseline"][0] == "baseline"
