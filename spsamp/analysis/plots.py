@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from spsamp.analysis import tables as T
+from spsamp.analysis.crossover import batch_crossover
 from spsamp.analysis.load import label_params
 from spsamp.cost_model import expected_tokens_per_step
 
@@ -24,7 +25,7 @@ _CONTEXT = [
     ("draft_model", "draft {}"), ("draft_dtype", "draft {}"), ("draft_quantization", "draft q:{}"),
     ("temperature", "T={}"), ("top_p", "top_p={}"), ("top_k", "top_k={}"), ("max_new_tokens", "{} new"),
     ("seed", "seed={}"), ("use_chat_template", "chat={}"), ("cpu_model", "@{}"), ("gpu_name", "@{}"), ("num_threads", "{} threads"),
-    ("cpu_linear", "{}"), ("dataset", "{}"), ("arm", "arm {}"),
+    ("cpu_linear", "{}"), ("dataset", "{}"), ("batch_size", "batch {}"), ("arm", "arm {}"),
 ]
 
 
@@ -260,6 +261,37 @@ def plot_quality_frontier(df: pd.DataFrame, quality: Optional[pd.DataFrame] = No
     return _finish(fig, axes, "Quality vs speed: AutoJudge thresholds against baseline and SpS")
 
 
+def plot_batch_crossover(df: pd.DataFrame, crossover: Optional[pd.DataFrame] = None) -> Figure:
+    """Each arm's paired speedup over the reference arm against batch size (95 % bootstrap
+    interval), the cost model's prediction beside it where the arm makes one (hollow markers), and
+    aggregate throughput against batch size for every arm, the reference's included."""
+    tab = batch_crossover(df) if crossover is None else crossover
+    fig, axs = _subplots(1, 2, (13, 5))
+    axes = axs[0]
+    cmap = matplotlib.colormaps["tab10"]
+    for i, (arm, g) in enumerate(tab.groupby("arm", sort=True)):
+        g = g.sort_values("batch_size")
+        color = cmap(i % 10)
+        label = f"{arm} ({g['config'].iloc[0]})" if pd.notna(g["config"].iloc[0]) else str(arm)
+        axes[1].plot(g["batch_size"], g["throughput_tokens_per_sec"], "o-", color=color, label=label)
+        s = g[g["speedup"].notna()]
+        if s.empty:
+            continue
+        err = np.vstack([s["speedup"] - s["speedup_lo"], s["speedup_hi"] - s["speedup"]]).clip(min=0)
+        axes[0].errorbar(s["batch_size"], s["speedup"], yerr=err, fmt="o-", capsize=3, color=color, label=label)
+        p = s[s["predicted_speedup"].notna()]
+        if not p.empty:
+            axes[0].plot(p["batch_size"], p["predicted_speedup"], "o--", mfc="none", color=color, label=f"{arm}: predicted")
+    axes[0].axhline(1.0, color="black", lw=0.8)
+    axes[0].set_ylabel("speedup over the reference arm (× tokens/s, 95 % CI)")
+    axes[1].set_ylabel("aggregate throughput (tokens/s)")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.legend(fontsize=7)
+    return _finish(fig, axes, "Speedup and throughput against batch size")
+
+
 PLOTS = {
     "speedup_vs_k": plot_speedup_vs_k,
     "accept_length_vs_k": plot_accept_length_vs_k,
@@ -267,4 +299,5 @@ PLOTS = {
     "autojudge_threshold": plot_autojudge,
     "quality_frontier": plot_quality_frontier,
     "categories": plot_categories,
+    "batch_crossover": plot_batch_crossover,
 }

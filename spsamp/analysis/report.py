@@ -15,6 +15,7 @@ import pandas as pd
 
 from spsamp.analysis import paired as P
 from spsamp.analysis import tables as T
+from spsamp.analysis.crossover import batch_crossover, crossover_summary
 from spsamp.analysis.load import load_records
 from spsamp.analysis.plots import PLOTS
 
@@ -126,6 +127,12 @@ def build_report(
     except T.NoData as exc:
         tables["quality"], notes["quality"] = None, f"Skipped: {exc}."
     try:
+        tables["batch_crossover"] = batch_crossover(df, tables["paired_speedup"])
+        tables["batch_crossover_summary"] = crossover_summary(tables["batch_crossover"])
+    except T.NoData as exc:
+        tables["batch_crossover"] = tables["batch_crossover_summary"] = None
+        notes["batch_crossover"] = f"Skipped: {exc}."
+    try:
         tables["autojudge"] = T.autojudge_table(df, sp)
     except T.NoData as exc:
         tables["autojudge"], notes["autojudge"] = None, f"Skipped: {exc}."
@@ -174,10 +181,18 @@ def build_report(
                        "mismatches greedy SpS would reject that the AutoJudge judge accepted; `rule_accept_rate` = share of the "
                        "draft tokens the exact test rejected that a lossy rule (method=lossy) kept.")),
         _section("AutoJudge: speed and quality vs threshold", tables["autojudge"], notes.get("autojudge", "")),
+        _section("Speedup against batch size", tables["batch_crossover"], notes.get(
+            "batch_crossover", "One comparison job per batch size: each arm's paired speedup over the reference arm "
+                               "at that batch size [95 % bootstrap], the cost model's `predicted_speedup` where the arm "
+                               "sizes itself, aggregate throughput (all new tokens / all batches' wall time) and peak "
+                               "memory.")),
+        _section("Where speculation stops paying", tables["batch_crossover_summary"], notes.get(
+            "batch_crossover", "`pays_up_to`: the largest batch size whose speedup interval lies above 1; "
+                               "`stops_paying_at`: the smallest whose interval lies below 1 (empty: none measured).")),
         "## Plots\n",
     ]
     for name, fn in PLOTS.items():
-        ctx = {"sp": sp, "pred": pred, "quality": tables["quality"]}  # reuse what the tables computed
+        ctx = {"sp": sp, "pred": pred, "quality": tables["quality"], "crossover": tables["batch_crossover"]}  # reuse what the tables computed
         kwargs = {k: v for k, v in ctx.items() if v is not None and k in inspect.signature(fn).parameters}
         try:
             fig = fn(df, **kwargs)
