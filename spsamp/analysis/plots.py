@@ -294,7 +294,8 @@ def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = Non
                             color=colors[family], label=family)
                 for _, r in s.iterrows():
                     if pd.notna(r[x]) and pd.notna(r["pass_at_1"]):
-                        ax.annotate(r["knob_label"] or r["arm"], (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                        label = r["knob_label"] if isinstance(r["knob_label"], str) and r["knob_label"] else r["arm"]
+                        ax.annotate(label, (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             for _, r in g[g["lossless"]].iterrows():
                 marker = _REF_MARKERS.get(r["family"], "D")
                 ax.errorbar([r[x]], [r["pass_at_1"]], xerr=None if x != "speedup" else [[r["_xlo"]], [r["_xhi"]]],
