@@ -7,6 +7,7 @@
 CLI: ``python -m spsamp.analysis report outputs/ --out reports/latest``.
 """
 
+from spsamp.analysis.frontier import best_rules, lossy_frontier
 from spsamp.analysis.load import expand_metrics, find_record_files, load_records
 from spsamp.analysis.tables import (
     NoData,
@@ -26,6 +27,7 @@ from spsamp.analysis.tables import (
 __all__ = [
     "NoData",
     "autojudge_table",
+    "best_rules",
     "build_report",
     "category_summary",
     "errors_table",
@@ -33,6 +35,7 @@ __all__ = [
     "expand_metrics",
     "find_record_files",
     "load_records",
+    "lossy_frontier",
     "method_summary",
     "per_prompt",
     "plots",

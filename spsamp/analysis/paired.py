@@ -7,8 +7,9 @@ arm, prompt by prompt, on the one machine that ran both.
   prompts with a 95 % percentile-bootstrap interval (prompts resampled, seeded: the same records give
   the same interval), beside the median and IQR of the per-prompt ratios.
 - Quality: where both rows of a pair carry ``task_correct``, the difference in pass rate on the same
-  problems with the exact McNemar p-value (two-sided binomial test on the discordant pairs), beside
-  each side's pass@1 and Wilson interval.
+  problems with its 95 % paired interval (Newcombe's square-and-add, :func:`newcombe_paired_interval`)
+  and the exact McNemar p-value (two-sided binomial test on the discordant pairs), beside each side's
+  pass@1 and Wilson interval.
 - Vocabulary: mean accepted tokens per target call (new tokens / target forward passes, pooled: 1.00
   for plain decoding; Spec-Bench's "mean accepted tokens"), the pooled histogram of accepted lengths
   (``accept_len_hist``: count of steps that kept i tokens), acceptance rate, tokens/s, and the cost
@@ -64,6 +65,32 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def newcombe_paired_interval(both: int, arm_only: int, ref_only: int, neither: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % interval of the paired difference in pass rate, arm − reference, over ``n`` problems that
+    both sides answered: ``both`` passed by both, ``arm_only`` / ``ref_only`` by one side, ``neither``.
+
+    Newcombe's square-and-add interval for paired proportions (Newcombe 1998, method 10; recommended
+    in Fagerland, Lydersen & Laake 2013): each side's Wilson interval, combined with the estimated
+    correlation of the two sides (continuity-corrected phi). Unlike a bootstrap over problems it does
+    not collapse to [0, 0] when no problem is discordant: with few problems it stays as wide as the
+    problems leave it. NaN when ``n`` is 0."""
+    n = both + arm_only + ref_only + neither
+    if n == 0:
+        return (np.nan, np.nan)
+    p_arm, p_ref = (both + arm_only) / n, (both + ref_only) / n
+    l_arm, u_arm = wilson_interval(both + arm_only, n, z)
+    l_ref, u_ref = wilson_interval(both + ref_only, n, z)
+    margins = (both + arm_only) * (ref_only + neither) * (both + ref_only) * (arm_only + neither)
+    phi = 0.0
+    if margins > 0:
+        cross = both * neither - arm_only * ref_only
+        phi = (cross - n / 2) / math.sqrt(margins) if cross > n / 2 else min(cross, 0) / math.sqrt(margins)
+    d = p_arm - p_ref
+    lo = d - math.sqrt(max(0.0, (p_arm - l_arm) ** 2 + (u_ref - p_ref) ** 2 - 2 * phi * (p_arm - l_arm) * (u_ref - p_ref)))
+    hi = d + math.sqrt(max(0.0, (p_ref - l_ref) ** 2 + (u_arm - p_arm) ** 2 - 2 * phi * (p_ref - l_ref) * (u_arm - p_arm)))
+    return (max(-1.0, lo), min(1.0, hi))
 
 
 # ---- hardware and metrics ------------------------------------------------------------------------
@@ -240,8 +267,10 @@ def paired_speedups(df: pd.DataFrame, by: Sequence[str] = (), seed: int = SEED) 
 def paired_quality(df: pd.DataFrame) -> pd.DataFrame:
     """Per comparison and arm other than the reference, over the pairs whose answers were both
     checked: ``n`` problems, each side's pass@1 with its Wilson interval, the difference
-    (arm − reference), the discordant counts (``ref_only``: only the reference passed;
-    ``arm_only``: only the arm) and the exact McNemar p-value."""
+    (arm − reference) with its 95 % paired interval ``difference_lo``/``_hi``
+    (:func:`newcombe_paired_interval`), the discordant counts (``ref_only``: only the reference
+    passed; ``arm_only``: only the arm) and the exact McNemar p-value. A problem decoded in several
+    repeats is one pair per repeat."""
     p = pairs(df)
     if p.empty:
         return pd.DataFrame()
@@ -253,8 +282,9 @@ def paired_quality(df: pd.DataFrame) -> pd.DataFrame:
         b, c = int((r & ~a).sum()), int((a & ~r).sum())
         lo, hi = wilson_interval(a.sum(), n)
         rlo, rhi = wilson_interval(r.sum(), n)
+        dlo, dhi = newcombe_paired_interval(int((a & r).sum()), c, b, int((~a & ~r).sum()))
         out.append({**dict(zip(ARM_KEYS, key)), "reference_arm": g["reference_arm"].iloc[0], "config": g.get("config", g["method"]).iloc[0],
                     "n": n, "pass_at_1": a.mean(), "pass_at_1_lo": lo, "pass_at_1_hi": hi,
                     "ref_pass_at_1": r.mean(), "ref_pass_at_1_lo": rlo, "ref_pass_at_1_hi": rhi,
-                    "difference": (c - b) / n, "ref_only": b, "arm_only": c, "mcnemar_p": mcnemar_exact(b, c)})
+                    "difference": (c - b) / n, "difference_lo": dlo, "difference_hi": dhi, "ref_only": b, "arm_only": c, "mcnemar_p": mcnemar_exact(b, c)})
     return pd.DataFrame(out)

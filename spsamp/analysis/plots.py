@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from spsamp.analysis import frontier as F
+from spsamp.analysis import paired as P
 from spsamp.analysis import tables as T
 from spsamp.analysis.crossover import batch_crossover
 from spsamp.analysis.load import label_params
@@ -228,13 +230,16 @@ def plot_categories(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figu
 
 
 def plot_quality_frontier(df: pd.DataFrame, quality: Optional[pd.DataFrame] = None) -> Figure:
-    """Quality/speed frontier of a sweep with lossy (AutoJudge) rows: pass@1 (95 % Wilson interval)
-    against speedup over baseline and against tokens per target call. AutoJudge points are joined
-    by threshold for each k; baseline and SpS (and any other method) are reference points."""
+    """Quality/speed frontier of a sweep of separate jobs with lossy (AutoJudge) rows: pass@1 (95 %
+    Wilson interval) against speedup over baseline and against tokens per target call. AutoJudge
+    points are joined by threshold for each k; baseline and SpS (and any other method) are reference
+    points. Arms of comparison jobs are left to :func:`plot_lossy_frontier` (paired, every rule)."""
     tab = T.quality_table(df) if quality is None else quality
+    if "arm" in tab.columns:
+        tab = tab[tab["arm"].isna()]
     lossy = tab[tab["method"] == "autojudge"]
     if lossy.empty:
-        raise T.NoData("no lossy (autojudge) rows on a checked dataset")
+        raise T.NoData("no lossy (autojudge) rows on a checked dataset outside comparison jobs (their arms: lossy_frontier)")
     fig, axs = _subplots(1, 2, (13, 5))
     axes = axs[0]
     err = np.vstack([tab["pass_at_1"] - tab["pass_at_1_lo"], tab["pass_at_1_hi"] - tab["pass_at_1"]]).clip(min=0)
@@ -292,12 +297,58 @@ def plot_batch_crossover(df: pd.DataFrame, crossover: Optional[pd.DataFrame] = N
     return _finish(fig, axes, "Speedup and throughput against batch size")
 
 
+_REF_MARKERS = {"target alone": "*", "exact SpS": "s"}  # other lossless arms: "D"
+
+
+def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = None) -> Figure:
+    """Every rule of a comparison job on one frontier (:func:`spsamp.analysis.frontier.lossy_frontier`):
+    pass@1 (95 % Wilson interval) against the paired speedup over the reference arm (95 % bootstrap
+    interval) and against tokens per target call, one series per rule family joined along its knob
+    from the exact end, the lossless arms (target alone, exact SpS, ...) as single markers, the
+    reference's pass@1 as a dotted line. One row of panels per comparison job (dataset)."""
+    tab = F.lossy_frontier(df) if frontier is None else frontier
+    if tab.empty:
+        raise T.NoData("no lossy arm (method=lossy or autojudge) in a comparison job")
+    jobs = list(tab.groupby(P.JOB_KEYS, dropna=False, sort=False))
+    fig, axs = _subplots(len(jobs), 2, (13, 4.8 * len(jobs)))
+    families = [f for f in F.FAMILY_ORDER if f in set(tab["family"])] + sorted(set(tab["family"]) - set(F.FAMILY_ORDER))
+    colors = {f: f"C{i}" for i, f in enumerate(families)}  # one colour per family in every panel
+    for row, ((run_dir, comparison), g) in zip(axs, jobs):
+        g = g.assign(_ylo=(g["pass_at_1"] - g["pass_at_1_lo"]).clip(lower=0), _yhi=(g["pass_at_1_hi"] - g["pass_at_1"]).clip(lower=0),
+                     _xlo=(g["speedup"] - g["speedup_lo"]).clip(lower=0).fillna(0), _xhi=(g["speedup_hi"] - g["speedup"]).clip(lower=0).fillna(0))
+        ref = g[g["arm"] == g["reference_arm"]]
+        title = f"{g['dataset'].iloc[0]} — {comparison} (reference: {g['reference_arm'].iloc[0]}, {g['hardware'].iloc[0]})"
+        for ax, x, xlabel in ((row[0], "speedup", f"paired speedup over {g['reference_arm'].iloc[0]} (95 % bootstrap)"),
+                              (row[1], "tokens_per_target_call", "tokens per target call")):
+            xerr = (lambda s: [s["_xlo"], s["_xhi"]]) if x == "speedup" else (lambda s: None)
+            for family, s in g[~g["lossless"]].groupby("family", sort=False):
+                ax.errorbar(s[x], s["pass_at_1"], xerr=xerr(s), yerr=[s["_ylo"], s["_yhi"]], fmt="o-", capsize=3,
+                            color=colors[family], label=family)
+                for _, r in s.iterrows():
+                    if pd.notna(r[x]) and pd.notna(r["pass_at_1"]):
+                        label = r["knob_label"] if isinstance(r["knob_label"], str) and r["knob_label"] else r["arm"]
+                        ax.annotate(label, (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for _, r in g[g["lossless"]].iterrows():
+                marker = _REF_MARKERS.get(r["family"], "D")
+                ax.errorbar([r[x]], [r["pass_at_1"]], xerr=None if x != "speedup" else [[r["_xlo"]], [r["_xhi"]]],
+                            yerr=[[r["_ylo"]], [r["_yhi"]]], fmt=marker, ms=11 if marker == "*" else 7, capsize=3,
+                            color=colors[r["family"]], label=f"{r['family']} ({r['arm']})")
+            if len(ref) and pd.notna(ref["pass_at_1"].iloc[0]):
+                ax.axhline(ref["pass_at_1"].iloc[0], color="grey", ls=":", lw=1)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("pass@1 (95 % Wilson interval)")
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=7)
+    return _finish(fig, axs.ravel(), "Lossy rules: pass@1 vs paired speed and tokens per target call")
+
+
 PLOTS = {
     "speedup_vs_k": plot_speedup_vs_k,
     "accept_length_vs_k": plot_accept_length_vs_k,
     "specexec_tokens_per_call": plot_specexec,
     "autojudge_threshold": plot_autojudge,
     "quality_frontier": plot_quality_frontier,
+    "lossy_frontier": plot_lossy_frontier,
     "categories": plot_categories,
     "batch_crossover": plot_batch_crossover,
 }

@@ -13,6 +13,7 @@ from typing import Iterable, Optional, Union
 
 import pandas as pd
 
+from spsamp.analysis import frontier as F
 from spsamp.analysis import paired as P
 from spsamp.analysis import tables as T
 from spsamp.analysis.crossover import batch_crossover, crossover_summary
@@ -84,6 +85,59 @@ def _paired_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     return out.drop(columns=["speedup", "speedup_lo", "speedup_hi"])
 
 
+_FRONTIER_NOTE = (
+    "Every arm of each comparison job with a lossy arm, on the same problems (plot `lossy_frontier`). `family`: the rule "
+    "(`autojudge`, `typical`, `topk`, `ratio`) or, for a lossless arm, a reference point (`target alone`, `exact SpS`, or its "
+    "method); `knob` runs from the rule's exact end to keeping every draft token (typical ε and ratio t: 1 → 0; top-k and "
+    "AutoJudge's t: 0 → up). `tokens/target call` = new tokens per target forward pass, pooled; `speedup` = paired geometric "
+    "mean over prompts against the reference arm [95 % bootstrap]; `pass@1` [95 % Wilson]; `difference` = arm − reference "
+    "on the problems both answered [95 % paired Newcombe interval], `mcnemar_p` exact; `accept_beyond_exact` = share of the "
+    "draft tokens the exact test rejected that the rule kept (AutoJudge: mismatches its judge accepted). Read a rule as "
+    "better than another when it sits to the right at the same pass@1, and a loss as real only where its interval excludes 0.")
+_BEST_NOTE = (
+    "Per job and budget: the fastest lossy arm (by paired speedup) whose pass@1 loss against the reference, in points "
+    "(100 × (reference − arm)), has the *upper end of its 95 % paired interval* within the budget — a point estimate "
+    "within budget is not enough. `resolution_pts` = the upper end an arm that agreed with the reference on every problem "
+    "would get: budgets below it cannot be established with the problems measured. `note` says where no rule reaches a "
+    "budget, and names a faster arm whose point estimate alone is within it (not established).")
+
+
+def _interval(v: float, lo: float, hi: float, scale: float = 1.0, signed: bool = False) -> str:
+    if pd.isna(v):
+        return "–"
+    fmt = (lambda x: f"{x * scale:+.3g}") if signed else (lambda x: T.fmt_number(x * scale))
+    return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if not (pd.isna(lo) or pd.isna(hi)) else fmt(v)
+
+
+def _frontier_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if table is None or table.empty:
+        return table
+    t = table
+    return pd.DataFrame({
+        "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "hardware": t["hardware"],
+        "reference_arm": t["reference_arm"], "arm": t["arm"], "family": t["family"], "knob": t["knob_label"].replace("", "–"),
+        "tokens/target call": t["tokens_per_target_call"],
+        "speedup [95% CI]": [_interval(*v) for v in t[["speedup", "speedup_lo", "speedup_hi"]].values],
+        "n": t["n"],
+        "pass@1 [95% CI]": [T.fmt_pass_at_1(*v) for v in t[["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]].values],
+        "difference [95% CI]": [_interval(*v, signed=True) for v in t[["difference", "difference_lo", "difference_hi"]].values],
+        "mcnemar_p": t["mcnemar_p"], "accept_beyond_exact": t["accept_beyond_exact"],
+    })
+
+
+def _best_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if table is None or table.empty:
+        return table
+    t = table
+    return pd.DataFrame({
+        "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
+        "budget (points)": t["budget_pts"], "n": t["n"], "best arm": t["best_arm"].replace("", "–"),
+        "speedup [95% CI]": [_interval(*v) for v in t[["speedup", "speedup_lo", "speedup_hi"]].values],
+        "loss, points [95% CI]": [_interval(*v, signed=True) for v in t[["loss_pts", "loss_pts_lo", "loss_pts_hi"]].values],
+        "mcnemar_p": t["mcnemar_p"], "resolution_pts": t["resolution_pts"], "note": t["note"].replace("", "–"),
+    })
+
+
 def _unmatched_note(df: pd.DataFrame, sp: pd.DataFrame) -> str:
     missing = T.unmatched(df, sp)
     if not missing:
@@ -136,6 +190,12 @@ def build_report(
         tables["autojudge"] = T.autojudge_table(df, sp)
     except T.NoData as exc:
         tables["autojudge"], notes["autojudge"] = None, f"Skipped: {exc}."
+    try:
+        tables["lossy_frontier"] = F.lossy_frontier(df, sp=tables["paired_speedup"], quality=tables["paired_quality"])
+        tables["best_rule"] = F.best_rules(tables["lossy_frontier"])
+    except T.NoData as exc:
+        tables["lossy_frontier"] = tables["best_rule"] = None
+        notes["lossy_frontier"] = f"Skipped: {exc}."
     for name, tab in tables.items():
         if tab is not None and not tab.empty:
             tab.to_csv(out_dir / "tables" / f"{name}.csv", index=False)
@@ -159,6 +219,10 @@ def build_report(
                  "Per arm, over the problems both it and the reference arm answered and checked: pass@1 [95 % Wilson], "
                  "`difference` = arm − reference, `ref_only` / `arm_only` = problems only that side solved, `mcnemar_p` = "
                  "exact two-sided McNemar p-value."),
+        _section("Lossy rules: quality/speed frontier (comparison jobs)", _frontier_display(tables["lossy_frontier"]),
+                 notes.get("lossy_frontier", _FRONTIER_NOTE)),
+        _section("Best lossy rule at ≤ 1 and ≤ 2 points of pass@1 loss", _best_display(tables["best_rule"]),
+                 notes.get("lossy_frontier", _BEST_NOTE)),
         _section("Runs", tables["runs"]),
     ]
     if n_err:
@@ -192,7 +256,8 @@ def build_report(
         "## Plots\n",
     ]
     for name, fn in PLOTS.items():
-        ctx = {"sp": sp, "pred": pred, "quality": tables["quality"], "crossover": tables["batch_crossover"]}  # reuse what the tables computed
+        ctx = {"sp": sp, "pred": pred, "quality": tables["quality"], "frontier": tables["lossy_frontier"],
+               "crossover": tables["batch_crossover"]}  # reuse what the tables computed
         kwargs = {k: v for k, v in ctx.items() if v is not None and k in inspect.signature(fn).parameters}
         try:
             fig = fn(df, **kwargs)

@@ -1,0 +1,208 @@
+"""Lossy rules on one quality/speed frontier: every arm of a comparison job (spsamp/comparison.py)
+placed by its paired speed and its paired pass@1, and, per job, the fastest lossy rule whose loss of
+pass@1 against the reference arm is *established* to stay within a budget.
+
+- :func:`lossy_frontier`: per comparison and arm, the rule family (``autojudge``, ``typical``,
+  ``topk``, ``ratio`` for the lossy methods; ``target alone``, ``exact SpS`` or the method's name
+  for the lossless references), its knob, tokens per target call, the paired speedup over the
+  reference arm with its bootstrap interval (:func:`spsamp.analysis.paired.paired_speedups`),
+  pass@1 with its Wilson interval, the paired difference to the reference with its Newcombe
+  interval and the exact McNemar p-value (:func:`spsamp.analysis.paired.paired_quality`), and the
+  share of the exact test's rejections the rule kept (``accept_beyond_exact``).
+- :func:`best_rules`: per comparison and budget (1 and 2 points of pass@1 by default), the fastest
+  lossy arm (by paired speedup) whose loss ``reference − arm`` has the *upper end of its 95 % paired
+  interval* at most the budget. A point estimate within budget is not enough: with few problems a
+  rule that loses 5 points can show a loss of 0. Where no arm qualifies the row says so, and names
+  the fastest arm whose point estimate alone is within budget, marked as not established.
+
+Lossiness comes from the records: the decoders with ``lossless = False`` are ``lossy`` and
+``autojudge`` (:data:`LOSSY_METHODS`; analysis reads records, never decoder code), and a row that
+carries a lossy rule's counts (``rule_accepted`` or ``judge_accepted`` in ``metrics_json``) counts
+as lossy whatever its method's name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from spsamp.analysis import paired as P
+from spsamp.analysis.load import METRIC_PREFIX, expand_metrics
+from spsamp.analysis.tables import NoData
+from spsamp.records.schema import PARAM_PREFIX
+from spsamp.records.summary import correct_values, wilson_interval
+
+LOSSY_METHODS = ("lossy", "autojudge")  # the decoders whose ``lossless`` is False
+REFERENCE_FAMILIES = {"baseline": "target alone", "speculative": "exact SpS"}
+# per lossy family: (its knob's parameter, how the knob is written, +1 when a larger knob keeps more
+# draft tokens, -1 when a smaller one does) — the knob runs from exact SpS to keeping every token
+KNOBS = {
+    "autojudge": ("threshold", "t={}", +1),  # 0 exact greedy ... 1 every mismatch
+    "typical": ("threshold", "ε={}", -1),  # eps: 1 exact ... 0 every token
+    "topk": ("top_k", "k={}", +1),  # 0 exact ... V every token
+    "ratio": ("threshold", "t={}", -1),  # q >= t p: 1 exact ... 0 every token
+}
+# pooled share of the exact test's rejections a rule kept: {family kind: (kept count, asked count)}
+BEYOND_EXACT = {"rule": ("rule_accepted", "rule_exact_rejections"), "judge": ("judge_accepted", "mismatches_judged")}
+BUDGETS = (1.0, 2.0)  # points of pass@1 (100 x the fraction)
+FAMILY_ORDER = ["target alone", "exact SpS", "autojudge", "typical", "topk", "ratio"]
+
+FRONTIER_COLUMNS = [
+    "run_dir", "comparison", "dataset", "arm", "config", "family", "lossless", "knob_name", "knob", "knob_label",
+    "reference_arm", "hardware", "n_prompts", "tokens_per_target_call", "speedup", "speedup_lo", "speedup_hi",
+    "n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p",
+    "accept_beyond_exact",
+]
+
+
+def _param(row: pd.Series, name: str) -> object:
+    """A method parameter of a row: its ``param_<name>`` column, else its ``method_params`` JSON."""
+    v = row.get(PARAM_PREFIX + name)
+    if v is not None and not (isinstance(v, float) and np.isnan(v)):
+        return v
+    try:
+        params = json.loads(row.get("method_params") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        return None
+    return params.get(name) if isinstance(params, dict) else None
+
+
+def _is_set(v: object) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
+def rule_family(row: pd.Series) -> tuple[str, bool]:
+    """(family, lossless) of a record row: ``autojudge``, ``typical`` / ``topk`` / ``ratio`` (the
+    lossy decoder's ``rule``), ``target alone`` (baseline), ``exact SpS`` (speculative), else the
+    method's name; lossless unless the method is in :data:`LOSSY_METHODS` or the row carries a lossy
+    rule's counts."""
+    method = str(row.get("method"))
+    rule = _param(row, "rule")
+    counts = any(_is_set(row.get(METRIC_PREFIX + kept)) for kept, _ in BEYOND_EXACT.values())
+    if method == "autojudge":
+        return "autojudge", False
+    if method in LOSSY_METHODS or counts:
+        return (str(rule) if _is_set(rule) else method), False
+    return REFERENCE_FAMILIES.get(method, method), True
+
+
+def _knob(family: str, row: pd.Series) -> tuple[Optional[str], float, str]:
+    if family not in KNOBS:
+        return None, np.nan, ""
+    name, fmt, _ = KNOBS[family]
+    v = pd.to_numeric(pd.Series([_param(row, name)]), errors="coerce").iloc[0]
+    return name, float(v), fmt.format(f"{v:g}") if np.isfinite(v) else ""
+
+
+def _arm_facts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per comparison arm: dataset, family, knob, the reference arm's own pass@1 and the pooled
+    share of exact rejections kept."""
+    rows = P._comparison_rows(df)
+    out = []
+    for key, g in rows.groupby(P.ARM_KEYS, dropna=False, sort=False):
+        first = g.iloc[0]
+        family, lossless = rule_family(first)
+        knob_name, knob, label = _knob(family, first)
+        ok = g[g["status"] == "ok"]
+        rate = np.nan
+        kind = "judge" if family == "autojudge" else "rule"
+        kept, asked = (METRIC_PREFIX + c for c in BEYOND_EXACT[kind])
+        if not lossless and kept in ok.columns and asked in ok.columns:
+            k, a = pd.to_numeric(ok[kept], errors="coerce").sum(), pd.to_numeric(ok[asked], errors="coerce").sum()
+            rate = k / a if a > 0 else np.nan
+        correct = correct_values(ok["task_correct"]).dropna()
+        lo, hi = wilson_interval(correct.sum(), len(correct))
+        out.append({**dict(zip(P.ARM_KEYS, key)), "dataset": first.get("dataset"), "family": family, "lossless": lossless,
+                    "knob_name": knob_name, "knob": knob, "knob_label": label, "accept_beyond_exact": rate,
+                    "_own_n": len(correct), "_own_pass": correct.mean() if len(correct) else np.nan, "_own_lo": lo, "_own_hi": hi})
+    return pd.DataFrame(out)
+
+
+def lossy_frontier(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, quality: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Every arm of every comparison job that has a lossy arm, on the frontier's axes (module doc):
+    one row per (run_dir, comparison, arm), ordered by family and along each knob from its exact end
+    to its accept-everything end. The reference arm's speedup is 1 (by definition, no interval) and its
+    pass@1 is over its own checked answers; every other arm's pass@1 is over the problems both it
+    and the reference answered. Raises :class:`NoData` without a lossy arm in a comparison job."""
+    if "metrics_json" in df.columns and not any(c.startswith(METRIC_PREFIX) for c in df.columns):
+        df = expand_metrics(df)  # frames built without load_records
+    facts = _arm_facts(df)
+    if facts.empty or facts["lossless"].all():
+        raise NoData("no lossy arm (method=lossy or autojudge) in a comparison job")
+    sp = P.paired_speedups(df) if sp is None else sp
+    quality = P.paired_quality(df) if quality is None else quality
+    out = facts.merge(sp[P.ARM_KEYS + ["reference_arm", "config", "hardware", "n_prompts", "mean_accepted_tokens", "speedup",
+                                       "speedup_lo", "speedup_hi"]], on=P.ARM_KEYS, how="left")
+    qcols = ["n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p"]
+    if quality.empty:
+        quality = pd.DataFrame(columns=P.ARM_KEYS + qcols)
+    out = out.merge(quality[P.ARM_KEYS + qcols], on=P.ARM_KEYS, how="left")
+    out = out.rename(columns={"mean_accepted_tokens": "tokens_per_target_call"})
+    is_ref = out["arm"] == out["reference_arm"]
+    out.loc[is_ref, "speedup"] = 1.0
+    for col, own in (("n", "_own_n"), ("pass_at_1", "_own_pass"), ("pass_at_1_lo", "_own_lo"), ("pass_at_1_hi", "_own_hi")):
+        out[col] = out[col].astype(float).where(~is_ref, out[own])
+    # only the jobs with a lossy arm: a plain speed comparison has no frontier
+    lossy_jobs = out.groupby(P.JOB_KEYS, dropna=False)["lossless"].transform(lambda s: not s.all())
+    out = out[lossy_jobs]
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    direction = out["family"].map(lambda f: KNOBS[f][2] if f in KNOBS else 1)
+    out = out.assign(_f=out["family"].map(lambda f: order.get(f, len(order))), _k=out["knob"] * direction)
+    out = out.sort_values(P.JOB_KEYS + ["_f", "family", "_k", "arm"], na_position="first", kind="stable")
+    return out[FRONTIER_COLUMNS].reset_index(drop=True)
+
+
+def _pts(v: float) -> float:
+    return 100.0 * v
+
+
+def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
+    """Per comparison job and budget (points of pass@1): the fastest lossy arm (by paired speedup)
+    whose loss ``reference − arm`` has its 95 % paired interval's upper end (Newcombe,
+    :func:`spsamp.analysis.paired.newcombe_paired_interval`) at most the budget.
+
+    Columns: ``budget_pts``; ``n`` (problems paired); ``best_arm`` (empty where none qualifies) with
+    its family, knob, speedup [interval] and loss [interval] in points (``loss_pts`` =
+    −100 × difference) and McNemar p; ``resolution_pts``, the loss upper end an arm that agreed with
+    the reference on every one of the ``n`` problems would get (a budget below it cannot be
+    established with these problems); ``note``, which says "no rule reaches it with the N problems
+    measured" where none qualifies and names the fastest arm faster than the pick whose point
+    estimate alone is within the budget (not established)."""
+    rows = []
+    for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
+        lossy = g[~g["lossless"] & g["difference"].notna() & g["speedup"].notna()].copy()
+        lossy["loss_pts"] = -_pts(lossy["difference"]) + 0.0  # + 0.0: no "-0.0"
+        lossy["loss_pts_lo"] = -_pts(lossy["difference_hi"]) + 0.0
+        lossy["loss_pts_hi"] = -_pts(lossy["difference_lo"]) + 0.0
+        n, resolution = 0, np.nan
+        if len(lossy):
+            widest = lossy.loc[lossy["n"].idxmax()]
+            n = int(widest["n"])
+            passed = int(round((widest["pass_at_1"] - widest["difference"]) * n))  # the reference's, on these pairs
+            resolution = -_pts(P.newcombe_paired_interval(passed, 0, 0, n - passed)[0])
+        for budget in budgets:
+            base = {**dict(zip(P.JOB_KEYS, key)), "dataset": g["dataset"].iloc[0], "reference_arm": g["reference_arm"].iloc[0],
+                    "budget_pts": budget, "n": n, "resolution_pts": resolution}
+            ok = lossy[lossy["loss_pts_hi"] <= budget + 1e-9].sort_values("speedup", ascending=False)
+            point = lossy[lossy["loss_pts"] <= budget + 1e-9].sort_values("speedup", ascending=False)
+            best = ok.iloc[0] if len(ok) else None
+            faster = point[point["speedup"] > (best["speedup"] if best is not None else -np.inf)]
+            note = "" if best is not None else f"no rule reaches it with the {n} problems measured"
+            if len(faster):
+                f = faster.iloc[0]
+                what = "a faster arm" if best is not None else "the fastest arm"
+                note += ("; " if note else "") + (f"{what} within it by its point estimate alone (not established): {f['arm']} "
+                                                  f"({f['speedup']:.3g}×, loss {f['loss_pts'] + 0.0:.1f} [{f['loss_pts_lo'] + 0.0:.1f}, "
+                                                  f"{f['loss_pts_hi'] + 0.0:.1f}] points)")
+            if best is None and not len(lossy):
+                note = "no lossy arm with checked answers paired with the reference"
+            pick = {c: (best[c] if best is not None else (np.nan if c != "arm" else "")) for c in
+                    ("arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo",
+                     "loss_pts_hi", "mcnemar_p")}
+            rows.append({**base, "best_arm": pick.pop("arm"), **pick, "note": note})
+    cols = P.JOB_KEYS + ["dataset", "reference_arm", "budget_pts", "n", "best_arm", "family", "knob_label", "speedup",
+                         "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note"]
+    return pd.DataFrame(rows, columns=cols)
