@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", required=True, help="the commit to compare HEAD with (any git ref)")
     ap.add_argument("--arm", action="append", required=True, metavar="NAME=OVERRIDES", help="a method's overrides, comma-separated; repeat for more arms")
-    ap.add_argument("--out", default=None, help="CSV of per-row timings")
+    ap.add_argument("--out", default=None, help="CSV of per-row timings, rewritten after every prompt")
     ap.add_argument("--per-category", type=int, default=None, metavar="N", help="the first N prompts of each category, round-robin")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for both commits (model, dataset, generation, hardware)")
     args = ap.parse_args()
@@ -146,11 +146,10 @@ def main() -> None:
             extra = getattr(out.stats, "extra", None) or {}
             pred = next((extra[k] for k in PREDICTED if isinstance(extra.get(k), (int, float))), float("nan"))
             records.append({"prompt": prompt.id, "row": name, "tokens": n, "seconds": dt, "ttft_s": out.ttft_s, "predicted": pred})
+        if args.out:  # after every prompt: a killed run keeps what it measured
+            pd.DataFrame(records).to_csv(args.out, index=False)
         log.info("prompt %d/%d done", i + 1, len(prompts))
-    df = pd.DataFrame(records)
-    if args.out:
-        df.to_csv(args.out, index=False)
-    report(df)
+    report(pd.DataFrame(records))
 
 
 def report(df: pd.DataFrame) -> None:
