@@ -155,6 +155,20 @@ def test_paired_quality_counts_discordant_problems():
     assert "McNemar p" in comparison_summary(pd.DataFrame(rows)).columns
 
 
+def test_per_problem_verdicts_one_column_per_arm_and_the_disagreements_flagged():
+    truth = [(True, True), (True, False), (False, True), (False, False)]  # (ref, arm)
+    rows = []
+    for i, (r, a) in enumerate(truth):
+        rows += [rec("base", f"p{i}", 10.0, correct=r), rec("sps", f"p{i}", 20.0, correct=a)]
+    rows.append(rec("sps", "p9", 20.0, correct=True))  # only one arm checked it: nothing to disagree with
+    rows.append(rec("base", "p8", 10.0))  # unchecked: no verdict, no row
+    t = P.per_problem(pd.DataFrame(rows)).set_index("prompt_id")
+    assert list(t.index) == ["p0", "p1", "p2", "p3", "p9"]
+    assert t.loc["p1", "base"] == 1 and t.loc["p1", "sps"] == 0 and pd.isna(t.loc["p9", "base"])
+    assert list(t["disagree"]) == [False, True, True, False, False]
+    assert P.per_problem(pd.DataFrame([rec("base", "p0", 10.0)])).empty
+
+
 # ---- vocabulary ----------------------------------------------------------------------------------
 
 

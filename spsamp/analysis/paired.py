@@ -288,3 +288,20 @@ def paired_quality(df: pd.DataFrame) -> pd.DataFrame:
                     "ref_pass_at_1": r.mean(), "ref_pass_at_1_lo": rlo, "ref_pass_at_1_hi": rhi,
                     "difference": (c - b) / n, "difference_lo": dlo, "difference_hi": dhi, "ref_only": b, "arm_only": c, "mcnemar_p": mcnemar_exact(b, c)})
     return pd.DataFrame(out)
+
+
+def per_problem(df: pd.DataFrame) -> pd.DataFrame:
+    """Every checked problem of each comparison, one row per (comparison, prompt, turn, repeat), one
+    column per arm: 1 passed, 0 failed, empty where the arm has no checked answer; ``disagree`` is
+    True where the arms' verdicts differ (the problems every paired quality difference comes from)."""
+    rows = _comparison_rows(df)
+    ok = rows[rows["status"] == "ok"].assign(_correct=lambda d: correct_values(d["task_correct"]))
+    ok = ok[ok["_correct"].notna()]
+    if ok.empty:
+        return pd.DataFrame()
+    wide = ok.pivot_table(index=[*JOB_KEYS, *PAIR_KEYS], columns="arm", values="_correct", aggfunc="first")
+    arms = list(dict.fromkeys(ok["arm"]))  # the order the arms were listed in
+    wide = wide[arms].astype("Int64")
+    wide["disagree"] = wide.apply(lambda r: r.dropna().nunique() > 1, axis=1)
+    wide.columns.name = None
+    return wide.reset_index()

@@ -138,6 +138,12 @@ def _best_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     })
 
 
+def _disagreements(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if table is None or table.empty:
+        return None
+    return table[table["disagree"]].drop(columns=["disagree"])
+
+
 def _unmatched_note(df: pd.DataFrame, sp: pd.DataFrame) -> str:
     missing = T.unmatched(df, sp)
     if not missing:
@@ -164,6 +170,7 @@ def build_report(
         "paired_speedup": P.paired_speedups(df),
         "paired_by_category": P.paired_speedups(df, by=["category"]),
         "paired_quality": P.paired_quality(df),
+        "per_problem": P.per_problem(df),
         "runs": T.runs_table(df),
         "errors": T.errors_table(df),
         "speedup": T.speedup_summary(sp),
@@ -219,6 +226,9 @@ def build_report(
                  "Per arm, over the problems both it and the reference arm answered and checked: pass@1 [95 % Wilson], "
                  "`difference` = arm − reference, `ref_only` / `arm_only` = problems only that side solved, `mcnemar_p` = "
                  "exact two-sided McNemar p-value."),
+        _section("Problems where the arms' verdicts differ", _disagreements(tables["per_problem"]),
+                 "Per checked problem, each arm's verdict (1 passed, 0 failed); only the problems where the arms "
+                 "disagree are shown — every problem is in `tables/per_problem.csv`."),
         _section("Lossy rules: quality/speed frontier (comparison jobs)", _frontier_display(tables["lossy_frontier"]),
                  notes.get("lossy_frontier", _FRONTIER_NOTE)),
         _section("Best lossy rule at ≤ 1 and ≤ 2 points of pass@1 loss", _best_display(tables["best_rule"]),
