@@ -27,8 +27,8 @@ import numpy as np
 
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
-    "stopped_chain", "best_stopped_k", "pooled_speedup", "tree_speed", "expansion_width", "SizingPriors", "PRIORS",
-    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time",
+    "stopped_chain", "best_stopped_k", "rows_chain_step", "best_rows_k", "pooled_speedup", "tree_speed", "expansion_width", "SizingPriors", "PRIORS",
+    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time", "widths_to",
 ]
 
 
@@ -181,6 +181,33 @@ def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     to the smaller k (less draft work wasted when alpha is overestimated)."""
     best = _best_size(range(1, k_max + 1), lambda k: chain_speedup(alpha, k, c, v))
     return best, chain_speedup(alpha, best, c, v)
+
+
+def rows_chain_step(alphas: list[float], rooms: list[int], k: int, c: float, v, vd, rows: int, first: int) -> tuple[float, float]:
+    """One step of a batch of ``rows`` rows drafting chains of up to k tokens (:func:`spsamp.loop.speculate_rows`):
+    (expected tokens over its live rows, cost in verify units). Live row i (acceptance ``alphas[i]``,
+    room for ``rooms[i]`` draft tokens) drafts k_i = min(k, rooms[i]); the draft's first pass feeds
+    each row the ``first`` tokens it has not seen (ending with its root), each later pass one, and
+    the verify pass every row's root and d = max k_i columns. Every pass is priced by the tokens it
+    feeds, whichever rows they belong to (a finished row's masked columns count too):
+
+        E[tokens] = sum_i (1 - alpha_i^(k_i+1)) / (1 - alpha_i)
+        cost      = c (vd(rows first) + (d - 1) vd(rows)) + v(rows (d + 1))     (d = 0: v(rows), no draft pass)"""
+    ks = [min(k, r) for r in rooms]
+    tokens = sum(k_i + 1.0 if a >= 1.0 else (1.0 - a ** (k_i + 1)) / (1.0 - a) for a, k_i in zip(alphas, ks))
+    d = max(ks, default=0)
+    draft = vd(rows * first) + (d - 1) * vd(rows) if d else 0.0
+    return tokens, c * draft + v(rows * (d + 1))
+
+
+def best_rows_k(alphas: list[float], rooms: list[int], c: float, v, vd, rows: int, first: int, k_max: int = 16) -> tuple[int, float, float]:
+    """The k in 0..min(k_max, max room) with the most expected tokens per unit of cost
+    (:func:`rows_chain_step`); (k, tokens, cost). k = 0 is a plain batched step: when no chain pays
+    for its draft passes and its wider verify pass, the batch decodes plainly. Ties go to the smaller k."""
+    top = min(k_max, max(rooms, default=0))
+    steps = {k: rows_chain_step(alphas, rooms, k, c, v, vd, rows, first) for k in range(top + 1)}
+    best = _best_size(steps, lambda k: steps[k][0] / steps[k][1])
+    return best, *steps[best]
 
 
 def tree_speed(values: list[float], spent: float, c: float, v, scale: float = 1.0) -> tuple[int, float]:
@@ -378,22 +405,33 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
-# target -> draft -> thread count -> costs, measured once per pair and thread count (a pass's seconds
-# depend on the threads it runs on); weak keys: a freed model's entry goes with it (an id() key could
-# be reused by the next model loaded and hand it the old pair's costs)
-_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[int, Costs]]]" = weakref.WeakKeyDictionary()
+# target -> draft -> (thread count, widths) -> costs, measured once per pair, thread count and widths
+# (a pass's seconds depend on the threads it runs on); weak keys: a freed model's entry goes with it
+# (an id() key could be reused by the next model loaded and hand it the old pair's costs)
+_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[tuple, Costs]]]" = weakref.WeakKeyDictionary()
 
 
-def probe_costs(target, draft) -> Costs:
-    """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt, once per (target, draft)
-    pair and torch thread count per process: loaded models are memoised, so a sweep's jobs share one measurement (the
-    decoders' ``prepare`` hook for k=auto and grow=cost)."""
+def widths_to(n: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to the first power of two >= ``n``: the pass widths a probe times."""
+    out = [1]
+    while out[-1] < n:
+        out.append(out[-1] * 2)
+    return tuple(out)
+
+
+def probe_costs(target, draft, widest: int = 64, draft_widest: int = 8) -> Costs:
+    """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt over target passes of 1 .. ``widest``
+    tokens and draft passes of 1 .. ``draft_widest`` (powers of two), once per (target, draft) pair,
+    torch thread count and widths per process: loaded models are memoised, so a sweep's jobs share
+    one measurement (the decoders' ``prepare`` hook for k=auto and grow=cost; a batch asks for wider
+    passes, :meth:`spsamp.drafting.chain.ChainDrafter.prepare`)."""
     import torch
 
-    per_threads = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
-    threads = torch.get_num_threads()
-    if threads not in per_threads:
+    per_key = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
+    widths, draft_widths = widths_to(widest), widths_to(draft_widest)
+    key = (torch.get_num_threads(), widths, draft_widths)
+    if key not in per_key:
         g = torch.Generator().manual_seed(0)
         probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        per_threads[threads] = measure_costs(target, draft, probe)
-    return per_threads[threads]
+        per_key[key] = measure_costs(target, draft, probe, widths=widths, draft_widths=draft_widths)
+    return per_key[key]

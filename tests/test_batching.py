@@ -26,7 +26,7 @@ from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.decoders.hf_generate import HFGenerateDecoder
 from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.decoders.speculative import SpeculativeDecoder
-from spsamp import batched_chain
+from spsamp import loop
 from spsamp.models import load_model
 from spsamp.records import RECORDS_PARQUET
 from spsamp.runner import JobInfo, batches, run_job
@@ -47,12 +47,13 @@ def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
     validate(compose_cfg(["model=tiny_random", f"method={method}", "generation.batch_size=1"]))  # the default path
 
 
-@pytest.mark.parametrize("setting", ["method.k=auto", "method.stop_below=0.3", "method.lookup=4"])
-def test_speculative_batches_fixed_k_chains_only(setting):
-    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches fixed-k chains only") as err:
+@pytest.mark.parametrize("setting", ["method.stop_below=0.3", "method.lookup=4"])
+def test_speculative_batches_plain_chains_only(setting):
+    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches plain chains only") as err:
         validate(compose_cfg(["model=tiny_random", "method=speculative", setting, "generation.batch_size=2"]))
     assert setting.split("=")[0] in str(err.value)
-    validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=3", "generation.batch_size=2"]))
+    for k in ("3", "auto"):
+        validate(compose_cfg(["model=tiny_random", "method=speculative", f"method.k={k}", "generation.batch_size=2"]))
 
 
 @pytest.mark.parametrize("value", [0, -2])
@@ -195,7 +196,7 @@ def test_negative_control_batch_without_padding_mask_fails(tiny64, monkeypatch, 
     assert pval < FAIL_P
 
 
-# batched SpS (spsamp/batched_chain.py): drafts that are always wrong (the tiny draft), always right
+# batched SpS (spsamp.loop.speculate_rows): drafts that are always wrong (the tiny draft), always right
 # (the target's own weights) and mostly right (the target with a noisy LM head: ragged acceptance)
 
 
@@ -265,7 +266,7 @@ def test_batched_sps_padded_row_follows_the_target_distribution(tiny64, drafts64
 
 
 def test_negative_control_batched_sps_forgetting_the_rollback_fails(tiny64, drafts64, monkeypatch, one_thread):
-    monkeypatch.setattr(batched_chain, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
+    monkeypatch.setattr(loop, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
     draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
     try:
         pval = chi_square_pvalue(draws, joint)
