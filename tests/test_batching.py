@@ -275,6 +275,123 @@ def test_negative_control_batched_sps_forgetting_the_rollback_fails(tiny64, draf
     assert pval < FAIL_P
 
 
+# batched SpS with k=auto: one k per batch step, 0 = a plain batched step (no draft pass; the draft is
+# fed what it missed in its next pass). A scripted k sequence walks every transition (plain -> chain,
+# chain -> plain, rows whose room caps the chain); the sizer's own choice is tested in section 2b.
+
+SCRIPT = (0, 0, 3, 0, 1, 5, 0, 2, 2, 0, 0, 0, 4)
+
+
+def scripted(dec, script=SCRIPT):
+    """``dec``'s batched steps take their k from ``script`` (cycled) instead of the sizer."""
+    import itertools
+
+    ks = itertools.cycle(script)
+    dec.drafter.size_rows = lambda rows: next(ks)
+    return dec
+
+
+def auto_k(c=0.05, v=None, vd=None):
+    """k=auto with fixed costs the run's timings cannot move (toy_models.priced): choices do not
+    depend on this machine. Default: a verify pass that costs the same at every width."""
+    from toy_models import priced
+
+    dec = SpeculativeDecoder(k="auto")
+    priced(dec.drafter, c, v if v is not None else {512: 1.0}, vd if vd is not None else {512: 1.0})
+    return dec
+
+
+@pytest.mark.parametrize("make", [lambda: scripted(SpeculativeDecoder(k="auto")), auto_k], ids=["scripted", "sized"])
+def test_batched_auto_k_rows_equal_each_prompt_alone_float64(tiny64, drafts64, make, one_thread):
+    """T=0, float64: whatever k each batch step takes (0 included), each row equals the prompt decoded
+    alone at batch size 1 — a row ending at EOS while the others go on, rows reaching max_new_tokens.
+    With the target's own weights as the draft nothing is ever rejected: after plain steps the draft
+    was fed exactly the tokens it had missed."""
+    greedy = GenerationConfig(max_new_tokens=30)
+    ref = alone(tiny64, PROMPTS, greedy)
+    assert {len(t) < 30 and t[-1] in tiny64.eos_ids for t in ref} == {True, False}
+    for name, draft in drafts64.items():
+        dec = make()
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], greedy, [torch.Generator() for _ in PROMPTS])
+        assert [o.tokens for o in out] == ref, f"draft {name}"
+        for o, t in zip(out, ref):
+            s = o.stats
+            assert s.target_calls == s.steps + 1 and sum(s.accepted_lengths) == len(t) - 1
+            m = s.extra
+            if "sizing_sizes" in m:  # the sized run: the batch's k at each of the row's steps
+                assert len(m["sizing_sizes"]) == s.steps == m["sizing_steps"]
+        if name == "twin":
+            assert all(o.stats.rejections == 0 and o.stats.accepted > 0 for o in out)
+    scripted_ks = [o.stats.extra.get("sizing_sizes") for o in out]
+    assert all(k is None for k in scripted_ks) or all(max(k) > 0 for k in scripted_ks)
+
+
+def test_batched_auto_k_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    # four tokens: plain steps, chains after them (a draft pass that catches up) and rejections in one row
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0, top_k=3)
+    draws, joint = padded_row_draws(tiny64, scripted(SpeculativeDecoder(k="auto"), (0, 2, 1, 0, 3)), drafts64["near"], gen)
+    assert len(joint) > 27
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+def test_batched_auto_k_sized_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    draws, joint = padded_row_draws(tiny64, auto_k(v={4: 1.0, 512: 60.0}), drafts64["wrong"], SPS_SAMPLED)
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+# ---- 2b. the batch's k follows the verify pass's cost -------------------------------------------------
+
+
+def batch_k(rows: int, v: dict, alpha_steps: int = 20, keep=lambda k: k) -> int:
+    """The k a batch of ``rows`` rows settles on under costs ``v`` (fixed: priced) after
+    ``alpha_steps`` steps in which every row kept ``keep(k)`` of its k draft tokens."""
+    import dataclasses
+
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
+    from spsamp.drafting.sizing import RowsChainSizer
+    from spsamp.proposals import Proposal, RowsStep
+
+    sizer = RowsChainSizer(Costs(c=0.05, v=VerifyCost(v), vd=VerifyCost({512: 1.0})), rows, dataclasses.replace(PRIORS, cost_prior_steps=1e12))
+    k = 0
+    for _ in range(alpha_steps):
+        k = sizer.choose([64] * rows, 2)
+        props = [Proposal.chain(torch.arange(1, k + 1)) for _ in range(rows)]
+        sizer.observe_rows(RowsStep(props, [keep(k)] * rows, 0.001 * k, 0.01, 0.0, rows * (k + 1), [rows] * k))
+    return k
+
+
+def test_batched_k_falls_to_zero_as_the_verify_pass_gets_dearer_per_token():
+    """A verify pass that costs the same at every width (memory-bound) lets every batch size draft;
+    one whose cost per token grows with its width (compute-bound: here v(n) = 1 + (n - 1) / 16, a
+    CPU-like curve) makes a wider batch choose shorter chains, and plain steps (k = 0) once no chain
+    pays for the wider pass."""
+    flat = {n: 1.0 for n in (2, 512)}
+    assert all(batch_k(b, flat) > 0 for b in (2, 4, 8, 16))
+    steep = {512: 1 + 511 / 16}
+    ks = [batch_k(b, steep) for b in (2, 4, 8, 16, 32)]
+    assert ks == sorted(ks, reverse=True) and ks[0] > 0 and ks[-1] == 0, ks
+    ks = [batch_k(b, steep, keep=lambda k: min(k, 1)) for b in (2, 4, 8, 16, 32)]  # one token in two kept: shorter chains sooner
+    assert ks == sorted(ks, reverse=True) and ks[0] > ks[-2] > 0 == ks[-1], ks
+    # acceptance still counts: with a draft the target always rejects, even a flat pass is not worth drafting for
+    assert batch_k(4, flat, keep=lambda k: 0) == 0
+
+
+@pytest.mark.parametrize("v, drafts", [({512: 1.0}, True), ({2: 3.0, 512: 600.0}, False)], ids=["flat", "steep"])
+def test_batched_auto_k_decodes_plainly_when_no_chain_pays(tiny64, drafts64, v, drafts, one_thread):
+    """Through the decoder: a pass whose cost grows as fast as its tokens never drafts (every step
+    plain, no draft pass: proposed = 0), a flat one drafts; the tokens are the same either way."""
+    greedy = GenerationConfig(max_new_tokens=20)
+    out = auto_k(v=v).generate_batch(tiny64, drafts64["twin"], [torch.tensor(p) for p in PROMPTS], greedy,
+                                     [torch.Generator() for _ in PROMPTS])
+    assert [o.tokens for o in out] == alone(tiny64, PROMPTS, greedy)
+    for o in out:
+        sizes = o.stats.extra["sizing_sizes"]
+        assert (max(sizes) > 0) == drafts and (o.stats.proposed > 0) == drafts
+        # the prefill, then one pass per drafted token (some past an eos, never counted as proposed); none in plain steps
+        assert o.stats.draft_calls >= 1 + o.stats.proposed and (o.stats.draft_calls > 1) == drafts
+        assert o.stats.extra["sizing_predicted_speedup"] >= 1.0 - 1e-9  # over plain batched decoding, which k = 0 is
+
+
 # ---- 3. the runner ---------------------------------------------------------------------------------
 
 
@@ -307,6 +424,20 @@ def test_batched_job_rows_equal_unbatched_and_carry_batch_columns(tmp_path, meth
     assert (three.peak_mem_bytes > 0).all()
     # a batched row is its own measurement: its resume key differs from the batch_size=1 row's
     assert not set(three.resume_key) & set(one.resume_key)
+
+
+def test_batched_auto_k_job_rows_equal_baseline_and_record_the_batch_k(tmp_path, one_thread):
+    common = ["++model.target.dtype=float64", "++model.draft.dtype=float64", "hardware.cpu_linear=aten", "generation.warmup=0"]
+    auto = job(tmp_path, "auto", *common, "generation.batch_size=3", "method.k=auto", method="speculative")
+    base = job(tmp_path, "base", *common, method="baseline")
+    assert (auto.status == "ok").all() and auto.generated_text.to_dict() == base.generated_text.to_dict()
+    together = auto.batch_index.map(auto.batch_index.value_counts()) > 1
+    assert together.sum() == 6  # 7 prompts: two batches of 3, and one decoded alone
+    for (_, r), batched in zip(auto.iterrows(), together):
+        m = json.loads(r.metrics_json)
+        # a batch sizes every step of a row (0: plain); a row alone sizes the steps with room to draft
+        assert r.param_k == "auto" and len(m["sizing_sizes"]) == m["sizing_steps"] and (m["sizing_steps"] == r.steps if batched else m["sizing_steps"] <= r.steps)
+        assert sum(m["sizing_size_hist"].values()) == m["sizing_steps"] and m["sizing_predicted_speedup"] > 0 and "sizing_alpha" in m
 
 
 def test_failing_prompt_takes_only_its_own_row_and_resume_redoes_only_it(tmp_path, one_thread):
