@@ -68,8 +68,10 @@ class SpeculativeDecoder(LoopDecoder):
                               f"with {', '.join(unbatched)} — use generation.batch_size=1 with them, or drop them (method.k=auto batches)")
 
     def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
-        if draft is not None:  # k=auto: the probe, as wide as the batch's passes
+        if isinstance(self.drafter, ChainDrafter) and draft is not None:  # k=auto: the probe, as wide as the batch's passes
             self.drafter.prepare(target, draft, run.generation.batch_size if run is not None else 1)
+        else:
+            super().prepare(target, draft, run)
 
     def __init__(self, **params: Any):
         super().__init__(**params)

@@ -3,7 +3,9 @@
 
 A sized drafter holds one sizer per row (``Drafter.start`` makes it afresh from the probe's
 :class:`~spsamp.cost_model.Costs` and :data:`~spsamp.cost_model.PRIORS`): one cost estimate
-(:class:`~spsamp.cost_model.StepCost`) and one acceptance estimate for its kind of proposal. The
+(:class:`~spsamp.cost_model.StepCost`) and one acceptance estimate for its kind of proposal. A
+batch of rows (``generation.batch_size`` > 1) holds one :class:`RowsChainSizer` per batch: the
+batch's cost estimate and one acceptance estimate per row, one k per step. The
 loop hands the drafter each finished step (:class:`spsamp.loop.Step`), which it passes on to
 :meth:`Sizer.observe`. Every choice is logged with its prediction, for the row's ``sizing_*``
 metrics (docs/records.md). Terms and formulas: docs/methods.md, "Sizing".
