@@ -339,8 +339,9 @@ class Rows:
     or one fed while the row had nothing to feed, is a hole for it (0) and stays in the cache.
 
     The target holds each row's ``seq[:-1]``; the draft holds ``seq[:seen[i]]`` and is fed the rest,
-    ending with the root, in the first draft pass of the next step that drafts (after plain steps,
-    several tokens). ``droot``: the draft column of the current step's roots (-1: no draft pass)."""
+    ending with the root, in the first draft pass of the next step that drafts: the draft is
+    prefilled lazily, so a batch that never drafts never runs it, and after plain steps it catches
+    up on their tokens. ``droot``: the draft column of the current step's roots (-1: no draft pass)."""
 
     sts: list[Decoding]
     pad: int
@@ -370,7 +371,8 @@ def speculate_rows(
     drawn with its own generator in the order it draws alone) and its root go through one target
     pass over all rows, ``rule`` keeps a prefix and one target token, and each cache keeps the
     accepted columns for that row and masks out the rest (:func:`spsamp.batching.roll_back`). A
-    finished row feeds masked columns until the batch ends. The seconds in ``st.draft_s`` /
+    finished row feeds masked columns until the batch ends. The draft's prompt pass is the first
+    draft pass of the first step that drafts (:class:`Rows`). The seconds in ``st.draft_s`` /
     ``st.target_s`` / ``st.overhead_s`` are the batch's, the same in every row."""
     if rule.needs_hidden:
         raise ValueError("speculate_rows: a rule that reads hidden states decodes one prompt at a time")
@@ -383,14 +385,13 @@ def speculate_rows(
     width = ids.shape[1]
     logits = target.prefill_rows(ids, row_masks(target, mask, width), positions(mask, width))
     timer.prefill_done()
-    t0 = time.perf_counter()
     if draft is not None:
-        draft.prefill_rows(ids, row_masks(draft, mask, width), positions(mask, width))
-    draft_s, target_s, overhead_s = time.perf_counter() - t0, timer.prefill_s, 0.0
+        draft.reset()  # prefilled lazily: the prompts are what its first pass catches up on
+    draft_s, target_s, overhead_s = 0.0, timer.prefill_s, 0.0
     vocab = int(logits.shape[-1])
-    sts = [Decoding(target, draft, gen, rng, timer, DecodeStats(target_calls=1, draft_calls=int(draft is not None)), [], p.tolist(),
-                    vocab, target.eos_ids) for p, rng in zip(prompts, rngs)]
-    rows = Rows(sts, pad, mask, mask.clone() if draft is not None else None, [len(st.seq) for st in sts])
+    sts = [Decoding(target, draft, gen, rng, timer, DecodeStats(target_calls=1), [], p.tolist(), vocab, target.eos_ids)
+           for p, rng in zip(prompts, rngs)]
+    rows = Rows(sts, pad, mask, mask.new_zeros((b, 0)) if draft is not None else None, [0] * b)
     for st, tok in zip(sts, sample_rows(sts[0].probs(logits), rngs)):  # x_1 ~ q(. | prompt), per row
         st.extend([tok])
     timer.first_token()

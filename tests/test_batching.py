@@ -387,8 +387,9 @@ def test_batched_auto_k_decodes_plainly_when_no_chain_pays(tiny64, drafts64, v, 
     for o in out:
         sizes = o.stats.extra["sizing_sizes"]
         assert (max(sizes) > 0) == drafts and (o.stats.proposed > 0) == drafts
-        # the prefill, then one pass per drafted token (some past an eos, never counted as proposed); none in plain steps
-        assert o.stats.draft_calls >= 1 + o.stats.proposed and (o.stats.draft_calls > 1) == drafts
+        # one pass per drafted token (some past an eos, never counted as proposed); the draft is
+        # prefilled lazily, in its first pass: a batch that never drafts never runs it
+        assert o.stats.draft_calls >= o.stats.proposed and (o.stats.draft_calls > 0) == drafts
         assert o.stats.extra["sizing_predicted_speedup"] >= 1.0 - 1e-9  # over plain batched decoding, which k = 0 is
 
 

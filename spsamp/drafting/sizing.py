@@ -178,7 +178,7 @@ class RowsChainSizer(Sizer):
 
     def choose(self, rooms: list[Optional[int]], first: int) -> int:
         """The step's k; ``rooms[i]``: the most draft tokens row i can still use (None: finished);
-        ``first``: the tokens a row feeds the draft's first pass (the most any live row has not fed)."""
+        ``first``: the tokens a row feeds the draft's first pass (1, or 2 after a full accept)."""
         live = [i for i, r in enumerate(rooms) if r is not None]
         if not live:
             return 0
