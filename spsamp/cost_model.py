@@ -28,7 +28,7 @@ import numpy as np
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
     "stopped_chain", "best_stopped_k", "rows_chain_step", "best_rows_k", "pooled_speedup", "tree_speed", "expansion_width", "SizingPriors", "PRIORS",
-    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time", "widths_to",
+    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time", "widths_to", "measure_rows_costs", "probe_rows_costs",
 ]
 
 
@@ -405,10 +405,10 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
-# target -> draft -> (thread count, widths) -> costs, measured once per pair, thread count and widths
-# (a pass's seconds depend on the threads it runs on); weak keys: a freed model's entry goes with it
+# target -> draft -> thread count (a batch's: (threads, "rows", rows, k_max)) -> costs, measured once
+# per pair and thread count (a pass's seconds depend on the threads it runs on); weak keys: a freed model's entry goes with it
 # (an id() key could be reused by the next model loaded and hand it the old pair's costs)
-_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[tuple, Costs]]]" = weakref.WeakKeyDictionary()
+_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[Any, Costs]]]" = weakref.WeakKeyDictionary()
 
 
 def widths_to(n: int) -> tuple[int, ...]:
@@ -419,19 +419,89 @@ def widths_to(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def probe_costs(target, draft, widest: int = 64, draft_widest: int = 8) -> Costs:
-    """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt over target passes of 1 .. ``widest``
-    tokens and draft passes of 1 .. ``draft_widest`` (powers of two), once per (target, draft) pair,
-    torch thread count and widths per process: loaded models are memoised, so a sweep's jobs share
-    one measurement (the decoders' ``prepare`` hook for k=auto and grow=cost; a batch asks for wider
-    passes, :meth:`spsamp.drafting.chain.ChainDrafter.prepare`)."""
+def rows_pass_time(lm, ids, mask, columns: int) -> float:
+    """Seconds of one pass of ``lm`` over the first ``columns`` columns of ``ids [B, n]`` on top of
+    its cache (a batch's, padding mask ``mask``), cropped back after."""
+    import torch
+
+    from spsamp.batching import positions, row_masks
+
+    n = lm.cache_len
+    grown = torch.cat([mask, mask.new_ones((mask.shape[0], columns))], dim=1)
+    masks, pos = row_masks(lm, grown, columns), positions(grown, columns)
+    _sync(lm.device)
+    t0 = _clock()
+    lm.forward_rows(ids[:, :columns], masks, pos)
+    _sync(lm.device)
+    dt = _clock() - t0
+    lm.crop(n)
+    return dt
+
+
+def measure_rows_costs(target, draft, rows: int, single: Costs, columns=(1, 2, 4, 8, 16), draft_columns=(1, 2), repeats: int = 5) -> Costs:
+    """The costs of a batch's passes: on a ``rows`` x ``PROBE_TOKENS`` random prompt in both models,
+    passes of ``rows`` rows x m columns (target: m in ``columns``; draft: ``draft_columns``), timed as
+    :func:`measure_costs` times (a warm-up round, then ``repeats`` interleaved rounds, medians), in
+    ``single``'s single-token passes (its ``target_pass_s``, and its draft pass = c of it). v and vd
+    are keyed on the tokens a pass feeds, rows x m: the batch's points replace ``single``'s at and
+    above ``rows`` tokens (a batch never feeds fewer), where a batch pass costs what it costs — its
+    rows' separate caches, not one row's longer one."""
+    import torch
+
+    from spsamp.batching import positions, row_masks
+
+    g = torch.Generator().manual_seed(0)
+    vocab = min(target.vocab_size, draft.vocab_size)
+    ids = torch.randint(0, vocab, (rows, PROBE_TOKENS), generator=g)
+    new = torch.randint(0, vocab, (rows, max(max(columns), max(draft_columns))), generator=g)
+    mask = torch.ones((rows, PROBE_TOKENS), dtype=torch.long)
+    for lm in (target, draft):
+        lm.prefill_rows(ids, row_masks(lm, mask, PROBE_TOKENS), positions(mask, PROBE_TOKENS))
+    t: dict[int, list[float]] = {m: [] for m in columns}
+    d: dict[int, list[float]] = {m: [] for m in draft_columns}
+    for rnd in range(repeats + 1):
+        for lm, cols, out in ((target, columns, t), (draft, draft_columns, d)):
+            for m in cols:
+                dt = rows_pass_time(lm, new, mask, m)
+                if rnd:
+                    out[m].append(dt)
+    target.reset()
+    draft.reset()
+    t1, d1 = single.target_pass_s, single.c * single.target_pass_s
+
+    def merged(curve: VerifyCost, timed: dict[int, list[float]], unit: float) -> VerifyCost:
+        points = {n: r for n, r in curve.as_dict().items() if n < rows}
+        points.update({rows * m: statistics.median(x) / unit for m, x in timed.items()})
+        return VerifyCost(points)
+
+    return Costs(c=single.c, v=merged(single.v, t, t1), vd=merged(single.vd, d, d1), target_pass_s=t1)
+
+
+def probe_costs(target, draft) -> Costs:
+    """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt, once per (target, draft)
+    pair and torch thread count per process: loaded models are memoised, so a sweep's jobs share one
+    measurement (the decoders' ``prepare`` hook for k=auto and grow=cost)."""
     import torch
 
     per_key = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
-    widths, draft_widths = widths_to(widest), widths_to(draft_widest)
-    key = (torch.get_num_threads(), widths, draft_widths)
+    key = torch.get_num_threads()
     if key not in per_key:
         g = torch.Generator().manual_seed(0)
         probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        per_key[key] = measure_costs(target, draft, probe, widths=widths, draft_widths=draft_widths)
+        per_key[key] = measure_costs(target, draft, probe)
+    return per_key[key]
+
+
+def probe_rows_costs(target, draft, rows: int, k_max: int) -> Costs:
+    """:func:`probe_costs`, then a batch of ``rows`` rows' passes (:func:`measure_rows_costs`: verify
+    passes of 1 .. k_max columns, powers of two, and k_max + 1; draft passes of 1 and 2 columns),
+    memoised as the probe is."""
+    import torch
+
+    single = probe_costs(target, draft)
+    per_key = _PROBED[target][draft]
+    key = (torch.get_num_threads(), "rows", rows, k_max)
+    if key not in per_key:
+        columns = tuple(sorted(set(widths_to(k_max)) | {k_max + 1}))
+        per_key[key] = measure_rows_costs(target, draft, rows, single, columns=columns)
     return per_key[key]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -374,6 +375,31 @@ def test_batched_k_falls_to_zero_as_the_verify_pass_gets_dearer_per_token():
     assert ks == sorted(ks, reverse=True) and ks[0] > ks[-2] > 0 == ks[-1], ks
     # acceptance still counts: with a draft the target always rejects, even a flat pass is not worth drafting for
     assert batch_k(4, flat, keep=lambda k: 0) == 0
+
+
+def test_a_batch_probe_times_the_batch_passes_and_leaves_the_models_empty(monkeypatch, one_thread):
+    """k=auto with batch_size > 1 prices passes by the batch's own timings: v and vd at rows x m
+    tokens come from passes of rows rows x m columns, measured once per job."""
+    import weakref
+
+    from spsamp import cost_model
+
+    target, draft = tiny("float32"), tiny("float32")
+    fed = []
+    for lm in (target, draft):
+        real = lm.forward_rows
+        monkeypatch.setattr(lm, "forward_rows", lambda ids, *a, _real=real, **kw: fed.append(ids.numel()) or _real(ids, *a, **kw))
+    monkeypatch.setattr(cost_model, "_PROBED", weakref.WeakKeyDictionary())
+    dec = SpeculativeDecoder(k="auto")
+    dec.prepare(target, draft, SimpleNamespace(generation=SimpleNamespace(batch_size=3)))
+    v, vd = dec.drafter.costs.v.as_dict(), dec.drafter.costs.vd.as_dict()
+    k_max = dec.drafter.priors.k_max
+    assert {3 * m for m in (1, 2, 4, 8, 16, k_max + 1)} <= set(v) and {3, 6} <= set(vd)
+    assert 3 * (k_max + 1) in fed and target.cache_len == 0 and draft.cache_len == 0
+    again = SpeculativeDecoder(k="auto")
+    n = len(fed)
+    again.prepare(target, draft, SimpleNamespace(generation=SimpleNamespace(batch_size=3)))
+    assert again.drafter.costs is dec.drafter.costs and len(fed) == n  # once per pair, thread count and batch size
 
 
 @pytest.mark.parametrize("v, drafts", [({512: 1.0}, True), ({2: 3.0, 512: 600.0}, False)], ids=["flat", "steep"])

@@ -23,15 +23,13 @@ import torch
 
 from spsamp.acceptance.rejection import fit_logits, rejection_sampling
 from spsamp.batching import forward_cols
-from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs
+from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs, probe_rows_costs
 from spsamp.drafting.lookup import lookup
 from spsamp.drafting.sizing import ChainSizer, RowsChainSizer
 from spsamp.proposals import Proposal, RowsStep, Step
 from spsamp.sampling import sample_rows
 
 log = logging.getLogger(__name__)
-
-MAX_PROBE_WIDTH = 256  # widest pass the probe times for a batch (ChainDrafter.prepare)
 
 
 class ChainDrafter:
@@ -69,13 +67,12 @@ class ChainDrafter:
         self.rows_sizer: RowsChainSizer | None = None  # k=auto in a batch: this batch's
 
     def prepare(self, target: Any, draft: Any, rows: int = 1) -> None:
-        """k=auto: the probe's costs, once per job. A batch of ``rows`` rows verifies up to
-        rows x (k_max + 1) tokens in a pass and drafts 2 x rows in its first: the probe times passes
-        that wide (up to 256 target tokens; wider ones are extrapolated, linear as compute-bound passes are)."""
+        """k=auto: the probe's costs, once per job; for a batch of ``rows`` rows, with the batch's own
+        passes timed (:func:`~spsamp.cost_model.probe_rows_costs`: v and vd keyed on the tokens a pass feeds)."""
         if self.k == "auto":
-            widest = min(MAX_PROBE_WIDTH, rows * (self.priors.k_max + 1)) if rows > 1 else 64
-            self.costs = probe_costs(target, draft, max(64, widest), max(8, min(MAX_PROBE_WIDTH, 2 * rows)))
-            log.info("k=auto: measured c=%.3f, %s", self.costs.c, self.costs.v.describe())
+            self.costs = probe_costs(target, draft) if rows == 1 else probe_rows_costs(target, draft, rows, self.priors.k_max)
+            log.info("k=auto%s: measured c=%.3f, %s, draft %s", f" (batches of {rows})" if rows > 1 else "", self.costs.c,
+                     self.costs.v.describe(), self.costs.vd.describe("vd"))
 
     def start(self, st: Any) -> None:
         if self.k == "auto":
