@@ -67,3 +67,19 @@ def pad_id(eos_ids: set[int]) -> int:
     """The id left padding is filled with (masked out, so any id would do): the smallest eos id, as
     the transformers reference (:func:`spsamp.decoders.hf_generate.reference_config`) sets ``pad_token_id``."""
     return min(eos_ids) if eos_ids else 0
+
+
+def forward_cols(lm: Any, cols: list[list[int]], valid: list[list[bool]], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed ``cols`` ([B][n] ids) after ``lm``'s cache, ``valid`` saying which new columns count for
+    each row; returns (logits ``[B, n, V]``, the padding mask grown by the ``n`` columns)."""
+    n = len(cols[0])
+    mask = torch.cat([mask, torch.tensor(valid, dtype=mask.dtype)], dim=1)
+    logits = lm.forward_rows(torch.tensor(cols, dtype=torch.long), row_masks(lm, mask, n), positions(mask, n))
+    return logits, mask
+
+
+def roll_back(mask: torch.Tensor, row: int, keep: int) -> None:
+    """Roll ``row`` of a batch's cache back to its first ``keep`` columns without recomputing anything:
+    the columns after them become holes (masked out for that row, left in the cache; positions and
+    masks count only a row's valid columns, so a hole is like left padding)."""
+    mask[row, keep:] = 0

@@ -27,8 +27,8 @@ import numpy as np
 
 __all__ = [
     "expected_tokens_per_step", "predicted_speedup", "alpha_from_counts", "VerifyCost", "chain_speedup", "best_k",
-    "stopped_chain", "best_stopped_k", "pooled_speedup", "tree_speed", "expansion_width", "SizingPriors", "PRIORS",
-    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time",
+    "stopped_chain", "best_stopped_k", "rows_chain_step", "best_rows_k", "pooled_speedup", "tree_speed", "expansion_width", "SizingPriors", "PRIORS",
+    "Rate", "StepCost", "Costs", "measure_costs", "probe_costs", "pass_time", "widths_to", "measure_rows_costs", "probe_rows_costs",
 ]
 
 
@@ -181,6 +181,33 @@ def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
     to the smaller k (less draft work wasted when alpha is overestimated)."""
     best = _best_size(range(1, k_max + 1), lambda k: chain_speedup(alpha, k, c, v))
     return best, chain_speedup(alpha, best, c, v)
+
+
+def rows_chain_step(alphas: list[float], rooms: list[int], k: int, c: float, v, vd, rows: int, first: int) -> tuple[float, float]:
+    """One step of a batch of ``rows`` rows drafting chains of up to k tokens (:func:`spsamp.loop.speculate_rows`):
+    (expected tokens over its live rows, cost in verify units). Live row i (acceptance ``alphas[i]``,
+    room for ``rooms[i]`` draft tokens) drafts k_i = min(k, rooms[i]); the draft's first pass feeds
+    each row the ``first`` tokens it has not seen (ending with its root), each later pass one, and
+    the verify pass every row's root and d = max k_i columns. Every pass is priced by the tokens it
+    feeds, whichever rows they belong to (a finished row's masked columns count too):
+
+        E[tokens] = sum_i (1 - alpha_i^(k_i+1)) / (1 - alpha_i)
+        cost      = c (vd(rows first) + (d - 1) vd(rows)) + v(rows (d + 1))     (d = 0: v(rows), no draft pass)"""
+    ks = [min(k, r) for r in rooms]
+    tokens = sum(k_i + 1.0 if a >= 1.0 else (1.0 - a ** (k_i + 1)) / (1.0 - a) for a, k_i in zip(alphas, ks))
+    d = max(ks, default=0)
+    draft = vd(rows * first) + (d - 1) * vd(rows) if d else 0.0
+    return tokens, c * draft + v(rows * (d + 1))
+
+
+def best_rows_k(alphas: list[float], rooms: list[int], c: float, v, vd, rows: int, first: int, k_max: int = 16) -> tuple[int, float, float]:
+    """The k in 0..min(k_max, max room) with the most expected tokens per unit of cost
+    (:func:`rows_chain_step`); (k, tokens, cost). k = 0 is a plain batched step: when no chain pays
+    for its draft passes and its wider verify pass, the batch decodes plainly. Ties go to the smaller k."""
+    top = min(k_max, max(rooms, default=0))
+    steps = {k: rows_chain_step(alphas, rooms, k, c, v, vd, rows, first) for k in range(top + 1)}
+    best = _best_size(steps, lambda k: steps[k][0] / steps[k][1])
+    return best, *steps[best]
 
 
 def tree_speed(values: list[float], spent: float, c: float, v, scale: float = 1.0) -> tuple[int, float]:
@@ -378,22 +405,103 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
-# target -> draft -> thread count -> costs, measured once per pair and thread count (a pass's seconds
-# depend on the threads it runs on); weak keys: a freed model's entry goes with it (an id() key could
-# be reused by the next model loaded and hand it the old pair's costs)
-_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[int, Costs]]]" = weakref.WeakKeyDictionary()
+# target -> draft -> thread count (a batch's: (threads, "rows", rows, k_max)) -> costs, measured once
+# per pair and thread count (a pass's seconds depend on the threads it runs on); weak keys: a freed model's entry goes with it
+# (an id() key could be reused by the next model loaded and hand it the old pair's costs)
+_PROBED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, dict[Any, Costs]]]" = weakref.WeakKeyDictionary()
+
+
+def widths_to(n: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to the first power of two >= ``n``: the pass widths a probe times."""
+    out = [1]
+    while out[-1] < n:
+        out.append(out[-1] * 2)
+    return tuple(out)
+
+
+def rows_pass_time(lm, ids, mask, columns: int) -> float:
+    """Seconds of one pass of ``lm`` over the first ``columns`` columns of ``ids [B, n]`` on top of
+    its cache (a batch's, padding mask ``mask``), cropped back after."""
+    import torch
+
+    from spsamp.batching import positions, row_masks
+
+    n = lm.cache_len
+    grown = torch.cat([mask, mask.new_ones((mask.shape[0], columns))], dim=1)
+    masks, pos = row_masks(lm, grown, columns), positions(grown, columns)
+    _sync(lm.device)
+    t0 = _clock()
+    lm.forward_rows(ids[:, :columns], masks, pos)
+    _sync(lm.device)
+    dt = _clock() - t0
+    lm.crop(n)
+    return dt
+
+
+def measure_rows_costs(target, draft, rows: int, single: Costs, columns=(1, 2, 4, 8, 16), draft_columns=(1, 2), repeats: int = 5) -> Costs:
+    """The costs of a batch's passes: on a ``rows`` x ``PROBE_TOKENS`` random prompt in both models,
+    passes of ``rows`` rows x m columns (target: m in ``columns``; draft: ``draft_columns``), timed as
+    :func:`measure_costs` times (a warm-up round, then ``repeats`` interleaved rounds, medians), in
+    ``single``'s single-token passes (its ``target_pass_s``, and its draft pass = c of it). v and vd
+    are keyed on the tokens a pass feeds, rows x m: the batch's points replace ``single``'s at and
+    above ``rows`` tokens (a batch never feeds fewer), where a batch pass costs what it costs — its
+    rows' separate caches, not one row's longer one."""
+    import torch
+
+    from spsamp.batching import positions, row_masks
+
+    g = torch.Generator().manual_seed(0)
+    vocab = min(target.vocab_size, draft.vocab_size)
+    ids = torch.randint(0, vocab, (rows, PROBE_TOKENS), generator=g)
+    new = torch.randint(0, vocab, (rows, max(max(columns), max(draft_columns))), generator=g)
+    mask = torch.ones((rows, PROBE_TOKENS), dtype=torch.long)
+    for lm in (target, draft):
+        lm.prefill_rows(ids, row_masks(lm, mask, PROBE_TOKENS), positions(mask, PROBE_TOKENS))
+    t: dict[int, list[float]] = {m: [] for m in columns}
+    d: dict[int, list[float]] = {m: [] for m in draft_columns}
+    for rnd in range(repeats + 1):
+        for lm, cols, out in ((target, columns, t), (draft, draft_columns, d)):
+            for m in cols:
+                dt = rows_pass_time(lm, new, mask, m)
+                if rnd:
+                    out[m].append(dt)
+    target.reset()
+    draft.reset()
+    t1, d1 = single.target_pass_s, single.c * single.target_pass_s
+
+    def merged(curve: VerifyCost, timed: dict[int, list[float]], unit: float) -> VerifyCost:
+        points = {n: r for n, r in curve.as_dict().items() if n < rows}
+        points.update({rows * m: statistics.median(x) / unit for m, x in timed.items()})
+        return VerifyCost(points)
+
+    return Costs(c=single.c, v=merged(single.v, t, t1), vd=merged(single.vd, d, d1), target_pass_s=t1)
 
 
 def probe_costs(target, draft) -> Costs:
     """:func:`measure_costs` on a random ``PROBE_TOKENS``-token prompt, once per (target, draft)
-    pair and torch thread count per process: loaded models are memoised, so a sweep's jobs share one measurement (the
-    decoders' ``prepare`` hook for k=auto and grow=cost)."""
+    pair and torch thread count per process: loaded models are memoised, so a sweep's jobs share one
+    measurement (the decoders' ``prepare`` hook for k=auto and grow=cost)."""
     import torch
 
-    per_threads = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
-    threads = torch.get_num_threads()
-    if threads not in per_threads:
+    per_key = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})
+    key = torch.get_num_threads()
+    if key not in per_key:
         g = torch.Generator().manual_seed(0)
         probe = torch.randint(0, min(target.vocab_size, draft.vocab_size), (PROBE_TOKENS,), generator=g)
-        per_threads[threads] = measure_costs(target, draft, probe)
-    return per_threads[threads]
+        per_key[key] = measure_costs(target, draft, probe)
+    return per_key[key]
+
+
+def probe_rows_costs(target, draft, rows: int, k_max: int) -> Costs:
+    """:func:`probe_costs`, then a batch of ``rows`` rows' passes (:func:`measure_rows_costs`: verify
+    passes of 1 .. k_max columns, powers of two, and k_max + 1; draft passes of 1 and 2 columns),
+    memoised as the probe is."""
+    import torch
+
+    single = probe_costs(target, draft)
+    per_key = _PROBED[target][draft]
+    key = (torch.get_num_threads(), "rows", rows, k_max)
+    if key not in per_key:
+        columns = tuple(sorted(set(widths_to(k_max)) | {k_max + 1}))
+        per_key[key] = measure_rows_costs(target, draft, rows, single, columns=columns)
+    return per_key[key]

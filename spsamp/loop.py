@@ -20,6 +20,14 @@ the spirit of the official SpecExec ``SpecBase`` and transformers' ``CandidateGe
 5. ``drafter.observe(Step(...))``: what the step proposed and kept, and the seconds it spent in
    each model and in between — all a drafter that sizes its steps learns from.
 
+A batch of prompts (``generation.batch_size`` > 1) runs :func:`speculate_rows`: the same step with
+the same two protocols — a :class:`Decoding` per row, one size for the whole step
+(``drafter.size_rows``: a fixed k, or k=auto's choice from the batch's costs, 0 for a plain batched
+step with no draft pass), each row's proposal (``drafter.propose_rows``), one target pass over
+every row, the rule per row, and ``drafter.observe_rows`` (:class:`~spsamp.proposals.RowsStep`).
+Rows accept different numbers of tokens, so the batch's caches are rolled back per row by masking
+columns out (:mod:`spsamp.batching`), never by cropping; see :class:`Rows`.
+
 Naming, fixed project-wide: **p = draft, q = target**.
 """
 
@@ -31,10 +39,11 @@ from typing import Any, Optional, Protocol
 
 import torch
 
+from spsamp.batching import forward_cols, left_pad, pad_id, positions, roll_back, row_masks
 from spsamp.config import GenerationConfig
 from spsamp.models.adapter import Forward
-from spsamp.proposals import Proposal, Step, TreeStats
-from spsamp.sampling import logits_to_probs, sample
+from spsamp.proposals import Proposal, RowsStep, Step, TreeStats
+from spsamp.sampling import logits_to_probs, sample, sample_rows
 from spsamp.verification import verify
 
 
@@ -208,6 +217,35 @@ class Drafter(Protocol):
         ...
 
 
+class RowsDrafter(Drafter, Protocol):
+    """A drafter that also drafts for a batch of rows (:func:`speculate_rows`): one size per step for
+    every row, each row's chain at most ``min(size, room - 1)`` tokens."""
+
+    def start_rows(self, target: Any, draft: Any, rows: int) -> None:
+        """A batch of ``rows`` rows begins (before its prefill: a cost probe may still use the
+        models): sizing state belongs to the batch."""
+        ...
+
+    def size_rows(self, rows: "Rows") -> int:
+        """The step's size for every row (0: a plain step, no draft pass)."""
+        ...
+
+    def propose_rows(self, rows: "Rows", size: int) -> tuple[list[Proposal], list[int]]:
+        """Each row's proposal (empty for a finished row) and the tokens each draft pass fed; a
+        drafter with a draft model feeds each row ``seq[rows.seen[i]:]`` first (ending with the root),
+        sets ``rows.droot`` to the draft column of the roots (-1: no draft pass) and fills
+        ``Proposal.slots`` with the draft column of each node it fed."""
+        ...
+
+    def observe_rows(self, step: RowsStep) -> None:
+        """The batch's step just verified and accepted."""
+        ...
+
+    def row_metrics(self, row: int) -> dict[str, Any]:
+        """Row ``row``'s ``sizing_*`` metrics after the batch (empty when nothing was sized)."""
+        ...
+
+
 @dataclass
 class Verdict:
     path: list[int]  # accepted node indices, root to deepest
@@ -288,3 +326,116 @@ def speculate(
         st.overhead_s += overhead
         drafter.observe(Step(prop, used, t1 - t0, t2 - t1, overhead))
     return st
+
+
+# ---- a batch of rows -----------------------------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """The state one batched call carries: a :class:`Decoding` per row (output, counters, generator;
+    the timer and the models are the batch's) and each cache's padding mask ``[B, columns]``, 1 where
+    a column holds one of the row's tokens. Rows share the caches' columns: a column a row rejected,
+    or one fed while the row had nothing to feed, is a hole for it (0) and stays in the cache.
+
+    The target holds each row's ``seq[:-1]``; the draft holds ``seq[:seen[i]]`` and is fed the rest,
+    ending with the root, in the first draft pass of the next step that drafts: the draft is
+    prefilled lazily, so a batch that never drafts never runs it, and after plain steps it catches
+    up on their tokens. ``droot``: the draft column of the current step's roots (-1: no draft pass)."""
+
+    sts: list[Decoding]
+    pad: int
+    tmask: torch.Tensor
+    dmask: Optional[torch.Tensor]
+    seen: list[int]
+    droot: int = -1
+
+    @property
+    def live(self) -> list[int]:
+        return [i for i, st in enumerate(self.sts) if not st.done]
+
+
+def speculate_rows(
+    target: Any,
+    draft: Any,
+    prompts: list[torch.Tensor],
+    gen: GenerationConfig,
+    rngs: list[torch.Generator],
+    drafter: RowsDrafter,
+    rule: AcceptanceRule,
+) -> Rows:
+    """Decode ``prompts`` together with ``drafter`` + ``rule`` (a chain rule: one verdict per row);
+    returns the final state (``rows.sts[i].output()``).
+
+    Per row the step is :func:`speculate`'s: row i's chain (at most ``min(size, room_i - 1)`` tokens,
+    drawn with its own generator in the order it draws alone) and its root go through one target
+    pass over all rows, ``rule`` keeps a prefix and one target token, and each cache keeps the
+    accepted columns for that row and masks out the rest (:func:`spsamp.batching.roll_back`). A
+    finished row feeds masked columns until the batch ends. The draft's prompt pass is the first
+    draft pass of the first step that drafts (:class:`Rows`). The seconds in ``st.draft_s`` /
+    ``st.target_s`` / ``st.overhead_s`` are the batch's, the same in every row."""
+    if rule.needs_hidden:
+        raise ValueError("speculate_rows: a rule that reads hidden states decodes one prompt at a time")
+    b = len(prompts)
+    draft = draft if drafter.needs_model else None
+    drafter.start_rows(target, draft, b)
+    timer = Timer()
+    pad = pad_id(target.eos_ids)
+    ids, mask = left_pad(prompts, pad)
+    width = ids.shape[1]
+    logits = target.prefill_rows(ids, row_masks(target, mask, width), positions(mask, width))
+    timer.prefill_done()
+    if draft is not None:
+        draft.reset()  # prefilled lazily: the prompts are what its first pass catches up on
+    draft_s, target_s, overhead_s = 0.0, timer.prefill_s, 0.0
+    vocab = int(logits.shape[-1])
+    sts = [Decoding(target, draft, gen, rng, timer, DecodeStats(target_calls=1), [], p.tolist(), vocab, target.eos_ids)
+           for p, rng in zip(prompts, rngs)]
+    rows = Rows(sts, pad, mask, mask.new_zeros((b, 0)) if draft is not None else None, [0] * b)
+    for st, tok in zip(sts, sample_rows(sts[0].probs(logits), rngs)):  # x_1 ~ q(. | prompt), per row
+        st.extend([tok])
+    timer.first_token()
+    while rows.live:
+        live = rows.live
+        bases = [len(st.seq) for st in sts]  # the target holds seq[:-1]: a row's root sits at base - 1
+        t0 = time.perf_counter()
+        props, draft_widths = drafter.propose_rows(rows, drafter.size_rows(rows))
+        t1 = time.perf_counter()
+        depth = max(p.size for p in props)
+        cols = [[st.seq[-1]] + prop.tokens.tolist() + [pad] * (depth - prop.size) for st, prop in zip(sts, props)]
+        valid = [[not st.done] + [j < prop.size for j in range(depth)] for st, prop in zip(sts, props)]
+        before = rows.tmask.shape[1]
+        out, rows.tmask = forward_cols(target, cols, valid, rows.tmask)
+        t2 = time.perf_counter()
+        kept_rows: list[Optional[int]] = [None] * b
+        for i in live:
+            st, prop = sts[i], props[i]
+            v = rule(prop, Forward(out[i, : prop.size + 1]), st)
+            kept = st.extend([cols[i][1 + j] for j in v.path] + [v.token])
+            used = min(len(v.path), len(kept))
+            cached = v.path[: len(kept) - 1]
+            roll_back(rows.tmask, i, before + 1 + len(cached))
+            reused: list[int] = []
+            if rows.dmask is not None and rows.droot >= 0:
+                for j in cached:  # draft columns of accepted nodes built while drafting: keep, do not recompute
+                    if prop.slots is None or prop.slots[j] < 0:
+                        break
+                    reused.append(prop.slots[j])
+                roll_back(rows.dmask, i, (reused[-1] if reused else rows.droot) + 1)
+                rows.seen[i] = bases[i] + len(reused)
+            s = st.stats
+            s.target_calls += 1
+            s.draft_calls += prop.draft_calls
+            s.steps += 1
+            s.proposed += prop.size - (len(v.path) - used)
+            s.accepted += used
+            s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
+            s.accepted_lengths.append(len(kept))
+            st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
+            kept_rows[i] = used
+        overhead = time.perf_counter() - t2
+        draft_s, target_s, overhead_s = draft_s + t1 - t0, target_s + t2 - t1, overhead_s + overhead
+        drafter.observe_rows(RowsStep(props, kept_rows, t1 - t0, t2 - t1, overhead, b * (depth + 1), draft_widths))
+    for st in sts:
+        st.draft_s, st.target_s, st.overhead_s = draft_s, target_s, overhead_s
+    return rows

@@ -106,3 +106,20 @@ class Step:
     draft_s: float  # seconds proposing
     target_s: float  # seconds in the verify pass
     overhead_s: float  # seconds after it: the acceptance rule, cache roll-back, bookkeeping
+
+
+@dataclass
+class RowsStep:
+    """A batch's step after :func:`spsamp.loop.speculate_rows` verified it, as ``Drafter.observe_rows``
+    receives it: each row's proposal and the draft tokens of it that reached the output (``kept[i]``
+    is None for a row that had finished before the step), the batch's seconds proposing, in the
+    verify pass and after it, the tokens the verify pass fed (``verify_width``: every row's columns,
+    a finished row's masked ones included) and the tokens each draft pass fed (``draft_widths``)."""
+
+    proposals: list[Proposal]
+    kept: list[Optional[int]]
+    draft_s: float
+    target_s: float
+    overhead_s: float
+    verify_width: int
+    draft_widths: list[int]

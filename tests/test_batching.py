@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -26,7 +27,7 @@ from spsamp.decoders.baseline import BaselineDecoder
 from spsamp.decoders.hf_generate import HFGenerateDecoder
 from spsamp.decoders.prompt_lookup import PromptLookupDecoder
 from spsamp.decoders.speculative import SpeculativeDecoder
-from spsamp import batched_chain
+from spsamp import loop
 from spsamp.models import load_model
 from spsamp.records import RECORDS_PARQUET
 from spsamp.runner import JobInfo, batches, run_job
@@ -47,12 +48,13 @@ def test_methods_that_do_not_batch_refuse_batch_size_above_one(method):
     validate(compose_cfg(["model=tiny_random", f"method={method}", "generation.batch_size=1"]))  # the default path
 
 
-@pytest.mark.parametrize("setting", ["method.k=auto", "method.stop_below=0.3", "method.lookup=4"])
-def test_speculative_batches_fixed_k_chains_only(setting):
-    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches fixed-k chains only") as err:
+@pytest.mark.parametrize("setting", ["method.stop_below=0.3", "method.lookup=4"])
+def test_speculative_batches_plain_chains_only(setting):
+    with pytest.raises(ConfigError, match=r"^generation.batch_size: speculative batches plain chains only") as err:
         validate(compose_cfg(["model=tiny_random", "method=speculative", setting, "generation.batch_size=2"]))
     assert setting.split("=")[0] in str(err.value)
-    validate(compose_cfg(["model=tiny_random", "method=speculative", "method.k=3", "generation.batch_size=2"]))
+    for k in ("3", "auto"):
+        validate(compose_cfg(["model=tiny_random", "method=speculative", f"method.k={k}", "generation.batch_size=2"]))
 
 
 @pytest.mark.parametrize("value", [0, -2])
@@ -195,7 +197,7 @@ def test_negative_control_batch_without_padding_mask_fails(tiny64, monkeypatch, 
     assert pval < FAIL_P
 
 
-# batched SpS (spsamp/batched_chain.py): drafts that are always wrong (the tiny draft), always right
+# batched SpS (spsamp.loop.speculate_rows): drafts that are always wrong (the tiny draft), always right
 # (the target's own weights) and mostly right (the target with a noisy LM head: ragged acceptance)
 
 
@@ -265,13 +267,156 @@ def test_batched_sps_padded_row_follows_the_target_distribution(tiny64, drafts64
 
 
 def test_negative_control_batched_sps_forgetting_the_rollback_fails(tiny64, drafts64, monkeypatch, one_thread):
-    monkeypatch.setattr(batched_chain, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
+    monkeypatch.setattr(loop, "roll_back", lambda mask, row, keep: None)  # rejected tokens stay visible
     draws, joint = padded_row_draws(tiny64, SpeculativeDecoder(k=2), drafts64["wrong"], SPS_SAMPLED)
     try:
         pval = chi_square_pvalue(draws, joint)
     except AssertionError:
         return
     assert pval < FAIL_P
+
+
+# batched SpS with k=auto: one k per batch step, 0 = a plain batched step (no draft pass; the draft is
+# fed what it missed in its next pass). A scripted k sequence walks every transition (plain -> chain,
+# chain -> plain, rows whose room caps the chain); the sizer's own choice is tested in section 2b.
+
+SCRIPT = (0, 0, 3, 0, 1, 5, 0, 2, 2, 0, 0, 0, 4)
+
+
+def scripted(dec, script=SCRIPT):
+    """``dec``'s batched steps take their k from ``script`` (cycled) instead of the sizer."""
+    import itertools
+
+    ks = itertools.cycle(script)
+    dec.drafter.size_rows = lambda rows: next(ks)
+    return dec
+
+
+def auto_k(c=0.05, v=None, vd=None):
+    """k=auto with fixed costs the run's timings cannot move (toy_models.priced): choices do not
+    depend on this machine. Default: a verify pass that costs the same at every width."""
+    from toy_models import priced
+
+    dec = SpeculativeDecoder(k="auto")
+    priced(dec.drafter, c, v if v is not None else {512: 1.0}, vd if vd is not None else {512: 1.0})
+    return dec
+
+
+@pytest.mark.parametrize("make", [lambda: scripted(SpeculativeDecoder(k="auto")), auto_k], ids=["scripted", "sized"])
+def test_batched_auto_k_rows_equal_each_prompt_alone_float64(tiny64, drafts64, make, one_thread):
+    """T=0, float64: whatever k each batch step takes (0 included), each row equals the prompt decoded
+    alone at batch size 1 — a row ending at EOS while the others go on, rows reaching max_new_tokens.
+    With the target's own weights as the draft nothing is ever rejected: after plain steps the draft
+    was fed exactly the tokens it had missed."""
+    greedy = GenerationConfig(max_new_tokens=30)
+    ref = alone(tiny64, PROMPTS, greedy)
+    assert {len(t) < 30 and t[-1] in tiny64.eos_ids for t in ref} == {True, False}
+    for name, draft in drafts64.items():
+        dec = make()
+        out = dec.generate_batch(tiny64, draft, [torch.tensor(p) for p in PROMPTS], greedy, [torch.Generator() for _ in PROMPTS])
+        assert [o.tokens for o in out] == ref, f"draft {name}"
+        for o, t in zip(out, ref):
+            s = o.stats
+            assert s.target_calls == s.steps + 1 and sum(s.accepted_lengths) == len(t) - 1
+            m = s.extra
+            if "sizing_sizes" in m:  # the sized run: the batch's k at each of the row's steps
+                assert len(m["sizing_sizes"]) == s.steps == m["sizing_steps"]
+        if name == "twin":
+            assert all(o.stats.rejections == 0 and o.stats.accepted > 0 for o in out)
+    scripted_ks = [o.stats.extra.get("sizing_sizes") for o in out]
+    assert all(k is None for k in scripted_ks) or all(max(k) > 0 for k in scripted_ks)
+
+
+def test_batched_auto_k_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    # four tokens: plain steps, chains after them (a draft pass that catches up) and rejections in one row
+    gen = GenerationConfig(max_new_tokens=4, temperature=1.0, top_k=3)
+    draws, joint = padded_row_draws(tiny64, scripted(SpeculativeDecoder(k="auto"), (0, 2, 1, 0, 3)), drafts64["near"], gen)
+    assert len(joint) > 27
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+def test_batched_auto_k_sized_padded_row_follows_the_target_distribution(tiny64, drafts64, one_thread):
+    draws, joint = padded_row_draws(tiny64, auto_k(v={4: 1.0, 512: 60.0}), drafts64["wrong"], SPS_SAMPLED)
+    assert chi_square_pvalue(draws, joint) > PASS_P
+
+
+# ---- 2b. the batch's k follows the verify pass's cost -------------------------------------------------
+
+
+def batch_k(rows: int, v: dict, alpha_steps: int = 20, keep=lambda k: k) -> int:
+    """The k a batch of ``rows`` rows settles on under costs ``v`` (fixed: priced) after
+    ``alpha_steps`` steps in which every row kept ``keep(k)`` of its k draft tokens."""
+    import dataclasses
+
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
+    from spsamp.drafting.sizing import RowsChainSizer
+    from spsamp.proposals import Proposal, RowsStep
+
+    sizer = RowsChainSizer(Costs(c=0.05, v=VerifyCost(v), vd=VerifyCost({512: 1.0})), rows, dataclasses.replace(PRIORS, cost_prior_steps=1e12))
+    k = 0
+    for _ in range(alpha_steps):
+        k = sizer.choose([64] * rows, 2)
+        props = [Proposal.chain(torch.arange(1, k + 1)) for _ in range(rows)]
+        sizer.observe_rows(RowsStep(props, [keep(k)] * rows, 0.001 * k, 0.01, 0.0, rows * (k + 1), [rows] * k))
+    return k
+
+
+def test_batched_k_falls_to_zero_as_the_verify_pass_gets_dearer_per_token():
+    """A verify pass that costs the same at every width (memory-bound) lets every batch size draft;
+    one whose cost per token grows with its width (compute-bound: here v(n) = 1 + (n - 1) / 16, a
+    CPU-like curve) makes a wider batch choose shorter chains, and plain steps (k = 0) once no chain
+    pays for the wider pass."""
+    flat = {n: 1.0 for n in (2, 512)}
+    assert all(batch_k(b, flat) > 0 for b in (2, 4, 8, 16))
+    steep = {512: 1 + 511 / 16}
+    ks = [batch_k(b, steep) for b in (2, 4, 8, 16, 32)]
+    assert ks == sorted(ks, reverse=True) and ks[0] > 0 and ks[-1] == 0, ks
+    ks = [batch_k(b, steep, keep=lambda k: min(k, 1)) for b in (2, 4, 8, 16, 32)]  # one token in two kept: shorter chains sooner
+    assert ks == sorted(ks, reverse=True) and ks[0] > ks[-2] > 0 == ks[-1], ks
+    # acceptance still counts: with a draft the target always rejects, even a flat pass is not worth drafting for
+    assert batch_k(4, flat, keep=lambda k: 0) == 0
+
+
+def test_a_batch_probe_times_the_batch_passes_and_leaves_the_models_empty(monkeypatch, one_thread):
+    """k=auto with batch_size > 1 prices passes by the batch's own timings: v and vd at rows x m
+    tokens come from passes of rows rows x m columns, measured once per job."""
+    import weakref
+
+    from spsamp import cost_model
+
+    target, draft = tiny("float32"), tiny("float32")
+    fed = []
+    for lm in (target, draft):
+        real = lm.forward_rows
+        monkeypatch.setattr(lm, "forward_rows", lambda ids, *a, _real=real, **kw: fed.append(ids.numel()) or _real(ids, *a, **kw))
+    monkeypatch.setattr(cost_model, "_PROBED", weakref.WeakKeyDictionary())
+    dec = SpeculativeDecoder(k="auto")
+    dec.prepare(target, draft, SimpleNamespace(generation=SimpleNamespace(batch_size=3)))
+    v, vd = dec.drafter.costs.v.as_dict(), dec.drafter.costs.vd.as_dict()
+    k_max = dec.drafter.priors.k_max
+    assert {3 * m for m in (1, 2, 4, 8, 16, k_max + 1)} <= set(v) and {3, 6} <= set(vd)
+    assert 3 * (k_max + 1) in fed and target.cache_len == 0 and draft.cache_len == 0
+    again = SpeculativeDecoder(k="auto")
+    n = len(fed)
+    again.prepare(target, draft, SimpleNamespace(generation=SimpleNamespace(batch_size=3)))
+    assert again.drafter.costs is dec.drafter.costs and len(fed) == n  # once per pair, thread count and batch size
+
+
+@pytest.mark.parametrize("v, drafts", [({512: 1.0}, True), ({2: 3.0, 512: 600.0}, False)], ids=["flat", "steep"])
+def test_batched_auto_k_decodes_plainly_when_no_chain_pays(tiny64, drafts64, v, drafts, one_thread):
+    """Through the decoder: a pass whose cost grows as fast as its tokens never drafts (every step
+    plain, no draft pass: proposed = 0), a flat one drafts; the tokens are the same either way."""
+    greedy = GenerationConfig(max_new_tokens=20)
+    out = auto_k(v=v).generate_batch(tiny64, drafts64["twin"], [torch.tensor(p) for p in PROMPTS], greedy,
+                                     [torch.Generator() for _ in PROMPTS])
+    assert [o.tokens for o in out] == alone(tiny64, PROMPTS, greedy)
+    for o in out:
+        sizes = o.stats.extra["sizing_sizes"]
+        assert (max(sizes) > 0) == drafts and (o.stats.proposed > 0) == drafts
+        # one pass per drafted token (some past an eos, never counted as proposed); the draft is
+        # prefilled lazily, in its first pass: a batch that never drafts never runs it
+        assert o.stats.draft_calls >= o.stats.proposed and (o.stats.draft_calls > 0) == drafts
+        assert o.stats.extra["sizing_predicted_speedup"] >= 1.0 - 1e-9  # over plain batched decoding, which k = 0 is
 
 
 # ---- 3. the runner ---------------------------------------------------------------------------------
@@ -306,6 +451,20 @@ def test_batched_job_rows_equal_unbatched_and_carry_batch_columns(tmp_path, meth
     assert (three.peak_mem_bytes > 0).all()
     # a batched row is its own measurement: its resume key differs from the batch_size=1 row's
     assert not set(three.resume_key) & set(one.resume_key)
+
+
+def test_batched_auto_k_job_rows_equal_baseline_and_record_the_batch_k(tmp_path, one_thread):
+    common = ["++model.target.dtype=float64", "++model.draft.dtype=float64", "hardware.cpu_linear=aten", "generation.warmup=0"]
+    auto = job(tmp_path, "auto", *common, "generation.batch_size=3", "method.k=auto", method="speculative")
+    base = job(tmp_path, "base", *common, method="baseline")
+    assert (auto.status == "ok").all() and auto.generated_text.to_dict() == base.generated_text.to_dict()
+    together = auto.batch_index.map(auto.batch_index.value_counts()) > 1
+    assert together.sum() == 6  # 7 prompts: two batches of 3, and one decoded alone
+    for (_, r), batched in zip(auto.iterrows(), together):
+        m = json.loads(r.metrics_json)
+        # a batch sizes every step of a row (0: plain); a row alone sizes the steps with room to draft
+        assert r.param_k == "auto" and len(m["sizing_sizes"]) == m["sizing_steps"] and (m["sizing_steps"] == r.steps if batched else m["sizing_steps"] <= r.steps)
+        assert sum(m["sizing_size_hist"].values()) == m["sizing_steps"] and m["sizing_predicted_speedup"] > 0 and "sizing_alpha" in m
 
 
 def test_failing_prompt_takes_only_its_own_row_and_resume_redoes_only_it(tmp_path, one_thread):
@@ -380,10 +539,10 @@ def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
             "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
     sweep = tmp_path / "sweeps" / "sweep_batch_size"
     rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
-    assert (rows.status == "ok").all() and len(rows) == 2 * 4 * 5  # batch sizes x arms x prompts
-    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4", "lookup_k10"} and set(rows.batch_size) == {1, 4}
+    assert (rows.status == "ok").all() and len(rows) == 2 * 5 * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4", "sps_auto", "lookup_k10"} and set(rows.batch_size) == {1, 4}
     four = rows[rows.batch_size == 4]
-    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * 4 + [4] * 4
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * 5 + [4] * 5
     # at T=0 the two arms and the two batch sizes write the same answers
     assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
 

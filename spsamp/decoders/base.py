@@ -17,7 +17,7 @@ import torch
 
 from spsamp.acceptance.rejection import ChainAcceptance
 from spsamp.config import GenerationConfig
-from spsamp.loop import AcceptanceRule, DecodeOutput, DecodeStats, Decoding, Drafter, Timer, begin, speculate, truncate_at_eos
+from spsamp.loop import AcceptanceRule, DecodeOutput, DecodeStats, Decoding, Drafter, Timer, begin, speculate, speculate_rows, truncate_at_eos
 from spsamp.models import CausalLM
 
 __all__ = ["DecodeOutput", "DecodeStats", "Decoder", "Decoding", "LoopDecoder", "Timer", "begin", "truncate_at_eos"]
@@ -84,6 +84,23 @@ class LoopDecoder(Decoder):
         extra = self.metrics(st)  # may consume counters a rule left in st.stats.extra
         st.stats.extra = {**st.stats.extra, **extra}
         return st.output()
+
+    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
+                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
+        """A ``batchable`` method's batch: :func:`spsamp.loop.speculate_rows` with the same drafter and
+        rule (the drafter's batch hooks, :class:`spsamp.loop.RowsDrafter`); a batch of one is :meth:`generate`."""
+        if len(prompts) == 1 or not self.batchable:
+            return super().generate_batch(target, draft, prompts, gen, rngs)
+        if self.drafter.needs_model and draft is None:
+            raise ValueError(f"{self.name} needs a draft model — pick a model preset with a draft")
+        rule = self.acceptance if hasattr(self.acceptance, "needs_hidden") else type(self).wrap_rule(self.acceptance)
+        rows = speculate_rows(target, draft, prompts, gen, rngs, self.drafter, rule)  # type: ignore[arg-type]
+        outs = []
+        for i, st in enumerate(rows.sts):
+            # the seconds are the batch's: every row shares its passes
+            st.stats.extra = {**st.stats.extra, "draft_time_s": st.draft_s, "target_time_s": st.target_s, **self.drafter.row_metrics(i)}  # type: ignore[attr-defined]
+            outs.append(st.output())
+        return outs
 
     def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
         prepare = getattr(self.drafter, "prepare", None)

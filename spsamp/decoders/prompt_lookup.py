@@ -5,23 +5,19 @@ Prompt lookup = :class:`PromptLookupDrafter` (up to ``k`` tokens that followed t
 ``lookup_ngram``-gram's first earlier occurrence in prompt + output; the same knob, by the same
 name, as SpS's and SpecExec's lookup cascades) + the exact
 :func:`rejection_sampling` rule with a one-hot draft distribution: lossless at any temperature.
-Batched (``generation.batch_size`` > 1): :func:`spsamp.batched_chain.speculate_rows`, each row's
-chain looked up in its own prompt + output.
+Batched (``generation.batch_size`` > 1): :func:`spsamp.loop.speculate_rows` with the same drafter
+and rule, each row's chain looked up in its own prompt + output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
-
-import torch
+from typing import Any
 
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.batched_chain import speculate_rows
-from spsamp.config import FORMERLY, ConfigError, GenerationConfig
-from spsamp.decoders.base import DecodeOutput, LoopDecoder
-from spsamp.drafting.lookup import PromptLookupDrafter, lookup
-from spsamp.models import CausalLM
+from spsamp.config import FORMERLY, ConfigError
+from spsamp.decoders.base import LoopDecoder
+from spsamp.drafting.lookup import PromptLookupDrafter
 
 
 class PromptLookupDecoder(LoopDecoder):
@@ -45,11 +41,3 @@ class PromptLookupDecoder(LoopDecoder):
         super().__init__(**params)
         self.drafter = PromptLookupDrafter(self.params.k, self.params.lookup_ngram)
         self.acceptance = ChainAcceptance()
-
-    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
-                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
-        if len(prompts) == 1:
-            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
-        ngram, eos = self.params.lookup_ngram, target.eos_ids
-        return speculate_rows(target, None, prompts, gen, rngs, self.params.k, self.acceptance.fn,
-                              propose=lambda seq, n: lookup(seq, n, ngram, eos))

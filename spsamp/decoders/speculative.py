@@ -8,8 +8,9 @@ resampled from norm(max(q - p, 0)), a full accept earns a bonus token from q), r
 (:func:`spsamp.loop.speculate`: one target pass over root + k tokens, both KV caches cut back to
 the accepted tokens). The output is distributed exactly as the target's. The expected speedup
 from acceptance and draft cost is in :mod:`spsamp.cost_model`. Batched (``generation.batch_size``
-> 1, fixed k without ``stop_below`` / ``lookup``): :mod:`spsamp.batched_chain`, the same step per
-row with ragged acceptance, rolled back by masking instead of cropping.
+> 1, without ``stop_below`` / ``lookup``): :func:`spsamp.loop.speculate_rows` with the same drafter and
+rule, the same step per row with ragged acceptance, rolled back by masking instead of cropping;
+``k=auto`` chooses one k per batch step, 0 (a plain batched step) when no chain pays at that width.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
-
 from spsamp.acceptance.rejection import ChainAcceptance
-from spsamp.batched_chain import speculate_rows
-from spsamp.config import ADDED_LATER, ConfigError, GenerationConfig
-from spsamp.decoders.base import DecodeOutput, LoopDecoder
+from spsamp.config import ADDED_LATER, ConfigError
+from spsamp.decoders.base import LoopDecoder
 from spsamp.models import CausalLM
 from spsamp.drafting.chain import ChainDrafter
 from spsamp.drafting.lookup import check_lookup_params
@@ -30,7 +28,7 @@ from spsamp.drafting.lookup import check_lookup_params
 
 class SpeculativeDecoder(LoopDecoder):
     needs_draft = True
-    batchable = True  # fixed k, without stop_below or lookup (check_run refuses the rest): spsamp/batched_chain.py
+    batchable = True  # without stop_below or lookup (check_run refuses them): spsamp.loop.speculate_rows
 
     @dataclass
     class Params:
@@ -63,19 +61,17 @@ class SpeculativeDecoder(LoopDecoder):
 
     @staticmethod
     def check_run(run: Any, params: Any) -> None:
-        unbatched = [f"{n}={v}" for n, v, off in (("method.k", params.k, params.k != "auto"), ("method.stop_below", params.stop_below, params.stop_below is None),
+        unbatched = [f"{n}={v}" for n, v, off in (("method.stop_below", params.stop_below, params.stop_below is None),
                                                    ("method.lookup", params.lookup, not params.lookup)) if not off]
         if run.generation.batch_size > 1 and unbatched:
-            raise ConfigError(f"generation.batch_size: speculative batches fixed-k chains only, got batch_size={run.generation.batch_size} "
-                              f"with {', '.join(unbatched)} — use generation.batch_size=1 with them, or a fixed method.k without them")
+            raise ConfigError(f"generation.batch_size: speculative batches plain chains only, got batch_size={run.generation.batch_size} "
+                              f"with {', '.join(unbatched)} — use generation.batch_size=1 with them, or drop them (method.k=auto batches)")
 
-    def generate_batch(self, target: CausalLM, draft: Optional[CausalLM], prompts: list[torch.Tensor], gen: GenerationConfig,
-                       rngs: list[torch.Generator]) -> list[DecodeOutput]:
-        if len(prompts) == 1:
-            return [self.generate(target, draft, prompts[0], gen, rngs[0])]
-        if draft is None:
-            raise ValueError(f"{self.name} needs a draft model — pick a model preset with a draft")
-        return speculate_rows(target, draft, prompts, gen, rngs, self.params.k, self.acceptance.fn)
+    def prepare(self, target: CausalLM, draft: Optional[CausalLM], run: Any) -> None:
+        if isinstance(self.drafter, ChainDrafter) and draft is not None:  # k=auto: the probe, as wide as the batch's passes
+            self.drafter.prepare(target, draft, run.generation.batch_size if run is not None else 1)
+        else:
+            super().prepare(target, draft, run)
 
     def __init__(self, **params: Any):
         super().__init__(**params)

@@ -22,10 +22,12 @@ from typing import Any
 import torch
 
 from spsamp.acceptance.rejection import fit_logits, rejection_sampling
-from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs
+from spsamp.batching import forward_cols
+from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs, probe_rows_costs
 from spsamp.drafting.lookup import lookup
-from spsamp.drafting.sizing import ChainSizer
-from spsamp.proposals import Proposal, Step
+from spsamp.drafting.sizing import ChainSizer, RowsChainSizer
+from spsamp.proposals import Proposal, RowsStep, Step
+from spsamp.sampling import sample_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,15 @@ class ChainDrafter:
         self.priors = priors
         self.costs: Costs | None = None  # k=auto: the probe's (prepare), else measured in place at the first row
         self.sizer: ChainSizer | None = None  # k=auto: this row's
+        self.rows_sizer: RowsChainSizer | None = None  # k=auto in a batch: this batch's
 
-    def prepare(self, target: Any, draft: Any) -> None:
+    def prepare(self, target: Any, draft: Any, rows: int = 1) -> None:
+        """k=auto: the probe's costs, once per job; for a batch of ``rows`` rows, with the batch's own
+        passes timed (:func:`~spsamp.cost_model.probe_rows_costs`: v and vd keyed on the tokens a pass feeds)."""
         if self.k == "auto":
-            self.costs = probe_costs(target, draft)
-            log.info("k=auto: measured c=%.3f, %s", self.costs.c, self.costs.v.describe())
+            self.costs = probe_costs(target, draft) if rows == 1 else probe_rows_costs(target, draft, rows, self.priors.k_max)
+            log.info("k=auto%s: measured c=%.3f, %s, draft %s", f" (batches of {rows})" if rows > 1 else "", self.costs.c,
+                     self.costs.v.describe(), self.costs.vd.describe("vd"))
 
     def start(self, st: Any) -> None:
         if self.k == "auto":
@@ -155,3 +161,73 @@ class ChainDrafter:
             pass_widths=[1 + g for g in guesses] if self.lookup else None,
             sure=sure if self.stop_below is not None else None,
         )
+
+    # ---- a batch of rows (spsamp.loop.speculate_rows; plain chains: no stop_below, no lookup) ----
+
+    def start_rows(self, target: Any, draft: Any, rows: int) -> None:
+        if self.stop_below is not None or self.lookup:
+            raise ValueError("ChainDrafter: a batch drafts plain chains only (no stop_below, no lookup)")
+        self.rows_sizer = None
+        if self.k == "auto":
+            if self.costs is None:  # nobody called prepare(): probe now, before the batch's prefill
+                self.prepare(target, draft, rows)
+            self.rows_sizer = RowsChainSizer(self.costs, rows, self.priors)
+
+    def size_rows(self, rows: Any) -> int:
+        if self.rows_sizer is None:
+            return self.k
+        live = rows.live
+        rooms = [st.room - 1 if not st.done else None for st in rows.sts]
+        # the first pass feeds a row 2 tokens after a full accept, else 1; more only to catch up (the
+        # prompt, before the batch's first draft pass; the tokens of plain steps): a one-time cost
+        # the step's choice does not price, or a batch would never start drafting
+        first = min(2, max(len(rows.sts[i].seq) - rows.seen[i] for i in live))
+        return self.rows_sizer.choose(rooms, first)
+
+    def observe_rows(self, step: RowsStep) -> None:
+        if self.rows_sizer is not None:
+            self.rows_sizer.observe_rows(step)
+
+    def row_metrics(self, row: int) -> dict[str, Any]:
+        return self.rows_sizer.row_metrics(row) if self.rows_sizer is not None else {}
+
+    def propose_rows(self, rows: Any, size: int) -> tuple[list[Proposal], list[int]]:
+        """Every live row's chain of k_i = min(size, room_i - 1) tokens in max k_i draft passes over
+        the batch: the first feeds each row what the draft has not seen (ending with its root; rows
+        with less to feed are padded with masked columns on the left), each later pass one drafted
+        token per row (masked for rows whose chain is complete). The last token of the longest chains
+        is not fed: the target's verdict comes first. Each row draws with its own generator, in the
+        order it draws alone."""
+        sts, draft = rows.sts, rows.sts[0].draft
+        b = len(sts)
+        ks = [0 if st.done else max(0, min(size, st.room - 1)) for st in sts]
+        depth = max(ks)
+        if depth == 0:
+            rows.droot = -1
+            return [Proposal.empty() for _ in sts], []
+        pending = [[] if st.done else st.seq[rows.seen[i]:] for i, st in enumerate(sts)]
+        width = max(len(p) for p in pending)
+        cols = [[rows.pad] * (width - len(p)) + p for p in pending]
+        valid = [[False] * (width - len(p)) + [True] * len(p) for p in pending]
+        rows.droot = rows.dmask.shape[1] + width - 1
+        chain = [[rows.pad] * depth for _ in range(b)]
+        p_rows: list[list[torch.Tensor]] = [[] for _ in range(b)]
+        widths: list[int] = []
+        for j in range(depth):
+            out, rows.dmask = forward_cols(draft, cols, valid, rows.dmask)
+            widths.append(b * len(cols[0]))
+            drawing = [i for i in range(b) if j < ks[i]]
+            p = sts[0].probs(fit_logits(out[:, -1], sts[0].vocab))  # p_i under the same temperature/top-k/top-p as the target
+            for i, tok in zip(drawing, sample_rows(p[drawing], [sts[i].rng for i in drawing])):
+                chain[i][j] = tok
+                p_rows[i].append(p[i])
+            if j + 1 < depth:
+                cols = [[chain[i][j]] for i in range(b)]
+                valid = [[j < ks[i]] for i in range(b)]
+        props = []
+        for i, k in enumerate(ks):
+            fed = min(k, depth - 1)  # x_1 .. x_fed went through the draft, x_j in column droot + j
+            p_dist = torch.stack(p_rows[i]) if p_rows[i] and sts[i].gen.temperature > 0 else None
+            props.append(Proposal.chain(torch.tensor(chain[i][:k], dtype=torch.long), p_dist,
+                                        slots=[rows.droot + 1 + j for j in range(fed)] + [-1] * (k - fed), draft_calls=k))
+        return props, widths

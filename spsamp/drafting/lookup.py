@@ -70,3 +70,20 @@ class PromptLookupDrafter:
     def propose(self, st: Any, size: int, max_depth: int, hidden: bool = False) -> Proposal:
         tokens = lookup(st.seq, min(size, max_depth), self.lookup_ngram, st.eos_ids)
         return Proposal.chain(torch.tensor(tokens, dtype=torch.long))  # p_dist=None: one-hot
+
+    # a batch of rows (spsamp.loop.speculate_rows): each row's chain looked up in its own prompt + output
+
+    def start_rows(self, target: Any, draft: Any, rows: int) -> None:
+        pass
+
+    def size_rows(self, rows: Any) -> int:
+        return self.k
+
+    def propose_rows(self, rows: Any, size: int) -> tuple[list[Proposal], list[int]]:
+        return [Proposal.empty() if st.done else self.propose(st, size, st.room - 1) for st in rows.sts], []
+
+    def observe_rows(self, step: Any) -> None:
+        pass
+
+    def row_metrics(self, row: int) -> dict[str, Any]:
+        return {}

@@ -3,7 +3,9 @@
 
 A sized drafter holds one sizer per row (``Drafter.start`` makes it afresh from the probe's
 :class:`~spsamp.cost_model.Costs` and :data:`~spsamp.cost_model.PRIORS`): one cost estimate
-(:class:`~spsamp.cost_model.StepCost`) and one acceptance estimate for its kind of proposal. The
+(:class:`~spsamp.cost_model.StepCost`) and one acceptance estimate for its kind of proposal. A
+batch of rows (``generation.batch_size`` > 1) holds one :class:`RowsChainSizer` per batch: the
+batch's cost estimate and one acceptance estimate per row, one k per step. The
 loop hands the drafter each finished step (:class:`spsamp.loop.Step`), which it passes on to
 :meth:`Sizer.observe`. Every choice is logged with its prediction, for the row's ``sizing_*``
 metrics (docs/records.md). Terms and formulas: docs/methods.md, "Sizing".
@@ -14,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from spsamp.cost_model import PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_stopped_k, pooled_speedup
-from spsamp.proposals import Proposal
+from spsamp.cost_model import PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k, pooled_speedup
+from spsamp.proposals import Proposal, RowsStep
 
 
 def draft_units(prop: Proposal, vd) -> float:
@@ -54,23 +56,27 @@ class Sizer:
 
     def metrics(self) -> dict[str, object]:
         """The row's ``sizing_*`` metrics (docs/records.md)."""
-        if not self.choices:
-            return {}
-        sizes = [ch.size for ch in self.choices]
-        hist: dict[str, int] = {}
-        for s in sizes:
-            hist[str(s)] = hist.get(str(s), 0) + 1
-        n = len(sizes)
-        return {
-            "sizing_steps": n,
-            "sizing_size_mean": sum(sizes) / n,
-            "sizing_size_last": sizes[-1],
-            "sizing_size_hist": hist,
-            "sizing_predicted_step_tokens": sum(ch.tokens for ch in self.choices) / n,
-            "sizing_predicted_step_cost": sum(ch.cost for ch in self.choices) / n,
-            "sizing_predicted_speedup": pooled_speedup([ch.tokens / ch.cost for ch in self.choices], [ch.cost for ch in self.choices]),
-            **self.cost.metrics(),
-        }
+        return choice_metrics(self.choices, self.cost) if self.choices else {}
+
+
+def choice_metrics(choices: list[Choice], cost: StepCost) -> dict[str, object]:
+    """The ``sizing_*`` metrics of a row's sized steps (``choices``, in step order) and its costs."""
+    sizes = [ch.size for ch in choices]
+    hist: dict[str, int] = {}
+    for s in sizes:
+        hist[str(s)] = hist.get(str(s), 0) + 1
+    n = len(sizes)
+    return {
+        "sizing_steps": n,
+        "sizing_size_mean": sum(sizes) / n,
+        "sizing_size_last": sizes[-1],
+        "sizing_size_hist": hist,
+        "sizing_sizes": sizes,
+        "sizing_predicted_step_tokens": sum(ch.tokens for ch in choices) / n,
+        "sizing_predicted_step_cost": sum(ch.cost for ch in choices) / n,
+        "sizing_predicted_speedup": pooled_speedup([ch.tokens / ch.cost for ch in choices], [ch.cost for ch in choices]),
+        **cost.metrics(),
+    }
 
 
 class ChainEstimate:
@@ -150,6 +156,55 @@ class ChainSizer(Sizer):
     def metrics(self) -> dict[str, object]:
         base = super().metrics()
         return {**base, **self.estimate.metrics(self.choices)} if base else {}
+
+
+class RowsChainSizer(Sizer):
+    """k=auto for a batch (:func:`spsamp.loop.speculate_rows`): one k for every row of a step, the
+    k in 0..k_max with the most expected tokens per unit of the step's cost
+    (:func:`~spsamp.cost_model.best_rows_k`). Each pass is priced by the tokens it feeds: the verify
+    pass of B rows at k costs v(B (k + 1)), so as the batch widens the pass, a chain must win more
+    tokens to pay for it, and k = 0 (a plain batched step, no draft pass) wins when none does.
+
+    The batch's sizing state: one :class:`~spsamp.cost_model.StepCost` (the batch's passes; v keyed
+    on the tokens a pass feeds) and one acceptance estimate per row (:class:`ChainEstimate`: rows
+    accept differently). A row's choices are the batch's steps while it was live, each recorded with
+    the row's share of the step's predicted tokens and the step's cost in plain batched steps (k = 0
+    costs 1), so its predicted speedup is over plain batched decoding."""
+
+    def __init__(self, costs: Costs, rows: int, priors: SizingPriors = PRIORS):
+        super().__init__(costs, priors)
+        self.estimates = [ChainEstimate(priors, False, False) for _ in range(rows)]
+        self.row_choices: list[list[Choice]] = [[] for _ in range(rows)]
+
+    def choose(self, rooms: list[Optional[int]], first: int) -> int:
+        """The step's k; ``rooms[i]``: the most draft tokens row i can still use (None: finished);
+        ``first``: the tokens a row feeds the draft's first pass (1, or 2 after a full accept)."""
+        live = [i for i, r in enumerate(rooms) if r is not None]
+        if not live:
+            return 0
+        alphas = [self.estimates[i].alpha[None].value for i in live]
+        cap = [rooms[i] for i in live]
+        args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
+        size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
+        plain = best_rows_k(alphas, cap, *args, k_max=0)[2]  # a plain batched step's cost
+        for i in live:
+            self.row_choices[i].append(Choice(size, None, tokens / len(live), cost / plain))
+        self.choices.append(Choice(size, None, tokens, cost))
+        return size
+
+    def observe_rows(self, step: RowsStep) -> None:
+        units = sum(self.cost.vd(w) for w in step.draft_widths)
+        self.cost.observe(step.draft_s, units, step.target_s, step.verify_width, step.overhead_s)
+        for est, prop, kept in zip(self.estimates, step.proposals, step.kept):
+            if kept is not None:
+                est.observe(None, prop.size, kept, float(prop.size), None)
+
+    def row_metrics(self, row: int) -> dict[str, object]:
+        """Row ``row``'s ``sizing_*`` metrics: the batch's choices while it was live, its costs and the row's acceptance."""
+        choices = self.row_choices[row]
+        if not choices:
+            return {}
+        return {**choice_metrics(choices, self.cost), **self.estimates[row].metrics(choices)}
 
 
 class TreeSizer(Sizer):
