@@ -42,6 +42,8 @@ class Study:
     # settings the study is measured in: cell name -> its heading on the page; "" is the one the
     # README's headline shows (a study with one setting has only "", and no heading)
     cells: tuple[tuple[str, str], ...] = (("", ""),)
+    # more report tables shown under the first, each (table, columns), kept as <stem>.<table>.csv
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 STUDIES = {
@@ -62,6 +64,17 @@ STUDIES = {
         ("config", "checked", "passed", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "new_tokens",
          "tokens_per_target_call", "tokens_per_sec", "speedup", "judge_accept_rate"),
         ("baseline", "speculative k=8", "autojudge k=16 threshold=1"), ("config", "pass_at_1", "speedup"),
+    ),
+    "sweep_batch_size": Study(
+        "Batch size as a sweep axis: where speculation stops paying (Qwen2.5-Coder 0.5B -> 1.5B, CPU)",
+        "batch_crossover",
+        ("arm", "config", "batch_size", "n_batches", "throughput_tokens_per_sec", "speedup", "speedup_lo", "speedup_hi",
+         "predicted_speedup", "mean_accepted_tokens", "peak_mem_gib"),
+        (), ("arm", "speedup"),
+        (("", "Our kernels: batched baseline, SpS (k=4, k=auto), prompt lookup and transformers' batched generate"),
+         ("aten", "PyTorch's stock kernels: transformers' batched generate against our batched baseline")),
+        (("batch_crossover_summary", ("arm", "config", "batch_sizes", "pays_up_to", "stops_paying_at", "best_speedup",
+                                      "best_batch_size")),),
     ),
     "all_methods": Study(
         "Every method on the default SmolLM2 pair",
@@ -86,6 +99,9 @@ def import_study(study: str, report_dir: Path, sweep_dir: Path, cell: str = "") 
     table = pd.read_csv(report_dir / "tables" / f"{spec.table}.csv")
     RESULTS.mkdir(parents=True, exist_ok=True)
     table[list(spec.columns)].to_csv(RESULTS / f"{_stem(study, cell)}.csv", index=False, float_format="%.4g")
+    for name, columns in spec.extra:
+        extra = pd.read_csv(report_dir / "tables" / f"{name}.csv")
+        extra[list(columns)].to_csv(RESULTS / f"{_stem(study, cell)}.{name}.csv", index=False, float_format="%.4g")
     rows = load_records(sweep_dir, metrics=False)
     started = pd.to_datetime(rows["started_at"], utc=True)
     prov = {
@@ -135,6 +151,8 @@ def cell_block(study: str, cell: str) -> str:
         f"- Source: [results/{stem}.csv](results/{stem}.csv) (`tables/{STUDIES[study].table}.csv` of the report)",
         "",
         markdown(pd.read_csv(results)),
+        *(f"\n`tables/{name}.csv`:\n\n{markdown(pd.read_csv(RESULTS / f'{stem}.{name}.csv'))}"
+          for name, _ in STUDIES[study].extra if (RESULTS / f"{stem}.{name}.csv").exists()),
     ])
 
 
@@ -150,7 +168,9 @@ def headline_block() -> str:
     for study, spec in STUDIES.items():
         link = f"[{study}](docs/benchmarks/{study}.md)"
         results = RESULTS / f"{study}.csv"
-        if not results.exists() or not spec.headline:
+        if not spec.headline:
+            continue  # a study whose table has no one row to show (e.g. one row per batch size)
+        if not results.exists():
             lines.append(f"| {link} | – | not yet run with the comparison instrument | – |")
             continue
         df = pd.read_csv(results).set_index(spec.headline_columns[0])

@@ -95,6 +95,8 @@ def test_each_cell_of_a_study_has_its_own_section_and_only_the_default_reaches_t
     page = tmp_path / "docs" / "benchmarks" / "headline_qwen_cpu.md"
     cells = dict(pages.STUDIES["headline_qwen_cpu"].cells)
     assert "" in cells and "mt_bench" in cells
+    for f in results.glob("headline_qwen_cpu.mt_bench.*"):
+        f.unlink()  # start from a cell that was never imported
     pages.render(check=False)
     before = page.read_text()
     assert f"### {cells['mt_bench']}" in before
@@ -113,3 +115,18 @@ def test_each_cell_of_a_study_has_its_own_section_and_only_the_default_reaches_t
 def test_an_unknown_cell_is_refused_naming_the_study_cells(pages, tmp_path):
     with pytest.raises(SystemExit, match="--cell 'nope'.*mt_bench"):
         pages.import_study("headline_qwen_cpu", tmp_path, tmp_path, cell="nope")
+
+
+def test_a_studys_extra_tables_render_under_its_table_and_a_study_without_headline_rows_stays_off_the_readme(pages, tmp_path):
+    results = tmp_path / "docs" / "benchmarks" / "results"
+    page = tmp_path / "docs" / "benchmarks" / "sweep_batch_size.md"
+    (results / "sweep_batch_size.csv").write_text("arm,batch_size,speedup\nsps_auto,1,1.75\nsps_auto,16,0.98\n")
+    (results / "sweep_batch_size.batch_crossover_summary.csv").write_text("arm,pays_up_to,stops_paying_at\nsps_auto,8,16\n")
+    (results / "sweep_batch_size.provenance.csv").write_text(
+        "first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
+        "2027-01-02 10:00 UTC,2027-01-02 11:00 UTC,80,abcdef1,Some CPU,–,1,onednn,2.13.0+cpu,5.24.0\n")
+    assert pages.render(check=False) == 0
+    text = page.read_text()
+    assert "| sps_auto | 16 | 0.98 |" in text and "`tables/batch_crossover_summary.csv`:" in text and "| sps_auto | 8 | 16 |" in text
+    readme = (tmp_path / "README.md").read_text()
+    assert "sweep_batch_size" not in readme.split(pages.BEGIN, 1)[1].split(pages.END, 1)[0]
