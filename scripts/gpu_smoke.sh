@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # GPU smoke test in one command: every method preset (conf/method/*.yaml) on the tiny random
 # same-tokenizer pair (model=tiny_random, float32) on CUDA, greedy and sampled (greedy only where the
-# decoder refuses sampling), records written and validated; then checks that every lossless method's
-# greedy tokens equal baseline's (Decoder.lossless), and prints tokens/s ratios against baseline
-# measured in this same run. Exits non-zero on any failed row or any greedy mismatch.
+# decoder refuses sampling), and every batchable one (Decoder.batchable) again greedy at
+# generation.batch_size=2 (as <preset>@batch2); records written and validated; then checks that every
+# lossless method's greedy tokens, batched or not, equal baseline's (Decoder.lossless), and prints
+# tokens/s ratios against baseline measured in this same run. Exits non-zero on any failed row or any
+# greedy mismatch.
 #   bash scripts/gpu_smoke.sh                          # cuda, into outputs/gpu_smoke/<time>
 #   bash scripts/gpu_smoke.sh --device cpu             # dry check of the script itself, no GPU needed
 #   bash scripts/gpu_smoke.sh -- hardware.require_headless=false   # after --: extra run.py overrides
@@ -43,7 +45,7 @@ COMMON=(model=tiny_random "hardware=$HARDWARE" "hardware.device=$DEVICE" hardwar
 mkdir -p "$OUT"
 echo "gpu_smoke: methods $METHODS on $DEVICE ($HARDWARE preset, float32) -> $OUT"
 
-# One line per preset, from the decoder itself: the temperatures it decodes (greedy only where its
+# One line per run (name, preset, ...), from the decoder itself: the temperatures it decodes (greedy only where its
 # config check refuses sampling), whether its greedy tokens must equal baseline's (Decoder.lossless),
 # and, for a decoder that trains something before decoding (a judge), a small training saved in $OUT.
 "$PYTHON" - "$OUT" "${MINE_PROMPTS:-8}" "${MINE_TOKENS:-24}" "${COMMON[@]}" "$@" -- $METHODS > "$OUT/plan.tsv" <<'PY'
@@ -78,13 +80,16 @@ with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.
                 sys.exit(f"gpu smoke: method={preset}: config error: {exc}")
             temps = "0"  # greedy only, as the decoder says
         decoder = instantiate(compose(config_name="config", overrides=[*base, *extra]).method)
-        print("\t".join([preset, temps, "lossless" if decoder.lossless else "lossy", *extra]))
+        kind = "lossless" if decoder.lossless else "lossy"
+        print("\t".join([preset, preset, temps, kind, *extra]))
+        if decoder.batchable:  # the batched path too: two prompts per batch, greedy
+            print("\t".join([f"{preset}@batch2", preset, "0", kind, *extra, "generation.batch_size=2"]))
 PY
 
 while IFS=$'\t' read -r -a plan; do
-    m=${plan[0]} temps=${plan[1]} extra=("${plan[@]:3}")
+    name=${plan[0]} m=${plan[1]} temps=${plan[2]} extra=("${plan[@]:4}")
     "$PYTHON" run.py -m "${COMMON[@]}" "method=$m" "generation.temperature=$temps" "generation.max_new_tokens=$MAX_NEW" \
-        "dataset.max_samples=$SAMPLES" generation.warmup=1 "hydra.sweep.dir=$OUT/$m" "${extra[@]}" "$@" < /dev/null  # stdin is the plan
+        "dataset.max_samples=$SAMPLES" generation.warmup=1 "hydra.sweep.dir=$OUT/$name" "${extra[@]}" "$@" < /dev/null  # stdin is the plan
 done < "$OUT/plan.tsv"
 
 "$PYTHON" - "$OUT" <<'PY'
@@ -100,7 +105,7 @@ if validate(["validate", *map(str, find_record_files(out))]):
     sys.exit("gpu smoke: records failed validation")
 plan = [line.rstrip("\n").split("\t") for line in open(f"{out}/plan.tsv")]
 # a lossy method may differ from baseline by design; every lossless one must match it at T=0
-rows = pd.concat([load_records(f"{out}/{p[0]}", metrics=False).assign(preset=p[0], lossless=p[2] == "lossless") for p in plan],
+rows = pd.concat([load_records(f"{out}/{p[0]}", metrics=False).assign(preset=p[0], lossless=p[3] == "lossless") for p in plan],
                  ignore_index=True)
 bad = rows[rows.status != "ok"]
 if len(bad):
@@ -110,7 +115,7 @@ if len(bad):
 # greedy equality with baseline, token for token (float32: batched and single-token passes agree)
 key = ["prompt_id", "turn", "repeat"]
 greedy = rows[rows.temperature == 0]
-ref = {tuple(r[k] for k in key): list(r.generated_ids) for _, r in greedy[greedy.method == "baseline"].iterrows()}
+ref = {tuple(r[k] for k in key): list(r.generated_ids) for _, r in greedy[greedy.preset == "baseline"].iterrows()}
 mismatches = []
 compared = greedy[greedy.lossless & (greedy.preset != "baseline")]
 for _, r in compared.iterrows():
@@ -131,7 +136,8 @@ print(speed.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 if mismatches:
     print("\n".join(mismatches))
     sys.exit(f"gpu smoke: {len(mismatches)} greedy rows differ from baseline")
-lossy = sorted({p[0] for p in plan if p[2] != "lossless"})
-print(f"gpu smoke ok: {len(rows)} rows of {len(plan)} method presets, {len(compared)} greedy rows of {compared.preset.nunique()} lossless methods"
-      f" equal to baseline's (not compared, lossy: {' '.join(lossy) or 'none'}), records in {out}")
+lossy = sorted({p[1] for p in plan if p[3] != "lossless"})
+batched = sum(p[0] != p[1] for p in plan)
+print(f"gpu smoke ok: {len(rows)} rows of {len(plan) - batched} method presets ({batched} also batched), {len(compared)} greedy rows"
+      f" of {compared.preset.nunique()} lossless runs equal to baseline's (not compared, lossy: {' '.join(lossy) or 'none'}), records in {out}")
 PY

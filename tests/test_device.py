@@ -144,13 +144,19 @@ def test_gpu_smoke_script_dry_run_on_cpu_covers_every_method_preset(tmp_path):
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     plan = {line.split("\t")[0]: line.split("\t")[1:] for line in (out / "plan.tsv").read_text().splitlines()}
-    assert sorted(plan) == presets
+    batched = sorted(name for name in plan if name.endswith("@batch2"))
+    assert sorted(set(plan) - set(batched)) == presets
+    # the batchable decoders run batched too, greedy, and are held to baseline's tokens like the rest
+    assert {"baseline@batch2", "hf_generate@batch2", "speculative@batch2", "prompt_lookup@batch2"} <= set(batched)
+    assert "specexec@batch2" not in plan and plan["speculative@batch2"][:3] == ["speculative", "0", "lossless"]
+    assert "generation.batch_size=2" in plan["speculative@batch2"]
     for preset in ("autojudge", "autojudge_humaneval"):  # greedy only and lossy, as their decoder says
-        assert plan[preset][:2] == ["0", "lossy"] and f"method.checkpoint={out}/{preset}_judge.safetensors" in plan[preset]
+        assert plan[preset][1:3] == ["0", "lossy"] and f"method.checkpoint={out}/{preset}_judge.safetensors" in plan[preset]
     for preset in ("speculative", "specexec", "hf_assisted_default"):
-        assert plan[preset] == ["0,0.8", "lossless"]
-    lossless = [p for p in presets if plan[p][1] == "lossless" and p != "baseline"]
+        assert plan[preset] == [preset, "0,0.8", "lossless"]
+    lossless = [name for name, p in plan.items() if p[2] == "lossless" and name != "baseline"]
     assert "gpu smoke ok" in proc.stdout and "x_baseline" in proc.stdout
-    assert f"of {len(presets)} method presets, {len(lossless)} greedy rows of {len(lossless)} lossless methods equal to baseline's" in proc.stdout
+    assert (f"of {len(presets)} method presets ({len(batched)} also batched), {len(lossless)} greedy rows of {len(lossless)} "
+            "lossless runs equal to baseline's") in proc.stdout
     bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
