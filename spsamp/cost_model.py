@@ -272,6 +272,7 @@ class SizingPriors:
     calibration: float = 1.0  # tree nodes: accepted tokens per unit of the draft's own path probability
     calibration_range: tuple[float, float] = (0.25, 4.0)  # its clamp: at T=0 the tree ranks by the draft's T=1 probabilities
     k_max: int = 16  # longest chain k=auto may choose
+    explore_after: int = 8  # a batch at k = 0: plain steps before a k = 1 step re-measures acceptance (doubling while none pays)
 
 
 PRIORS = SizingPriors()

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from spsamp.cost_model import PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k, pooled_speedup
+from spsamp.cost_model import (PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k, pooled_speedup,
+                               rows_chain_step)
 from spsamp.proposals import Proposal, RowsStep
 
 
@@ -175,6 +176,10 @@ class RowsChainSizer(Sizer):
         super().__init__(costs, priors)
         self.estimates = [ChainEstimate(priors, False, False) for _ in range(rows)]
         self.row_choices: list[list[Choice]] = [[] for _ in range(rows)]
+        # a plain step measures no acceptance, so a batch that chose k = 0 would keep the estimate that
+        # made it choose so: after `explore_after` plain steps in a row, one k = 1 step measures it
+        # again (at the batch's first step too), the wait doubling each time it finds no chain pays
+        self.plain_run, self.explore_after = 0, 0
 
     def choose(self, rooms: list[Optional[int]], first: int) -> int:
         """The step's k; ``rooms[i]``: the most draft tokens row i can still use (None: finished);
@@ -186,6 +191,13 @@ class RowsChainSizer(Sizer):
         cap = [rooms[i] for i in live]
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
         size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
+        if size > 0:
+            self.plain_run, self.explore_after = 0, self.priors.explore_after
+        elif self.plain_run >= self.explore_after and max(cap) >= 1:
+            size, (tokens, cost) = 1, rows_chain_step(alphas, cap, 1, *args)
+            self.plain_run, self.explore_after = 0, max(self.priors.explore_after, 2 * self.explore_after)
+        else:
+            self.plain_run += 1
         plain = best_rows_k(alphas, cap, *args, k_max=0)[2]  # a plain batched step's cost
         for i in live:
             self.row_choices[i].append(Choice(size, None, tokens / len(live), cost / plain))
@@ -194,6 +206,11 @@ class RowsChainSizer(Sizer):
 
     def observe_rows(self, step: RowsStep) -> None:
         units = sum(self.cost.vd(w) for w in step.draft_widths)
+        # a first pass wider than 2 tokens a row caught the draft up (on the prompts, or on plain
+        # steps' tokens): a one-time cost choose() does not price — read as a draft pass, it would
+        # make the draft look many times dearer and stop every later chain
+        if step.draft_widths and step.draft_widths[0] > 2 * len(step.proposals):
+            units = 0.0
         self.cost.observe(step.draft_s, units, step.target_s, step.verify_width, step.overhead_s)
         for est, prop, kept in zip(self.estimates, step.proposals, step.kept):
             if kept is not None:
