@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The results on docs/benchmarks/<study>.md and the README's headline, from committed CSVs.
 
-    python scripts/benchmark_pages.py import STUDY REPORT_DIR SWEEP_DIR [--cell CELL]   # after run.py + the report
+    python scripts/benchmark_pages.py import STUDY REPORT_DIR SWEEP_DIR [SWEEP_DIR ...] [--cell CELL]   # after run.py + the report
     python scripts/benchmark_pages.py render                             # rewrite the generated blocks
     python scripts/benchmark_pages.py render --check                     # exit 1 if a block is stale (a test runs it)
 
@@ -90,7 +90,7 @@ def _stem(study: str, cell: str) -> str:
     return f"{study}.{cell}" if cell else study
 
 
-def import_study(study: str, report_dir: Path, sweep_dir: Path, cell: str = "") -> None:
+def import_study(study: str, report_dir: Path, sweep_dir: Path | list[Path], cell: str = "") -> None:
     from spsamp.analysis import load_records
 
     spec = STUDIES[study]
@@ -102,7 +102,7 @@ def import_study(study: str, report_dir: Path, sweep_dir: Path, cell: str = "") 
     for name, columns in spec.extra:
         extra = pd.read_csv(report_dir / "tables" / f"{name}.csv")
         extra[list(columns)].to_csv(RESULTS / f"{_stem(study, cell)}.{name}.csv", index=False, float_format="%.4g")
-    rows = load_records(sweep_dir, metrics=False)
+    rows = load_records(sweep_dir, metrics=False)  # one sweep dir, or the several one report read
     started = pd.to_datetime(rows["started_at"], utc=True)
     prov = {
         "first_row": started.min().strftime("%Y-%m-%d %H:%M UTC"),
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser("import", help="keep a report table and the sweep's provenance as results/<study>*.csv")
     imp.add_argument("study", choices=sorted(STUDIES))
     imp.add_argument("report_dir", type=Path)
-    imp.add_argument("sweep_dir", type=Path)
+    imp.add_argument("sweep_dir", type=Path, nargs="+", help="the sweep dir(s) the report read (their records' provenance)")
     imp.add_argument("--cell", default="", help="which of the study's settings the sweep measured (default: the headline's)")
     ren = sub.add_parser("render", help="rewrite the generated blocks of the pages and the README")
     ren.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")

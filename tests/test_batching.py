@@ -586,10 +586,11 @@ def test_sweep_batch_size_experiment_runs_on_tiny_random(tmp_path):
             "generation.max_new_tokens=6", "generation.warmup=0", "generation.batch_size=1,4", f"paths.output_dir={tmp_path}"])
     sweep = tmp_path / "sweeps" / "sweep_batch_size"
     rows = pd.concat([pd.read_parquet(f) for f in sweep.glob("*/records.parquet")], ignore_index=True)
-    assert (rows.status == "ok").all() and len(rows) == 2 * 5 * 5  # batch sizes x arms x prompts
-    assert set(rows.arm) == {"baseline", "hf_generate", "sps_k4", "sps_auto", "lookup_k10"} and set(rows.batch_size) == {1, 4}
+    arms = {"baseline", "hf_generate", "sps_k4", "sps_auto", "lookup_k10", "baseline_aten", "hf_generate_aten"}
+    assert (rows.status == "ok").all() and len(rows) == 2 * len(arms) * 5  # batch sizes x arms x prompts
+    assert set(rows.arm) == arms and set(rows.batch_size) == {1, 4}
     four = rows[rows.batch_size == 4]
-    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * 5 + [4] * 5
+    assert sorted(four.groupby(["arm", "batch_index"]).size()) == [1] * len(arms) + [4] * len(arms)
     # at T=0 the two arms and the two batch sizes write the same answers
     assert rows.groupby("prompt_id").generated_text.nunique().eq(1).all()
 
