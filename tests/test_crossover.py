@@ -67,6 +67,14 @@ def test_where_speculation_stops_paying_is_judged_by_the_interval():
     assert summary.loc["lookup", "pays_up_to"] == 8 and np.isnan(summary.loc["lookup", "stops_paying_at"])
 
 
+def test_a_single_batch_gets_no_interval_and_is_never_judged():
+    rows = [r for bs, ratios in {1: {"sps": 2.0}, 16: {"sps": 0.5}}.items() for r in job(bs, ratios)]
+    tab = batch_crossover(pd.DataFrame(rows)).set_index(["arm", "batch_size"])
+    assert tab.loc[("sps", 16), "n_batches"] == 1 and np.isnan(tab.loc[("sps", 16), "speedup_lo"])
+    assert tab.loc[("sps", 16), "speedup"] == pytest.approx(0.5, rel=0.05)
+    assert np.isnan(crossover_summary(tab.reset_index()).set_index("arm").loc["sps", "stops_paying_at"])
+
+
 def test_one_batch_size_has_no_crossover_and_the_plot_renders_otherwise():
     with pytest.raises(NoData, match="one batch size"):
         batch_crossover(pd.DataFrame(job(2, {"sps": 1.5})))

@@ -52,7 +52,7 @@ def _paired_batches(ok: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in both.groupby(ARM_KEYS, dropna=False, sort=False):
         ratios = (g["rate"] / g["ref_rate"]).to_numpy()
-        lo, hi = bootstrap_geomean(ratios)
+        lo, hi = bootstrap_geomean(ratios) if len(ratios) > 1 else (np.nan, np.nan)  # one batch: no interval
         out.append({**dict(zip(ARM_KEYS, key)), "n_batches": len(ratios), "speedup": geomean(ratios), "speedup_lo": lo, "speedup_hi": hi})
     return pd.DataFrame(out, columns=ARM_KEYS + ["n_batches", "speedup", "speedup_lo", "speedup_hi"])
 
