@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from spsamp.cost_model import PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k, pooled_speedup
+from spsamp.cost_model import (PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k,
+                               expected_tokens_per_step, pooled_speedup)
 from spsamp.proposals import Proposal, RowsStep
 
 
@@ -83,22 +84,38 @@ class ChainEstimate:
     """A chain's acceptance, per lookup state (0: no guess in hand, 1: a guess in hand; None: no
     lookup): alpha = tokens kept / tokens tested, and the draft units a drafted token costs
     (1 for a plain chain, fewer where looked-up guesses ride along). With ``stop`` (method.stop_below)
-    also the share of sure tokens and the acceptance of sure and of unsure ones."""
+    also the share of sure tokens and the acceptance of sure and of unsure ones.
 
-    def __init__(self, priors: SizingPriors, lookup: bool, stop: bool):
+    ``calibration``: draft tokens the target kept per token Leviathan's formula expected at the
+    step's alpha and k (as the tree's, :class:`TreeSizer`). The formula assumes every token is
+    accepted independently at one rate; where acceptance comes in runs (text that restates its
+    context, then new text), a decayed alpha lags each switch and the formula errs one way for
+    long stretches: the ratio of kept to expected corrects that."""
+
+    def __init__(self, priors: SizingPriors, lookup: bool, stop: bool, calibrated: bool = True):
         w, d = priors.prior_steps, priors.decay
+        self.calibrated = calibrated and not stop  # a stopped chain is priced by stopped_chain, uncalibrated
+        self.priors_range = priors.calibration_range
         states = (0, 1) if lookup else (None,)
         self.alpha = {s: Rate(priors.alpha, w, d) for s in states}
         self.units = {s: Rate(1.0, w, d) for s in states}
         self.stop = stop
         self.sure = Rate(priors.sure, w, d)
         self.alpha_sure, self.alpha_unsure = Rate(priors.alpha, w, d), Rate(priors.unsure_alpha, w, d)
+        self.kept = Rate(priors.calibration, w, d)
+
+    @property
+    def calibration(self) -> float:
+        lo, hi = self.priors_range
+        return min(hi, max(lo, self.kept.value))
 
     def observe(self, state: Optional[int], proposed: int, kept: int, units: float, sure: Optional[list[bool]]) -> None:
         """A step begun in ``state`` drafted ``proposed`` tokens for ``units`` draft units; the target
         kept the first ``kept`` (the next, if any, was tested and rejected)."""
         if proposed < 1:
             return
+        expected = float(expected_tokens_per_step(self.alpha[state].value, proposed)) - 1.0  # before alpha learns this step
+        self.kept.observe(kept, expected)
         self.alpha[state].observe(kept, kept + (kept < proposed))
         self.units[state].observe(units, proposed)
         if self.stop and sure:
@@ -117,6 +134,8 @@ class ChainEstimate:
                 out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha[state].value, self.units[state].value
         if self.stop:
             out.update(sizing_sure=self.sure.value, sizing_alpha_sure=self.alpha_sure.value, sizing_alpha_unsure=self.alpha_unsure.value)
+        if self.calibrated:
+            out["sizing_calibration"] = self.calibration
         return out
 
 
@@ -126,7 +145,8 @@ class ChainSizer(Sizer):
         tokens(k) / (c u k + v(k + 1) + overhead)
 
     (u: draft units per drafted token in the step's lookup state; tokens(k): Leviathan's
-    E[tokens/step], or :func:`~spsamp.cost_model.stopped_chain` with a confidence stop)."""
+    E[tokens/step] with its draft tokens scaled by the row's calibration, or
+    :func:`~spsamp.cost_model.stopped_chain` with a confidence stop)."""
 
     def __init__(self, costs: Costs, lookup: bool, stop: bool, priors: SizingPriors = PRIORS):
         super().__init__(costs, priors)
@@ -143,7 +163,7 @@ class ChainSizer(Sizer):
             size, speedup, cost = best_stopped_k(per_token, self.cost.verify, est.alpha_sure.value, est.alpha_unsure.value,
                                                  est.sure.value, k_max)
         else:
-            size, speedup = best_k(est.alpha[state].value, per_token, self.cost.verify, k_max)
+            size, speedup = best_k(est.alpha[state].value, per_token, self.cost.verify, k_max, est.calibration)
             cost = size * per_token + self.cost.verify(size + 1)
         self.record(size, speedup, cost, state)
         return size
@@ -173,7 +193,7 @@ class RowsChainSizer(Sizer):
 
     def __init__(self, costs: Costs, rows: int, priors: SizingPriors = PRIORS):
         super().__init__(costs, priors)
-        self.estimates = [ChainEstimate(priors, False, False) for _ in range(rows)]
+        self.estimates = [ChainEstimate(priors, False, False, calibrated=False) for _ in range(rows)]
         self.row_choices: list[list[Choice]] = [[] for _ in range(rows)]
 
     def choose(self, rooms: list[Optional[int]], first: int) -> int:
