@@ -139,6 +139,23 @@ def test_calibration_corrects_acceptance_that_is_not_one_rate(pattern):
     assert abs(uncalibrated) > 0.1 and abs(calibrated) < 0.05, (uncalibrated, calibrated)
 
 
+def test_a_lookup_state_the_row_has_not_seen_is_priced_as_the_row_so_far():
+    """With lookup, acceptance and draft units are learnt per state; a state with no steps yet starts
+    from the row's pooled figures (not the fixed prior), and its own steps take over."""
+    from spsamp.cost_model import PRIORS
+    from spsamp.drafting.sizing import ChainEstimate
+
+    est = ChainEstimate(PRIORS, lookup=True, stop=False)
+    assert est.alpha_of(1) == pytest.approx(PRIORS.alpha)
+    for _ in range(30):  # steps without a guess in hand: 9 of 10 tokens kept, 1 draft unit a token
+        est.observe(0, 10, 9, 10.0, None)
+    assert est.alpha_of(1) == pytest.approx(est.alpha_of(0), abs=0.02) and est.alpha_of(0) > 0.85
+    for _ in range(30):  # then steps with a guess: everything kept, a third of the draft units
+        est.observe(1, 10, 10, 3.0, None)
+    assert est.alpha_of(1) > 0.98 and est.units_of(1) == pytest.approx(0.3, abs=0.02)
+    assert est.units_of(0) == pytest.approx(1.0, abs=0.05)  # the other state keeps its own steps' figure
+
+
 def test_grow_cost_builds_smaller_trees_for_a_dearer_draft(one_thread):
     """The same toy rows under a cheap and a dear draft: grow=cost spends fewer draft passes per
     tree when each costs more (c from the probe, kept fixed)."""

@@ -90,15 +90,21 @@ class ChainEstimate:
     step's alpha and k (as the tree's, :class:`TreeSizer`). The formula assumes every token is
     accepted independently at one rate; where acceptance comes in runs (text that restates its
     context, then new text), a decayed alpha lags each switch and the formula errs one way for
-    long stretches: the ratio of kept to expected corrects that."""
+    long stretches: the ratio of kept to expected corrects that.
+
+    With lookup, each state's alpha and units start from the two states pooled (worth
+    ``prior_steps`` observations), not from the fixed priors: a state the row has seen little of is
+    priced as the row so far, and its own steps take over as they come."""
 
     def __init__(self, priors: SizingPriors, lookup: bool, stop: bool, calibrated: bool = True):
         w, d = priors.prior_steps, priors.decay
         self.calibrated = calibrated and not stop  # a stopped chain is priced by stopped_chain, uncalibrated
         self.priors_range = priors.calibration_range
-        states = (0, 1) if lookup else (None,)
-        self.alpha = {s: Rate(priors.alpha, w, d) for s in states}
-        self.units = {s: Rate(1.0, w, d) for s in states}
+        self.weight = w
+        self.pooled_alpha, self.pooled_units = Rate(priors.alpha, w, d), Rate(1.0, w, d)
+        # per lookup state: its own steps only (no prior); read shrunk towards the pooled figure
+        self.alpha = {s: Rate(0.0, 0.0, d) for s in ((0, 1) if lookup else ())}
+        self.units = {s: Rate(0.0, 0.0, d) for s in self.alpha}
         self.stop = stop
         self.sure = Rate(priors.sure, w, d)
         self.alpha_sure, self.alpha_unsure = Rate(priors.alpha, w, d), Rate(priors.unsure_alpha, w, d)
@@ -109,15 +115,33 @@ class ChainEstimate:
         lo, hi = self.priors_range
         return min(hi, max(lo, self.kept.value))
 
+    def _shrunk(self, own: dict[Optional[int], Rate], pooled: Rate, state: Optional[int]) -> float:
+        if state not in own:
+            return pooled.value
+        rate = own[state]
+        return (rate.num + self.weight * pooled.value) / (rate.den + self.weight)
+
+    def alpha_of(self, state: Optional[int]) -> float:
+        """P(the target keeps a draft token) in steps begun in ``state`` (None: all steps)."""
+        return self._shrunk(self.alpha, self.pooled_alpha, state)
+
+    def units_of(self, state: Optional[int]) -> float:
+        """Draft units per drafted token in steps begun in ``state`` (None: all steps)."""
+        return self._shrunk(self.units, self.pooled_units, state)
+
     def observe(self, state: Optional[int], proposed: int, kept: int, units: float, sure: Optional[list[bool]]) -> None:
         """A step begun in ``state`` drafted ``proposed`` tokens for ``units`` draft units; the target
         kept the first ``kept`` (the next, if any, was tested and rejected)."""
         if proposed < 1:
             return
-        expected = float(expected_tokens_per_step(self.alpha[state].value, proposed)) - 1.0  # before alpha learns this step
+        expected = float(expected_tokens_per_step(self.alpha_of(state), proposed)) - 1.0  # before alpha learns this step
         self.kept.observe(kept, expected)
-        self.alpha[state].observe(kept, kept + (kept < proposed))
-        self.units[state].observe(units, proposed)
+        tested = kept + (kept < proposed)
+        self.pooled_alpha.observe(kept, tested)
+        self.pooled_units.observe(units, proposed)
+        if state in self.alpha:
+            self.alpha[state].observe(kept, tested)
+            self.units[state].observe(units, proposed)
         if self.stop and sure:
             self.sure.observe(sum(sure), len(sure))
             for flag in (True, False):
@@ -126,12 +150,12 @@ class ChainEstimate:
 
     def metrics(self, choices: list[Choice]) -> dict[str, object]:
         out: dict[str, object] = {}
-        if None in self.alpha:
-            out["sizing_alpha"] = self.alpha[None].value
+        if not self.alpha:
+            out["sizing_alpha"] = self.pooled_alpha.value
         else:
             out["sizing_lookup_share"] = sum(ch.state == 1 for ch in choices) / len(choices) if choices else None
             for state, name in ((1, "hit"), (0, "miss")):
-                out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha[state].value, self.units[state].value
+                out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha_of(state), self.units_of(state)
         if self.stop:
             out.update(sizing_sure=self.sure.value, sizing_alpha_sure=self.alpha_sure.value, sizing_alpha_unsure=self.alpha_unsure.value)
         if self.calibrated:
@@ -158,12 +182,12 @@ class ChainSizer(Sizer):
         if k_max < 1:
             return 0
         est = self.estimate
-        per_token = self.cost.c * est.units[state].value
+        per_token = self.cost.c * est.units_of(state)
         if est.stop:
             size, speedup, cost = best_stopped_k(per_token, self.cost.verify, est.alpha_sure.value, est.alpha_unsure.value,
                                                  est.sure.value, k_max)
         else:
-            size, speedup = best_k(est.alpha[state].value, per_token, self.cost.verify, k_max, est.calibration)
+            size, speedup = best_k(est.alpha_of(state), per_token, self.cost.verify, k_max, est.calibration)
             cost = size * per_token + self.cost.verify(size + 1)
         self.record(size, speedup, cost, state)
         return size
@@ -171,7 +195,7 @@ class ChainSizer(Sizer):
     def observe(self, prop: Proposal, kept: int, draft_s: float, target_s: float, overhead_s: float) -> None:
         units = self.observe_cost(prop, draft_s, target_s, overhead_s)
         state = self.choices[-1].state if self.choices else None
-        self.estimate.observe(state if state in self.estimate.alpha else None, prop.size, kept, units, prop.sure)
+        self.estimate.observe(state, prop.size, kept, units, prop.sure)
 
     def metrics(self) -> dict[str, object]:
         base = super().metrics()
@@ -202,7 +226,7 @@ class RowsChainSizer(Sizer):
         live = [i for i, r in enumerate(rooms) if r is not None]
         if not live:
             return 0
-        alphas = [self.estimates[i].alpha[None].value for i in live]
+        alphas = [self.estimates[i].alpha_of(None) for i in live]
         cap = [rooms[i] for i in live]
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
         size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
