@@ -129,13 +129,16 @@ def _best_size(sizes, speedup) -> int:
     return max(sizes, key=lambda n: (round(speedup(n), 12), -n))
 
 
-def chain_speedup(alpha: float, k: int, c: float, v) -> float:
+def chain_speedup(alpha: float, k: int, c: float, v, scale: float = 1.0) -> float:
     """Leviathan et al. 2023, Thm. 3.8 with the measured verification cost in place of 1:
 
         speedup(k) = (1 - alpha^(k+1)) / ((1 - alpha) (k c + v(k+1)))
 
-    (k draft passes of cost c, then one target pass over the root and k tokens)."""
-    return float(expected_tokens_per_step(alpha, k)) / (k * c + v(k + 1))
+    (k draft passes of cost c, then one target pass over the root and k tokens). ``scale``: the
+    draft tokens the target keeps per token this expects (:class:`~spsamp.drafting.sizing.ChainEstimate`'s
+    calibration; at most k are kept)."""
+    kept = min(float(k), scale * (float(expected_tokens_per_step(alpha, k)) - 1.0))
+    return (1.0 + kept) / (k * c + v(k + 1))
 
 
 def stopped_chain(k: int, c: float, v, alpha_sure: float, alpha_unsure: float, sure: float) -> tuple[float, float]:
@@ -176,11 +179,11 @@ def pooled_speedup(speedups: list[float], step_costs: list[float]) -> float:
     return sum(s * c for s, c in zip(speedups, step_costs)) / total if total > 0 else float("nan")
 
 
-def best_k(alpha: float, c: float, v, k_max: int = 16) -> tuple[int, float]:
+def best_k(alpha: float, c: float, v, k_max: int = 16, scale: float = 1.0) -> tuple[int, float]:
     """The k in 1..k_max with the largest :func:`chain_speedup`; (k, predicted speedup). Ties go
     to the smaller k (less draft work wasted when alpha is overestimated)."""
-    best = _best_size(range(1, k_max + 1), lambda k: chain_speedup(alpha, k, c, v))
-    return best, chain_speedup(alpha, best, c, v)
+    best = _best_size(range(1, k_max + 1), lambda k: chain_speedup(alpha, k, c, v, scale))
+    return best, chain_speedup(alpha, best, c, v, scale)
 
 
 def rows_chain_step(alphas: list[float], rooms: list[int], k: int, c: float, v, vd, rows: int, first: int) -> tuple[float, float]:

@@ -107,6 +107,55 @@ def test_k_grows_with_acceptance_and_shrinks_with_draft_cost():
     assert sizer.cost.c == pytest.approx(0.5 * sizer.cost.v(k + 1), rel=0.05)
 
 
+def _pooled_error(priors, keep, steps: int = 200) -> float:
+    """A ChainSizer's predicted tokens over the tokens its steps kept, pooled over ``steps`` steps, - 1."""
+    from spsamp.cost_model import Costs, VerifyCost
+    from spsamp.drafting.sizing import ChainSizer
+
+    sizer = ChainSizer(Costs(c=0.1, v=VerifyCost({16: 1.3}), vd=VerifyCost({})), lookup=False, stop=False, priors=priors)
+    predicted = kept_total = 0.0
+    for i in range(steps):
+        k = sizer.choose(None, 64)
+        kept = keep(i, k)
+        predicted += sizer.choices[-1].tokens
+        kept_total += kept + 1
+        sizer.observe(_chain(k), kept, 0.001 * k, 0.01, 0.0)
+    assert 0.25 <= sizer.metrics()["sizing_calibration"] <= 4.0
+    return predicted / kept_total - 1
+
+
+@pytest.mark.parametrize("pattern", ["runs", "capped"])
+def test_calibration_corrects_acceptance_that_is_not_one_rate(pattern):
+    """Acceptance in runs (a stretch the target keeps whole, then rejections) or capped (never more
+    than 3 tokens) is not Leviathan's one independent rate: the formula alone mispredicts the
+    tokens a step keeps, and the calibration (kept per expected) brings the pooled prediction close."""
+    import dataclasses
+
+    from spsamp.cost_model import PRIORS
+
+    keep = {"runs": lambda i, k: k if i % 9 < 6 else 0, "capped": lambda i, k: min(k, 3)}[pattern]
+    uncalibrated = _pooled_error(dataclasses.replace(PRIORS, calibration_range=(1.0, 1.0)), keep)
+    calibrated = _pooled_error(PRIORS, keep)
+    assert abs(uncalibrated) > 0.1 and abs(calibrated) < 0.05, (uncalibrated, calibrated)
+
+
+def test_a_lookup_state_the_row_has_not_seen_is_priced_as_the_row_so_far():
+    """With lookup, acceptance and draft units are learnt per state; a state with no steps yet starts
+    from the row's pooled figures (not the fixed prior), and its own steps take over."""
+    from spsamp.cost_model import PRIORS
+    from spsamp.drafting.sizing import ChainEstimate
+
+    est = ChainEstimate(PRIORS, lookup=True, stop=False)
+    assert est.alpha_of(1) == pytest.approx(PRIORS.alpha)
+    for _ in range(30):  # steps without a guess in hand: 9 of 10 tokens kept, 1 draft unit a token
+        est.observe(0, 10, 9, 10.0, None)
+    assert est.alpha_of(1) == pytest.approx(est.alpha_of(0), abs=0.02) and est.alpha_of(0) > 0.85
+    for _ in range(30):  # then steps with a guess: everything kept, a third of the draft units
+        est.observe(1, 10, 10, 3.0, None)
+    assert est.alpha_of(1) > 0.98 and est.units_of(1) == pytest.approx(0.3, abs=0.02)
+    assert est.units_of(0) == pytest.approx(1.0, abs=0.05)  # the other state keeps its own steps' figure
+
+
 def test_grow_cost_builds_smaller_trees_for_a_dearer_draft(one_thread):
     """The same toy rows under a cheap and a dear draft: grow=cost spends fewer draft passes per
     tree when each costs more (c from the probe, kept fixed)."""

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from spsamp.cost_model import (PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k, pooled_speedup,
-                               rows_chain_step)
+from spsamp.cost_model import (PRIORS, Costs, Rate, SizingPriors, StepCost, best_k, best_rows_k, best_stopped_k,
+                               expected_tokens_per_step, pooled_speedup, rows_chain_step)
 from spsamp.proposals import Proposal, RowsStep
 
 
@@ -84,24 +84,64 @@ class ChainEstimate:
     """A chain's acceptance, per lookup state (0: no guess in hand, 1: a guess in hand; None: no
     lookup): alpha = tokens kept / tokens tested, and the draft units a drafted token costs
     (1 for a plain chain, fewer where looked-up guesses ride along). With ``stop`` (method.stop_below)
-    also the share of sure tokens and the acceptance of sure and of unsure ones."""
+    also the share of sure tokens and the acceptance of sure and of unsure ones.
 
-    def __init__(self, priors: SizingPriors, lookup: bool, stop: bool):
+    ``calibration``: draft tokens the target kept per token Leviathan's formula expected at the
+    step's alpha and k (as the tree's, :class:`TreeSizer`). The formula assumes every token is
+    accepted independently at one rate; where acceptance comes in runs (text that restates its
+    context, then new text), a decayed alpha lags each switch and the formula errs one way for
+    long stretches: the ratio of kept to expected corrects that.
+
+    With lookup, each state's alpha and units start from the two states pooled (worth
+    ``prior_steps`` observations), not from the fixed priors: a state the row has seen little of is
+    priced as the row so far, and its own steps take over as they come."""
+
+    def __init__(self, priors: SizingPriors, lookup: bool, stop: bool, calibrated: bool = True):
         w, d = priors.prior_steps, priors.decay
-        states = (0, 1) if lookup else (None,)
-        self.alpha = {s: Rate(priors.alpha, w, d) for s in states}
-        self.units = {s: Rate(1.0, w, d) for s in states}
+        self.calibrated = calibrated and not stop  # a stopped chain is priced by stopped_chain, uncalibrated
+        self.priors_range = priors.calibration_range
+        self.weight = w
+        self.pooled_alpha, self.pooled_units = Rate(priors.alpha, w, d), Rate(1.0, w, d)
+        # per lookup state: its own steps only (no prior); read shrunk towards the pooled figure
+        self.alpha = {s: Rate(0.0, 0.0, d) for s in ((0, 1) if lookup else ())}
+        self.units = {s: Rate(0.0, 0.0, d) for s in self.alpha}
         self.stop = stop
         self.sure = Rate(priors.sure, w, d)
         self.alpha_sure, self.alpha_unsure = Rate(priors.alpha, w, d), Rate(priors.unsure_alpha, w, d)
+        self.kept = Rate(priors.calibration, w, d)
+
+    @property
+    def calibration(self) -> float:
+        lo, hi = self.priors_range
+        return min(hi, max(lo, self.kept.value))
+
+    def _shrunk(self, own: dict[Optional[int], Rate], pooled: Rate, state: Optional[int]) -> float:
+        if state not in own:
+            return pooled.value
+        rate = own[state]
+        return (rate.num + self.weight * pooled.value) / (rate.den + self.weight)
+
+    def alpha_of(self, state: Optional[int]) -> float:
+        """P(the target keeps a draft token) in steps begun in ``state`` (None: all steps)."""
+        return self._shrunk(self.alpha, self.pooled_alpha, state)
+
+    def units_of(self, state: Optional[int]) -> float:
+        """Draft units per drafted token in steps begun in ``state`` (None: all steps)."""
+        return self._shrunk(self.units, self.pooled_units, state)
 
     def observe(self, state: Optional[int], proposed: int, kept: int, units: float, sure: Optional[list[bool]]) -> None:
         """A step begun in ``state`` drafted ``proposed`` tokens for ``units`` draft units; the target
         kept the first ``kept`` (the next, if any, was tested and rejected)."""
         if proposed < 1:
             return
-        self.alpha[state].observe(kept, kept + (kept < proposed))
-        self.units[state].observe(units, proposed)
+        expected = float(expected_tokens_per_step(self.alpha_of(state), proposed)) - 1.0  # before alpha learns this step
+        self.kept.observe(kept, expected)
+        tested = kept + (kept < proposed)
+        self.pooled_alpha.observe(kept, tested)
+        self.pooled_units.observe(units, proposed)
+        if state in self.alpha:
+            self.alpha[state].observe(kept, tested)
+            self.units[state].observe(units, proposed)
         if self.stop and sure:
             self.sure.observe(sum(sure), len(sure))
             for flag in (True, False):
@@ -110,14 +150,16 @@ class ChainEstimate:
 
     def metrics(self, choices: list[Choice]) -> dict[str, object]:
         out: dict[str, object] = {}
-        if None in self.alpha:
-            out["sizing_alpha"] = self.alpha[None].value
+        if not self.alpha:
+            out["sizing_alpha"] = self.pooled_alpha.value
         else:
             out["sizing_lookup_share"] = sum(ch.state == 1 for ch in choices) / len(choices) if choices else None
             for state, name in ((1, "hit"), (0, "miss")):
-                out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha[state].value, self.units[state].value
+                out[f"sizing_alpha_{name}"], out[f"sizing_units_per_token_{name}"] = self.alpha_of(state), self.units_of(state)
         if self.stop:
             out.update(sizing_sure=self.sure.value, sizing_alpha_sure=self.alpha_sure.value, sizing_alpha_unsure=self.alpha_unsure.value)
+        if self.calibrated:
+            out["sizing_calibration"] = self.calibration
         return out
 
 
@@ -127,7 +169,8 @@ class ChainSizer(Sizer):
         tokens(k) / (c u k + v(k + 1) + overhead)
 
     (u: draft units per drafted token in the step's lookup state; tokens(k): Leviathan's
-    E[tokens/step], or :func:`~spsamp.cost_model.stopped_chain` with a confidence stop)."""
+    E[tokens/step] with its draft tokens scaled by the row's calibration, or
+    :func:`~spsamp.cost_model.stopped_chain` with a confidence stop)."""
 
     def __init__(self, costs: Costs, lookup: bool, stop: bool, priors: SizingPriors = PRIORS):
         super().__init__(costs, priors)
@@ -139,12 +182,12 @@ class ChainSizer(Sizer):
         if k_max < 1:
             return 0
         est = self.estimate
-        per_token = self.cost.c * est.units[state].value
+        per_token = self.cost.c * est.units_of(state)
         if est.stop:
             size, speedup, cost = best_stopped_k(per_token, self.cost.verify, est.alpha_sure.value, est.alpha_unsure.value,
                                                  est.sure.value, k_max)
         else:
-            size, speedup = best_k(est.alpha[state].value, per_token, self.cost.verify, k_max)
+            size, speedup = best_k(est.alpha_of(state), per_token, self.cost.verify, k_max, est.calibration)
             cost = size * per_token + self.cost.verify(size + 1)
         self.record(size, speedup, cost, state)
         return size
@@ -152,7 +195,7 @@ class ChainSizer(Sizer):
     def observe(self, prop: Proposal, kept: int, draft_s: float, target_s: float, overhead_s: float) -> None:
         units = self.observe_cost(prop, draft_s, target_s, overhead_s)
         state = self.choices[-1].state if self.choices else None
-        self.estimate.observe(state if state in self.estimate.alpha else None, prop.size, kept, units, prop.sure)
+        self.estimate.observe(state, prop.size, kept, units, prop.sure)
 
     def metrics(self) -> dict[str, object]:
         base = super().metrics()
@@ -174,7 +217,7 @@ class RowsChainSizer(Sizer):
 
     def __init__(self, costs: Costs, rows: int, priors: SizingPriors = PRIORS):
         super().__init__(costs, priors)
-        self.estimates = [ChainEstimate(priors, False, False) for _ in range(rows)]
+        self.estimates = [ChainEstimate(priors, False, False, calibrated=False) for _ in range(rows)]
         self.row_choices: list[list[Choice]] = [[] for _ in range(rows)]
         # a plain step measures no acceptance, so a batch that chose k = 0 would keep the estimate that
         # made it choose so: after `explore_after` plain steps in a row, one k = 1 step measures it
@@ -187,7 +230,7 @@ class RowsChainSizer(Sizer):
         live = [i for i, r in enumerate(rooms) if r is not None]
         if not live:
             return 0
-        alphas = [self.estimates[i].alpha[None].value for i in live]
+        alphas = [self.estimates[i].alpha_of(None) for i in live]
         cap = [rooms[i] for i in live]
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
         size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
