@@ -275,6 +275,21 @@ def keep_path(lm: Any, prefix: int, extra: list[int]) -> None:
         lm.keep_positions(torch.tensor(list(range(prefix)) + extra, dtype=torch.long))
 
 
+def _count(st: "Decoding", prop: Proposal, v: "Verdict", kept: list[int], used: int, cached: int, reused: int) -> None:
+    """One verified step into the row's counters and trace. Only what reached the output counts:
+    tokens past an eos / the max_new_tokens cut are not accepted, nor proposed (their verdict
+    changed nothing)."""
+    s = st.stats
+    s.target_calls += 1
+    s.draft_calls += prop.draft_calls
+    s.steps += 1
+    s.proposed += prop.size - (len(v.path) - used)
+    s.accepted += used
+    s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
+    s.accepted_lengths.append(len(kept))
+    st.trace.append(StepTrace(prop.size, prop.max_depth, cached, reused, prop.stats))
+
+
 def speculate(
     target: Any,
     draft: Any,
@@ -288,7 +303,6 @@ def speculate(
     st = begin(target, draft if drafter.needs_model else None, prompt_ids, gen, rng)
     drafter.start(st)
     hidden = rule.needs_hidden
-    s = st.stats
     while not st.done:
         base = len(st.seq)  # target holds seq[:-1]; verify feeds the root at base - 1, node i at base + i
         t0 = time.perf_counter()
@@ -312,16 +326,7 @@ def speculate(
                     break
                 reused.append(prop.slots[i])
             keep_path(st.draft, base, reused)
-        # count only what reached the output: tokens past an eos / the max_new_tokens cut are not
-        # accepted, nor proposed (their verdict changed nothing)
-        s.target_calls += 1
-        s.draft_calls += prop.draft_calls
-        s.steps += 1
-        s.proposed += prop.size - (len(v.path) - used)
-        s.accepted += used
-        s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
-        s.accepted_lengths.append(len(kept))
-        st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
+        _count(st, prop, v, kept, used, len(cached), len(reused))
         overhead = time.perf_counter() - t2
         st.overhead_s += overhead
         drafter.observe(Step(prop, used, t1 - t0, t2 - t1, overhead))
@@ -423,15 +428,7 @@ def speculate_rows(
                     reused.append(prop.slots[j])
                 roll_back(rows.dmask, i, (reused[-1] if reused else rows.droot) + 1)
                 rows.seen[i] = bases[i] + len(reused)
-            s = st.stats
-            s.target_calls += 1
-            s.draft_calls += prop.draft_calls
-            s.steps += 1
-            s.proposed += prop.size - (len(v.path) - used)
-            s.accepted += used
-            s.rejections += int(v.rejected and len(kept) == len(v.path) + 1)
-            s.accepted_lengths.append(len(kept))
-            st.trace.append(StepTrace(prop.size, prop.max_depth, len(cached), len(reused), prop.stats))
+            _count(st, prop, v, kept, used, len(cached), len(reused))
             kept_rows[i] = used
         overhead = time.perf_counter() - t2
         draft_s, target_s, overhead_s = draft_s + t1 - t0, target_s + t2 - t1, overhead_s + overhead
