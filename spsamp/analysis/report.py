@@ -109,6 +109,11 @@ def _interval(v: float, lo: float, hi: float, scale: float = 1.0, signed: bool =
     return f"{fmt(v)} [{fmt(lo)}, {fmt(hi)}]" if not (pd.isna(lo) or pd.isna(hi)) else fmt(v)
 
 
+def _ci(t: pd.DataFrame, column: str, **kw) -> list[str]:
+    """``column`` with its ``_lo`` / ``_hi`` interval, per row (:func:`_interval`)."""
+    return [_interval(*v, **kw) for v in t[[column, f"{column}_lo", f"{column}_hi"]].values]
+
+
 def _frontier_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     if table is None or table.empty:
         return table
@@ -117,10 +122,10 @@ def _frontier_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
         "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "hardware": t["hardware"],
         "reference_arm": t["reference_arm"], "arm": t["arm"], "family": t["family"], "knob": t["knob_label"].replace("", "–"),
         "tokens/target call": t["tokens_per_target_call"],
-        "speedup [95% CI]": [_interval(*v) for v in t[["speedup", "speedup_lo", "speedup_hi"]].values],
+        "speedup [95% CI]": _ci(t, "speedup"),
         "n": t["n"],
         "pass@1 [95% CI]": [T.fmt_pass_at_1(*v) for v in t[["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]].values],
-        "difference [95% CI]": [_interval(*v, signed=True) for v in t[["difference", "difference_lo", "difference_hi"]].values],
+        "difference [95% CI]": _ci(t, "difference", signed=True),
         "mcnemar_p": t["mcnemar_p"], "accept_beyond_exact": t["accept_beyond_exact"],
     })
 
@@ -132,8 +137,8 @@ def _best_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     return pd.DataFrame({
         "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
         "budget (points)": t["budget_pts"], "n": t["n"], "best arm": t["best_arm"].replace("", "–"),
-        "speedup [95% CI]": [_interval(*v) for v in t[["speedup", "speedup_lo", "speedup_hi"]].values],
-        "loss, points [95% CI]": [_interval(*v, signed=True) for v in t[["loss_pts", "loss_pts_lo", "loss_pts_hi"]].values],
+        "speedup [95% CI]": _ci(t, "speedup"),
+        "loss, points [95% CI]": _ci(t, "loss_pts", signed=True),
         "mcnemar_p": t["mcnemar_p"], "resolution_pts": t["resolution_pts"], "note": t["note"].replace("", "–"),
     })
 
