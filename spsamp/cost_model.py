@@ -409,6 +409,9 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
+# a batch's probe times one draft pass this wide (rows x columns): the draft's catch-up on the
+# prompts is priced from it (a pass that wide costs about its tokens' worth; narrow passes do not)
+CATCH_UP_TOKENS = 128
 # target -> draft -> thread count (a batch's: (threads, "rows", rows, k_max)) -> costs, measured once
 # per pair and thread count (a pass's seconds depend on the threads it runs on); weak keys: a freed model's entry goes with it
 # (an id() key could be reused by the next model loaded and hand it the old pair's costs)
@@ -498,7 +501,8 @@ def probe_costs(target, draft) -> Costs:
 
 def probe_rows_costs(target, draft, rows: int, k_max: int) -> Costs:
     """:func:`probe_costs`, then a batch of ``rows`` rows' passes (:func:`measure_rows_costs`: verify
-    passes of 1 .. k_max columns, powers of two, and k_max + 1; draft passes of 1 and 2 columns),
+    passes of 1 .. k_max columns, powers of two, and k_max + 1; draft passes of 1 and 2 columns,
+    and one of about ``CATCH_UP_TOKENS`` tokens that prices the draft catching up on the prompts),
     memoised as the probe is."""
     import torch
 
@@ -507,5 +511,6 @@ def probe_rows_costs(target, draft, rows: int, k_max: int) -> Costs:
     key = (torch.get_num_threads(), "rows", rows, k_max)
     if key not in per_key:
         columns = tuple(sorted(set(widths_to(k_max)) | {k_max + 1}))
-        per_key[key] = measure_rows_costs(target, draft, rows, single, columns=columns)
+        wide = max(4, -(-CATCH_UP_TOKENS // rows))
+        per_key[key] = measure_rows_costs(target, draft, rows, single, columns=columns, draft_columns=(1, 2, wide))
     return per_key[key]

@@ -405,6 +405,25 @@ def test_a_batch_at_k_zero_re_measures_acceptance_and_drafts_once_chains_pay():
     assert max(ks) == 1 and [i for i, k in enumerate(ks) if k] == [0, 9, 26, 59]
 
 
+def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
+    """The draft catches up on the prompts in the batch's first draft pass (a prefill of every row's
+    prompt, lazily): worth paying only when chains, even ones the target keeps whole, save more than
+    it costs in the tokens left. Long prompts with few tokens to go stay plain without trying; the
+    same prompts with many tokens to go, or a draft already caught up, draft."""
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
+    from spsamp.drafting.sizing import RowsChainSizer
+
+    def first_k(fed: int, room: int) -> int:  # a draft pass costs its tokens; the verify pass is flat
+        sizer = RowsChainSizer(Costs(c=0.05, v=VerifyCost({4: 1.0, 512: 1.0}), vd=VerifyCost({2: 2.0, 4096: 4096.0})), 4, PRIORS)
+        return sizer.choose([room] * 4, fed)
+
+    assert first_k(fed=2, room=64) > 0
+    assert first_k(fed=300, room=64) == 0  # 4 x 300 tokens of draft prefill: more than chains save in 64 tokens
+    assert first_k(fed=300, room=4096) > 0
+    # a batch that found chains paying, then stayed plain a while, re-measures only while catching up pays
+    assert first_k(fed=40, room=64) > 0 and first_k(fed=40, room=8) == 0
+
+
 def test_a_draft_pass_that_catches_up_is_not_read_as_the_drafts_cost():
     """A batch's first draft pass feeds the prompts (the draft is prefilled lazily) or the tokens of
     plain steps: its seconds are a one-time catch-up, not what a draft pass costs."""

@@ -178,11 +178,7 @@ class ChainDrafter:
             return self.k
         live = rows.live
         rooms = [st.room - 1 if not st.done else None for st in rows.sts]
-        # the first pass feeds a row 2 tokens after a full accept, else 1; more only to catch up (the
-        # prompt, before the batch's first draft pass; the tokens of plain steps): a one-time cost
-        # the step's choice does not price, or a batch would never start drafting
-        first = min(2, max(len(rows.sts[i].seq) - rows.seen[i] for i in live))
-        return self.rows_sizer.choose(rooms, first)
+        return self.rows_sizer.choose(rooms, max(len(rows.sts[i].seq) - rows.seen[i] for i in live))
 
     def observe_rows(self, step: RowsStep) -> None:
         if self.rows_sizer is not None:

@@ -202,6 +202,13 @@ class ChainSizer(Sizer):
         return {**base, **self.estimate.metrics(self.choices)} if base else {}
 
 
+def pays_back(tokens: float, cost: float, plain_tokens: int, plain_cost: float, left: int, once: float) -> bool:
+    """Whether steps of ``tokens`` at ``cost`` (verify units), against plain steps of ``plain_tokens``
+    at ``plain_cost``, save more than a one-time cost ``once`` over the ``left`` tokens still to
+    decode: left (plain_cost / plain_tokens - cost / tokens) > once."""
+    return left * (plain_cost / plain_tokens - cost / tokens) > once
+
+
 class RowsChainSizer(Sizer):
     """k=auto for a batch (:func:`spsamp.loop.speculate_rows`): one k for every row of a step, the
     k in 0..k_max with the most expected tokens per unit of the step's cost
@@ -224,28 +231,41 @@ class RowsChainSizer(Sizer):
         # again (at the batch's first step too), the wait doubling each time it finds no chain pays
         self.plain_run, self.explore_after = 0, 0
 
-    def choose(self, rooms: list[Optional[int]], first: int) -> int:
+    def choose(self, rooms: list[Optional[int]], fed: int) -> int:
         """The step's k; ``rooms[i]``: the most draft tokens row i can still use (None: finished);
-        ``first``: the tokens a row feeds the draft's first pass (1, or 2 after a full accept)."""
+        ``fed``: the most tokens the draft's first pass must feed a row — 1, or 2 after a full
+        accept, more when the draft catches up (on the prompts before the batch's first draft pass,
+        on the tokens of plain steps since its last)."""
         live = [i for i, r in enumerate(rooms) if r is not None]
         if not live:
             return 0
         alphas = [self.estimates[i].alpha_of(None) for i in live]
         cap = [rooms[i] for i in live]
+        first = min(2, fed)
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
+        catch_up = self.cost.c * (self.cost.vd(len(rooms) * fed) - self.cost.vd(len(rooms) * first))
+        plain = best_rows_k(alphas, cap, *args, k_max=0)[2]  # a plain batched step's cost
         size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
+        if size > 0 and not pays_back(tokens, cost, len(live), plain, sum(cap) + len(live), catch_up):
+            size = 0  # chains would pay per step, but not for the draft's catch-up in the tokens left
         if size > 0:
             self.plain_run, self.explore_after = 0, self.priors.explore_after
-        elif self.plain_run >= self.explore_after and max(cap) >= 1:
+        elif self.plain_run >= self.explore_after and max(cap) >= 1 and self.could_pay(cap, args, plain, catch_up):
             size, (tokens, cost) = 1, rows_chain_step(alphas, cap, 1, *args)
             self.plain_run, self.explore_after = 0, max(self.priors.explore_after, 2 * self.explore_after)
         else:
             self.plain_run += 1
-        plain = best_rows_k(alphas, cap, *args, k_max=0)[2]  # a plain batched step's cost
         for i in live:
             self.row_choices[i].append(Choice(size, None, tokens / len(live), cost / plain))
         self.choices.append(Choice(size, None, tokens, cost))
         return size
+
+    def could_pay(self, cap: list[int], args: tuple, plain: float, catch_up: float) -> bool:
+        """Whether drafting could pay, were every draft token kept: re-measuring acceptance (a k = 1
+        step, and the draft's catch-up before it) is worth it only then. A batch whose wide verify
+        pass or catch-up costs more than perfect chains save stays plain without trying."""
+        size, tokens, cost = best_rows_k([1.0] * len(cap), cap, *args, k_max=self.priors.k_max)
+        return size > 0 and pays_back(tokens, cost, len(cap), plain, sum(cap) + len(cap), catch_up)
 
     def observe_rows(self, step: RowsStep) -> None:
         units = sum(self.cost.vd(w) for w in step.draft_widths)
