@@ -21,7 +21,7 @@ import statistics
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -363,25 +363,37 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)  # CUDA kernels run asynchronously: time their completion
 
 
-def pass_time(lm, ids, width: int) -> float:
-    """Seconds of one pass of ``lm`` over ``ids[:width]`` on top of its cache, cropped back after."""
+def pass_time(lm, run: Callable[[], Any]) -> float:
+    """Seconds of ``run()``, one pass of ``lm`` on top of its cache, cropped back after."""
     n = lm.cache_len
     _sync(lm.device)
     t0 = _clock()
-    lm.forward(ids[:width])
+    run()
     _sync(lm.device)
     dt = _clock() - t0
     lm.crop(n)
     return dt
 
 
+def median_times(passes: dict[Any, tuple[Any, Callable[[], Any]]], repeats: int) -> dict[Any, float]:
+    """``passes``: key -> (model, one pass of it). A warm-up round (allocations, oneDNN primitives),
+    then ``repeats`` rounds each timing every pass (interleaved, so load from other processes hits
+    every pass alike); the median seconds per key."""
+    times: dict[Any, list[float]] = {key: [] for key in passes}
+    for rnd in range(repeats + 1):
+        for key, (lm, run) in passes.items():
+            dt = pass_time(lm, run)
+            if rnd:
+                times[key].append(dt)
+    return {key: statistics.median(x) for key, x in times.items()}
+
+
 def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 5) -> Costs:
-    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths``: one
-    warm-up round, then ``repeats`` rounds each timing every width of both models (interleaved, so
-    load from other processes hits target and draft alike), medians compared. With ``prompt_ids``
-    both models are prefilled on it first and left empty after; without, the passes run on top of
-    whatever the caches hold and each is cropped back (so a decode in progress can measure in
-    place). About 6 x (sum of the passes) — a few seconds on a CPU for a 1.5B target."""
+    """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths``
+    (:func:`median_times`). With ``prompt_ids`` both models are prefilled on it first and left
+    empty after; without, the passes run on top of whatever the caches hold and each is cropped back
+    (so a decode in progress can measure in place). About 6 x (sum of the passes) — a few seconds on
+    a CPU for a 1.5B target."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -389,23 +401,16 @@ def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64
     if prompt_ids is not None:
         target.prefill(prompt_ids)
         draft.prefill(prompt_ids)
-    t: dict[int, list[float]] = {w: [] for w in widths}
-    d: dict[int, list[float]] = {w: [] for w in draft_widths}
-    for rnd in range(repeats + 1):  # round 0 warms up (allocations, oneDNN primitives)
-        for lm, widths_, out in ((target, widths, t), (draft, draft_widths, d)):
-            for w in widths_:
-                dt = pass_time(lm, new, w)
-                if rnd:
-                    out[w].append(dt)
+    passes = {(name, w): (lm, lambda lm=lm, w=w: lm.forward(new[:w]))
+              for name, lm, ws in (("v", target, widths), ("vd", draft, draft_widths)) for w in ws}
+    med = median_times(passes, repeats)
     if prompt_ids is not None:
         target.reset()
         draft.reset()
-    tm = {w: statistics.median(x) for w, x in t.items()}
-    dm = {w: statistics.median(x) for w, x in d.items()}
-    t1 = tm.get(1) or min(tm.values())
-    d1 = dm.get(1) or min(dm.values())
-    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in tm.items()}), vd=VerifyCost({w: x / d1 for w, x in dm.items()}),
-                 target_pass_s=t1)
+    curves = {name: {w: x for (n, w), x in med.items() if n == name} for name in ("v", "vd")}
+    t1, d1 = (c.get(1) or min(c.values()) for c in (curves["v"], curves["vd"]))
+    return Costs(c=d1 / t1, v=VerifyCost({w: x / t1 for w, x in curves["v"].items()}),
+                 vd=VerifyCost({w: x / d1 for w, x in curves["vd"].items()}), target_pass_s=t1)
 
 
 PROBE_TOKENS = 64  # prompt length of the cost probe (:func:`probe_costs`)
@@ -426,33 +431,13 @@ def widths_to(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def rows_pass_time(lm, ids, mask, columns: int) -> float:
-    """Seconds of one pass of ``lm`` over the first ``columns`` columns of ``ids [B, n]`` on top of
-    its cache (a batch's, padding mask ``mask``), cropped back after."""
-    import torch
-
-    from spsamp.batching import positions, row_masks
-
-    n = lm.cache_len
-    grown = torch.cat([mask, mask.new_ones((mask.shape[0], columns))], dim=1)
-    masks, pos = row_masks(lm, grown, columns), positions(grown, columns)
-    _sync(lm.device)
-    t0 = _clock()
-    lm.forward_rows(ids[:, :columns], masks, pos)
-    _sync(lm.device)
-    dt = _clock() - t0
-    lm.crop(n)
-    return dt
-
-
 def measure_rows_costs(target, draft, rows: int, single: Costs, columns=(1, 2, 4, 8, 16), draft_columns=(1, 2), repeats: int = 5) -> Costs:
     """The costs of a batch's passes: on a ``rows`` x ``PROBE_TOKENS`` random prompt in both models,
     passes of ``rows`` rows x m columns (target: m in ``columns``; draft: ``draft_columns``), timed as
-    :func:`measure_costs` times (a warm-up round, then ``repeats`` interleaved rounds, medians), in
-    ``single``'s single-token passes (its ``target_pass_s``, and its draft pass = c of it). v and vd
-    are keyed on the tokens a pass feeds, rows x m: the batch's points replace ``single``'s at and
-    above ``rows`` tokens (a batch never feeds fewer), where a batch pass costs what it costs — its
-    rows' separate caches, not one row's longer one."""
+    :func:`measure_costs` times them, in ``single``'s single-token passes (its ``target_pass_s``, and
+    its draft pass = c of it). v and vd are keyed on the tokens a pass feeds, rows x m: the batch's
+    points replace ``single``'s at and above ``rows`` tokens (a batch never feeds fewer), where a
+    batch pass costs what it costs — its rows' separate caches, not one row's longer one."""
     import torch
 
     from spsamp.batching import positions, row_masks
@@ -464,24 +449,24 @@ def measure_rows_costs(target, draft, rows: int, single: Costs, columns=(1, 2, 4
     mask = torch.ones((rows, PROBE_TOKENS), dtype=torch.long)
     for lm in (target, draft):
         lm.prefill_rows(ids, row_masks(lm, mask, PROBE_TOKENS), positions(mask, PROBE_TOKENS))
-    t: dict[int, list[float]] = {m: [] for m in columns}
-    d: dict[int, list[float]] = {m: [] for m in draft_columns}
-    for rnd in range(repeats + 1):
-        for lm, cols, out in ((target, columns, t), (draft, draft_columns, d)):
-            for m in cols:
-                dt = rows_pass_time(lm, new, mask, m)
-                if rnd:
-                    out[m].append(dt)
+
+    def batch_pass(lm, m: int):
+        grown = torch.cat([mask, mask.new_ones((rows, m))], dim=1)
+        masks, pos = row_masks(lm, grown, m), positions(grown, m)
+        return lm, lambda: lm.forward_rows(new[:, :m], masks, pos)
+
+    passes = {(name, m): batch_pass(lm, m) for name, lm, ms in (("v", target, columns), ("vd", draft, draft_columns)) for m in ms}
+    med = median_times(passes, repeats)
     target.reset()
     draft.reset()
-    t1, d1 = single.target_pass_s, single.c * single.target_pass_s
 
-    def merged(curve: VerifyCost, timed: dict[int, list[float]], unit: float) -> VerifyCost:
+    def merged(curve: VerifyCost, name: str, unit: float) -> VerifyCost:
         points = {n: r for n, r in curve.as_dict().items() if n < rows}
-        points.update({rows * m: statistics.median(x) / unit for m, x in timed.items()})
+        points.update({rows * m: x / unit for (n, m), x in med.items() if n == name})
         return VerifyCost(points)
 
-    return Costs(c=single.c, v=merged(single.v, t, t1), vd=merged(single.vd, d, d1), target_pass_s=t1)
+    t1 = single.target_pass_s
+    return Costs(c=single.c, v=merged(single.v, "v", t1), vd=merged(single.vd, "vd", single.c * t1), target_pass_s=t1)
 
 
 def probe_costs(target, draft) -> Costs:
