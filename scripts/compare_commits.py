@@ -13,7 +13,8 @@ package ``spsamp_old``; both commits' decoders run on the models HEAD loads (sam
 kernels), each composed and validated by its own commit's config. Overrides after the options are
 applied to both commits (model, dataset, generation, hardware). Prints, per arm and commit, the
 speedup over the baseline (geometric mean of per-prompt ratios, 95 % bootstrap), the decode-phase
-speedup beside the cost model's prediction where the arm makes one, and per arm new / old with its
+speedup beside the cost model's prediction where the arm makes one (per prompt, and pooled over the
+run's decode seconds), and per arm new / old with its
 interval; ``--out`` writes the per-row timings as CSV.
 """
 
@@ -97,12 +98,17 @@ def abba(names: list[str], i: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old", required=True, help="the commit to compare HEAD with (any git ref)")
-    ap.add_argument("--arm", action="append", required=True, metavar="NAME=OVERRIDES", help="a method's overrides, comma-separated; repeat for more arms")
+    ap.add_argument("--old", help="the commit to compare HEAD with (any git ref)")
+    ap.add_argument("--arm", action="append", metavar="NAME=OVERRIDES", help="a method's overrides, comma-separated; repeat for more arms")
+    ap.add_argument("--report", metavar="CSV", help="only print the tables of an earlier run's --out CSV")
     ap.add_argument("--out", default=None, help="CSV of per-row timings, rewritten after every prompt")
     ap.add_argument("--per-category", type=int, default=None, metavar="N", help="the first N prompts of each category, round-robin")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for both commits (model, dataset, generation, hardware)")
     args = ap.parse_args()
+    if args.report:
+        return report(pd.read_csv(args.report))
+    if not args.old or not args.arm:
+        ap.error("--old and at least one --arm are required (or --report CSV)")
     logging.basicConfig(level=logging.INFO, format="# %(name)s: %(message)s")
     arms = dict(parse_arm(a) for a in args.arm)
     tmp = extract(args.old, Path(tempfile.mkdtemp(prefix="spsamp_old_")))
@@ -153,17 +159,22 @@ def main() -> None:
 
 
 def report(df: pd.DataFrame) -> None:
-    df = df.assign(tps=df.tokens / df.seconds, dps=(df.tokens - 1) / (df.seconds - df.ttft_s))
+    df = df.assign(tps=df.tokens / df.seconds, dps=(df.tokens - 1) / (df.seconds - df.ttft_s), decode_s=df.seconds - df.ttft_s)
     wide = df.pivot(index="prompt", columns="row")
-    print("\n| row | speedup [95 % CI] | decode speedup | predicted (decode) | prediction error |")
-    print("|---|---|---|---|---|")
+    print("\n| row | speedup [95 % CI] | decode speedup | predicted (decode) | prediction error | pooled decode speedup | pooled predicted | pooled error |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in [r for r in wide["tps"].columns if r != "baseline"]:
         s = wide["tps"][row] / wide["tps"]["baseline"]
         d = geomean(wide["dps"][row] / wide["dps"]["baseline"])
         lo, hi = bootstrap_geomean(s.to_numpy())
         pred = wide["predicted"][row].mean()
         err = f"{(pred / d - 1) * 100:+.0f} %" if pred == pred else "–"
-        print(f"| {row} | {geomean(s):.2f} [{lo:.2f}, {hi:.2f}] | {d:.2f} | {pred:.2f} | {err} |")
+        # the run's decode phase as one: the baseline's decode seconds over the arm's, predicted as
+        # each prompt's baseline seconds over its predicted speedup (short answers weigh what they take)
+        base = wide["decode_s"]["baseline"]
+        pooled, pooled_pred = base.sum() / wide["decode_s"][row].sum(), base.sum() / (base / wide["predicted"][row]).sum()
+        perr = f"{(pooled_pred / pooled - 1) * 100:+.0f} %" if pooled_pred == pooled_pred else "–"
+        print(f"| {row} | {geomean(s):.2f} [{lo:.2f}, {hi:.2f}] | {d:.2f} | {pred:.2f} | {err} | {pooled:.2f} | {pooled_pred:.2f} | {perr} |")
     print("\n| arm | new / old tokens/s [95 % CI] |\n|---|---|")
     for arm in sorted({r.rsplit("@", 1)[0] for r in wide["tps"].columns if "@" in r}):
         r = wide["tps"][f"{arm}@new"] / wide["tps"][f"{arm}@old"]

@@ -94,6 +94,14 @@ def test_checks():
     assert extract_final_number("so 3 + 4 = 7. The answer is 1,234.") == 1234.0
     assert extract_final_number("we get 5 then 12") == 12.0
     assert extract_final_number("no digits") is None
+    # the statement wrapped as LaTeX / markdown, numbers after it
+    assert extract_final_number("The answer is \\(\\boxed{3}\\). Check: 9 x 3 = 27 for 9 friends") == 3.0
+    assert extract_final_number("The answer is **8**, not 10") == 8.0
+    # mining stops a final_answer continuation once the statement is finished, not while its number could go on
+    stop = FinalAnswer().stop
+    assert stop("so 12. The answer is 12. ") and stop("The answer is **8**.\n") and stop("The answer is $\\boxed{8}$!")
+    assert not stop("The answer is 12.") and not stop("The answer is 12") and not stop("The answer is 72 / 9")
+    assert not stop("The answer is 1,2") and not stop("we get 12. Then 5.")
     a = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     # one extra token, then the same run of 4 ids: re-converges
     assert reconverges(a[3:], [42] + a[3:], window=8, match_len=4)

@@ -5,7 +5,9 @@ token by the draft's and letting the target continue greedily changes the respon
 Two checks, named in config (``method.check``):
 
 - ``final_answer`` (math, GSM8K-style): the outcome is the final number of the response
-  (``The answer is N`` when present, else the last number). Different numbers -> important.
+  (``The answer is N`` when present, else the last number). Different numbers -> important. The
+  prompts ask to finish with that statement, so decoding an answer or a continuation stops once
+  it is stated (:func:`~spsamp.data.checkers.answer_stated`).
 - ``tests`` (code, AutoJudge's LiveCodeBench setting): the outcome is pass/fail of the answer's
   code on the problem's unit tests, run in the sandbox (:mod:`spsamp.sandbox`); important iff
   swapping changes pass/fail. Needs prompts with tests (``mining_source=humaneval``); decoding a
@@ -23,7 +25,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from spsamp.data.checkers import check_text, extract_final_number
+from spsamp.data.checkers import answer_stated, check_text, extract_final_number
 from spsamp.data.humaneval import block_closed
 from spsamp.sandbox import Limits
 
@@ -45,6 +47,9 @@ class FinalAnswer:
         if a is None or b is None:
             return (a is None) != (b is None)
         return abs(a - b) > 1e-6 * max(1.0, abs(a))
+
+    def stop(self, text: str) -> bool:
+        return answer_stated(text)
 
 
 def reconverges(a: list[int], b: list[int], window: int, match_len: int) -> bool:

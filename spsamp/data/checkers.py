@@ -43,8 +43,20 @@ def known_task_check(task_check: str) -> bool:
     base, sep, suffix = task_check.partition(":")
     return base in TASK_CHECKS and (not sep or (base in STATUSES and sep + suffix == NO_NET_ISOLATION))
 
-ANSWER_RE = re.compile(r"answer\s*(?:is|:)?\s*[:=]?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+# "answer is N", N possibly wrapped as LaTeX or markdown writes it: $N$, \(N\), \boxed{N}, **N**
+_OPEN = r"(?:\$|\\\(|\\\[|\\boxed\{|\*\*|\s)*"
+_CLOSE = r"(?:\$|\\\)|\\\]|\}|\*\*)*"
+ANSWER_RE = re.compile(r"answer\s*(?:is|:)?\s*[:=]?" + _OPEN + r"(-?[\d,]*\.?\d+)", re.IGNORECASE)
+# the statement finished: its number closed by a sentence end that cannot continue it (".", "!" or a
+# newline, the "." not followed by a digit: "12." could still become "12.5")
+STATED_RE = re.compile(ANSWER_RE.pattern + _CLOSE + r"(?:\.(?=\D)|!|\n)", re.IGNORECASE)
 NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*|-?\.\d+")
+
+
+def answer_stated(text: str) -> bool:
+    """Whether ``text`` has finished an ``answer is N`` statement (:data:`STATED_RE`): from there a
+    response that follows the instruction to finish with it has its final number."""
+    return STATED_RE.search(text) is not None
 
 
 def extract_final_number(text: str) -> Optional[float]:
@@ -97,5 +109,5 @@ def task_columns(prompt: Any, turn: int, text: str, timeout_s: float = Limits.ti
     return {"task_correct": correct, "task_check": verdict}
 
 
-__all__ = ["CHECKERS", "NO_NET_ISOLATION", "TASK_CHECKS", "check_text", "extract_final_number", "known_task_check",
+__all__ = ["CHECKERS", "NO_NET_ISOLATION", "TASK_CHECKS", "answer_stated", "check_text", "extract_final_number", "known_task_check",
            "run_tests", "task_columns", "verdict"]
