@@ -373,6 +373,14 @@ def test_batched_continuations_equal_one_at_a_time(one_thread):
         ref, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], budget)
         assert cont == ref, (i, d)
         assert torch.allclose(hq, ref_h, atol=1e-9)
+    # two at a time: a finished row's place goes to the next (prefixes longer and shorter than the batch's columns)
+    q.run(prompt + answer)
+    assert batched_continuations(target, [n + i for i, _ in swaps], [d for _, d in swaps], budgets, lambda b, c: c, batch=2)[0] == conts
+    q.run(prompt + answer)
+    order = [3, 0, 2, 1]  # the longest prefix first, then shorter ones join a batch already wider
+    again, h2 = batched_continuations(target, [n + swaps[j][0] for j in order], [swaps[j][1] for j in order],
+                                      [budgets[j] for j in order], lambda b, c: c, batch=2)
+    assert again == [conts[j] for j in order] and torch.allclose(h2, h[order], atol=1e-9)
     # stop: every row ends as soon as stop() holds (here: after 3 tokens)
     q.run(prompt + answer)
     short, _ = batched_continuations(target, [n + i for i, _ in swaps], [d for _, d in swaps], budgets,

@@ -14,7 +14,7 @@ original's. Each mismatch yields one sample: the hidden states of p and q with d
   is labelled against that answer, and the swapped continuations are decoded ``B`` at a time as
   one batch — each sequence with its own length, positions and KV (left-padded copies of the
   answer's cache, an attention mask over the padding), one target forward per step for all of
-  them. A continuation stops at eos, at its budget, or as soon as ``stop`` says its outcome is
+  them, a finished sequence's place taken by the next waiting one (continuous batching). A continuation stops at eos, at its budget, or as soon as ``stop`` says its outcome is
   fixed (the ``tests`` check: the code block has closed).
 """
 
@@ -148,46 +148,56 @@ def batched_continuations(
     answer_of: Callable[[int, list[int]], list[int]],
     stop: Optional[Stop] = None,
     vocab: Optional[int] = None,
+    batch: Optional[int] = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
-    """Greedy continuations of B sequences in one batch: sequence b is the first ``lengths[b]``
+    """Greedy continuations of sequences decoded as one batch: sequence b is the first ``lengths[b]``
     tokens held in ``lm``'s cache, then ``firsts[b]``, then up to ``budgets[b]`` greedy tokens.
 
-    The batch cache is built from ``lm.cache`` without recomputation: each row's prefix KV is
-    left-padded to the longest prefix, an attention mask hides the padding and position ids
-    continue each row from its own length, so one forward per step serves every row. Rows stop at
-    eos, at their budget, or when ``stop(answer_of(b, cont))`` holds; finished rows leave the
-    batch. Returns the continuations and q's last-layer state at each ``firsts[b]`` ``[B, H]``.
+    At most ``batch`` sequences (default: all) decode at a time, and one that finishes hands its
+    place to the next waiting one (continuous batching): the batch stays full until the queue runs
+    dry, instead of running down to its slowest row. Each row's KV comes from ``lm.cache`` without
+    recomputation, right-aligned with the batch's columns (left padding, hidden by the attention
+    mask), position ids continue each row from its own length, so one forward per step serves
+    every row. Rows stop at eos, at their budget, or when ``stop(answer_of(b, cont))`` holds.
+    Returns the continuations and q's last-layer state at each ``firsts[b]`` ``[N, H]``.
     """
-    B, L = len(lengths), max(lengths)
-    assert lm.cache_len >= L, "the cache must hold every prefix"
+    assert lm.cache_len >= max(lengths, default=0), "the cache must hold every prefix"
     dev = lm.device
+    source = [(layer.keys, layer.values) for layer in lm.cache.layers]
     cache = new_cache(lm.model.config)  # the same layer types as lm.cache, which the rows are copied from
-    for li, layer in enumerate(lm.cache.layers):
-        k, v = layer.keys, layer.values  # [1, H, T, D]
-        ks = k.new_zeros((B, k.shape[1], L, k.shape[3]))
-        vs = v.new_zeros((B, v.shape[1], L, v.shape[3]))
-        for b, n in enumerate(lengths):
-            ks[b, :, L - n:] = k[0, :, :n]
-            vs[b, :, L - n:] = v[0, :, :n]
-        cache.update(ks, vs, li)
-    mask = torch.zeros((B, L + 1), dtype=torch.long, device=dev)
-    for b, n in enumerate(lengths):
-        mask[b, L - n:] = 1
-    pos = torch.tensor(lengths, dtype=torch.long, device=dev).unsqueeze(1)
-    ids = torch.tensor(firsts, dtype=torch.long, device=dev).unsqueeze(1)
-    rows = list(range(B))  # batch row -> sequence index
-    conts: list[list[int]] = [[] for _ in range(B)]
-    h_first: Optional[torch.Tensor] = None
+    conts: list[list[int]] = [[] for _ in lengths]
+    h_first: list[Optional[torch.Tensor]] = [None] * len(lengths)
+    waiting = list(range(len(lengths)))[::-1]  # popped from the end: in order
+    rows: list[int] = []  # batch row -> sequence
+    steps: list[int] = []  # forwards each row has had
+    nxt: list[int] = []  # each row's next input token
+    mask = torch.zeros((0, 0), dtype=torch.long, device=dev)  # [rows, cache columns], 1 = the row's own
+    pos = torch.zeros((0, 1), dtype=torch.long, device=dev)
     kw = lm.cache_kwarg  # cache vs past_key_values: the name this model's forward declares
-    for step in range(max(budgets) + 1):
+    while rows or waiting:
+        new = [waiting.pop() for _ in range(min(len(waiting), (batch or len(lengths)) - len(rows)))]
+        if new:  # admit: each new row's prefix KV copied in, right-aligned with the batch's columns
+            ns = [lengths[b] for b in new]
+            width = max(mask.shape[1], *ns)
+            if rows and width > mask.shape[1]:  # a longer prefix: pad every row on the left
+                _pad_left(cache, width - mask.shape[1])
+            mask = torch.cat([mask.new_zeros((len(rows), width - mask.shape[1])), mask], dim=1)
+            _append_rows(cache, [tuple(torch.cat([_right_aligned(x[:, :, :n], width) for n in ns]) for x in kv) for kv in source])
+            cols = torch.arange(width, device=dev)
+            mask = torch.cat([mask, (cols[None] >= width - torch.tensor(ns, device=dev)[:, None]).long()])
+            pos = torch.cat([pos, torch.tensor(ns, dtype=torch.long, device=dev)[:, None]])
+            rows, steps, nxt = rows + new, steps + [0] * len(new), nxt + [firsts[b] for b in new]
+        ids = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(1)
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                       output_hidden_states=step == 0, **{kw: cache})
-        if step == 0:
-            h_first = out.hidden_states[-1][:, -1].clone()
+                       output_hidden_states=bool(new), **{kw: cache})
+        for r in range(len(rows) - len(new), len(rows)):
+            h_first[rows[r]] = out.hidden_states[-1][r, -1].clone()
         logits = out.logits[:, -1]
         nxt = (logits if vocab is None else fit_logits(logits, vocab)).argmax(-1).tolist()
         keep = []
         for r, b in enumerate(rows):
+            step, steps[r] = steps[r], steps[r] + 1
             if step >= budgets[b] or (step == 0 and firsts[b] in lm.eos_ids):
                 continue  # budget spent (or the swapped token itself ended the answer)
             tok = nxt[r]
@@ -195,19 +205,45 @@ def batched_continuations(
             if tok in lm.eos_ids or len(conts[b]) >= budgets[b] or (stop is not None and stop(answer_of(b, conts[b]))):
                 continue
             keep.append(r)
-        if not keep:
-            break
-        if len(keep) < len(rows):
-            sel = torch.tensor(keep, dtype=torch.long, device=dev)
-            cache.batch_select_indices(sel)
-            mask, pos = mask.index_select(0, sel), pos.index_select(0, sel)
-            nxt = [nxt[r] for r in keep]
-            rows = [rows[r] for r in keep]
-        ids = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(1)
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         pos = pos + 1
-    assert h_first is not None
-    return conts, h_first
+        if len(keep) == len(rows):
+            continue
+        rows, steps, nxt = [rows[r] for r in keep], [steps[r] for r in keep], [nxt[r] for r in keep]
+        if not keep:
+            cache, mask, pos = new_cache(lm.model.config), mask.new_zeros((0, 0)), pos[:0]
+            continue
+        sel = torch.tensor(keep, dtype=torch.long, device=dev)
+        cache.batch_select_indices(sel)
+        mask, pos = mask.index_select(0, sel), pos.index_select(0, sel)
+        lead = int(mask.any(dim=0).long().argmax())  # columns no remaining row holds (finished rows' prefixes): dropped
+        if lead:
+            mask = mask[:, lead:]
+            _pad_left(cache, -lead)
+    return conts, torch.stack(h_first) if h_first else torch.zeros(0, device=dev)
+
+
+def _right_aligned(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` ``[1, H, n, D]`` with ``width - n`` zero columns before it."""
+    return torch.cat([x.new_zeros(x.shape[:2] + (width - x.shape[2], x.shape[3])), x], dim=2)
+
+
+def _pad_left(cache: Any, cols: int) -> None:
+    """Add ``cols`` zero columns before every row of ``cache`` (``cols`` < 0: drop the first -cols)."""
+    for layer in cache.layers:
+        if cols > 0:
+            layer.keys, layer.values = (torch.cat([x.new_zeros(x.shape[:2] + (cols, x.shape[3])), x], dim=2) for x in (layer.keys, layer.values))
+        else:
+            layer.keys, layer.values = layer.keys[:, :, -cols:], layer.values[:, :, -cols:]
+
+
+def _append_rows(cache: Any, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Append rows to ``cache``: ``rows[li]`` = layer li's keys and values ``[b, H, T, D]``."""
+    for li, (k, v) in enumerate(rows):
+        layer = cache.layers[li]
+        if layer.is_initialized:
+            layer.keys, layer.values = torch.cat([layer.keys, k]), torch.cat([layer.values, v])
+        else:
+            cache.update(k, v, li)
 
 
 def mine_prompt(
@@ -270,7 +306,7 @@ def mine_prompt_batched(
     answer_k: int = 0,
 ) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], int]:
     """Label every mismatch of the target's greedy answer against that answer, decoding the
-    swapped continuations ``batch`` at a time (see module doc); ``answer_k`` >= 1: the answer
+    swapped continuations ``batch`` at a time, a finished one's place taken by the next (see module doc); ``answer_k`` >= 1: the answer
     itself is decoded speculatively with the draft (:func:`greedy_continue`).
 
     Returns ``(samples, answer, decoded_tokens)``; samples as :func:`mine_prompt`'s.
@@ -284,29 +320,23 @@ def mine_prompt_batched(
     logits = out.logits if vocab is None else fit_logits(out.logits, vocab)
     d_arg = logits.argmax(-1).tolist()
     miss = [(i, d_arg[n - 1 + i - start]) for i in range(len(answer)) if d_arg[n - 1 + i - start] != answer[i]]
+    if not miss:
+        return [], answer, 0
+    lengths, firsts = [n + i for i, _ in miss], [d for _, d in miss]
+    h_ps: list[Optional[torch.Tensor]] = [None] * len(miss)
     # h_p: p's state with d_i as input after answer[:i] — the draft's cache holds every prefix, so all
     # of them come from batched one-token forwards (a zero budget: no continuation)
-    h_ps: list[Optional[torch.Tensor]] = [None] * len(miss)
-    if need_draft_hidden and miss:
-        for lo in range(0, len(miss), batch):
-            chunk = miss[lo : lo + batch]
-            _, h = batched_continuations(draft.lm, [n + i for i, _ in chunk], [d for _, d in chunk], [0] * len(chunk),
-                                         lambda b, cont: cont)
-            h_ps[lo : lo + len(chunk)] = [row.clone() for row in h]
+    if need_draft_hidden:
+        _, h = batched_continuations(draft.lm, lengths, firsts, [0] * len(miss), lambda b, cont: cont, batch=batch)
+        h_ps = list(h)
         draft.tokens = []  # as for the target below: start the next prompt from a clean cache
         draft.lm.reset()
     target.run(prompt + answer)  # the cache holds every prefix the batch needs
-    samples, decoded = [], 0
-    for lo in range(0, len(miss), batch):
-        chunk = miss[lo : lo + batch]
-        conts, h_q = batched_continuations(
-            target.lm, [n + i for i, _ in chunk], [d for _, d in chunk], [max_new - i - 1 for i, _ in chunk],
-            lambda b, cont, chunk=chunk: answer[: chunk[b][0]] + [chunk[b][1]] + cont, stop=stop, vocab=vocab,
-        )
-        for (i, d), cont, hq, hp in zip(chunk, conts, h_q, h_ps[lo : lo + batch]):
-            decoded += len(cont)
-            swapped = answer[:i] + [d] + cont
-            samples.append((i, d, int(bool(check(answer, swapped, i, decode))), hp, hq.clone()))
+    conts, h_q = batched_continuations(target.lm, lengths, firsts, [max_new - i - 1 for i, _ in miss],
+                                       lambda b, cont: answer[: miss[b][0]] + [miss[b][1]] + cont, stop=stop, vocab=vocab, batch=batch)
+    samples = [(i, d, int(bool(check(answer, answer[:i] + [d] + cont, i, decode))), hp, hq)
+               for (i, d), cont, hq, hp in zip(miss, conts, h_q, h_ps)]
+    decoded = sum(len(c) for c in conts)
     target.tokens = []  # the batch forwards replaced the adapter's cache object: start clean
     target.lm.reset()
     return samples, answer, decoded
