@@ -71,7 +71,7 @@ STUDIES = {
         ("arm", "config", "batch_size", "n_batches", "throughput_tokens_per_sec", "speedup", "speedup_lo", "speedup_hi",
          "predicted_speedup", "mean_accepted_tokens", "peak_mem_gib"),
         (), ("arm", "speedup"),
-        (("", "Our kernels: batched baseline, SpS (k=4, k=auto), prompt lookup and transformers' batched generate"),
+        (("", "Our kernels: batched baseline, SpS (k = 2, 4, 8, auto), prompt lookup and transformers' batched generate"),
          ("aten", "PyTorch's stock kernels: transformers' batched generate against our batched baseline")),
         (("batch_crossover_summary", ("arm", "config", "batch_sizes", "pays_up_to", "stops_paying_at", "best_speedup",
                                       "best_batch_size")),),
