@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import itertools
 import subprocess
 import sys
@@ -75,7 +76,8 @@ def main() -> None:
         got = {}
         for name, mod in order:
             t = time.perf_counter()
-            new = {"answer_k": params.mining_answer_k} if mod is after else {}  # settings the older miner lacks
+            # settings an older miner lacks stay at its behaviour; those it has are set alike for both
+            new = {"answer_k": params.mining_answer_k} if "answer_k" in inspect.signature(mod.mine).parameters else {}
             m = mod.mine(target, draft, [pr], args.tokens, check, need_draft_hidden=need_p, batch=params.mining_batch, **new)
             dt = time.perf_counter() - t
             total[name][0] += dt
