@@ -425,6 +425,26 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
     assert first_k(fed=40, room=64) > 0 and first_k(fed=40, room=8) == 0
 
 
+def test_a_wide_batch_on_a_compute_bound_pass_never_drafts():
+    """A verify pass whose cost grows with its tokens (v(n) = n / 16 past 16: compute-bound, a
+    CPU's wide batch) and a draft that must catch up on 150-token prompts: no chain, not even a
+    perfect one, pays that back in 64 tokens, so the batch decodes plainly from its first step to
+    its last — no k = 1 steps to re-measure acceptance either."""
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
+    from spsamp.drafting.sizing import RowsChainSizer
+    from spsamp.proposals import Proposal, RowsStep
+
+    rows = 16
+    sizer = RowsChainSizer(Costs(c=0.2, v=VerifyCost({16: 1.0, 4096: 256.0}), vd=VerifyCost({16: 1.0, 4096: 256.0})), rows, PRIORS)
+    ks = []
+    for step in range(64):
+        k = sizer.choose([63 - step] * rows, 150 + step)  # the draft never ran: it lags by the prompt and every step
+        assert k == 0, (step, k)
+        sizer.observe_rows(RowsStep([Proposal.empty()] * rows, [0] * rows, 0.0, 0.01, 0.0, rows, []))
+        ks.append(k)
+    assert set(ks) == {0}
+
+
 def test_a_draft_pass_that_catches_up_is_not_read_as_the_drafts_cost():
     """A batch's first draft pass feeds the prompts (the draft is prefilled lazily) or the tokens of
     plain steps: its seconds are a one-time catch-up, not what a draft pass costs."""
