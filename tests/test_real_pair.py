@@ -69,9 +69,29 @@ def test_speculative_on_two_coding_prompts(tmp_path):
         assert sps["acceptance_rate"] >= 0.6 and sps["avg_tokens_per_step"] > 2.0, (pid, sps["acceptance_rate"])
         assert sps["target_calls"] < base["target_calls"]
         # bf16: a 5-token verify pass rounds differently from 1-token passes, so a near-tied greedy
-        # token may flip (fp32 matches exactly); the outputs still agree well past the first tokens
-        same = next((i for i, (a, b) in enumerate(zip(sps["generated_ids"], base["generated_ids"])) if a != b), 48)
-        assert same >= 16, (pid, same, sps["generated_text"], base["generated_text"])
+        # token may flip (fp32 matches exactly): the outputs agree up to a position where the two
+        # tokens are the target's best two, their logits within rounding of each other
+        same = next((i for i, (a, b) in enumerate(zip(sps["generated_ids"], base["generated_ids"])) if a != b), None)
+        if same is not None:
+            _assert_near_tie(cfg, pid, base["generated_ids"][:same], {base["generated_ids"][same], sps["generated_ids"][same]})
+
+
+def _assert_near_tie(cfg, pid: str, prefix: list[int], tokens: set[int]) -> None:
+    from spsamp.config import validate
+    from spsamp.data import load_prompts
+    from spsamp.data.chat import encode, messages_for
+    from spsamp.models import load_model
+
+    run, _ = validate(cfg)
+    prompt = next(p for p in load_prompts(run.dataset) if p.id == pid)
+    target = load_model(run.model.target, run.hardware, run.paths.cache_dir)  # the jobs' own copy (memoised)
+    ids = encode(target.tokenizer, messages_for(run.dataset.system_prompt, prompt.turns[:1], []), run.generation.use_chat_template)
+    target.reset()
+    logits = target.forward(torch.cat([ids, torch.tensor(prefix, dtype=ids.dtype)])).logits[-1].float()
+    target.reset()
+    top = logits.topk(2)
+    assert set(top.indices.tolist()) == tokens, (pid, len(prefix), top, tokens)
+    assert float(top.values[0] - top.values[1]) < 0.5, (pid, len(prefix), top)
 
 
 def test_tokenizers_and_chat_templates_match():
