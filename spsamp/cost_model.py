@@ -276,6 +276,7 @@ class SizingPriors:
     calibration_range: tuple[float, float] = (0.25, 4.0)  # its clamp: at T=0 the tree ranks by the draft's T=1 probabilities
     k_max: int = 16  # longest chain k=auto may choose
     explore_after: int = 8  # a batch at k = 0: plain steps before a k = 1 step re-measures acceptance (doubling while none pays)
+    explore_alpha: float = 0.9  # ... and only where chains at this acceptance (a good pair's, on code) would pay
 
 
 PRIORS = SizingPriors()

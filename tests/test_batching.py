@@ -411,6 +411,8 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
     prompt, lazily): worth paying only when chains, even ones the target keeps whole, save more than
     it costs in the tokens left. Long prompts with few tokens to go stay plain without trying; the
     same prompts with many tokens to go, or a draft already caught up, draft."""
+    import dataclasses
+
     from spsamp.cost_model import PRIORS, Costs, VerifyCost
     from spsamp.drafting.sizing import RowsChainSizer
 
@@ -423,13 +425,20 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
     assert first_k(fed=300, room=4096) > 0
     # a batch that found chains paying, then stayed plain a while, re-measures only while catching up pays
     assert first_k(fed=40, room=64) > 0 and first_k(fed=40, room=8) == 0
+    # re-measuring is hoped to find a good pair's acceptance, not a perfect one: where only perfect
+    # chains would pay back the catch-up, a batch whose prior says no stays plain
+    pessimist = dataclasses.replace(PRIORS, alpha=0.05)
+    # a verify pass 0.85 units dearer per 4 more tokens: long perfect chains beat plain steps, 90 % ones do not
+    steep = Costs(c=0.05, v=VerifyCost({4: 1.0, 4096: 1 + 0.85 * 4092 / 4}), vd=VerifyCost({4: 1.0, 4096: 1024.0}))
+    assert RowsChainSizer(steep, 4, dataclasses.replace(pessimist, explore_alpha=1.0)).choose([64] * 4, 2) == 1
+    assert RowsChainSizer(steep, 4, pessimist).choose([64] * 4, 2) == 0
 
 
 def test_a_wide_batch_on_a_compute_bound_pass_never_drafts():
     """A verify pass whose cost grows with its tokens (v(n) = n / 16 past 16: compute-bound, a
-    CPU's wide batch) and a draft that must catch up on 150-token prompts: no chain, not even a
-    perfect one, pays that back in 64 tokens, so the batch decodes plainly from its first step to
-    its last — no k = 1 steps to re-measure acceptance either."""
+    CPU's wide batch) and a draft that must catch up on 150-token prompts: no chain pays that back
+    in 64 tokens, so the batch decodes plainly from its first step to its last — no k = 1 steps to
+    re-measure acceptance either."""
     from spsamp.cost_model import PRIORS, Costs, VerifyCost
     from spsamp.drafting.sizing import RowsChainSizer
     from spsamp.proposals import Proposal, RowsStep

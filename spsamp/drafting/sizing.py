@@ -261,10 +261,11 @@ class RowsChainSizer(Sizer):
         return size
 
     def could_pay(self, cap: list[int], args: tuple, plain: float, catch_up: float) -> bool:
-        """Whether drafting could pay, were every draft token kept: re-measuring acceptance (a k = 1
-        step, and the draft's catch-up before it) is worth it only then. A batch whose wide verify
-        pass or catch-up costs more than perfect chains save stays plain without trying."""
-        size, tokens, cost = best_rows_k([1.0] * len(cap), cap, *args, k_max=self.priors.k_max)
+        """Whether drafting could pay at the acceptance of a good pair (``SizingPriors.explore_alpha``):
+        re-measuring acceptance (a k = 1 step, and the draft's catch-up before it) is worth it only
+        then. A batch whose wide verify pass or catch-up costs more than such chains save stays
+        plain without trying."""
+        size, tokens, cost = best_rows_k([self.priors.explore_alpha] * len(cap), cap, *args, k_max=self.priors.k_max)
         return size > 0 and pays_back(tokens, cost, len(cap), plain, sum(cap) + len(cap), catch_up)
 
     def observe_rows(self, step: RowsStep) -> None:
