@@ -231,7 +231,7 @@ def _pad_left(cache: Any, cols: int) -> None:
     """Add ``cols`` zero columns before every row of ``cache`` (``cols`` < 0: drop the first -cols)."""
     for layer in cache.layers:
         if cols > 0:
-            layer.keys, layer.values = (torch.cat([x.new_zeros(x.shape[:2] + (cols, x.shape[3])), x], dim=2) for x in (layer.keys, layer.values))
+            layer.keys, layer.values = (_right_aligned(x, x.shape[2] + cols) for x in (layer.keys, layer.values))
         else:
             layer.keys, layer.values = layer.keys[:, :, -cols:], layer.values[:, :, -cols:]
 
