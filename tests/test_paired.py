@@ -191,12 +191,18 @@ def test_the_cost_model_prediction_is_read_in_one_place():
              json.dumps({"sizing_steps": 4, "sizing_predicted_step_tokens": 1.0, "sizing_predicted_step_cost": 1.0, "sizing_predicted_speedup": 1.0})]
     assert P.predicted_over_baseline(sized) == pytest.approx(2.0)  # today's family, pooled the same way
     assert np.isnan(P.predicted_over_baseline([None, json.dumps({"draft_time_s": 1.0})]))
+    # its forecast of mean_accepted_tokens: a sized step at its forecast, the prefill's pass at its one token
+    assert P.predicted_accepted_tokens(sized, [5, 5]) == pytest.approx((1 + 12 + 1 + 4) / 10)
+    assert P.predicted_accepted_tokens(sized + [None, "{bad", json.dumps([1])], [5, 5, 7, 7, 7]) == pytest.approx(1.8)
+    assert np.isnan(P.predicted_accepted_tokens([None, json.dumps({"draft_time_s": 1.0})], [3, 3]))
     rows = comparison()
     for r in rows:
         if r["arm"] == "sps":
-            r["metrics_json"] = json.dumps({"sizing_predicted_speedup": 1.8})
-    assert one(P.paired_speedups(pd.DataFrame(rows)), arm="sps").predicted_speedup == pytest.approx(1.8)
-    assert "predicted_speedup" in comparison_summary(pd.DataFrame(rows)).columns
+            r["metrics_json"] = json.dumps({"sizing_predicted_speedup": 1.8, "sizing_steps": r["target_calls"] - 1,
+                                            "sizing_predicted_step_tokens": 4.0, "sizing_predicted_step_cost": 1.0})
+    got = one(P.paired_speedups(pd.DataFrame(rows)), arm="sps")  # 3 steps forecast at 4 tokens, the prefill at 1: 13 / 4 passes
+    assert got.predicted_speedup == pytest.approx(4.0) and got.mean_accepted_tokens == 2.5 and got.predicted_accepted_tokens == pytest.approx(3.25)
+    assert {"predicted_speedup", "predicted_accepted_tokens"} <= set(comparison_summary(pd.DataFrame(rows)).columns)
 
 
 # ---- spread between launches ---------------------------------------------------------------------

@@ -116,12 +116,7 @@ def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
     cost), from the ``metrics_json`` the sizing drafters write (``sizing_*``; rows written before that family
     have ``auto_*`` or ``grow_*``); rows with only a per-row prediction give the mean of those. NaN where
     no row carries one. The one place that reads these keys."""
-    rows = []
-    for text in metrics_json:
-        try:
-            rows.append(json.loads(text) if isinstance(text, str) and text else {})
-        except json.JSONDecodeError:
-            rows.append({})
+    rows = _parsed(metrics_json)
     for prefix in ("sizing", "auto", "grow"):
         steps, tokens, cost = (f"{prefix}_steps", f"{prefix}_predicted_step_tokens", f"{prefix}_predicted_step_cost")
         have = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in (steps, tokens, cost))]
@@ -133,6 +128,32 @@ def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
         if single:
             return float(np.mean(single))
     return np.nan
+
+
+def predicted_accepted_tokens(metrics_json: Iterable[Optional[str]], target_calls: Iterable[object]) -> float:
+    """The cost model's forecast of ``mean_accepted_tokens`` (new tokens per target pass), pooled
+    the same way over the rows it sized: each sized step at the tokens it was chosen for
+    (``sizing_predicted_step_tokens``), every other target pass (the prefill) at the one token it
+    yields. Beside the measured figure it says whether ``predicted_speedup`` missed on acceptance
+    (this one misses too) or on cost (this one holds). NaN where no row was sized."""
+    num = den = 0.0
+    for m, calls in zip(_parsed(metrics_json), target_calls):
+        steps, tokens = m.get("sizing_steps"), m.get("sizing_predicted_step_tokens")
+        calls = pd.to_numeric(calls, errors="coerce")
+        if isinstance(steps, (int, float)) and isinstance(tokens, (int, float)) and np.isfinite(calls) and calls >= steps:
+            num, den = num + calls - steps + steps * tokens, den + calls
+    return num / den if den > 0 else np.nan
+
+
+def _parsed(metrics_json: Iterable[Optional[str]]) -> list[dict]:
+    rows = []
+    for text in metrics_json:
+        try:
+            m = json.loads(text) if isinstance(text, str) and text else {}
+        except json.JSONDecodeError:
+            m = {}
+        rows.append(m if isinstance(m, dict) else {})
+    return rows
 
 
 def pooled_histogram(hists: Iterable[object]) -> list[int]:
@@ -227,6 +248,8 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
             "mean_accepted_tokens": num["new_tokens"] / num["target_calls"] if num["target_calls"] and num["target_calls"] > 0 else np.nan,
             "accept_len_hist": fmt_histogram(pooled_histogram(ok["accept_len_hist"])) if "accept_len_hist" in ok else "–",
             "predicted_speedup": predicted_over_baseline(ok["metrics_json"]) if "metrics_json" in ok else np.nan,
+            "predicted_accepted_tokens": (predicted_accepted_tokens(ok["metrics_json"], ok["target_calls"])
+                                          if "metrics_json" in ok and "target_calls" in ok else np.nan),
         })
     return pd.DataFrame(out)
 

@@ -72,7 +72,8 @@ def _quality_display(q: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
 _PAIRED_NOTE = ("`mean_accepted_tokens` = new tokens per target forward pass, pooled (1.00 for plain decoding; Spec-Bench's "
                 "mean accepted tokens); `accept_len_hist` = steps that kept i tokens (`i:steps`), summed over rows; "
                 "`predicted_speedup` = the cost model's own decode-phase prediction over plain decoding, where the arm "
-                "sized its drafts by it (compare with `decode_speedup`).")
+                "sized its drafts by it (compare with `decode_speedup`); `predicted_accepted_tokens` = its forecast of "
+                "`mean_accepted_tokens`: where it holds and `predicted_speedup` does not, the cost side missed.")
 
 
 def _paired_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:

@@ -119,7 +119,7 @@ def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
     out = out.rename(columns={"n_prompts": "paired"}).astype({"paired": object})  # prompts the arm and the reference both decoded
     out.loc[out["arm"] == out["reference_arm"], "paired"] = "–"
     cols = ["arm", "config", "cpu_linear", "prompts", "paired", "errors", "tokens_per_sec", "speedup [95% CI]", "median [IQR]",
-            "decode_speedup", "predicted_speedup", "mean_accepted_tokens", "acceptance", "accept_len_hist", "same_as_reference"]
+            "decode_speedup", "predicted_speedup", "mean_accepted_tokens", "predicted_accepted_tokens", "acceptance", "accept_len_hist", "same_as_reference"]
     if not q.empty:
         q = q.set_index(P.ARM_KEYS)
         idx = pd.MultiIndex.from_frame(out[P.ARM_KEYS])
@@ -136,7 +136,8 @@ def comparison_summary(df: pd.DataFrame) -> pd.DataFrame:
                 cell.append(("–", "–", "–"))
         out["pass@1 [95% CI]"], out["Δ pass@1"], out["McNemar p"] = zip(*cell)
         cols += ["pass@1 [95% CI]", "Δ pass@1", "McNemar p"]
-    for c, empty in (("predicted_speedup", out["predicted_speedup"].isna().all()), ("same_as_reference", out["same_as_reference"].isna().all()),
+    for c, empty in (("predicted_speedup", out["predicted_speedup"].isna().all()),
+                     ("predicted_accepted_tokens", out["predicted_accepted_tokens"].isna().all()), ("same_as_reference", out["same_as_reference"].isna().all()),
                      ("errors", not out["errors"].any()), ("cpu_linear", out["cpu_linear"].astype(str).nunique() <= 1),
                      ("accept_len_hist", (out["accept_len_hist"] == "–").all())):
         if empty:
