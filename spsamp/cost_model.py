@@ -104,6 +104,12 @@ class VerifyCost:
         n0, n1, r0, r1 = ns[i - 1], ns[i], rs[i - 1], rs[i]
         return max(1.0, r0 + (r1 - r0) * (n - n0) / (n1 - n0))
 
+    def wide(self, n: int) -> float:
+        """v(n) for a pass that may lie far past the widest measured one (a draft catching up on
+        prompts): there a pass costs at least its tokens' worth of the widest measured pass
+        (compute-bound, cost per token grows with width), however flat the last two points ran."""
+        return max(self(n), self.rs[-1] * n / self.ns[-1])
+
     def as_dict(self) -> dict[int, float]:
         return dict(zip(self.ns, self.rs))
 

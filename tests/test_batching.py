@@ -434,6 +434,26 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
     assert RowsChainSizer(steep, 4, pessimist).choose([64] * 4, 2) == 0
 
 
+def test_a_catch_up_past_the_widest_probed_draft_pass_costs_at_least_its_tokens_worth():
+    """The probe's widest draft pass is ~128 tokens; a catch-up on 8 prompts of 180 tokens is 1,440.
+    Extending the last two points' slope (a flat one: the pass over 16 tokens cost little more than
+    over 2) would price it below what passes that wide cost per token, and a batch would draft where
+    the catch-up does not pay back."""
+    from spsamp.cost_model import PRIORS, Costs, VerifyCost
+    from spsamp.drafting.sizing import RowsChainSizer
+
+    vd = VerifyCost({16: 1.7, 128: 4.9})  # per token: 0.106 at 16, 0.038 at 128 (the last slope: 0.029)
+    assert vd.wide(1440) == pytest.approx(4.9 * 1440 / 128) and vd.wide(1440) > vd(1440)
+    assert vd.wide(64) == vd(64) and VerifyCost({2: 1.0, 4: 4.0}).wide(8) == VerifyCost({2: 1.0, 4: 4.0})(8)  # steeper: its own slope
+
+    # a batch at the margin: its verify pass 0.6 units dearer per 8 more tokens, 63 tokens left a row
+    v = VerifyCost({8: 1.0, 16: 1.6, 32: 2.8, 64: 5.2, 136: 10.6})
+    linear = VerifyCost({16: 1.7, 128: 4.9, 1440: 4.9 + 0.029 * 1312})  # the probe, extended by its last slope
+    for draft_curve, drafts in ((linear, True), (vd, False)):
+        k = RowsChainSizer(Costs(c=0.1, v=v, vd=draft_curve), 8, PRIORS).choose([63] * 8, 180)
+        assert (k > 0) == drafts, (draft_curve.as_dict(), k)
+
+
 def test_a_wide_batch_on_a_compute_bound_pass_never_drafts():
     """A verify pass whose cost grows with its tokens (v(n) = n / 16 past 16: compute-bound, a
     CPU's wide batch) and a draft that must catch up on 150-token prompts: no chain pays that back

@@ -243,7 +243,7 @@ class RowsChainSizer(Sizer):
         cap = [rooms[i] for i in live]
         first = min(2, fed)
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
-        catch_up = self.cost.c * (self.cost.vd(len(rooms) * fed) - self.cost.vd(len(rooms) * first))
+        catch_up = self.cost.c * (self.cost.vd.wide(len(rooms) * fed) - self.cost.vd.wide(len(rooms) * first))
         plain = best_rows_k(alphas, cap, *args, k_max=0)[2]  # a plain batched step's cost
         size, tokens, cost = best_rows_k(alphas, cap, *args, k_max=self.priors.k_max)
         if size > 0 and not pays_back(tokens, cost, len(live), plain, sum(cap) + len(live), catch_up):
