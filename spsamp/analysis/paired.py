@@ -115,7 +115,7 @@ def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
     its rows as the measurement is (each row's steps x predicted tokens over its steps x predicted
     cost), from the ``metrics_json`` the sizing drafters write (``sizing_*``; rows written before that family
     have ``auto_*`` or ``grow_*``); rows with only a per-row prediction give the mean of those. NaN where
-    no row carries one. The one place that reads these keys."""
+    no row carries one. This and :func:`predicted_accepted_tokens` are the only readers of these keys."""
     rows = _parsed(metrics_json)
     for prefix in ("sizing", "auto", "grow"):
         steps, tokens, cost = (f"{prefix}_steps", f"{prefix}_predicted_step_tokens", f"{prefix}_predicted_step_cost")
