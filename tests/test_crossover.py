@@ -16,14 +16,16 @@ from spsamp.records.schema import CORE_NAMES
 PROMPTS = 16
 
 
-def job(bs: int, ratios: dict[str, float], jitter: float = 0.02) -> list[dict]:
+def job(bs: int, ratios: dict[str, float], jitter: float = 0.02, prefill: float = 0.0) -> list[dict]:
     """One comparison job at batch size ``bs``: the base arm and each arm of ``ratios`` (its true
-    speedup) decode PROMPTS prompts in batches of ``bs``; each batch's wall time is shared by its
-    rows, as the runner records it; an arm's batches run -jitter, 0, +jitter off its true ratio."""
+    decode speedup) decode PROMPTS prompts in batches of ``bs``; each batch's wall, prefill and
+    decode time are shared by its rows, as the runner records them; an arm's batches decode -jitter,
+    0, +jitter off its true ratio; every arm's prefill takes ``prefill`` seconds per row."""
     rows = []
     for arm, ratio in {"base": 1.0, **ratios}.items():
         for b in range(PROMPTS // bs):
-            wall = bs * (1.0 + 0.05 * bs) / ratio * (1 + (jitter * ((b % 3) - 1) if arm != "base" else 0))
+            decode = bs * (1.0 + 0.05 * bs) / ratio * (1 + (jitter * ((b % 3) - 1) if arm != "base" else 0))
+            wall = prefill * bs + decode
             for i in range(b * bs, (b + 1) * bs):
                 r = {name: None for name in CORE_NAMES}
                 r.update({
@@ -32,7 +34,7 @@ def job(bs: int, ratios: dict[str, float], jitter: float = 0.02) -> list[dict]:
                     "method": "baseline" if arm == "base" else "speculative", "prompt_id": f"p{i}", "turn": 1, "repeat": 0,
                     "temperature": 0.0, "cpu_model": "cpu-A", "num_threads": 1, "cpu_linear": "aten", "hostname": "h",
                     "batch_size": bs, "batch_index": b, "new_tokens": 10, "wall_time_s": wall, "tokens_per_sec": 10 / wall,
-                    "decode_tokens_per_sec": 10 / wall, "target_calls": 10 if arm == "base" else 4, "peak_mem_bytes": 2**30 * bs,
+                    "prefill_s": prefill * bs, "decode_s": decode, "decode_tokens_per_sec": 10 / decode, "target_calls": 10 if arm == "base" else 4, "peak_mem_bytes": 2**30 * bs,
                     "generated_ids": [1, 2],
                 })
                 rows.append(r)
@@ -75,11 +77,25 @@ def test_a_single_batch_gets_no_interval_and_is_never_judged():
     assert np.isnan(crossover_summary(tab.reset_index()).set_index("arm").loc["sps", "stops_paying_at"])
 
 
+def test_decode_speedup_pairs_the_decode_phase_that_the_prefill_dilutes():
+    """Every arm pays the same prefill: the whole-batch speedup shrinks towards 1 while the decode
+    phase's speedup, paired per batch with its own interval, still shows what the drafter gained."""
+    tab = batch_crossover(pd.DataFrame(job(2, {"sps": 2.0}, prefill=1.0) + job(4, {"sps": 2.0}, prefill=1.0)))
+    sps = tab[tab["arm"] == "sps"].set_index("batch_size")
+    for bs in (2, 4):
+        r = sps.loc[bs]
+        assert r["decode_speedup"] == pytest.approx(2.0, rel=0.02)
+        assert r["decode_speedup_lo"] <= 2.0 <= r["decode_speedup_hi"] and r["decode_speedup_hi"] < 2.1
+        assert 1.0 < r["speedup"] < r["decode_speedup"] and r["speedup_hi"] < 2.0  # prefill dilutes it
+    assert tab[tab["arm"] == "base"]["decode_speedup"].isna().all()
+
+
 def test_one_batch_size_has_no_crossover_and_the_plot_renders_otherwise():
     with pytest.raises(NoData, match="one batch size"):
         batch_crossover(pd.DataFrame(job(2, {"sps": 1.5})))
     fig = plot_batch_crossover(sweep())
-    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+    assert len(fig.axes) == 3 and all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert "decode" in fig.axes[1].get_ylabel()
 
 
 @pytest.mark.slow

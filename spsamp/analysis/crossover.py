@@ -6,8 +6,10 @@ every arm. The unit of pairing is the batch, not the prompt: rows of one batch s
 time, so they are not independent measurements. :func:`batch_crossover` pairs each arm's batch
 with the reference arm's batch of the same prompts, takes the ratio of their aggregate throughputs
 (new tokens / wall time), and reports the geometric mean over batches with a 95 % bootstrap
-interval over batches, beside the batch size, the arm's aggregate throughput, the cost model's
-prediction and peak memory. :func:`crossover_summary` names, per arm, the largest batch size at
+interval over batches; ``decode_speedup`` is the same over the decode phase alone (new tokens /
+decode time: the phase a drafter changes and the cost model's ``predicted_speedup`` forecasts,
+without the prefill every arm pays alike, which dilutes ``speedup`` for short outputs and large
+batches). Beside them: the batch size, the arm's aggregate throughput and peak memory. :func:`crossover_summary` names, per arm, the largest batch size at
 which it still pays and the smallest at which it stops paying — both judged by the interval, so a
 speedup the interval does not support is neither.
 """
@@ -23,38 +25,50 @@ from spsamp.analysis.paired import ARM_KEYS, PAIR_KEYS, bootstrap_geomean, geome
 from spsamp.analysis.tables import NoData
 
 COLUMNS = ["comparison", "arm", "config", "batch_size", "n_batches", "throughput_tokens_per_sec", "speedup", "speedup_lo",
-           "speedup_hi", "decode_speedup", "predicted_speedup", "mean_accepted_tokens", "peak_mem_gib", "hardware"]
+           "speedup_hi", "decode_speedup", "decode_speedup_lo", "decode_speedup_hi", "predicted_speedup",
+           "mean_accepted_tokens", "peak_mem_gib", "hardware"]
+
+SUMMARY_COLUMNS = ["arm", "config", "batch_sizes", "pays_up_to", "stops_paying_at", "decode_pays_up_to",
+                   "decode_stops_paying_at", "best_speedup", "best_batch_size"]
 
 
 def _batches(ok: pd.DataFrame) -> pd.DataFrame:
-    """One row per batch of ``ok`` rows: its key, prompts (a frozenset), new tokens and wall time."""
+    """One row per batch of ``ok`` rows: its key, prompts (a frozenset), new tokens, wall and decode
+    time (shared by the batch's rows), and the two throughputs."""
     batch = ok["run_id"].astype(str) + "/" + ok["batch_index"].fillna(-1).astype(int).astype(str)
     prompt = ok[PAIR_KEYS].astype(str).agg("#".join, axis=1)
     frame = ok.assign(_batch=batch, _prompt=prompt, _tokens=pd.to_numeric(ok["new_tokens"], errors="coerce"),
-                      _wall=pd.to_numeric(ok["wall_time_s"], errors="coerce"))
+                      _wall=pd.to_numeric(ok["wall_time_s"], errors="coerce"),
+                      _decode=pd.to_numeric(ok["decode_s"], errors="coerce") if "decode_s" in ok else np.nan)
     g = frame.groupby(ARM_KEYS + ["_batch"], dropna=False, sort=False)
-    out = g.agg(prompts=("_prompt", frozenset), tokens=("_tokens", "sum"), wall=("_wall", "first")).reset_index()
+    out = g.agg(prompts=("_prompt", frozenset), tokens=("_tokens", "sum"), wall=("_wall", "first"),
+                decode=("_decode", "first")).reset_index()
     out["rate"] = out["tokens"] / out["wall"]
+    out["decode_rate"] = out["tokens"] / out["decode"].where(out["decode"] > 0)
     return out
 
 
 def _paired_batches(ok: pd.DataFrame) -> pd.DataFrame:
     """Per (run_dir, comparison, arm) other than the reference: the geometric mean over batches of
     the arm's batch throughput over the reference arm's batch of the same prompts, with a 95 %
-    bootstrap interval over batches. Batches without a twin (split out of memory, failed rows)
-    are left out."""
+    bootstrap interval over batches, for the whole batch (``speedup``) and its decode phase
+    (``decode_speedup``). Batches without a twin (split out of memory, failed rows) are left out."""
     batches = _batches(ok)
     ref_arm = ok.groupby(ARM_KEYS, dropna=False)["reference_arm"].first().rename("reference_arm").reset_index()
     batches = batches.merge(ref_arm, on=ARM_KEYS)
-    ref = batches[batches["arm"] == batches["reference_arm"]][["run_dir", "comparison", "prompts", "rate"]]
+    ref = batches[batches["arm"] == batches["reference_arm"]][["run_dir", "comparison", "prompts", "rate", "decode_rate"]]
     other = batches[batches["arm"] != batches["reference_arm"]]
-    both = other.merge(ref.rename(columns={"rate": "ref_rate"}), on=["run_dir", "comparison", "prompts"])
+    both = other.merge(ref, on=["run_dir", "comparison", "prompts"], suffixes=("", "_ref"))
     out = []
     for key, g in both.groupby(ARM_KEYS, dropna=False, sort=False):
-        ratios = (g["rate"] / g["ref_rate"]).to_numpy()
-        lo, hi = bootstrap_geomean(ratios) if len(ratios) > 1 else (np.nan, np.nan)  # one batch: no interval
-        out.append({**dict(zip(ARM_KEYS, key)), "n_batches": len(ratios), "speedup": geomean(ratios), "speedup_lo": lo, "speedup_hi": hi})
-    return pd.DataFrame(out, columns=ARM_KEYS + ["n_batches", "speedup", "speedup_lo", "speedup_hi"])
+        row = {**dict(zip(ARM_KEYS, key)), "n_batches": len(g)}
+        for name, rate in (("speedup", "rate"), ("decode_speedup", "decode_rate")):
+            ratios = (g[rate] / g[f"{rate}_ref"]).to_numpy()
+            lo, hi = bootstrap_geomean(ratios)  # NaN for one batch: no interval
+            row.update({name: geomean(ratios), f"{name}_lo": lo, f"{name}_hi": hi})
+        out.append(row)
+    spreads = [f"{n}{s}" for n in ("speedup", "decode_speedup") for s in ("", "_lo", "_hi")]
+    return pd.DataFrame(out, columns=ARM_KEYS + ["n_batches"] + spreads)
 
 
 def _per_job(ok: pd.DataFrame) -> pd.DataFrame:
@@ -79,7 +93,7 @@ def batch_crossover(df: pd.DataFrame, paired: Optional[pd.DataFrame] = None) -> 
     if ok.empty or ok["batch_size"].nunique() < 2:
         raise NoData("the comparisons ran at one batch size (sweep generation.batch_size to see a crossover)")
     sp = paired_speedups(df) if paired is None else paired
-    info = sp[ARM_KEYS + [c for c in ("config", "hardware", "mean_accepted_tokens", "predicted_speedup", "decode_speedup") if c in sp]]
+    info = sp[ARM_KEYS + [c for c in ("config", "hardware", "mean_accepted_tokens", "predicted_speedup") if c in sp]]
     out = _per_job(ok).merge(_paired_batches(ok), on=ARM_KEYS, how="left").merge(info, on=ARM_KEYS, how="left")
     for c in COLUMNS:
         if c not in out:
@@ -90,16 +104,16 @@ def batch_crossover(df: pd.DataFrame, paired: Optional[pd.DataFrame] = None) -> 
 def crossover_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per arm other than the reference: ``pays_up_to`` (the largest batch size whose speedup
     interval lies above 1), ``stops_paying_at`` (the smallest batch size whose interval lies below
-    1; empty while none does), and the best speedup with its batch size."""
+    1; empty while none does), the same two judged on the decode phase alone
+    (``decode_pays_up_to``, ``decode_stops_paying_at``), and the best speedup with its batch size."""
     out = []
     for arm, g in table[table["speedup"].notna()].groupby("arm", sort=True):
         g = g.sort_values("batch_size")
-        pays = g[g["speedup_lo"] > 1]
-        stops = g[g["speedup_hi"] < 1]
+        row = {"arm": arm, "config": g["config"].iloc[0], "batch_sizes": " ".join(str(b) for b in g["batch_size"])}
+        for prefix, col in (("", "speedup"), ("decode_", "decode_speedup")):
+            pays, stops = g[g[f"{col}_lo"] > 1], g[g[f"{col}_hi"] < 1]
+            row[f"{prefix}pays_up_to"] = int(pays["batch_size"].max()) if len(pays) else np.nan
+            row[f"{prefix}stops_paying_at"] = int(stops["batch_size"].min()) if len(stops) else np.nan
         best = g.loc[g["speedup"].idxmax()]
-        out.append({"arm": arm, "config": g["config"].iloc[0],
-                    "batch_sizes": " ".join(str(b) for b in g["batch_size"]),
-                    "pays_up_to": int(pays["batch_size"].max()) if len(pays) else np.nan,
-                    "stops_paying_at": int(stops["batch_size"].min()) if len(stops) else np.nan,
-                    "best_speedup": best["speedup"], "best_batch_size": int(best["batch_size"])})
-    return pd.DataFrame(out, columns=["arm", "config", "batch_sizes", "pays_up_to", "stops_paying_at", "best_speedup", "best_batch_size"])
+        out.append({**row, "best_speedup": best["speedup"], "best_batch_size": int(best["batch_size"])})
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)

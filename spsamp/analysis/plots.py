@@ -267,34 +267,38 @@ def plot_quality_frontier(df: pd.DataFrame, quality: Optional[pd.DataFrame] = No
 
 
 def plot_batch_crossover(df: pd.DataFrame, crossover: Optional[pd.DataFrame] = None) -> Figure:
-    """Each arm's paired speedup over the reference arm against batch size (95 % bootstrap
-    interval), the cost model's prediction beside it where the arm makes one (hollow markers), and
-    aggregate throughput against batch size for every arm, the reference's included."""
+    """Against batch size: each arm's paired speedup over the reference arm (95 % bootstrap
+    interval); its decode-phase speedup with the cost model's prediction beside it where the arm
+    makes one (hollow markers; the model forecasts the decode phase); aggregate throughput for
+    every arm, the reference's included."""
     tab = batch_crossover(df) if crossover is None else crossover
-    fig, axs = _subplots(1, 2, (13, 5))
+    fig, axs = _subplots(1, 3, (18, 5))
     axes = axs[0]
     cmap = matplotlib.colormaps["tab10"]
     for i, (arm, g) in enumerate(tab.groupby("arm", sort=True)):
         g = g.sort_values("batch_size")
         color = cmap(i % 10)
         label = f"{arm} ({g['config'].iloc[0]})" if pd.notna(g["config"].iloc[0]) else str(arm)
-        axes[1].plot(g["batch_size"], g["throughput_tokens_per_sec"], "o-", color=color, label=label)
+        axes[2].plot(g["batch_size"], g["throughput_tokens_per_sec"], "o-", color=color, label=label)
         s = g[g["speedup"].notna()]
         if s.empty:
             continue
-        err = np.vstack([s["speedup"] - s["speedup_lo"], s["speedup_hi"] - s["speedup"]]).clip(min=0)
-        axes[0].errorbar(s["batch_size"], s["speedup"], yerr=err, fmt="o-", capsize=3, color=color, label=label)
+        for ax, col in ((axes[0], "speedup"), (axes[1], "decode_speedup")):
+            err = np.vstack([s[col] - s[f"{col}_lo"], s[f"{col}_hi"] - s[col]]).clip(min=0)
+            ax.errorbar(s["batch_size"], s[col], yerr=np.nan_to_num(err), fmt="o-", capsize=3, color=color, label=label)
         p = s[s["predicted_speedup"].notna()]
         if not p.empty:
-            axes[0].plot(p["batch_size"], p["predicted_speedup"], "o--", mfc="none", color=color, label=f"{arm}: predicted")
-    axes[0].axhline(1.0, color="black", lw=0.8)
+            axes[1].plot(p["batch_size"], p["predicted_speedup"], "o--", mfc="none", color=color, label=f"{arm}: predicted")
+    for ax in axes[:2]:
+        ax.axhline(1.0, color="black", lw=0.8)
     axes[0].set_ylabel("speedup over the reference arm (× tokens/s, 95 % CI)")
-    axes[1].set_ylabel("aggregate throughput (tokens/s)")
+    axes[1].set_ylabel("decode-phase speedup (× decode tokens/s, 95 % CI)")
+    axes[2].set_ylabel("aggregate throughput (tokens/s)")
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.legend(fontsize=7)
-    return _finish(fig, axes, "Speedup and throughput against batch size")
+    return _finish(fig, axes, "Speedup, decode-phase speedup and throughput against batch size")
 
 
 _REF_MARKERS = {"target alone": "*", "exact SpS": "s"}  # other lossless arms: "D"
