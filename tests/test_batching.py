@@ -421,6 +421,12 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
         return sizer.choose([room] * 4, fed)
 
     assert first_k(fed=2, room=64) > 0
+    # the catch-up's price goes into the step's predicted cost, and so into the predicted speedup
+    caught_up, behind = (RowsChainSizer(Costs(c=0.05, v=VerifyCost({4: 1.0, 512: 1.0}), vd=VerifyCost({2: 2.0, 4096: 4096.0})), 4, PRIORS)
+                         for _ in range(2))
+    assert caught_up.choose([4096] * 4, 2) == behind.choose([4096] * 4, 300) > 0
+    assert behind.choices[0].tokens == caught_up.choices[0].tokens and behind.choices[0].cost > caught_up.choices[0].cost
+    assert behind.row_metrics(0)["sizing_predicted_speedup"] < caught_up.row_metrics(0)["sizing_predicted_speedup"]
     assert first_k(fed=300, room=64) == 0  # 4 x 300 tokens of draft prefill: more than chains save in 64 tokens
     assert first_k(fed=300, room=4096) > 0
     # a batch that found chains paying, then stayed plain a while, re-measures only while catching up pays

@@ -220,7 +220,8 @@ class RowsChainSizer(Sizer):
     on the tokens a pass feeds) and one acceptance estimate per row (:class:`ChainEstimate`: rows
     accept differently). A row's choices are the batch's steps while it was live, each recorded with
     the row's share of the step's predicted tokens and the step's cost in plain batched steps (k = 0
-    costs 1), so its predicted speedup is over plain batched decoding."""
+    costs 1; a step whose draft pass catches up costs that too), so its predicted speedup is over
+    plain batched decoding."""
 
     def __init__(self, costs: Costs, rows: int, priors: SizingPriors = PRIORS):
         super().__init__(costs, priors)
@@ -255,6 +256,8 @@ class RowsChainSizer(Sizer):
             self.plain_run, self.explore_after = 0, max(self.priors.explore_after, 2 * self.explore_after)
         else:
             self.plain_run += 1
+        if size > 0:
+            cost += catch_up  # this step's draft pass pays it: the prediction must too
         for i in live:
             self.row_choices[i].append(Choice(size, None, tokens / len(live), cost / plain))
         self.choices.append(Choice(size, None, tokens, cost))
