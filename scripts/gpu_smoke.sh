@@ -8,6 +8,7 @@
 # greedy mismatch.
 #   bash scripts/gpu_smoke.sh                          # cuda, into outputs/gpu_smoke/<time>
 #   bash scripts/gpu_smoke.sh --device cpu             # dry check of the script itself, no GPU needed
+#   bash scripts/gpu_smoke.sh --device cpu --plan      # only print the runs it would make (plan.tsv), run none
 #   bash scripts/gpu_smoke.sh -- hardware.require_headless=false   # after --: extra run.py overrides
 # Environment: OUT (output dir), MAX_NEW (tokens per answer, 32), SAMPLES (prompts, 4), METHODS
 # (space-separated subset; default all), HARDWARE (preset; default cuda, cpu with --device cpu),
@@ -18,14 +19,16 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] && PYTHON=.venv/bin/python
 
 DEVICE=cuda
+PLAN_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --plan) PLAN_ONLY=1; shift ;;
         --device) DEVICE=$2; shift 2 ;;
         --device=*) DEVICE=${1#*=}; shift ;;
         --) shift; break ;;
-        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
         *=*) break ;;  # a run.py override (key=value) without the --
-        *) echo "gpu_smoke.sh: unknown argument $1 — use --device cpu|cuda[:N], then -- and run.py overrides" >&2; exit 2 ;;
+        *) echo "gpu_smoke.sh: unknown argument $1 — use --device cpu|cuda[:N], --plan, then -- and run.py overrides" >&2; exit 2 ;;
     esac
 done
 case "$DEVICE" in cpu) HARDWARE=${HARDWARE:-cpu} ;; *) HARDWARE=${HARDWARE:-cuda} ;; esac
@@ -33,7 +36,7 @@ OUT=${OUT:-outputs/gpu_smoke/$(date +%Y%m%d_%H%M%S)}
 MAX_NEW=${MAX_NEW:-32}
 SAMPLES=${SAMPLES:-4}
 
-if [ "$DEVICE" != cpu ]; then
+if [ "$DEVICE" != cpu ] && [ "$PLAN_ONLY" = 0 ]; then
     "$PYTHON" -c 'import sys, torch; ok = torch.cuda.is_available(); print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.get_device_name(0) if ok else None); sys.exit(0 if ok else "gpu_smoke.sh: no CUDA device visible to torch — use --device cpu for a dry check")'
 fi
 
@@ -85,6 +88,10 @@ with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.
         if decoder.batchable:  # the batched path too: two prompts per batch, greedy
             print("\t".join([f"{preset}@batch2", preset, "0", kind, *extra, "generation.batch_size=2"]))
 PY
+if [ "$PLAN_ONLY" = 1 ]; then
+    cat "$OUT/plan.tsv"
+    exit 0
+fi
 
 while IFS=$'\t' read -r -a plan; do
     name=${plan[0]} m=${plan[1]} temps=${plan[2]} extra=("${plan[@]:4}")

@@ -125,25 +125,32 @@ def test_row_generator_lives_on_the_given_device():
     assert g.device.type == "cpu" and g.initial_seed() == 7
 
 
-@pytest.mark.slow
-def test_gpu_smoke_script_dry_run_on_cpu_covers_every_method_preset(tmp_path):
-    """scripts/gpu_smoke.sh --device cpu: the same script a GPU machine runs, end to end, over every
-    method preset in conf/method (short answers, one prompt, a judge mined on 4 short answers):
-    greedy-only decoders run greedy, lossy ones are not held to baseline's tokens, every other
-    preset's greedy tokens equal baseline's."""
+def gpu_smoke(out, *args: str, **env: str):
     import os
     import subprocess
 
     from conftest import ROOT
 
+    env = {**os.environ, "OUT": str(out), "MAX_NEW": "4", "SAMPLES": "1", "MINE_PROMPTS": "4", "MINE_TOKENS": "12", **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--device", "cpu", *args], env=env,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def test_gpu_smoke_plans_every_method_preset(tmp_path, monkeypatch):
+    """scripts/gpu_smoke.sh --plan: the runs a GPU machine would make cover every method preset in
+    conf/method, each at the temperatures its decoder accepts (greedy-only decoders greedy), every
+    batchable one again at batch size 2, lossy ones marked so (not held to baseline's tokens), and
+    a judge's decoder with a small mining of its own."""
+    from conftest import ROOT
+
+    monkeypatch.delenv("METHODS", raising=False)
     presets = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
     out = tmp_path / "smoke"
-    env = {**os.environ, "OUT": str(out), "MAX_NEW": "4", "SAMPLES": "1", "MINE_PROMPTS": "4", "MINE_TOKENS": "12"}
-    env.pop("METHODS", None)
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--device", "cpu"], env=env,
-                          capture_output=True, text=True, timeout=1200)
+    proc = gpu_smoke(out, "--plan")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     plan = {line.split("\t")[0]: line.split("\t")[1:] for line in (out / "plan.tsv").read_text().splitlines()}
+    lines = (out / "plan.tsv").read_text().splitlines()
+    assert proc.stdout.splitlines()[-len(lines):] == lines and not list(out.glob("*/"))  # printed, and nothing ran
     batched = sorted(name for name in plan if name.endswith("@batch2"))
     assert sorted(set(plan) - set(batched)) == presets
     # the batchable decoders run batched too, greedy, and are held to baseline's tokens like the rest
@@ -154,9 +161,22 @@ def test_gpu_smoke_script_dry_run_on_cpu_covers_every_method_preset(tmp_path):
         assert plan[preset][1:3] == ["0", "lossy"] and f"method.checkpoint={out}/{preset}_judge.safetensors" in plan[preset]
     for preset in ("speculative", "specexec", "hf_assisted_default"):
         assert plan[preset] == [preset, "0,0.8", "lossless"]
-    lossless = [name for name, p in plan.items() if p[2] == "lossless" and name != "baseline"]
-    assert "gpu smoke ok" in proc.stdout and "x_baseline" in proc.stdout
-    assert (f"of {len(presets)} method presets ({len(batched)} also batched), {len(lossless)} greedy rows of {len(lossless)} "
-            "lossless runs equal to baseline's") in proc.stdout
-    bad = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh"), "--bogus"], capture_output=True, text=True)
+    bad = gpu_smoke(out, "--bogus")
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
+
+
+@pytest.mark.slow
+def test_gpu_smoke_script_dry_run_on_cpu():
+    """scripts/gpu_smoke.sh --device cpu end to end on one of each kind of run (every preset's run is
+    planned alike: the test above): baseline, exact SpS greedy, sampled and batched, SpecExec, a
+    lossy rule and AutoJudge with its mining; greedy lossless rows must equal baseline's tokens."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/smoke"
+        proc = gpu_smoke(out, METHODS="speculative specexec lossy_topk autojudge")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "gpu smoke ok" in proc.stdout and "x_baseline" in proc.stdout
+        # baseline (also batched), speculative (also batched), specexec, lossy_topk, autojudge: baseline@batch2,
+        # speculative, speculative@batch2 and specexec compared with baseline
+        assert "of 5 method presets (2 also batched), 4 greedy rows of 4 lossless runs equal to baseline's" in proc.stdout
