@@ -83,6 +83,31 @@ def test_stale_parquet_after_a_kill_is_rebuilt_from_the_log(tmp_path):
     assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == 3
 
 
+def test_analysis_reads_rows_logged_but_not_yet_mirrored_without_touching_the_run(tmp_path):
+    """A job killed (or still running) between two Parquet mirrorings: the analysis reads the
+    log's rows too, names the run's own file as their source, and writes nothing into the run dir."""
+    import time
+
+    from spsamp.analysis import load_records
+
+    run = tmp_path / "run"
+    store = RecordStore(run, parquet_every_s=3600)
+    store.add(row(0, status="error"))  # mirrored at once: the first add writes the Parquet
+    time.sleep(0.01)
+    store.add(row(0))  # the retry that finished it, and two more, only in the log
+    for i in (1, 2):
+        store.add(row(i))
+    del store
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    df = load_records(tmp_path, metrics=False)
+    assert sorted(df["resume_key"]) == ["k0", "k1", "k2"] and set(df["status"]) == {"ok"}
+    assert set(df["source_file"]) == {str((run / RECORDS_PARQUET).resolve())}
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    assert pq.read_table(run / RECORDS_PARQUET).num_rows == 1  # the mirror is the next launch's to rebuild
+    filled(tmp_path / "closed", n=2)  # a closed run reads from its Parquet alone, beside it
+    assert len(load_records(tmp_path, metrics=False)) == 5
+
+
 def test_line_cut_by_a_kill_is_dropped_and_appends_go_on(tmp_path, caplog):
     filled(tmp_path, 2)
     with open(tmp_path / RECORDS_JSONL, "a") as fh:

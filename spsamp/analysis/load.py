@@ -5,6 +5,9 @@ columns depend on the method; newer versions may add core columns). The schemas 
 pyarrow's permissive promotion (int64 + float64 -> float64, a column missing in one file -> null);
 a column whose types cannot be promoted (e.g. int in one file, string in another) is read as
 string. Error rows are kept and flagged (``is_error``), so failures show up next to results.
+A run whose ``records.jsonl`` log is newer than its Parquet mirror (a job still running, or killed
+between two mirrorings) is read from both, as the next launch would rebuild it: rows are never
+missed for being logged but not yet mirrored.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Iterable, Union
 
@@ -21,8 +25,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from spsamp.records.schema import CORE_FIELDS, PARAM_PREFIX
-from spsamp.records.store import RECORDS_PARQUET
+from spsamp.records.schema import CORE_FIELDS, PARAM_PREFIX, records_table
+from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, merge_row, read_jsonl, rows_by_key
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +70,44 @@ def _unify(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t in types.items()])
 
 
+def _current(f: Path, scratch: Path) -> Path:
+    """``f``, or, where the run's log is newer than this mirror of it, a copy in ``scratch``
+    rebuilt from both (the log's rows, then the mirror's rows the log lacks), as the store does."""
+    log_file = f.with_name(RECORDS_JSONL)
+    if f.name != RECORDS_PARQUET or not log_file.exists() or log_file.stat().st_mtime <= f.stat().st_mtime:
+        return f
+    rows = rows_by_key(read_jsonl(log_file).rows)
+    for row in pq.read_table(f).to_pylist():
+        merge_row(rows, row)
+    copy = scratch / f"{len(list(scratch.iterdir()))}.parquet"
+    pq.write_table(records_table(list(rows.values())), copy)
+    return copy
+
+
 def load_table(paths: Union[PathLike, Iterable[PathLike]]) -> pa.Table:
     """All records as one Arrow table (unified schema) plus a ``source_file`` column."""
-    files, schemas = [], []
-    for f in find_record_files(paths):
-        try:
-            schemas.append(pq.read_schema(f))
-            files.append(f)
-        except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
-            log.warning("skipping unreadable %s: %s", f, exc)
-    if not files:
-        raise FileNotFoundError(f"no readable {RECORDS_PARQUET} under {paths!r}")
-    schema = _unify(schemas)
-    # core columns an older writer did not have still exist, as nulls
-    for field in CORE_FIELDS:
-        if field.name not in schema.names:
-            schema = schema.append(pa.field(field.name, field.type))
-    dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
-    parts = []
-    for frag in dataset.get_fragments():
-        t = frag.to_table(schema=schema)
-        parts.append(t.append_column("source_file", pa.array([frag.path] * t.num_rows, pa.string())))
-    return pa.concat_tables(parts)
+    with tempfile.TemporaryDirectory(prefix="spsamp-load-") as tmp:
+        files, schemas = {}, []
+        for f in find_record_files(paths):
+            try:
+                read = _current(f, Path(tmp))
+                schemas.append(pq.read_schema(read))
+                files[str(read)] = str(f)
+            except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others
+                log.warning("skipping unreadable %s: %s", f, exc)
+        if not files:
+            raise FileNotFoundError(f"no readable {RECORDS_PARQUET} under {paths!r}")
+        schema = _unify(schemas)
+        # core columns an older writer did not have still exist, as nulls
+        for field in CORE_FIELDS:
+            if field.name not in schema.names:
+                schema = schema.append(pa.field(field.name, field.type))
+        dataset = ds.dataset(list(files), schema=schema, format="parquet")
+        parts = []
+        for frag in dataset.get_fragments():
+            t = frag.to_table(schema=schema)
+            parts.append(t.append_column("source_file", pa.array([files[frag.path]] * t.num_rows, pa.string())))
+        return pa.concat_tables(parts)
 
 
 def expand_metrics(df: pd.DataFrame) -> pd.DataFrame:
