@@ -9,9 +9,10 @@ with the reference arm's batch of the same prompts, takes the ratio of their agg
 interval over batches; ``decode_speedup`` is the same over the decode phase alone (new tokens /
 decode time: the phase a drafter changes and the cost model's ``predicted_speedup`` forecasts,
 without the prefill every arm pays alike, which dilutes ``speedup`` for short outputs and large
-batches). Beside them: the batch size, the arm's aggregate throughput and peak memory. :func:`crossover_summary` names, per arm, the largest batch size at
-which it still pays and the smallest at which it stops paying — both judged by the interval, so a
-speedup the interval does not support is neither.
+batches). Beside them: the batch size, the arm's aggregate throughput and peak memory.
+:func:`crossover_summary` names, per arm, the largest batch size at which it still pays and the
+smallest at which it stops paying — both judged by the interval, so a speedup the interval does
+not support is neither.
 """
 
 from __future__ import annotations
