@@ -148,8 +148,8 @@ def test_gpu_smoke_plans_every_method_preset(tmp_path, monkeypatch):
     out = tmp_path / "smoke"
     proc = gpu_smoke(out, "--plan")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    plan = {line.split("\t")[0]: line.split("\t")[1:] for line in (out / "plan.tsv").read_text().splitlines()}
     lines = (out / "plan.tsv").read_text().splitlines()
+    plan = {line.split("\t")[0]: line.split("\t")[1:] for line in lines}
     assert proc.stdout.splitlines()[-len(lines):] == lines and not list(out.glob("*/"))  # printed, and nothing ran
     batched = sorted(name for name in plan if name.endswith("@batch2"))
     assert sorted(set(plan) - set(batched)) == presets

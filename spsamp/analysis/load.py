@@ -70,16 +70,15 @@ def _unify(schemas: list[pa.Schema]) -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t in types.items()])
 
 
-def _current(f: Path, scratch: Path) -> Path:
-    """``f``, or, where the run's log is newer than this mirror of it, a copy in ``scratch``
-    rebuilt from both (the log's rows, then the mirror's rows the log lacks), as the store does."""
+def _current(f: Path, copy: Path) -> Path:
+    """``f``, or, where the run's log is newer than this mirror of it, ``copy``: the rows rebuilt
+    from both (the log's rows, then the mirror's rows the log lacks), as the store does."""
     log_file = f.with_name(RECORDS_JSONL)
     if f.name != RECORDS_PARQUET or not log_file.exists() or log_file.stat().st_mtime <= f.stat().st_mtime:
         return f
     rows = rows_by_key(read_jsonl(log_file).rows)
     for row in pq.read_table(f).to_pylist():
         merge_row(rows, row)
-    copy = scratch / f"{len(list(scratch.iterdir()))}.parquet"
     pq.write_table(records_table(list(rows.values())), copy)
     return copy
 
@@ -88,9 +87,9 @@ def load_table(paths: Union[PathLike, Iterable[PathLike]]) -> pa.Table:
     """All records as one Arrow table (unified schema) plus a ``source_file`` column."""
     with tempfile.TemporaryDirectory(prefix="spsamp-load-") as tmp:
         files, schemas = {}, []
-        for f in find_record_files(paths):
+        for i, f in enumerate(find_record_files(paths)):
             try:
-                read = _current(f, Path(tmp))
+                read = _current(f, Path(tmp) / f"{i}.parquet")
                 schemas.append(pq.read_schema(read))
                 files[str(read)] = str(f)
             except Exception as exc:  # noqa: BLE001 - one unreadable file must not hide the others

@@ -264,9 +264,9 @@ def build_report(
         _section("Speedup against batch size", tables["batch_crossover"], notes.get(
             "batch_crossover", "One comparison job per batch size: each arm's paired speedup over the reference arm "
                                "at that batch size [95 % bootstrap], the same for the decode phase alone (`decode_speedup`: "
-                               "without the prefill every arm pays alike), the cost model's `predicted_speedup` where the arm "
-                               "sizes itself (a decode-phase forecast: compare it with `decode_speedup`), aggregate throughput (all new tokens / all batches' wall time) and peak "
-                               "memory.")),
+                               "without the prefill every arm pays alike), the cost model's `predicted_speedup` where "
+                               "the arm sizes itself (a decode-phase forecast: compare it with `decode_speedup`), "
+                               "aggregate throughput (all new tokens / all batches' wall time) and peak memory.")),
         _section("Where speculation stops paying", tables["batch_crossover_summary"], notes.get(
             "batch_crossover", "`pays_up_to`: the largest batch size whose speedup interval lies above 1; "
                                "`stops_paying_at`: the smallest whose interval lies below 1 (empty: none measured); "
