@@ -49,7 +49,6 @@ class Proposal:
     # passes (None: a plain chain, one per draft call)
     pass_widths: Optional[list[int]] = None
     stats: Optional[TreeStats] = None  # a tree drafter's build (None for a chain)
-    sure: Optional[list[bool]] = None  # a confidence-stopped chain: whether the draft was sure of each token
     _depths: Optional[torch.Tensor] = field(default=None, repr=False)
 
     @classmethod

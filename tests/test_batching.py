@@ -425,7 +425,7 @@ def test_a_batch_drafts_only_when_chains_could_pay_back_the_drafts_catch_up():
     caught_up, behind = (RowsChainSizer(Costs(c=0.05, v=VerifyCost({4: 1.0, 512: 1.0}), vd=VerifyCost({2: 2.0, 4096: 4096.0})), 4, PRIORS)
                          for _ in range(2))
     assert caught_up.choose([4096] * 4, 2) == behind.choose([4096] * 4, 300) > 0
-    assert behind.choices[0].tokens == caught_up.choices[0].tokens and behind.choices[0].cost > caught_up.choices[0].cost
+    assert behind.row_choices[0][0].tokens == caught_up.row_choices[0][0].tokens and behind.row_choices[0][0].cost > caught_up.row_choices[0][0].cost
     assert behind.row_metrics(0)["sizing_predicted_speedup"] < caught_up.row_metrics(0)["sizing_predicted_speedup"]
     assert first_k(fed=300, room=64) == 0  # 4 x 300 tokens of draft prefill: more than chains save in 64 tokens
     assert first_k(fed=300, room=4096) > 0

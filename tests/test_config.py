@@ -55,14 +55,14 @@ BAD = [
     (["+method.k=3"], "method.k: unknown key"),
     (["method=speculative", "method.stop_below=1.5"], "method.stop_below: must be a probability in (0, 1)"),
     (["method=speculative", "method.stop_below=0"], "method.stop_below: must be a probability in (0, 1)"),
-    (["method=speculative", "method.k=auto", "method.stop_below=0.4"], None),
+    (["method=speculative", "method.k=auto", "method.stop_below=0.4"], "method.stop_below: k=auto sizes plain chains, not stopped ones — give a fixed cap"),
     (["method=speculative", "method.stop_below=often"], "method.stop_below:"),
     (["method=speculative", "method.stop_below=0.4"], None),
     (["method=speculative", "method.lookup=-1"], "method.lookup: must be an integer >= 0"),
     (["method=speculative", "method.lookup=10", "method.lookup_ngram=0"], "method.lookup_ngram: must be an integer >= 1"),
     (["method=speculative", "method.lookup=10", "method.lookup_min_ngram=4"], "method.lookup_min_ngram: 4 is above method.lookup_ngram=3"),
     (["method=speculative", "method.lookup=many"], "method.lookup:"),
-    (["method=speculative", "method.k=auto", "method.lookup=10", "method.stop_below=0.4"], None),
+    (["method=speculative", "method.k=8", "method.lookup=10", "method.stop_below=0.4"], None),
     (["method._target_=spsamp.nope.Decoder"], "method._target_: cannot import"),
     (["model=gpt_oss_20b", "method._target_=spsamp.decoders.baseline.BaselineDecoder"], None),  # baseline needs no draft
 ]

@@ -71,7 +71,7 @@ def test_speculative_sampling_matches_target_joint(case, one_thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("opts", [{}, {"stop_below": 0.3}, {"lookup": 2, "lookup_min_ngram": 1}], ids=["plain", "stop", "lookup"])
+@pytest.mark.parametrize("opts", [{}, {"lookup": 2, "lookup_min_ngram": 1}], ids=["plain", "lookup"])
 def test_auto_k_matches_target_joint(opts, one_thread):
     """k=auto re-sizes every step from what the row's steps kept: the output is still the target's."""
     q, p = toy_pair()
@@ -315,13 +315,12 @@ def equals_baseline_tiny(dec, tiny64, what: str, seed: int | None = 1):
     return out
 
 
-@pytest.mark.parametrize("opts", [{}, {"stop_below": 0.2}], ids=["plain", "stop"])
-def test_auto_k_equals_baseline_tiny_float64(opts, tiny64, one_thread):
+def test_auto_k_equals_baseline_tiny_float64(tiny64, one_thread):
     """k=auto changes k step by step (and, at a row's end, takes a plain step with no room left):
     the output stays the baseline's."""
-    dec = SpeculativeDecoder(k="auto", **opts)
+    dec = SpeculativeDecoder(k="auto")
     priced(dec.drafter, 0.1, {16: 1.0}, {8: 1.2})
-    equals_baseline_tiny(spied(dec), tiny64, f"k=auto {opts}", seed=None)
+    equals_baseline_tiny(spied(dec), tiny64, "k=auto", seed=None)
     assert len(set(dec.drafter.sizes)) >= 3, f"k=auto never varied k: {set(dec.drafter.sizes)}"
 
 

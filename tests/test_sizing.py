@@ -41,7 +41,6 @@ def _probed(dec):
 
 SIZED = {
     "k=auto": lambda: SpeculativeDecoder(k="auto"),
-    "k=auto stop": lambda: SpeculativeDecoder(k="auto", stop_below=0.3),
     "k=auto lookup": lambda: SpeculativeDecoder(k="auto", lookup=4),
     "grow=cost": lambda: SpecExecDecoder(budget=8, parallel_branches=2, max_depth=4, grow="cost"),
 }
@@ -90,7 +89,7 @@ def _sizer():
     from spsamp.cost_model import Costs, VerifyCost
     from spsamp.drafting.sizing import ChainSizer
 
-    return ChainSizer(Costs(c=0.1, v=VerifyCost({16: 1.3}), vd=VerifyCost({})), lookup=False, stop=False)
+    return ChainSizer(Costs(c=0.1, v=VerifyCost({16: 1.3}), vd=VerifyCost({})), lookup=False)
 
 
 def test_k_grows_with_acceptance_and_shrinks_with_draft_cost():
@@ -112,7 +111,7 @@ def _pooled_error(priors, keep, steps: int = 200) -> float:
     from spsamp.cost_model import Costs, VerifyCost
     from spsamp.drafting.sizing import ChainSizer
 
-    sizer = ChainSizer(Costs(c=0.1, v=VerifyCost({16: 1.3}), vd=VerifyCost({})), lookup=False, stop=False, priors=priors)
+    sizer = ChainSizer(Costs(c=0.1, v=VerifyCost({16: 1.3}), vd=VerifyCost({})), lookup=False, priors=priors)
     predicted = kept_total = 0.0
     for i in range(steps):
         k = sizer.choose(None, 64)
@@ -145,13 +144,13 @@ def test_a_lookup_state_the_row_has_not_seen_is_priced_as_the_row_so_far():
     from spsamp.cost_model import PRIORS
     from spsamp.drafting.sizing import ChainEstimate
 
-    est = ChainEstimate(PRIORS, lookup=True, stop=False)
+    est = ChainEstimate(PRIORS, lookup=True)
     assert est.alpha_of(1) == pytest.approx(PRIORS.alpha)
     for _ in range(30):  # steps without a guess in hand: 9 of 10 tokens kept, 1 draft unit a token
-        est.observe(0, 10, 9, 10.0, None)
+        est.observe(0, 10, 9, 10.0)
     assert est.alpha_of(1) == pytest.approx(est.alpha_of(0), abs=0.02) and est.alpha_of(0) > 0.85
     for _ in range(30):  # then steps with a guess: everything kept, a third of the draft units
-        est.observe(1, 10, 10, 3.0, None)
+        est.observe(1, 10, 10, 3.0)
     assert est.alpha_of(1) > 0.98 and est.units_of(1) == pytest.approx(0.3, abs=0.02)
     assert est.units_of(0) == pytest.approx(1.0, abs=0.05)  # the other state keeps its own steps' figure
 
@@ -229,7 +228,7 @@ def test_sizes_refuse_other_words(bad, match):
         validate(compose_cfg(["model=tiny_random", *bad]))
 
 
-@pytest.mark.parametrize("method", [["method.k=auto"], ["method.k=auto", "method.stop_below=0.2"], ["method.k=auto", "method.lookup=4"]])
+@pytest.mark.parametrize("method", [["method.k=auto"], ["method.k=auto", "method.lookup=4"]])
 def test_auto_k_rows_record_their_choices_and_stay_lossless(tmp_path, method, one_thread):
     import json
 
@@ -246,8 +245,6 @@ def test_auto_k_rows_record_their_choices_and_stay_lossless(tmp_path, method, on
         m = json.loads(r["metrics_json"])
         assert sum(m["sizing_size_hist"].values()) == m["sizing_steps"] <= r["steps"] and m["sizing_size_mean"] >= 1
         assert m["sizing_predicted_speedup"] > 0 and m["sizing_c"] > 0 and r["param_k"] == "auto" and r["proposed"] > 0
-        if "method.stop_below=0.2" in method:
-            assert 0 <= m["sizing_sure"] <= 1 and {"sizing_alpha_sure", "sizing_alpha_unsure"} <= m.keys()
         if "method.lookup=4" in method:
             assert 0 <= m["sizing_lookup_share"] <= 1 and "sizing_units_per_token_hit" in m
         else:

@@ -282,26 +282,35 @@ def test_verify_cost_interpolates_and_extends_the_measured_widths():
     assert FLAT(50) == 1.0
 
 
-def test_chain_speedup_is_theorem_3_8_when_verification_is_free():
+def best_k(alpha, c, v, k_max=16):
+    """One row's k=auto choice: (k, predicted speedup)."""
+    k, tokens, cost = cm.best_chain_k([alpha], [k_max], c, v, FLAT, k_max=k_max, k_min=1)
+    return k, tokens / cost
+
+
+def test_one_chain_step_is_theorem_3_8_when_verification_is_free():
     for alpha, k, c in [(0.8, 4, 0.1), (0.5, 2, 0.3), (0.95, 8, 0.05)]:
-        assert cm.chain_speedup(alpha, k, c, FLAT) == pytest.approx(cm.predicted_speedup(alpha, k, c))
+        tokens, cost = cm.chain_step([alpha], [k], k, c, FLAT, FLAT)
+        assert tokens / cost == pytest.approx(cm.predicted_speedup(alpha, k, c))
 
 
 def test_best_k_is_the_argmax_over_every_k():
     for alpha, c, v in [(0.9, 0.05, FLAT), (0.8, 0.39, INTEL), (0.6, 0.39, INTEL), (0.97, 0.02, INTEL)]:
-        k, pred = cm.best_k(alpha, c, v, k_max=24)
-        brute = max(cm.chain_speedup(alpha, j, c, v) for j in range(1, 25))
-        assert pred == pytest.approx(brute) and cm.chain_speedup(alpha, k, c, v) == pytest.approx(brute)
+        k, pred = best_k(alpha, c, v, k_max=24)
+        brute = [(lambda t: t[0] / t[1])(cm.chain_step([alpha], [24], j, c, v, FLAT)) for j in range(1, 25)]
+        assert pred == pytest.approx(max(brute)) and brute[k - 1] == pytest.approx(max(brute))
 
 
 def test_best_k_follows_acceptance_and_cost():
-    ks = [cm.best_k(a, 0.1, FLAT)[0] for a in (0.5, 0.7, 0.9, 0.97)]
+    ks = [best_k(a, 0.1, FLAT)[0] for a in (0.5, 0.7, 0.9, 0.97)]
     assert ks == sorted(ks) and ks[0] < ks[-1]  # more acceptance -> longer drafts
-    assert cm.best_k(0.9, 0.02, FLAT)[0] > cm.best_k(0.9, 0.3, FLAT)[0]  # cheaper draft -> longer drafts
+    assert best_k(0.9, 0.02, FLAT)[0] > best_k(0.9, 0.3, FLAT)[0]  # cheaper draft -> longer drafts
     # expensive verification of many tokens caps k
     steep = cm.VerifyCost({2: 1.5, 4: 2.5, 8: 4.5})
-    assert cm.best_k(0.9, 0.05, steep)[0] < cm.best_k(0.9, 0.05, FLAT)[0]
-    assert cm.best_k(0.0, 0.5, FLAT) == (1, pytest.approx(1 / 1.5))  # nothing accepted: the shortest draft
+    assert best_k(0.9, 0.05, steep)[0] < best_k(0.9, 0.05, FLAT)[0]
+    assert best_k(0.0, 0.5, FLAT) == (1, pytest.approx(1 / 1.5))  # nothing accepted: the shortest draft
+    # a calibration that says the target keeps fewer tokens than the formula expects shortens the chain
+    assert cm.best_chain_k([0.9], [16], 0.1, FLAT, FLAT, scale=0.5, k_min=1)[0] < best_k(0.9, 0.1, FLAT)[0]
 
 
 def test_measured_costs_come_from_the_clock(monkeypatch):
@@ -347,44 +356,7 @@ def test_verify_cost_pools_timings_that_say_more_tokens_cost_less():
     assert got == sorted(got) and got[0] == 1.0
     assert v(2) == pytest.approx(v(4)) and v(2) == pytest.approx((1.4 + 0.8 + 1.0) / 3)
     assert cm.VerifyCost({2: 1.5}).describe() == "v(1)=1.00, v(2)=1.50"
-    assert cm.VerifyCost({2: 1.5}).describe("vd", " = ") == "vd(1) = 1.00, vd(2) = 1.50"
-# ---- method.k=auto with method.stop_below: the cap of a confidence-stopped chain -------------------
-
-
-def test_stopped_chain_without_stops_is_the_chain():
-    for alpha, k, c, v in [(0.8, 4, 0.1, FLAT), (0.5, 2, 0.3, INTEL), (0.95, 12, 0.2, INTEL)]:
-        speed, cost = cm.stopped_chain(k, c, v, alpha, 0.1, sure=1.0)
-        assert speed == pytest.approx(cm.chain_speedup(alpha, k, c, v)) and cost == pytest.approx(k * c + v(k + 1))
-
-
-@pytest.mark.parametrize("k,c,a_sure,a_unsure,sure", [(8, 0.2, 0.9, 0.2, 0.6), (3, 0.4, 0.7, 0.4, 0.3), (12, 0.05, 0.97, 0.05, 0.85)])
-def test_stopped_chain_is_what_such_chains_yield(k, c, a_sure, a_unsure, sure):
-    """Simulate the model the formula claims to price: per position, sure with probability
-    ``sure``, then accepted with a_sure (else a_unsure); the chain ends after an unsure token or at k;
-    kept = the accepted prefix. Tokens over cost of 100,000 steps must match."""
-    rng = np.random.default_rng(0)
-    n = 100_000
-    is_sure = rng.random((n, k)) < sure
-    accepted = rng.random((n, k)) < np.where(is_sure, a_sure, a_unsure)
-    # drafted: position i exists iff positions < i were all sure
-    drafted = np.concatenate([np.ones((n, 1), bool), np.cumprod(is_sure[:, :-1], axis=1).astype(bool)], axis=1)
-    length = drafted.sum(1)
-    kept = (np.cumprod(accepted & drafted, axis=1)).sum(1)
-    cost = c * length + np.array([INTEL(int(x) + 1) for x in length])
-    speed, step_cost = cm.stopped_chain(k, c, INTEL, a_sure, a_unsure, sure)
-    assert (1 + kept).sum() / cost.sum() == pytest.approx(speed, rel=0.01)
-    assert cost.mean() == pytest.approx(step_cost, rel=0.01)
-
-
-def test_best_stopped_k_is_the_argmax_and_a_stop_that_cuts_bad_tokens_buys_longer_caps():
-    c, a_sure, a_unsure, sure = 0.2, 0.95, 0.1, 0.5
-    k, speed, _ = cm.best_stopped_k(c, INTEL, a_sure, a_unsure, sure, k_max=16)
-    assert speed == pytest.approx(max(cm.stopped_chain(j, c, INTEL, a_sure, a_unsure, sure)[0] for j in range(1, 17)))
-    # the same tokens without the stop: acceptance a = the pooled rate, every chain runs to k
-    plain_k, plain = cm.best_k(sure * a_sure + (1 - sure) * a_unsure, c, INTEL, 16)
-    assert k > plain_k and speed > plain
-    # a stop that fires on tokens no worse than the rest buys nothing: the cap drops to the plain k's size or below
-    assert cm.best_stopped_k(c, INTEL, 0.6, 0.6, 0.5)[0] <= cm.best_k(0.6, c, INTEL)[0] + 1
+    assert cm.VerifyCost({2: 1.5}).describe("vd") == "vd(1)=1.00, vd(2)=1.50"
 
 
 # ---- method.grow=cost: each tree sized from the measured costs ----------------------------------
@@ -418,9 +390,11 @@ def test_expansion_width_stops_when_no_pass_pays_for_itself():
     assert (sure, unsure) == (1, 0)
 
 
-def test_pooled_speedup_weighs_each_step_by_its_cost():
+def test_a_rows_predicted_speedup_weighs_each_step_by_its_cost():
     # a cheap step at 3x (1 token-pass for 3 tokens) and a dear one at 1x (5 passes for 5 tokens):
     # together 8 tokens in 6 passes, 1.33x — not the 2x a plain mean of the two would say
-    assert cm.pooled_speedup([3.0, 1.0], [1.0, 5.0]) == pytest.approx(8 / 6)
-    assert cm.pooled_speedup([2.0, 2.0], [1.0, 7.0]) == pytest.approx(2.0)
-    assert math.isnan(cm.pooled_speedup([], []))
+    from spsamp.drafting.sizing import Choice, choice_metrics
+
+    cost = cm.StepCost(cm.Costs(c=0.1, v=FLAT, vd=FLAT))
+    m = choice_metrics([Choice(2, None, 3.0, 1.0), Choice(4, None, 5.0, 5.0)], cost)
+    assert m["sizing_predicted_speedup"] == pytest.approx(8 / 6) and m["sizing_sizes"] == [2, 4]

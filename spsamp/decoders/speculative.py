@@ -38,7 +38,7 @@ class SpeculativeDecoder(LoopDecoder):
         k: Any = 4
         # end a step's chain after the first draft token whose draft probability is below this
         # (transformers' assistant_confidence_threshold; exact either way); null: always k tokens.
-        # With k=auto, k is the chain's cap, priced with the stop (spsamp.cost_model.stopped_chain)
+        # A fixed k only: k=auto prices plain chains
         stop_below: Optional[float] = field(default=None, metadata={ADDED_LATER: True})
         # before each draft pass, look up to this many tokens in prompt + output (what followed the
         # first earlier occurrence of the latest n-gram, lookup_min_ngram <= n <= lookup_ngram) and let
@@ -57,6 +57,9 @@ class SpeculativeDecoder(LoopDecoder):
             if self.stop_below is not None:
                 if isinstance(self.stop_below, bool) or not isinstance(self.stop_below, (int, float)) or not 0 < self.stop_below < 1:
                     raise ConfigError(f"method.stop_below: must be a probability in (0, 1) or null, got {self.stop_below!r} — e.g. method.stop_below=0.4")
+                if self.k == "auto":
+                    raise ConfigError("method.stop_below: k=auto sizes plain chains, not stopped ones — give a fixed cap "
+                                      "(e.g. method.k=8) with method.stop_below, or drop method.stop_below for method.k=auto")
             check_lookup_params(self.lookup, self.lookup_ngram, self.lookup_min_ngram)
 
     @staticmethod

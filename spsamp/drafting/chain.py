@@ -23,7 +23,7 @@ import torch
 
 from spsamp.acceptance.rejection import fit_logits, rejection_sampling
 from spsamp.batching import forward_cols
-from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs, probe_rows_costs
+from spsamp.cost_model import PRIORS, Costs, SizingPriors, measure_costs, probe_costs
 from spsamp.drafting.lookup import lookup
 from spsamp.drafting.sizing import ChainSizer, RowsChainSizer
 from spsamp.proposals import Proposal, RowsStep, Step
@@ -44,8 +44,7 @@ class ChainDrafter:
     it (transformers' ``assistant_confidence_threshold``): an unlikely draft token is likely rejected,
     so the passes after it are mostly wasted. Still exact: the stop depends only on the draft's own
     tokens, so given the accepted prefix the next output is q's either way (bonus token or ratio test).
-    With a stop, ``Proposal.sure`` says which tokens the draft was sure of (all of them judged, the
-    last too), for k=auto's pricing of the stop (spsamp.cost_model.stopped_chain).
+    A fixed k only: k=auto does not price the stop (SpeculativeDecoder.Params refuses the pair).
 
     lookup / lookup_ngram / lookup_min_ngram: tokens looked up per draft pass (0: none), the longest
     and the shortest n-gram matched (module doc). A chain drafted so says what each pass fed
@@ -68,9 +67,9 @@ class ChainDrafter:
 
     def prepare(self, target: Any, draft: Any, rows: int = 1) -> None:
         """k=auto: the probe's costs, once per job; for a batch of ``rows`` rows, with the batch's own
-        passes timed (:func:`~spsamp.cost_model.probe_rows_costs`: v and vd keyed on the tokens a pass feeds)."""
+        passes timed (:func:`~spsamp.cost_model.probe_costs`: v and vd keyed on the tokens a pass feeds)."""
         if self.k == "auto":
-            self.costs = probe_costs(target, draft) if rows == 1 else probe_rows_costs(target, draft, rows, self.priors.k_max)
+            self.costs = probe_costs(target, draft, rows, self.priors.k_max)
             log.info("k=auto%s: measured c=%.3f, %s, draft %s", f" (batches of {rows})" if rows > 1 else "", self.costs.c,
                      self.costs.v.describe(), self.costs.vd.describe("vd"))
 
@@ -78,7 +77,7 @@ class ChainDrafter:
         if self.k == "auto":
             if self.costs is None:
                 self.costs = measure_costs(st.target, st.draft)  # on top of the caches, cropped back after
-            self.sizer = ChainSizer(self.costs, bool(self.lookup), self.stop_below is not None, self.priors)
+            self.sizer = ChainSizer(self.costs, bool(self.lookup), self.priors)
 
     def size(self, st: Any) -> int:
         if self.k != "auto":
@@ -113,7 +112,6 @@ class ChainDrafter:
         chain: list[int] = []
         rows: list[torch.Tensor] = []
         states: list[torch.Tensor] = []  # states[i] = draft hidden state with node i as input
-        sure: list[bool] = []
         feed = st.seq[draft.cache_len :]  # not yet seen by the draft; ends with the root
         guesses: list[int] = []  # guess tokens fed with each pass
         while len(chain) < k:
@@ -144,11 +142,9 @@ class ChainDrafter:
             for j, token in enumerate(new):
                 chain.append(token)
                 rows.append(p[j])
-                if self.stop_below is not None:
-                    sure.append(self._confidence(st, logits[j], p[j], token) >= self.stop_below)
-                    if not sure[-1] and len(chain) < k:
-                        k = len(chain)  # the rest of this pass's tokens are dropped with the stop
-                        break
+                if self.stop_below is not None and len(chain) < k and self._confidence(st, logits[j], p[j], token) < self.stop_below:
+                    k = len(chain)  # the rest of this pass's tokens are dropped with the stop
+                    break
             feed = [chain[-1]]
         # at T=0 every p_i is one-hot: a deterministic proposal, no [k, V] tensor needed
         p_dist = torch.stack(rows) if rows and st.gen.temperature > 0 else None
@@ -159,7 +155,6 @@ class ChainDrafter:
             slots=[base + i for i in range(k - 1)] + [-1] * min(k, 1),
             draft_calls=len(guesses),
             pass_widths=[1 + g for g in guesses] if self.lookup else None,
-            sure=sure if self.stop_below is not None else None,
         )
 
     # ---- a batch of rows (spsamp.loop.speculate_rows; plain chains: no stop_below, no lookup) ----

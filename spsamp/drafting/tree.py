@@ -193,7 +193,8 @@ class TreeDrafter:
             values = [math.exp(path_lp[i]) for i in tree]
             m, predicted = tree_speed(values, spent, c, verify, scale)
             st.cut, st.expected, tree = len(tree) - m, sum(values[:m]), tree[:m]
-            sizer.record(m, predicted, c * spent + verify(m + 1))
+            cost = c * spent + verify(m + 1)
+            sizer.record(m, predicted * cost, cost)
         index = {old: new for new, old in enumerate(tree)}
         has_child = {parents[i] for i in tree}
         st.size = len(tree)
