@@ -169,9 +169,10 @@ def report(df: pd.DataFrame) -> None:
         lo, hi = bootstrap_geomean(s.to_numpy())
         pred = wide["predicted"][row].mean()
         err = f"{(pred / d - 1) * 100:+.0f} %" if pred == pred else "–"
-        # the run's decode phase as one: the baseline's decode seconds over the arm's, predicted as
-        # each prompt's baseline seconds over its predicted speedup (short answers weigh what they take)
-        base = wide["decode_s"]["baseline"]
+        # the run's decode phase as one: what the baseline would take for the arm's tokens (at each
+        # prompt's baseline rate; sampled answers differ in length) over what the arm took, predicted
+        # as that time over each prompt's predicted speedup (short answers weigh what they take)
+        base = (wide["tokens"][row] - 1) / wide["dps"]["baseline"]
         pooled, pooled_pred = base.sum() / wide["decode_s"][row].sum(), base.sum() / (base / wide["predicted"][row]).sum()
         perr = f"{(pooled_pred / pooled - 1) * 100:+.0f} %" if pooled_pred == pooled_pred else "–"
         print(f"| {row} | {geomean(s):.2f} [{lo:.2f}, {hi:.2f}] | {d:.2f} | {pred:.2f} | {err} | {pooled:.2f} | {pooled_pred:.2f} | {perr} |")

@@ -31,3 +31,14 @@ def test_pooled_error_weighs_prompts_by_their_decode_seconds(capsys):
     assert cells[4] == "+25 %"  # mean prediction 2.5 over a geometric-mean measurement of 2
     pooled, pooled_pred, pooled_err = float(cells[5]), float(cells[6]), cells[7]
     assert pooled == 2.0 and abs(pooled_pred - 102 / (50 + 2 / 3)) < 0.01 and pooled_err == "+1 %"
+
+
+def test_pooled_speedup_is_per_token_when_sampled_answers_differ_in_length(capsys):
+    """At T > 0 an arm's answer may end sooner than the baseline's: the pooled speedup compares
+    decode rates (an arm at twice the baseline's rate reads 2, whatever its answer's length)."""
+    base = {"prompt": "p", "row": "baseline", "tokens": 101, "seconds": 101.0, "ttft_s": 1.0, "predicted": float("nan")}
+    arm = [{"prompt": "p", "row": f"kauto@{c}", "tokens": 51, "seconds": 26.0, "ttft_s": 1.0, "predicted": 2.0} for c in ("new", "old")]
+    load().report(pd.DataFrame([base, *arm]))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| kauto@new"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cells[5]) == 2.0 and float(cells[6]) == 2.0 and cells[7] == "+0 %"
