@@ -86,3 +86,21 @@ def test_bad_difficulty_is_one_config_error_line(overrides, message):
         validate(compose_cfg(overrides))
     assert "\n" not in str(err.value)
 
+
+
+def test_a_summary_keeps_difficulties_apart(tmp_path):
+    """Rows of a harder arithmetic set say so in their dataset label, so a sweep over
+    dataset.difficulty summarises one line per difficulty instead of pooling them."""
+    import pandas as pd
+
+    from spsamp.analysis.summary import sweep_summary
+    from spsamp.runner import JobInfo, run_job
+
+    rows = []
+    for d in (1, 3):
+        overrides = ["model=tiny_random", "method=baseline", "dataset=arithmetic", f"dataset.difficulty={d}",
+                     "dataset.max_samples=2", "generation.max_new_tokens=2", "generation.warmup=0"]
+        rows += run_job(compose_cfg(overrides), JobInfo(output_dir=str(tmp_path / f"d{d}"))).rows
+    assert {r["dataset"] for r in rows} == {"arithmetic", "arithmetic-d3"}
+    table = sweep_summary(pd.DataFrame(rows))
+    assert sorted(table["dataset"]) == ["arithmetic", "arithmetic-d3"] and list(table["prompts"]) == [2, 2]

@@ -88,7 +88,8 @@ class RowBuilder:
             "device": run.model.target.device or run.hardware.device,
             "device_map": self.device_map,
             "cpu_linear": self.target_info.get("cpu_linear") if self.target_info else None,
-            "dataset": run.dataset.name,
+            # a harder arithmetic set is another dataset: its label says so, as its prompt ids do
+            "dataset": run.dataset.name if run.dataset.difficulty == 1 else f"{run.dataset.name}-d{run.dataset.difficulty}",
             "prompt_id": prompt_id,
             "category": category,
             "turn": turn + 1,
