@@ -104,3 +104,13 @@ def test_a_summary_keeps_difficulties_apart(tmp_path):
     assert {r["dataset"] for r in rows} == {"arithmetic", "arithmetic-d3"}
     table = sweep_summary(pd.DataFrame(rows))
     assert sorted(table["dataset"]) == ["arithmetic", "arithmetic-d3"] and list(table["prompts"]) == [2, 2]
+
+
+def test_older_rows_of_a_harder_set_are_labelled_from_their_prompt_ids():
+    import pandas as pd
+
+    from spsamp.analysis.load import dataset_labels
+
+    df = pd.DataFrame({"dataset": ["arithmetic", "arithmetic", "arithmetic-d2", "humaneval"],
+                       "prompt_id": ["arith-s7-0", "arith-d3-s7-0", "arith-d2-s7-1", "HumanEval/0"]})
+    assert list(dataset_labels(df)) == ["arithmetic", "arithmetic-d3", "arithmetic-d2", "humaneval"]

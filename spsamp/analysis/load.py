@@ -186,10 +186,20 @@ def batch_throughput(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def dataset_labels(df: pd.DataFrame) -> pd.Series:
+    """``df.dataset`` with rows of a harder arithmetic set labelled ``arithmetic-d<difficulty>``: rows
+    written before the label carried the difficulty say ``arithmetic``, and only their prompt ids
+    (``arith-d3-...``) tell the sets apart."""
+    difficulty = df["prompt_id"].astype(str).str.extract(r"^arith-d(\d+)-", expand=False)
+    old = df["dataset"].eq("arithmetic") & difficulty.notna()
+    return df["dataset"].where(~old, "arithmetic-d" + difficulty)
+
+
 def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: bool = True) -> pd.DataFrame:
     """Every ``records.parquet`` under ``path_or_glob`` (a run dir, a sweep dir, ``outputs/``, a file,
     a glob, or a list of those) as one DataFrame.
 
+    ``dataset`` labels a harder arithmetic set's older rows as newer ones are (:func:`dataset_labels`).
     Added columns: ``source_file``, ``run_dir``, ``is_error`` (status == "error"), ``ok``
     (status == "ok"), ``batch_tokens_per_sec`` (:func:`batch_throughput`), ``config`` (a label: the method, its k / threshold / budget /
     parallel_branches, and any other parameter that differs between its runs) and, with ``metrics=True``,
@@ -197,6 +207,7 @@ def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: boo
     """
     df = load_table(path_or_glob).to_pandas()
     df["run_dir"] = df["source_file"].map(lambda p: str(Path(p).parent))
+    df["dataset"] = dataset_labels(df)
     df["is_error"] = df["status"].eq("error")
     df["ok"] = df["status"].eq("ok")
     df["config"] = config_labels(df)
