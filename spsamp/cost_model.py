@@ -299,7 +299,15 @@ def median_times(passes: dict[Any, tuple[Any, Callable[[], Any]]], repeats: int)
     return {key: statistics.median(x) for key, x in times.items()}
 
 
-def measure_costs(target, draft, prompt_ids=None, widths=(1, 2, 4, 8, 16, 32, 64), draft_widths=(1, 2, 4, 8), repeats: int = 5) -> Costs:
+# Kernels price a pass by blocks of rows (an AMX tile holds 16: on an Intel Xeon a 17-token pass
+# cost 1.2x a 16-token one, and 2..16 tokens cost alike), so v(n) interpolated between powers of
+# two misses the steps. The probe times every width a k=auto chain verifies (k + 1 <= k_max + 1),
+# then each wider power of two and one past it (trees); draft passes up to a tree's 16 branches.
+PROBE_WIDTHS = (*range(1, PRIORS.k_max + 2), 32, 33, 64, 65)
+PROBE_DRAFT_WIDTHS = (1, 2, 4, 8, 12, 16)
+
+
+def measure_costs(target, draft, prompt_ids=None, widths=PROBE_WIDTHS, draft_widths=PROBE_DRAFT_WIDTHS, repeats: int = 5) -> Costs:
     """Time target passes over ``widths`` new tokens and draft passes over ``draft_widths``
     (:func:`median_times`). With ``prompt_ids`` both models are prefilled on it first and left empty
     after; without, the passes run on top of the caches and are cropped back (measuring in place)."""

@@ -336,6 +336,34 @@ def test_measured_costs_come_from_the_clock(monkeypatch):
     assert target.cache_len == 0 and draft.cache_len == 0
 
 
+def test_the_probe_sees_a_kernels_step_in_cost_and_k_auto_stays_below_it(monkeypatch):
+    """Target passes priced by blocks of 16 rows (as AMX tiles): 2..16 tokens cost as one, 17 a block more.
+    The probe times the widths a chain verifies, so v(17) carries the step that powers of two
+    alone would interpolate away, and a confident chain stops at k = 15 (a 16-token verify pass)."""
+    from spsamp.models import load_model
+
+    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
+    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
+    target_forward = type(target).forward
+    now = {"t": 0.0}
+
+    def fake_forward(lm, ids, **kw):
+        out = target_forward(lm, ids, **kw)
+        blocks = -(-ids.shape[-1] // 16)
+        now["t"] += 0.010 * (1 + 0.25 * (blocks - 1)) if lm is target else 0.0005
+        return out
+
+    monkeypatch.setattr(type(target), "forward", fake_forward)
+    monkeypatch.setattr(cm, "_clock", lambda: now["t"])
+    costs = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), repeats=1)
+    assert costs.v(16) == pytest.approx(1.0) and costs.v(17) == pytest.approx(1.25)
+    sparse = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), widths=(1, 2, 4, 8, 16, 32, 64), repeats=1)
+    assert sparse.v(17) < 1.05  # what interpolating between powers of two would have priced
+    k = cm.best_chain_k([0.99], [64], costs.c, costs.v, costs.vd, k_max=16, k_min=1)[0]
+    k_sparse = cm.best_chain_k([0.99], [64], sparse.c, sparse.v, sparse.vd, k_max=16, k_min=1)[0]
+    assert k == 15 and k_sparse == 16
+
+
 def test_costs_measured_in_place_leave_a_decode_in_progress_as_it_was(one_thread):
     from spsamp.models import load_model
 
