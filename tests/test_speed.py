@@ -313,8 +313,9 @@ def test_best_k_follows_acceptance_and_cost():
     assert cm.best_chain_k([0.9], [16], 0.1, FLAT, FLAT, scale=0.5, k_min=1)[0] < best_k(0.9, 0.1, FLAT)[0]
 
 
-def test_measured_costs_come_from_the_clock(monkeypatch):
-    """c and v from fake pass times: target 10 ms + 1 ms per extra token, draft 2 ms flat."""
+def _timed_pair(monkeypatch, target_s, draft_s: float):
+    """The tiny pair with a fake clock: a target pass over n tokens takes ``target_s(n)`` seconds,
+    a draft pass ``draft_s``."""
     from spsamp.models import load_model
 
     run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
@@ -324,12 +325,17 @@ def test_measured_costs_come_from_the_clock(monkeypatch):
 
     def fake_forward(lm, ids, **kw):
         out = target_forward(lm, ids, **kw)
-        n = ids.shape[-1]
-        now["t"] += (0.010 + 0.001 * (n - 1)) if lm is target else 0.002
+        now["t"] += target_s(ids.shape[-1]) if lm is target else draft_s
         return out
 
     monkeypatch.setattr(type(target), "forward", fake_forward)
     monkeypatch.setattr(cm, "_clock", lambda: now["t"])
+    return target, draft
+
+
+def test_measured_costs_come_from_the_clock(monkeypatch):
+    """c and v from fake pass times: target 10 ms + 1 ms per extra token, draft 2 ms flat."""
+    target, draft = _timed_pair(monkeypatch, lambda n: 0.010 + 0.001 * (n - 1), 0.002)
     costs = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), widths=(1, 4, 8), draft_widths=(1, 4), repeats=2)
     assert costs.c == pytest.approx(0.2)
     assert costs.v(4) == pytest.approx(1.3) and costs.v(8) == pytest.approx(1.7) and costs.vd(4) == pytest.approx(1.0)
@@ -340,21 +346,7 @@ def test_the_probe_sees_a_kernels_step_in_cost_and_k_auto_stays_below_it(monkeyp
     """Target passes priced by blocks of 16 rows (as AMX tiles): 2..16 tokens cost as one, 17 a block more.
     The probe times the widths a chain verifies, so v(17) carries the step that powers of two
     alone would interpolate away, and a confident chain stops at k = 15 (a 16-token verify pass)."""
-    from spsamp.models import load_model
-
-    run, _ = validate(compose_cfg(["model=tiny_random", "method=speculative", "hardware.cpu_linear=aten"]))
-    target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
-    target_forward = type(target).forward
-    now = {"t": 0.0}
-
-    def fake_forward(lm, ids, **kw):
-        out = target_forward(lm, ids, **kw)
-        blocks = -(-ids.shape[-1] // 16)
-        now["t"] += 0.010 * (1 + 0.25 * (blocks - 1)) if lm is target else 0.0005
-        return out
-
-    monkeypatch.setattr(type(target), "forward", fake_forward)
-    monkeypatch.setattr(cm, "_clock", lambda: now["t"])
+    target, draft = _timed_pair(monkeypatch, lambda n: 0.010 * (1 + 0.25 * (-(-n // 16) - 1)), 0.0005)
     costs = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), repeats=1)
     assert costs.v(16) == pytest.approx(1.0) and costs.v(17) == pytest.approx(1.25)
     sparse = cm.measure_costs(target, draft, torch.tensor([1, 2, 3, 4]), widths=(1, 2, 4, 8, 16, 32, 64), repeats=1)
