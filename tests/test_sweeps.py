@@ -5,6 +5,7 @@ without duplicated or lost rows."""
 from __future__ import annotations
 
 import itertools
+import re
 import shlex
 import signal
 from pathlib import Path
@@ -35,6 +36,31 @@ def header_commands(name: str) -> list[list[str]]:
             words = shlex.split(text, comments=True)
             cmds.append([w for w in words[2:] if w not in ("-m", "--multirun")])
     return cmds
+
+
+def conf_commands() -> list[tuple[str, list[str]]]:
+    """The ``python run.py ...`` commands in the comments of ``conf/`` (the experiments aside: their
+    headers are :func:`header_commands`), as (file, overrides); a line ending in a backslash goes on
+    in the next comment line."""
+    found = []
+    for path in sorted((ROOT / "conf").rglob("*.yaml")):
+        if "experiment" in path.relative_to(ROOT / "conf").parts:
+            continue
+        comments = [line.split("#", 1)[1] for line in path.read_text().splitlines() if line.lstrip().startswith("#")]
+        text = re.sub(r"\\\s*\n\s*", " ", "\n".join(comments))
+        for cmd in re.findall(r"python run\.py[^`\n]*", text):
+            words = [w for w in shlex.split(cmd, comments=True)[2:] if w not in ("-m", "--multirun")]
+            if "--cfg" in words:
+                del words[words.index("--cfg"):words.index("--cfg") + 2]
+            found.append((str(path.relative_to(ROOT)), words))
+    return found
+
+
+@pytest.mark.parametrize("where,cmd", conf_commands(), ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_commands_in_the_configs_comments_compose(where, cmd):
+    cfg = compose_cfg([o for o in cmd if not is_sweep(o)], return_hydra_config=True)
+    if cfg.get("compare", {}).get("arms"):
+        compose_arms(compose_cfg([o for o in cmd if not is_sweep(o)]), cmd, compose_cfg)
 
 
 def is_sweep(override: str) -> bool:
