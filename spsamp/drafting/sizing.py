@@ -174,10 +174,10 @@ class RowsChainSizer:
         first = min(2, fed)
         args = (self.cost.c, self.cost.verify, self.cost.vd, len(rooms), first)
         catch_up = self.cost.c * (self.cost.vd.wide(len(rooms) * fed) - self.cost.vd.wide(len(rooms) * first))
-        plain = chain_step(alphas, cap, 0, *args)[1]
+        plain_tokens, plain = chain_step(alphas, cap, 0, *args)
         size, tokens, cost = best_chain_k(alphas, cap, *args, k_max=self.priors.k_max)
         if size > 0 and not pays_back(tokens, cost, len(live), plain, sum(cap) + len(live), catch_up):
-            size, (tokens, cost) = 0, chain_step(alphas, cap, 0, *args)  # pays per step, not for the catch-up
+            size, tokens, cost = 0, plain_tokens, plain  # pays per step, not for the catch-up
         if size > 0:
             self.plain_run, self.explore_after = 0, self.priors.explore_after
         elif self.plain_run >= self.explore_after and max(cap) >= 1 and self.could_pay(cap, args, plain, catch_up):
