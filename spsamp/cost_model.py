@@ -379,7 +379,7 @@ def probe_costs(target, draft, rows: int = 1, k_max: int = PRIORS.k_max) -> Cost
     """The job's costs, memoised per (target, draft) pair, torch thread count and batch shape: loaded
     models are memoised, so a sweep's jobs share one measurement. One row: :func:`measure_costs` on a
     random ``PROBE_TOKENS``-token prompt. A batch: that, then the batch's own passes
-    (:func:`measure_rows_costs`: verify passes of 1 .. k_max + 1 columns, draft passes of 1, 2 and
+    (:func:`measure_rows_costs`: verify passes of every column count 1 .. k_max + 1, draft passes of 1, 2 and
     about ``CATCH_UP_TOKENS`` tokens)."""
     import torch
 
@@ -391,7 +391,7 @@ def probe_costs(target, draft, rows: int = 1, k_max: int = PRIORS.k_max) -> Cost
         per_key[threads] = measure_costs(target, draft, probe)
     key = threads if rows == 1 else (threads, "rows", rows, k_max)
     if key not in per_key:
-        columns = tuple(sorted({1 << i for i in range((k_max - 1).bit_length() + 1)} | {k_max + 1}))
+        columns = tuple(range(1, k_max + 2))  # every verify width a chain uses, as the one-row probe
         wide = max(4, -(-CATCH_UP_TOKENS // rows))
         per_key[key] = measure_rows_costs(target, draft, rows, per_key[threads], columns=columns, draft_columns=(1, 2, wide))
     return per_key[key]
