@@ -299,9 +299,8 @@ def median_times(passes: dict[Any, tuple[Any, Callable[[], Any]]], repeats: int)
     return {key: statistics.median(x) for key, x in times.items()}
 
 
-# Kernels price a pass by blocks of rows (an AMX tile holds 16: on an Intel Xeon a 17-token pass
-# cost 1.2x a 16-token one, and 2..16 tokens cost alike), so v(n) interpolated between powers of
-# two misses the steps. The probe times every width a k=auto chain verifies (k + 1 <= k_max + 1),
+# Kernels price a pass by blocks of rows (an AMX tile holds 16: a 17-token pass can cost a step
+# more than a 16-token one), so v(n) interpolated between powers of two misses the steps. The probe times every width a k=auto chain verifies (k + 1 <= k_max + 1),
 # then each wider power of two and one past it (trees); draft passes up to a tree's 16 branches.
 PROBE_WIDTHS = (*range(1, PRIORS.k_max + 2), 32, 33, 64, 65)
 PROBE_DRAFT_WIDTHS = (1, 2, 4, 8, 12, 16)
