@@ -6,9 +6,11 @@
 
 Loads the pair once, imports ``spsamp/autojudge/mining.py`` as it was at ``--before`` (``git show``)
 beside the current one, and mines the same prompts (the start of ``method.mining_source``'s stream)
-with both, alternating which goes first per prompt so that a busy shared machine slows both alike.
-Prints per prompt the seconds and samples of each, whether the labels agree, and the totals as
-samples per minute. No journal: every prompt is mined by both.
+with both, in ``--blocks`` consecutive blocks of prompts (a batched miner fills its batch across
+the prompts of a block), alternating which goes first per block so that a busy shared machine
+slows both alike. Prints per block the seconds and samples of each, whether the labels agree, and
+the totals as samples per minute. No journal: every prompt is mined by both. ``--batch-before``
+sets the older miner's ``mining_batch`` (default: the same as this checkout's).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def main() -> None:
     ap.add_argument("--before", default="main", help="git revision of the miner to compare against")
     ap.add_argument("--prompts", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64, help="mining_max_tokens")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blocks", type=int, default=0, help="blocks of prompts (default: one per prompt)")
+    ap.add_argument("--batch-before", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,23 +75,26 @@ def main() -> None:
     need_p = params.features == "concat"
     total = {"before": [0.0, 0], "after": [0.0, 0]}
     same = True
-    for k, pr in enumerate(prompts):
+    blocks = max(1, min(args.blocks or len(prompts), len(prompts)))
+    batches = {"before": params.mining_batch if args.batch_before is None else args.batch_before, "after": params.mining_batch}
+    for k in range(blocks):
+        block = prompts[k * len(prompts) // blocks : (k + 1) * len(prompts) // blocks]
         order = [("before", before), ("after", after)] if k % 2 == 0 else [("after", after), ("before", before)]
         got = {}
         for name, mod in order:
             t = time.perf_counter()
             # settings an older miner lacks stay at its behaviour; those it has are set alike for both
             new = {"answer_k": params.mining_answer_k} if "answer_k" in inspect.signature(mod.mine).parameters else {}
-            m = mod.mine(target, draft, [pr], args.tokens, check, need_draft_hidden=need_p, batch=params.mining_batch, **new)
+            m = mod.mine(target, draft, block, args.tokens, check, need_draft_hidden=need_p, batch=batches[name], **new)
             dt = time.perf_counter() - t
             total[name][0] += dt
             total[name][1] += len(m)
             got[name] = (m.labels, m.positions, dt, m.decoded_tokens)
         agree = got["before"][:2] == got["after"][:2]
         same &= agree
-        print(f"{pr.id}: before {got['before'][2]:.1f}s {len(got['before'][0])} samples ({got['before'][3]} continuation tokens), "
-              f"after {got['after'][2]:.1f}s {len(got['after'][0])} samples ({got['after'][3]} continuation tokens), "
-              f"labels {'agree' if agree else 'DIFFER'}", flush=True)
+        print(f"{','.join(pr.id for pr in block)}: before {got['before'][2]:.1f}s {len(got['before'][0])} samples "
+              f"({got['before'][3]} continuation tokens), after {got['after'][2]:.1f}s {len(got['after'][0])} samples "
+              f"({got['after'][3]} continuation tokens), labels {'agree' if agree else 'DIFFER'}", flush=True)
     for name, (s, n) in total.items():
         print(f"{name}: {n} samples in {s:.1f}s = {60 * n / s:.1f} samples/min")
     print(f"speedup {total['before'][0] / total['after'][0]:.2f}x (time for the same prompts); labels {'identical' if same else 'differ'}")

@@ -358,7 +358,8 @@ def test_batched_continuations_equal_one_at_a_time(one_thread):
     cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64"])
     run, _ = validate(cfg)
     target = load_model(run.model.target, run.hardware)
-    from spsamp.autojudge.mining import batched_continuations, greedy_continue
+    from spsamp.autojudge.greedy_rows import batched_continuations
+    from spsamp.autojudge.mining import greedy_continue
 
     prompt = encode(target.tokenizer, [{"role": "user", "content": "Count: 1 2 3"}], False).tolist()
     q = PrefixCache(target)
@@ -388,24 +389,50 @@ def test_batched_continuations_equal_one_at_a_time(one_thread):
     assert [len(c) for c in short] == [3, 3, 3, 3]
 
 
-def test_batched_mining_labels_equal_unbatched_labels(tmp_path, one_thread):
+def test_pipelined_mining_labels_every_mismatch_as_one_sequence_would(tmp_path, one_thread):
+    # float64: every row of the batch must give what a one-sequence greedy decode gives
     cfg = compose_cfg(["model=tiny_random", "hardware.dtype=float64"])
     run, _ = validate(cfg)
     target, draft = load_model(run.model.target, run.hardware), load_model(run.model.draft, run.hardware)
-    from spsamp.autojudge.mining import greedy_continue, mine_prompt_batched
+    from spsamp.autojudge.journal import MiningJournal
+    from spsamp.autojudge.mining import MiningPrompt, greedy_continue, mine
 
     check = Continuation(window=4, match_len=3, tau=0.8)
-    decode = target.tokenizer.decode
-    prompt = encode(target.tokenizer, [{"role": "user", "content": "Why?"}], False).tolist()
-    samples, answer, decoded = mine_prompt_batched(PrefixCache(target), PrefixCache(draft), prompt, 20, check, decode,
-                                                   vocab=target.vocab_size, batch=3)
-    assert len(samples) >= 4 and decoded > 0  # several chunks of 3
-    for i, d, label, h_p, h_q in samples:
-        cont, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], 20 - i - 1)
-        assert label == int(check(answer, answer[:i] + [d] + cont, i, decode))
-        assert torch.allclose(h_q, ref_h, atol=1e-6)  # batched shapes sum in another order
-        ref_p = PrefixCache(draft).run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1]
-        assert torch.allclose(h_p, ref_p, atol=1e-6)  # the draft's state at d_i, from one batched forward
+    decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    texts = ["Why?", "Count: 1 2 3", "Hello there", "Name a colour", "2 + 2 ="]
+    prompts = [MiningPrompt(f"p{j}", t, encode(target.tokenizer, [{"role": "user", "content": t}], False)) for j, t in enumerate(texts)]
+    # a batch of 3 rows: answers of later prompts share it with earlier prompts' continuations
+    mined = mine(target, draft, prompts, 20, check, batch=3)
+    assert mined.prompts == 5 and len(mined) >= 8 and mined.decoded_tokens > 0 and mined.seconds > 0
+    assert mined.prompt_ids == sorted(mined.prompt_ids, key=lambda pid: int(pid[1:]))  # yielded in stream order
+    seen = 0
+    for pr in prompts:
+        prompt = pr.ids.tolist()
+        answer, _ = greedy_continue(PrefixCache(target), prompt, 20)
+        rows = [j for j, pid in enumerate(mined.prompt_ids) if pid == pr.id]
+        d_arg = PrefixCache(draft).run(prompt + answer)[0].logits.argmax(-1).tolist()
+        miss = [i for i in range(len(answer)) if d_arg[len(prompt) - 1 + i] != answer[i]]
+        assert [mined.positions[j] for j in rows] == miss
+        for j, i in zip(rows, miss):
+            d = d_arg[len(prompt) - 1 + i]
+            cont, ref_h = greedy_continue(PrefixCache(target), prompt + answer[:i] + [d], 20 - i - 1)
+            assert mined.labels[j] == int(check(answer, answer[:i] + [d] + cont, i, decode))
+            assert torch.allclose(mined.h_q[j], ref_h, atol=1e-6)  # batched shapes sum in another order
+            ref_p = PrefixCache(draft).run(prompt + answer[:i] + [d], hidden=True)[0].hidden[-1]
+            assert torch.allclose(mined.h_p[j], ref_p, atol=1e-6)  # the draft's state at d_i, from one batched forward
+            seen += 1
+    assert seen == len(mined)
+    # one row: the same samples; a target count stops admitting prompts once the expected mismatches cover it
+    one = mine(target, draft, prompts, 20, check, batch=2)
+    assert one.labels == mined.labels and one.positions == mined.positions
+    few = mine(target, draft, iter(prompts), 20, check, batch=3, target_samples=1)
+    assert 1 <= few.prompts < 5 and len(few) >= 1
+    # the journal: a stopped job's prompts are read back, the rest mined, the same samples either way
+    journal = lambda: MiningJournal(tmp_path / "mining", {"recipe": 1})  # noqa: E731
+    mine(target, draft, prompts[:2], 20, check, batch=3, journal=journal())
+    again = mine(target, draft, prompts, 20, check, batch=3, journal=journal())
+    assert again.resumed == 2 and again.labels == mined.labels and again.positions == mined.positions
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(again.h_q, mined.h_q))  # other batch neighbours
 
 
 def test_tests_check_labels_by_pass_fail():

@@ -10,12 +10,14 @@ original's. Each mismatch yields one sample: the hidden states of p and q with d
 - ``1`` — the paper's walk (Alg. 1, :func:`mine_prompt`): mismatches left to right, one swapped
   continuation at a time; an unimportant swap becomes the current answer and later mismatches
   are searched along it.
-- ``B > 1`` — batched (:func:`mine_prompt_batched`): every mismatch of the target's greedy answer
-  is labelled against that answer, and the swapped continuations are decoded ``B`` at a time as
-  one batch — each sequence with its own length, positions and KV (left-padded copies of the
-  answer's cache, an attention mask over the padding), one target forward per step for all of
-  them, a finished sequence's place taken by the next waiting one (continuous batching). A continuation stops at eos, at its budget, or as soon as ``stop`` says its outcome is
-  fixed (the ``tests`` check: the code block has closed).
+- ``B > 1`` — pipelined (:func:`_pipelined`): every mismatch of the target's greedy answer is
+  labelled against that answer, and every target token — the answers of several prompts and the
+  swapped continuations of all their mismatches — is decoded as one batch of up to ``B`` rows
+  (:mod:`spsamp.autojudge.greedy_rows`): one target forward per step for all of them, a finished
+  row's slot taken at once by a waiting continuation or the next prompt's answer, so the batch
+  stays full across prompts. A continuation stops at eos, at its budget, or as soon as ``stop``
+  says its outcome is fixed (``final_answer``: the answer is stated; ``tests``: the code block
+  has closed).
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from spsamp.acceptance.rejection import fit_logits
 from spsamp.autojudge.checks import ImportanceCheck
-from spsamp.autojudge.journal import MiningJournal, PromptEntry, prompt_sha
+from spsamp.autojudge.greedy_rows import GreedyRows, Row, batched_continuations, prefill_kv
+from spsamp.autojudge.journal import MiningJournal, PromptEntry, Sample, prompt_sha
 from spsamp.models import CausalLM
-from spsamp.models.adapter import new_cache
 
 log = logging.getLogger(__name__)
 
@@ -139,113 +142,6 @@ def greedy_continue(q: PrefixCache, seq: list[int], budget: int, stop: Optional[
         step = proposal[:n] + [g[n]]
 
 
-@torch.inference_mode()
-def batched_continuations(
-    lm: CausalLM,
-    lengths: list[int],
-    firsts: list[int],
-    budgets: list[int],
-    answer_of: Callable[[int, list[int]], list[int]],
-    stop: Optional[Stop] = None,
-    vocab: Optional[int] = None,
-    batch: Optional[int] = None,
-) -> tuple[list[list[int]], torch.Tensor]:
-    """Greedy continuations of sequences decoded as one batch: sequence b is the first ``lengths[b]``
-    tokens held in ``lm``'s cache, then ``firsts[b]``, then up to ``budgets[b]`` greedy tokens.
-
-    At most ``batch`` sequences (default: all) decode at a time, and one that finishes hands its
-    place to the next waiting one (continuous batching): the batch stays full until the queue runs
-    dry, instead of running down to its slowest row. Each row's KV comes from ``lm.cache`` without
-    recomputation, right-aligned with the batch's columns (left padding, hidden by the attention
-    mask), position ids continue each row from its own length, so one forward per step serves
-    every row. Rows stop at eos, at their budget, or when ``stop(answer_of(b, cont))`` holds.
-    Returns the continuations and q's last-layer state at each ``firsts[b]`` ``[N, H]``.
-    """
-    assert lm.cache_len >= max(lengths, default=0), "the cache must hold every prefix"
-    dev = lm.device
-    source = [(layer.keys, layer.values) for layer in lm.cache.layers]
-    cache = new_cache(lm.model.config)  # the same layer types as lm.cache, which the rows are copied from
-    conts: list[list[int]] = [[] for _ in lengths]
-    h_first: list[Optional[torch.Tensor]] = [None] * len(lengths)
-    waiting = list(range(len(lengths)))[::-1]  # popped from the end: in order
-    rows: list[int] = []  # batch row -> sequence
-    steps: list[int] = []  # forwards each row has had
-    nxt: list[int] = []  # each row's next input token
-    mask = torch.zeros((0, 0), dtype=torch.long, device=dev)  # [rows, cache columns], 1 = the row's own
-    pos = torch.zeros((0, 1), dtype=torch.long, device=dev)
-    kw = lm.cache_kwarg  # cache vs past_key_values: the name this model's forward declares
-    while rows or waiting:
-        new = [waiting.pop() for _ in range(min(len(waiting), (batch or len(lengths)) - len(rows)))]
-        if new:  # admit: each new row's prefix KV copied in, right-aligned with the batch's columns
-            ns = [lengths[b] for b in new]
-            width = max(mask.shape[1], *ns)
-            if rows and width > mask.shape[1]:  # a longer prefix: pad every row on the left
-                _pad_left(cache, width - mask.shape[1])
-            mask = torch.cat([mask.new_zeros((len(rows), width - mask.shape[1])), mask], dim=1)
-            _append_rows(cache, [tuple(torch.cat([_right_aligned(x[:, :, :n], width) for n in ns]) for x in kv) for kv in source])
-            cols = torch.arange(width, device=dev)
-            mask = torch.cat([mask, (cols[None] >= width - torch.tensor(ns, device=dev)[:, None]).long()])
-            pos = torch.cat([pos, torch.tensor(ns, dtype=torch.long, device=dev)[:, None]])
-            rows, steps, nxt = rows + new, steps + [0] * len(new), nxt + [firsts[b] for b in new]
-        ids = torch.tensor(nxt, dtype=torch.long, device=dev).unsqueeze(1)
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                       output_hidden_states=bool(new), **{kw: cache})
-        for r in range(len(rows) - len(new), len(rows)):
-            h_first[rows[r]] = out.hidden_states[-1][r, -1].clone()
-        logits = out.logits[:, -1]
-        nxt = (logits if vocab is None else fit_logits(logits, vocab)).argmax(-1).tolist()
-        keep = []
-        for r, b in enumerate(rows):
-            step, steps[r] = steps[r], steps[r] + 1
-            if step >= budgets[b] or (step == 0 and firsts[b] in lm.eos_ids):
-                continue  # budget spent (or the swapped token itself ended the answer)
-            tok = nxt[r]
-            conts[b].append(tok)
-            if tok in lm.eos_ids or len(conts[b]) >= budgets[b] or (stop is not None and stop(answer_of(b, conts[b]))):
-                continue
-            keep.append(r)
-        pos = pos + 1
-        if len(keep) == len(rows):
-            continue
-        rows, steps, nxt = [rows[r] for r in keep], [steps[r] for r in keep], [nxt[r] for r in keep]
-        if not keep:
-            cache, mask, pos = new_cache(lm.model.config), mask.new_zeros((0, 0)), pos[:0]
-            continue
-        sel = torch.tensor(keep, dtype=torch.long, device=dev)
-        cache.batch_select_indices(sel)
-        mask, pos = mask.index_select(0, sel), pos.index_select(0, sel)
-        lead = int(mask.any(dim=0).long().argmax())  # columns no remaining row holds (finished rows' prefixes): dropped
-        if lead:
-            mask = mask[:, lead:]
-            _pad_left(cache, -lead)
-    return conts, torch.stack(h_first) if h_first else torch.zeros(0, device=dev)
-
-
-def _right_aligned(x: torch.Tensor, width: int) -> torch.Tensor:
-    """``x`` ``[1, H, n, D]`` with ``width - n`` zero columns before it."""
-    return torch.cat([x.new_zeros(x.shape[:2] + (width - x.shape[2], x.shape[3])), x], dim=2)
-
-
-def _pad_left(cache: Any, cols: int) -> None:
-    """Add ``cols`` zero columns before every row of ``cache`` (``cols`` < 0: drop the first -cols)."""
-    for layer in cache.layers:
-        if cols > 0:
-            layer.keys, layer.values = (_right_aligned(x, x.shape[2] + cols) for x in (layer.keys, layer.values))
-        else:
-            layer.keys, layer.values = layer.keys[:, :, -cols:], layer.values[:, :, -cols:]
-
-
-def _append_rows(cache: Any, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Append rows to ``cache``: ``rows[li]`` = layer li's keys and values ``[b, H, T, D]``."""
-    for li, (k, v) in enumerate(rows):
-        layer = cache.layers[li]
-        if layer.is_initialized:
-            layer.keys, layer.values = torch.cat([layer.keys, k]), torch.cat([layer.values, v])
-        else:
-            cache.update(k, v, li)
-
-
 def mine_prompt(
     target: PrefixCache,
     draft: PrefixCache,
@@ -292,56 +188,6 @@ def mine_prompt(
     return samples, original, answer
 
 
-def mine_prompt_batched(
-    target: PrefixCache,
-    draft: PrefixCache,
-    prompt: list[int],
-    max_new: int,
-    check: ImportanceCheck,
-    decode: Callable[[list[int]], str],
-    need_draft_hidden: bool = True,
-    vocab: Optional[int] = None,
-    batch: int = 16,
-    stop: Optional[Stop] = None,
-    answer_k: int = 0,
-) -> tuple[list[tuple[int, int, int, Optional[torch.Tensor], torch.Tensor]], list[int], int]:
-    """Label every mismatch of the target's greedy answer against that answer, decoding the
-    swapped continuations ``batch`` at a time, a finished one's place taken by the next (see module doc); ``answer_k`` >= 1: the answer
-    itself is decoded speculatively with the draft (:func:`greedy_continue`).
-
-    Returns ``(samples, answer, decoded_tokens)``; samples as :func:`mine_prompt`'s.
-    """
-    n = len(prompt)
-    answer, _ = greedy_continue(target, prompt, max_new, stop=stop, answer_from=n, draft=draft, k=answer_k, vocab=vocab)
-    if not answer:
-        return [], answer, 0
-    # p's teacher-forced argmax at answer[i] comes from position n + i - 1
-    out, start = draft.run(prompt + answer, from_pos=n - 1)
-    logits = out.logits if vocab is None else fit_logits(out.logits, vocab)
-    d_arg = logits.argmax(-1).tolist()
-    miss = [(i, d_arg[n - 1 + i - start]) for i in range(len(answer)) if d_arg[n - 1 + i - start] != answer[i]]
-    if not miss:
-        return [], answer, 0
-    lengths, firsts = [n + i for i, _ in miss], [d for _, d in miss]
-    h_ps: list[Optional[torch.Tensor]] = [None] * len(miss)
-    # h_p: p's state with d_i as input after answer[:i] — the draft's cache holds every prefix, so all
-    # of them come from batched one-token forwards (a zero budget: no continuation)
-    if need_draft_hidden:
-        _, h = batched_continuations(draft.lm, lengths, firsts, [0] * len(miss), lambda b, cont: cont, batch=batch)
-        h_ps = list(h)
-        draft.tokens = []  # as for the target below: start the next prompt from a clean cache
-        draft.lm.reset()
-    target.run(prompt + answer)  # the cache holds every prefix the batch needs
-    conts, h_q = batched_continuations(target.lm, lengths, firsts, [max_new - i - 1 for i, _ in miss],
-                                       lambda b, cont: answer[: miss[b][0]] + [miss[b][1]] + cont, stop=stop, vocab=vocab, batch=batch)
-    samples = [(i, d, int(bool(check(answer, answer[:i] + [d] + cont, i, decode))), hp, hq)
-               for (i, d), cont, hq, hp in zip(miss, conts, h_q, h_ps)]
-    decoded = sum(len(c) for c in conts)
-    target.tokens = []  # the batch forwards replaced the adapter's cache object: start clean
-    target.lm.reset()
-    return samples, answer, decoded
-
-
 def mine(
     target: CausalLM,
     draft: CausalLM,
@@ -355,34 +201,32 @@ def mine(
     answer_k: int = 0,
 ) -> MinedSet:
     """Mine labelled mismatches over ``prompts`` (greedy target answers of ``max_new`` tokens);
-    ``batch`` = 1: the paper's walk, > 1: batched continuations (module doc). With a ``journal``
-    each prompt is written as soon as it is labelled and prompts already there are read back, not
-    mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own mining time.
-    ``prompts`` may be an endless stream: with ``target_samples`` it is read only until that many
-    mismatches are labelled (whole prompts: the last one may overshoot). ``answer_k`` >= 1: target
-    answers (and the walk's continuations) are decoded speculatively with the draft, k tokens a pass."""
-    q, p = PrefixCache(target), PrefixCache(draft)
+    ``batch`` = 1: the paper's walk, > 1: every token decoded in one batch of rows (module doc). With a
+    ``journal`` each prompt is written as soon as it is labelled and prompts already there are read
+    back, not mined again (:mod:`spsamp.autojudge.journal`); ``seconds`` then sums each prompt's own
+    mining time. ``prompts`` may be an endless stream: with ``target_samples`` it is read only until
+    that many mismatches are labelled (whole prompts: the last ones may overshoot). ``answer_k`` >= 1:
+    the walk's answers and continuations are decoded speculatively with the draft, k tokens a pass."""
     decode = lambda ids: target.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     mined = MinedSet()
+    wanted = (lambda: target_samples - len(mined)) if target_samples is not None else (lambda: None)
     t0 = time.perf_counter()
-    bar = tqdm(prompts, desc="autojudge mining", unit="prompt", disable=None)
-    for pr in bar:
-        sha = prompt_sha(pr.text)
-        mined.prompt_shas[pr.id] = sha
-        entry = journal.get(pr.id, sha) if journal is not None else None
-        from_journal = entry is not None
-        mined.resumed += from_journal
-        if entry is None:
-            entry = _mine_one(q, p, pr, max_new, check, decode, need_draft_hidden, target.vocab_size, batch, answer_k)
-            if journal is not None:
-                journal.put(pr.id, sha, entry)
+    if batch > 1:
+        entries = _pipelined(target, draft, prompts, journal, wanted, max_new, check, decode, need_draft_hidden, batch)
+    else:
+        entries = _walked(target, draft, prompts, journal, wanted, max_new, check, decode, need_draft_hidden, answer_k)
+    bar = tqdm(desc="autojudge mining", unit="prompt", disable=None)
+    for pr, sha, entry, from_journal in entries:
         samples = entry.samples
+        mined.prompt_shas[pr.id] = sha
+        mined.resumed += from_journal
         mined.prompts += 1
         mined.answer_tokens += entry.answer_tokens
         mined.decoded_tokens += entry.decoded_tokens
         mined.seconds += entry.seconds
         so_far = len(mined) + len(samples)
         rate = 60 * so_far / max(mined.seconds, 1e-9)
+        bar.update(1)
         bar.set_postfix(samples=so_far, per_min=f"{rate:.1f}")
         log.info("mining %s%s: %d answer tokens, %d mismatches, %d important (%d samples, %.1f samples/min so far)",
                  pr.id, " (read back from the journal)" if from_journal else "",
@@ -394,8 +238,6 @@ def mine(
             mined.h_q.append(h_q)
             if h_p is not None:
                 mined.h_p.append(h_p)
-        if target_samples is not None and len(mined) >= target_samples:
-            break  # before the stream is read further: an endless source is read no further than needed
     bar.close()
     target.reset()
     draft.reset()
@@ -410,19 +252,173 @@ def mine(
     return mined
 
 
-def _mine_one(q: PrefixCache, p: PrefixCache, pr: MiningPrompt, max_new: int, check: ImportanceCheck,
-              decode: Callable[[list[int]], str], need_draft_hidden: bool, vocab: int, batch: int, answer_k: int = 0) -> PromptEntry:
-    t0 = time.perf_counter()
-    bound = check.bind(pr.reference) if hasattr(check, "bind") else check  # outcome checks need the problem
+Mined = tuple[MiningPrompt, str, PromptEntry, bool]  # a prompt, its text hash, its samples, read back from the journal?
+
+
+def _read_back(journal: Optional[MiningJournal], pr: MiningPrompt) -> tuple[str, Optional[PromptEntry]]:
+    sha = prompt_sha(pr.text)
+    return sha, journal.get(pr.id, sha) if journal is not None else None
+
+
+def _bound(check: ImportanceCheck, pr: MiningPrompt, decode: Callable[[list[int]], str]) -> tuple[ImportanceCheck, Optional[Stop]]:
+    """The check bound to ``pr``'s problem (outcome checks need it) and its stop over answer token ids."""
+    bound = check.bind(pr.reference) if hasattr(check, "bind") else check
     stop = getattr(bound, "stop", None)
-    stop_ids = (lambda ids, stop=stop: stop(decode(ids))) if stop is not None else None
-    decoded = 0
-    if batch > 1:
-        samples, original, decoded = mine_prompt_batched(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden,
-                                                         vocab, batch, stop_ids, answer_k)
+    return bound, (lambda ids: stop(decode(ids))) if stop is not None else None
+
+
+def _walked(target: CausalLM, draft: CausalLM, prompts: Iterable[MiningPrompt], journal: Optional[MiningJournal],
+            wanted: Callable[[], Optional[int]], max_new: int, check: ImportanceCheck, decode: Callable[[list[int]], str],
+            need_draft_hidden: bool, answer_k: int) -> Iterator[Mined]:
+    """The paper's walk, one prompt after another."""
+    q, p = PrefixCache(target), PrefixCache(draft)
+    for pr in prompts:
+        sha, entry = _read_back(journal, pr)
+        from_journal = entry is not None
+        if entry is None:
+            entry = _mine_one(q, p, pr, max_new, check, decode, need_draft_hidden, target.vocab_size, answer_k)
+            if journal is not None:
+                journal.put(pr.id, sha, entry)
+        yield pr, sha, entry, from_journal
+        left = wanted()
+        if left is not None and left <= 0:
+            return  # before the stream is read further: an endless source is read no further than needed
+
+
+def _mine_one(q: PrefixCache, p: PrefixCache, pr: MiningPrompt, max_new: int, check: ImportanceCheck,
+              decode: Callable[[list[int]], str], need_draft_hidden: bool, vocab: int, answer_k: int = 0) -> PromptEntry:
+    t0 = time.perf_counter()
+    bound, stop = _bound(check, pr, decode)
+    samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, vocab, stop, answer_k)
+    return PromptEntry(samples, len(original), 0, time.perf_counter() - t0)
+
+
+@dataclass(eq=False)
+class _Open:
+    """A prompt being mined by :func:`_pipelined`."""
+
+    pr: MiningPrompt
+    sha: str
+    check: ImportanceCheck
+    stop: Optional[Stop]
+    seconds: float = 0.0
+    answer: Optional[list[int]] = None
+    miss: list[Row] = field(default_factory=list)  # one row per mismatch (its continuation once it ends)
+    h_p: list[Optional[torch.Tensor]] = field(default_factory=list)
+    left: int = 0  # mismatch rows not ended yet
+    entry: Optional[PromptEntry] = None
+    from_journal: bool = False
+
+
+def _pipelined(target: CausalLM, draft: CausalLM, prompts: Iterable[MiningPrompt], journal: Optional[MiningJournal],
+               wanted: Callable[[], Optional[int]], max_new: int, check: ImportanceCheck, decode: Callable[[list[int]], str],
+               need_draft_hidden: bool, batch: int) -> Iterator[Mined]:
+    """Every target token, answers and swapped continuations of many prompts alike, decoded as rows of
+    one batch (:class:`GreedyRows`): a prompt's answer is a row; when it ends, the draft's argmax along
+    it gives the mismatches, each a row continuing from the answer row's own KV. Free slots go to
+    waiting continuations first, then to new prompts while the mismatches expected from the prompts
+    in flight fall short of ``wanted()``. Prompts are yielded in stream order, each written to the
+    journal as soon as its last continuation is labelled; a step's time is shared among the prompts
+    whose rows it decoded."""
+    vocab = target.vocab_size
+    engine = GreedyRows(target, batch, vocab)
+    p = PrefixCache(draft)
+    stream = iter(prompts)
+    order: deque[_Open] = deque()  # admitted prompts, in stream order
+    waiting: deque[Row] = deque()
+    counts: list[int] = []  # mismatches per prompt so far: the guess for a prompt still answering
+
+    def expected() -> float:
+        guess = sum(counts) / len(counts) if counts else batch
+        return sum(len(op.entry.samples) if op.entry else len(op.miss) if op.answer is not None else guess for op in order)
+
+    def enough() -> bool:
+        left = wanted()
+        return left is not None and expected() >= left
+
+    exhausted = False
+    while True:
+        while engine.free and waiting:
+            engine.add(waiting.popleft())
+        while engine.free and not exhausted and not enough():
+            pr = next(stream, None)
+            if pr is None:
+                exhausted = True
+                break
+            sha, entry = _read_back(journal, pr)
+            op = _Open(pr, sha, *_bound(check, pr, decode), entry=entry, from_journal=entry is not None)
+            order.append(op)
+            if entry is None:
+                t0 = time.perf_counter()
+                ids = pr.ids.tolist()
+                engine.add(Row(prefill_kv(target, ids[:-1]), len(ids) - 1, ids[-1], max_new, op.stop, tag=op, keep_kv=True))
+                op.seconds += time.perf_counter() - t0
+            else:
+                counts.append(len(entry.samples))
+        while order and order[0].entry is not None:
+            op = order.popleft()
+            yield op.pr, op.sha, op.entry, op.from_journal
+        if not engine.busy:
+            if waiting or (not exhausted and not enough()):
+                continue
+            return
+        share = Counter(row.tag for row in engine.rows if row is not None)
+        t0 = time.perf_counter()
+        ended = engine.step()
+        dt = (time.perf_counter() - t0) / sum(share.values())
+        for op, rows in share.items():
+            op.seconds += dt * rows
+        for row in ended:
+            op = row.tag
+            t0 = time.perf_counter()
+            if op.answer is None:
+                waiting.extend(_answered(op, row, p, max_new, need_draft_hidden, vocab, batch))
+            else:
+                op.left -= 1
+            if op.left == 0:
+                samples = _labelled(op, decode)
+                op.seconds += time.perf_counter() - t0
+                op.entry = PromptEntry(samples, len(op.answer), sum(len(r.cont) for r in op.miss), op.seconds)
+                counts.append(len(samples))
+                if journal is not None:
+                    journal.put(op.pr.id, op.sha, op.entry)
+            else:
+                op.seconds += time.perf_counter() - t0
+
+
+def _answered(op: _Open, row: Row, p: PrefixCache, max_new: int, need_draft_hidden: bool, vocab: int, batch: int) -> list[Row]:
+    """The answer row ended: its mismatches with the draft's argmax, as rows continuing from its KV."""
+    prompt, answer = op.pr.ids.tolist(), row.cont
+    op.answer, n = answer, len(prompt)
+    if not answer:
+        return []
+    # p's teacher-forced argmax at answer[i] comes from position n + i - 1
+    out, start = p.run(prompt + answer, from_pos=n - 1)
+    d_arg = fit_logits(out.logits, vocab).argmax(-1).tolist()
+    miss = [(i, d_arg[n - 1 + i - start]) for i in range(len(answer)) if d_arg[n - 1 + i - start] != answer[i]]
+    if need_draft_hidden and miss:
+        # h_p: p's state with d_i as input after answer[:i]: its cache holds every prefix, so a zero budget
+        _, h = batched_continuations(p.lm, [n + i for i, _ in miss], [d for _, d in miss], [0] * len(miss), lambda b, c: c, batch=batch)
+        op.h_p = list(h)
     else:
-        samples, original, _ = mine_prompt(q, p, pr.ids.tolist(), max_new, bound, decode, need_draft_hidden, vocab, stop_ids, answer_k)
-    return PromptEntry(samples, len(original), decoded, time.perf_counter() - t0)
+        op.h_p = [None] * len(miss)
+    stop = op.stop
+    op.miss = [Row(row.out_kv, n + i, d, max_new - i - 1, None if stop is None else (lambda c, pre=answer[:i] + [d]: stop(pre + c)),
+                   tag=op) for i, d in miss]
+    op.left = len(op.miss)
+    return op.miss
+
+
+def _labelled(op: _Open, decode: Callable[[list[int]], str]) -> list[Sample]:
+    """Every mismatch of ``op`` labelled by its check (swapped answer against the original); the rows'
+    KV references go (the answer's KV is freed with the last one)."""
+    answer, n = op.answer, len(op.pr.ids)
+    samples = []
+    for row, h_p in zip(op.miss, op.h_p):
+        i, d = row.length - n, row.first
+        samples.append((i, d, int(bool(op.check(answer, answer[:i] + [d] + row.cont, i, decode))), h_p, row.h_first))
+        row.kv = []
+    return samples
 
 
 def split_prompt_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

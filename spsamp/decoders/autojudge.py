@@ -138,8 +138,8 @@ class AutoJudgeDecoder(LoopDecoder):
         mining_max_tokens: int = 64  # target answer length while mining
         mining_seed: int = 1000  # problems: generator seed (eval sets use other seeds); file: shuffle
         val_fraction: float = 0.25  # share of mining prompts (by id) used to validate the judge
-        mining_batch: int = 1  # 1 = the paper's sequential walk; B > 1: B swapped continuations decoded as one batch (autojudge_humaneval: 16)
-        mining_answer_k: int = 8  # >= 1: the target's greedy answers found speculatively with the draft, k tokens per target pass; 0: one pass per token
+        mining_batch: int = 1  # 1 = the paper's sequential walk; B > 1: answers and swapped continuations of many prompts as rows of one batch of B
+        mining_answer_k: int = 8  # walk only: >= 1: the target's greedy answers found speculatively with the draft, k tokens per target pass; 0: one pass per token
 
         def check(self) -> None:
             if self.k < 1:
@@ -254,7 +254,9 @@ class AutoJudgeDecoder(LoopDecoder):
             "check_timeout_s": run.dataset.check_timeout_s if prm.importance_check == "tests" else None,
             "max_tokens": prm.mining_max_tokens,
             "batch": prm.mining_batch,
-            "answer_k": prm.mining_answer_k,  # bf16: a k-token pass may round a near-tie otherwise than 1-token passes
+            "schedule": "walk" if prm.mining_batch == 1 else "rows",  # rows: answers and continuations in one batch
+            # bf16: a k-token pass may round a near-tie otherwise than 1-token passes (rows: answers are batch rows)
+            "answer_k": prm.mining_answer_k if prm.mining_batch == 1 else None,
             "draft_hidden": prm.features == "concat",
             "use_chat_template": run.generation.use_chat_template,
             "system_prompt": run.dataset.system_prompt,
