@@ -219,17 +219,26 @@ def test_presets_select_each_rule():
 def test_frontier_experiment_pairs_every_rule_with_both_references():
     from spsamp.comparison import compose_arms
 
+    exact = "compare.only=[baseline,sps,typical_60,typical_30,typical_09,typical_03,topk_2,topk_5,ratio_50,ratio_30,ratio_10]"
     for dataset in ("humaneval_test", "arithmetic"):
         for temp in (0.0, 0.7):
-            job = ["experiment=lossy_frontier", f"dataset={dataset}", f"generation.temperature={temp}"]
+            job = ["experiment=lossy_frontier", f"dataset={dataset}", f"generation.temperature={temp}"] + ([exact] if temp else [])
             arms = compose_arms(compose_cfg(job), job, compose_cfg)
             assert {a.run.dataset.name for a in arms} == {"arithmetic" if dataset == "arithmetic" else "humaneval"}
             assert {a.run.generation.temperature for a in arms} == {temp}
             got = [(getattr(a.params, "rule", a.params.name), a.params.knob if a.params.name == "lossy" else None) for a in arms]
             assert {("baseline", None), ("speculative", None)} <= set(got)
-            rules = {arm for arm, _ in got} - {"baseline", "speculative"}
+            rules = {arm for arm, _ in got} - {"baseline", "speculative", "autojudge"}
             assert rules == {"typical", "topk", "ratio"}, (dataset, temp, rules)
             assert all(len({k for a, k in got if a == rule}) >= 2 for rule in rules), "a rule's knob is swept over >= 2 values"
+            judges = [a.params for a in arms if a.params.name == "autojudge"]
+            if temp == 0:  # AutoJudge's judge for the dataset at hand, its threshold swept
+                checks = {"humaneval_test": "tests", "arithmetic": "final_answer"}[dataset]
+                assert {j.importance_check for j in judges} == {checks} and len({j.threshold for j in judges}) >= 3
+            assert {a.params.k for a in arms if hasattr(a.params, "k")} == {8}, "one draft length: the cap is not what differs"
+    with pytest.raises(ConfigError, match="compare.arms.aj_20"):  # AutoJudge is greedy-only: said for its arm
+        job = ["experiment=lossy_frontier", "generation.temperature=0.7"]
+        compose_arms(compose_cfg(job), job, compose_cfg)
 
 
 @pytest.mark.slow
