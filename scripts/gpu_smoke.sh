@@ -74,7 +74,9 @@ with initialize_config_dir(config_dir=f"{project_root()}/conf", version_base="1.
         extra = []
         if "checkpoint" in keys:
             extra.append(f"method.checkpoint={out}/{preset}_judge.safetensors")
-            extra += [f"method.{k}={v}" for k, v in (("mining_prompts", mine_prompts), ("mining_max_tokens", mine_tokens)) if k in keys]
+            # a small mining of mining_prompts prompts, also for a preset that mines to a target count
+            extra += [f"method.{k}={v}" for k, v in (("mining_prompts", mine_prompts), ("mining_max_tokens", mine_tokens),
+                                                     ("mining_target", 0)) if k in keys]
         try:
             validate(compose(config_name="config", overrides=[*base[:-1], "generation.temperature=0.8", *extra]))
             temps = "0,0.8"

@@ -18,7 +18,7 @@ from spsamp.sampling import row_generator
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))  # every registered method, new ones included
 # knobs that keep each method's run small but exercise its real paths (a tree, a mined judge)
 SMALL = {
-    "autojudge": ["method.k=3", "method.mining_prompts=4", "method.mining_max_tokens=10", "method.threshold=0.5"],
+    "autojudge": ["method.k=3", "method.mining_prompts=4", "method.mining_target=0", "method.mining_max_tokens=10", "method.threshold=0.5"],
     "specexec": ["method.budget=6", "method.parallel_branches=2", "method.max_depth=3"],
 }
 # presets built on AutoJudge (e.g. autojudge_humaneval: code mining, batched) get the same small budget
@@ -157,8 +157,9 @@ def test_gpu_smoke_plans_every_method_preset(tmp_path, monkeypatch):
     assert {"baseline@batch2", "hf_generate@batch2", "speculative@batch2", "prompt_lookup@batch2"} <= set(batched)
     assert "specexec@batch2" not in plan and plan["speculative@batch2"][:3] == ["speculative", "0", "lossless"]
     assert "generation.batch_size=2" in plan["speculative@batch2"]
-    for preset in ("autojudge", "autojudge_humaneval"):  # greedy only and lossy, as their decoder says
+    for preset in ("autojudge", "autojudge_humaneval", "autojudge_arithmetic"):  # greedy only and lossy, as their decoder says
         assert plan[preset][1:3] == ["0", "lossy"] and f"method.checkpoint={out}/{preset}_judge.safetensors" in plan[preset]
+        assert "method.mining_target=0" in plan[preset]  # a small mining even where the preset mines to a count
     for preset in ("speculative", "specexec", "hf_assisted_default"):
         assert plan[preset] == [preset, "0,0.8", "lossless"]
     bad = gpu_smoke(out, "--bogus")
