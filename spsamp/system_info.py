@@ -7,7 +7,7 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import transformers
@@ -25,14 +25,26 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
     return out.stdout.strip() or None
 
 
-def cpu_model() -> str:
+# the widest matrix instructions a CPU offers, best first: one virtual CPU name ("Intel(R) Xeon(R)
+# Processor") covers hosts with and without AMX, whose kernels, verify costs and best k differ
+ISA_FLAGS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 bf16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_model(cpuinfo: Optional[str] = None) -> str:
+    """The CPU's model name and its widest matrix instructions, e.g. ``Intel(R) Xeon(R) Processor (AMX)``
+    (``cpuinfo``: the text of ``/proc/cpuinfo``, read when not given)."""
+    name, flags = None, set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        for line in (Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo).splitlines():
+            if line.startswith("model name") and name is None:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    isa = next((label for flag, label in ISA_FLAGS if flag in flags), None)
+    return f"{name} ({isa})" if isa else name
 
 
 def _visible_gpu_uuids() -> set[str] | None:

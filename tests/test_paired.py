@@ -103,6 +103,21 @@ def test_pairs_never_cross_jobs():
     assert one(sp, arm="sps", comparison="job0").speedup == pytest.approx(math.exp(np.mean(np.log(RATIOS))))
 
 
+def test_speeds_pair_only_within_one_launch_verdicts_across_launches():
+    # p0-p2 resumed in a second launch for the arm only (another session, maybe another machine)
+    rows = comparison("job0")
+    for r in rows:
+        if r["arm"] == "sps" and r["prompt_id"] in ("p0", "p1", "p2"):
+            r["run_id"] = "second"
+    for r in rows:
+        r["task_correct"], r["task_check"] = True, "passed"
+    p = P.pairs(pd.DataFrame(rows))
+    assert p["same_launch"].sum() == 3 and p.loc[~p["same_launch"], "speedup"].isna().all()
+    sp = one(P.paired_speedups(pd.DataFrame(rows)), arm="sps")
+    assert sp.n_prompts == 3 and sp.speedup == pytest.approx(math.exp(np.mean(np.log(RATIOS[3:]))))
+    assert one(P.paired_quality(pd.DataFrame(rows)), arm="sps").n == 6  # verdicts pair whatever the launch
+
+
 # ---- any cluster: hostnames never matter ---------------------------------------------------------
 
 

@@ -163,3 +163,13 @@ def test_default_hydra_run_lands_under_outputs_and_multirun(tmp_path):
     assert sorted(df.temperature.unique()) == [0.0, 0.7] and len(df) == 4
     assert df.job_num.notna().all() and df.sweep_dir.notna().all()
     assert df.job_overrides.map(lambda s: "generation.temperature" in s).all()
+
+
+def test_cpu_model_names_the_widest_matrix_instructions():
+    from spsamp.system_info import cpu_model
+
+    xeon = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu avx2 avx512f avx512_bf16 {}\n"
+    assert cpu_model(xeon.format("amx_bf16 amx_tile")) == "Intel(R) Xeon(R) Processor (AMX)"  # one name, two machines
+    assert cpu_model(xeon.format("")) == "Intel(R) Xeon(R) Processor (AVX-512 bf16)"
+    assert cpu_model("model name\t: AMD EPYC 9B14\nflags\t: fpu avx2\n") == "AMD EPYC 9B14 (AVX2)"
+    assert cpu_model("model name\t: Some ARM core\nFeatures\t: fp asimd\n") == "Some ARM core"

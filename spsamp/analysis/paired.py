@@ -180,7 +180,7 @@ def fmt_histogram(h: list[int]) -> str:
 def _comparison_rows(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for c in ["arm", "reference_arm", "comparison", "run_dir", "category", "task_correct", "generated_ids", "repeat",
-              "temperature", "cpu_model", "gpu_name", "device", "num_threads", "cpu_linear", "hostname"]:
+              "temperature", "cpu_model", "gpu_name", "device", "num_threads", "cpu_linear", "hostname", "run_id"]:
         if c not in df.columns:
             df[c] = None
     if df["run_dir"].isna().all() and "output_dir" in df.columns:
@@ -191,20 +191,23 @@ def _comparison_rows(df: pd.DataFrame) -> pd.DataFrame:
 def pairs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (comparison, arm other than the reference, prompt, turn, repeat) both arms
     decoded ``ok``: the arm's and the reference's tokens/s, their ratios, whether the tokens are the
-    same (greedy rows) and both answers' ``task_correct``."""
+    same (greedy rows) and both answers' ``task_correct``. ``same_launch`` is False where the two rows
+    come from different launches of the job (a job resumed in another session, maybe on another
+    machine): their verdicts still pair, their speeds do not (the ratios are left empty)."""
     rows = _comparison_rows(df)
     ok = rows[rows["status"] == "ok"].copy()
     for c in ("tokens_per_sec", "decode_tokens_per_sec"):
         ok[c] = pd.to_numeric(ok.get(c), errors="coerce")
     ok["_correct"] = correct_values(ok["task_correct"])
     keys = JOB_KEYS + PAIR_KEYS
-    ref = ok[ok["arm"] == ok["reference_arm"]][keys + ["tokens_per_sec", "decode_tokens_per_sec", "generated_ids", "_correct"]]
+    ref = ok[ok["arm"] == ok["reference_arm"]][keys + ["tokens_per_sec", "decode_tokens_per_sec", "generated_ids", "_correct", "run_id"]]
     ref = ref.rename(columns={"tokens_per_sec": "ref_tokens_per_sec", "decode_tokens_per_sec": "ref_decode_tokens_per_sec",
-                              "generated_ids": "ref_ids", "_correct": "ref_correct"})
+                              "generated_ids": "ref_ids", "_correct": "ref_correct", "run_id": "ref_run_id"})
     other = ok[ok["arm"] != ok["reference_arm"]]
     out = other.merge(ref, on=keys, how="inner")
-    out["speedup"] = out["tokens_per_sec"] / out["ref_tokens_per_sec"]
-    out["decode_speedup"] = out["decode_tokens_per_sec"] / out["ref_decode_tokens_per_sec"]
+    out["same_launch"] = out["run_id"].isna() | out["ref_run_id"].isna() | (out["run_id"] == out["ref_run_id"])
+    out["speedup"] = (out["tokens_per_sec"] / out["ref_tokens_per_sec"]).where(out["same_launch"])
+    out["decode_speedup"] = (out["decode_tokens_per_sec"] / out["ref_decode_tokens_per_sec"]).where(out["same_launch"])
 
     def same(r: pd.Series) -> float:
         if r["temperature"] != 0 or r["generated_ids"] is None or r["ref_ids"] is None:
@@ -212,7 +215,7 @@ def pairs(df: pd.DataFrame) -> pd.DataFrame:
         return float(list(r["generated_ids"]) == list(r["ref_ids"]))
 
     out["same_as_reference"] = out.apply(same, axis=1) if len(out) else pd.Series(dtype=float)
-    return out.drop(columns=["ref_ids"]).reset_index(drop=True)
+    return out.drop(columns=["ref_ids", "ref_run_id"]).reset_index(drop=True)
 
 
 def _per_prompt(p: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -264,6 +267,7 @@ def paired_speedups(df: pd.DataFrame, by: Sequence[str] = (), seed: int = SEED) 
     if info.empty:
         return info
     p = pairs(df)
+    p = p[p["same_launch"]] if not p.empty else p  # a speed ratio only within one launch (one machine)
     stats = []
     for key, g in p.groupby(ARM_KEYS + list(by), dropna=False, sort=False) if not p.empty else []:
         pp = _per_prompt(g, ARM_KEYS + list(by))
