@@ -247,6 +247,17 @@ def test_thresholds_0_and_1_and_checkpoint_reuse(tmp_path):
         assert s.extra["mismatches_judged"] > 0 and s.extra["judge_accepted"] == s.extra["mismatches_judged"]
         assert s.accepted == s.proposed and s.rejections == 0 and s.extra["target_fallback_rate"] == 0
         assert sum(s.accepted_lengths) == len(out1.tokens) - 1
+    # the threshold by the judge's validation quantile: the median of its validation P(important)
+    by_q = _decoder(params, threshold_quantile=0.5)
+    assert by_q.params.threshold_quantile == 0.5
+    with pytest.raises(RuntimeError, match="prepare"):
+        by_q.threshold  # noqa: B018 — resolved from the judge only
+    by_q.prepare(target, draft, run)
+    assert by_q.threshold == pytest.approx(dict(zip(meta["threshold_quantiles"], meta["thresholds"]))[0.5])
+    out_q = by_q.generate(target, draft, _prompts(target)[0], gen, rng)
+    assert out_q.stats.extra["threshold_quantile"] == 0.5 and out_q.stats.extra["threshold"] == by_q.threshold
+    with pytest.raises(ConfigError, match="method.threshold_quantile: the judge keeps quantiles"):
+        validate(compose_cfg(["model=tiny_random", "method=autojudge", "method.threshold_quantile=0.3"]))
     # a second decoder finds the checkpoint and decides identically at a mid threshold
     mid = sorted(meta["thresholds"])[2]
     dec.params.threshold = mid

@@ -116,6 +116,11 @@ def test_frontier_names_every_arm_by_family_and_knob_on_the_paired_axes(frontier
     t9, k5, base = _one(frontier, arm="typical_09"), _one(frontier, arm="topk_5"), _one(frontier, arm="base")
     assert (t9.knob_name, t9.knob, t9.knob_label) == ("threshold", 0.09, "ε=0.09") and (k5.knob, k5.knob_label) == (5, "k=5")
     assert _one(frontier, arm="aj_05").knob_label == "t=0.5" and np.isnan(base.knob)
+    # AutoJudge by the share of its validation mismatches it accepts: the quantile is the knob
+    rows = [{**r, "method_params": json.dumps({"name": "autojudge", "k": 4, "threshold": 0.5, "threshold_quantile": 0.75}),
+             "param_threshold_quantile": 0.75} if r["arm"] == "aj_05" else r for r in job_rows(n=20, passed=15)]
+    aj = _one(F.lossy_frontier(pd.DataFrame(rows)), arm="aj_05")
+    assert (aj.knob_name, aj.knob, aj.knob_label) == ("threshold_quantile", 0.75, "q=0.75")
     assert t9.speedup == pytest.approx(2.1, rel=0.01) and t9.speedup_lo < t9.speedup < t9.speedup_hi
     assert base.speedup == 1.0 and np.isnan(base.speedup_lo)  # the reference, by definition
     assert t9.tokens_per_target_call == 3.0 and base.tokens_per_target_call == 1.0

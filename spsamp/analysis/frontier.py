@@ -93,6 +93,8 @@ def _knob(family: str, row: pd.Series) -> tuple[Optional[str], float, str]:
     if family not in KNOBS:
         return None, np.nan, ""
     name, fmt, _ = KNOBS[family]
+    if family == "autojudge" and _is_set(_param(row, "threshold_quantile")):  # the judge's validation quantile
+        name, fmt = "threshold_quantile", "q={}"
     v = pd.to_numeric(pd.Series([_param(row, name)]), errors="coerce").iloc[0]
     return name, float(v), fmt.format(f"{v:g}") if np.isfinite(v) else ""
 

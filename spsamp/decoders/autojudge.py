@@ -34,7 +34,7 @@ from spsamp.autojudge import checkpoint as ckpt
 from spsamp.autojudge.checks import CHECKS, make_check
 from spsamp.autojudge.features import FEATURE_MODES, feature_dim, make_features
 from spsamp.autojudge.journal import MiningJournal
-from spsamp.autojudge.judge import KINDS, Judge, grouped_cv_auc, train_judge
+from spsamp.autojudge.judge import KINDS, THRESHOLD_QUANTILES, Judge, grouped_cv_auc, train_judge
 from spsamp.autojudge.mining import MiningPrompt, mine, prompt_sha, split_prompt_ids
 from spsamp.autojudge.sources import SOURCES, disjoint, evaluation_prompts, source_items
 from spsamp.config import ConfigError, GenerationConfig
@@ -124,6 +124,10 @@ class AutoJudgeDecoder(LoopDecoder):
         name: str = "autojudge"
         k: int = 4  # draft tokens per step
         threshold: float = 0.5  # accept a mismatch when P(important) < threshold
+        # instead of threshold: accept the share q of mismatches the judge scores lowest on its validation
+        # set (threshold = its validation q-quantile of P(important)): one knob that means the same for
+        # every judge; q in THRESHOLD_QUANTILES
+        threshold_quantile: Optional[float] = None
         checkpoint: str = "???"  # judge safetensors (+ .json sidecar); trained here when absent
         features: str = "concat"  # concat: [h_p ; h_q] | target: h_q only
         judge: str = "logreg"  # logreg (scikit-learn, class-balanced, C by validation ROC-AUC)
@@ -146,6 +150,9 @@ class AutoJudgeDecoder(LoopDecoder):
                 raise ConfigError(f"method.k: must be >= 1, got {self.k} — use method=baseline for no drafting")
             if not 0.0 <= self.threshold <= 1.0:
                 raise ConfigError(f"method.threshold: must be in [0, 1], got {self.threshold} — 0 = target greedy, 1 = accept every mismatch")
+            if self.threshold_quantile is not None and self.threshold_quantile not in THRESHOLD_QUANTILES:
+                raise ConfigError(f"method.threshold_quantile: the judge keeps quantiles {list(THRESHOLD_QUANTILES)}, got "
+                                  f"{self.threshold_quantile} — use one of them, or null and method.threshold")
             for key, value, options in (
                 ("features", self.features, FEATURE_MODES),
                 ("judge", self.judge, KINDS),
@@ -176,8 +183,9 @@ class AutoJudgeDecoder(LoopDecoder):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self.drafter = ChainDrafter(self.params.k)  # at T=0: d_j = argmax p(. | prefix, d_<j)
-        self.acceptance = JudgeRule(None, self.params.threshold, self.params.features)
+        self.acceptance = JudgeRule(None, self.params.threshold, self.params.features)  # threshold set per call
         self.judge: Optional[Judge] = None
+        self.quantile_threshold: Optional[float] = None  # prepare() resolves method.threshold_quantile
         self.meta: dict[str, Any] = {}
         self.reused = False
         self.digest: Optional[str] = None
@@ -226,6 +234,27 @@ class AutoJudgeDecoder(LoopDecoder):
         self._check_disjoint(meta, run)
         self.judge, self.meta = judge, meta
         self.digest = ckpt.tensor_digest(judge)
+        self.quantile_threshold = self._quantile_threshold(judge, path)
+
+    @property
+    def threshold(self) -> float:
+        """``method.threshold``, or the judge's validation quantile ``method.threshold_quantile`` names."""
+        if self.params.threshold_quantile is None:
+            return self.params.threshold
+        if self.quantile_threshold is None:
+            raise RuntimeError("autojudge: method.threshold_quantile is resolved from the judge — prepare() must run first")
+        return self.quantile_threshold
+
+    def _quantile_threshold(self, judge: Judge, path: Path) -> Optional[float]:
+        q = self.params.threshold_quantile
+        if q is None:
+            return None
+        table = dict(zip(judge.stats.get("threshold_quantiles") or self.meta.get("threshold_quantiles") or [], judge.thresholds))
+        if q not in table:
+            raise ConfigError(f"method.threshold_quantile: the judge {path} has no validation quantiles (trained without a "
+                              "validation split) — set method.threshold instead, or mine again with method.val_fraction > 0")
+        log.info("autojudge: threshold %.4g = the judge's validation %g-quantile of P(important)", table[q], q)
+        return float(table[q])
 
     def mining_stream(self, target: CausalLM, run: Any) -> Iterator[MiningPrompt]:
         """The source's prompts, evaluation prompts skipped (:mod:`spsamp.autojudge.sources`), encoded
@@ -375,7 +404,7 @@ class AutoJudgeDecoder(LoopDecoder):
         if gen.temperature != 0:
             raise ConfigError(f"generation.temperature: autojudge decodes greedily, got {gen.temperature} — set generation.temperature=0")
         if isinstance(self.acceptance, JudgeRule):  # the judge and settings of this call (a sweep edits them)
-            self.acceptance.judge, self.acceptance.threshold = self.judge, self.params.threshold
+            self.acceptance.judge, self.acceptance.threshold = self.judge, self.threshold
         return super().generate(target, draft, prompt_ids, gen, rng)
 
     def metrics(self, st: Decoding) -> dict[str, Any]:
@@ -384,7 +413,8 @@ class AutoJudgeDecoder(LoopDecoder):
         judged = judge_accepted + fallbacks
         training = self.meta.get("training", {})
         return {
-            "threshold": prm.threshold,
+            "threshold": self.threshold,
+            "threshold_quantile": prm.threshold_quantile,
             "mismatches_judged": judged,
             "judge_accepted": judge_accepted,
             "judge_accept_rate": judge_accepted / judged if judged else None,
