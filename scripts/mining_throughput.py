@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Mined samples per minute, this checkout's miner against an older commit's, interleaved in one process.
 
-    .venv/bin/python scripts/mining_throughput.py --before main --prompts 3 --tokens 64 \\
-        model=qwen25_coder_05b_15b method=autojudge method.importance_check=final_answer method.mining_batch=16
+    .venv/bin/python scripts/mining_throughput.py --before 4d6f9d1 --batch-before 16 --prompts 8 --blocks 2 \\
+        --tokens 384 model=qwen25_coder_05b_15b method=autojudge_arithmetic
 
 Loads the pair once, imports ``spsamp/autojudge/mining.py`` as it was at ``--before`` (``git show``)
 beside the current one, and mines the same prompts (the start of ``method.mining_source``'s stream)
