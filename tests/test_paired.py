@@ -116,6 +116,10 @@ def test_speeds_pair_only_within_one_launch_verdicts_across_launches():
     sp = one(P.paired_speedups(pd.DataFrame(rows)), arm="sps")
     assert sp.n_prompts == 3 and sp.speedup == pytest.approx(math.exp(np.mean(np.log(RATIOS[3:]))))
     assert one(P.paired_quality(pd.DataFrame(rows)), arm="sps").n == 6  # verdicts pair whatever the launch
+    for r in rows:  # the second launch on another machine: the arm names both
+        if r["run_id"] == "second":
+            r["cpu_model"] = "cpu-B"
+    assert one(P.paired_speedups(pd.DataFrame(rows)), arm="sps").hardware == "cpu-A, 4 threads + cpu-B, 4 threads"
 
 
 # ---- any cluster: hostnames never matter ---------------------------------------------------------

@@ -240,7 +240,8 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
             **dict(zip(ARM_KEYS, key)),
             "reference_arm": first["reference_arm"],
             "config": first.get("config", first.get("method")),
-            "hardware": hardware_label(first),
+            # every machine the arm's rows ran on (a study resumed across sessions may span several)
+            "hardware": " + ".join(sorted({hardware_label(r) for _, r in g.iterrows()})),
             "cpu_linear": first["cpu_linear"],
             "hosts": ", ".join(sorted({str(h) for h in g["hostname"].dropna()})) or "–",
             "rows": len(g),
