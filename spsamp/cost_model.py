@@ -300,8 +300,9 @@ def median_times(passes: dict[Any, tuple[Any, Callable[[], Any]]], repeats: int)
 
 
 # Kernels price a pass by blocks of rows (an AMX tile holds 16: a 17-token pass can cost a step
-# more than a 16-token one), so v(n) interpolated between powers of two misses the steps. The probe times every width a k=auto chain verifies (k + 1 <= k_max + 1),
-# then each wider power of two and one past it (trees); draft passes up to a tree's 16 branches.
+# more than a 16-token one), so v(n) interpolated between powers of two misses the steps. The probe
+# times every width a k=auto chain verifies (k + 1 <= k_max + 1), then each wider power of two and
+# one past it (trees); draft passes up to a tree's 16 branches.
 PROBE_WIDTHS = (*range(1, PRIORS.k_max + 2), 32, 33, 64, 65)
 PROBE_DRAFT_WIDTHS = (1, 2, 4, 8, 12, 16)
 
@@ -378,8 +379,8 @@ def probe_costs(target, draft, rows: int = 1, k_max: int = PRIORS.k_max) -> Cost
     """The job's costs, memoised per (target, draft) pair, torch thread count and batch shape: loaded
     models are memoised, so a sweep's jobs share one measurement. One row: :func:`measure_costs` on a
     random ``PROBE_TOKENS``-token prompt. A batch: that, then the batch's own passes
-    (:func:`measure_rows_costs`: verify passes of every column count 1 .. k_max + 1, draft passes of 1, 2 and
-    about ``CATCH_UP_TOKENS`` tokens)."""
+    (:func:`measure_rows_costs`: verify passes of every column count 1 .. k_max + 1, draft passes of
+    1, 2 and about ``CATCH_UP_TOKENS`` tokens)."""
     import torch
 
     per_key = _PROBED.setdefault(target, weakref.WeakKeyDictionary()).setdefault(draft, {})

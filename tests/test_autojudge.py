@@ -258,6 +258,11 @@ def test_thresholds_0_and_1_and_checkpoint_reuse(tmp_path):
     assert out_q.stats.extra["threshold_quantile"] == 0.5 and out_q.stats.extra["threshold"] == by_q.threshold
     with pytest.raises(ConfigError, match="method.threshold_quantile: the judge keeps quantiles"):
         validate(compose_cfg(["model=tiny_random", "method=autojudge", "method.threshold_quantile=0.3"]))
+    from spsamp.autojudge.judge import Judge
+
+    no_val = Judge(kind="logreg", tensors=dict(dec.judge.tensors), stats={"threshold_quantiles": None}, thresholds=[])
+    with pytest.raises(ConfigError, match="method.threshold_quantile: the judge .* has no validation quantiles .* set method.threshold"):
+        by_q._quantile_threshold(no_val, tmp_path / "judge.safetensors")
     # a second decoder finds the checkpoint and decides identically at a mid threshold
     mid = sorted(meta["thresholds"])[2]
     dec.params.threshold = mid

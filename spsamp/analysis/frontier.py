@@ -37,13 +37,15 @@ from spsamp.records.summary import correct_values, wilson_interval
 
 LOSSY_METHODS = ("lossy", "autojudge")  # the decoders whose ``lossless`` is False
 REFERENCE_FAMILIES = {"baseline": "target alone", "speculative": "exact SpS"}
-# per lossy family: (its knob's parameter, how the knob is written, +1 when a larger knob keeps more
-# draft tokens, -1 when a smaller one does) — the knob runs from exact SpS to keeping every token
+# per lossy family: (its knob's parameters and how each is written, the first one a row sets is its
+# knob; +1 when a larger knob keeps more draft tokens, -1 when a smaller one does) — the knob runs from
+# exact SpS to keeping every token
 KNOBS = {
-    "autojudge": ("threshold", "t={}", +1),  # 0 exact greedy ... 1 every mismatch
-    "typical": ("threshold", "ε={}", -1),  # eps: 1 exact ... 0 every token
-    "topk": ("top_k", "k={}", +1),  # 0 exact ... V every token
-    "ratio": ("threshold", "t={}", -1),  # q >= t p: 1 exact ... 0 every token
+    # AutoJudge: the judge's validation quantile (the share of mismatches it accepts), else t: 0 exact greedy ... 1 every mismatch
+    "autojudge": ((("threshold_quantile", "q={}"), ("threshold", "t={}")), +1),
+    "typical": ((("threshold", "ε={}"),), -1),  # eps: 1 exact ... 0 every token
+    "topk": ((("top_k", "k={}"),), +1),  # 0 exact ... V every token
+    "ratio": ((("threshold", "t={}"),), -1),  # q >= t p: 1 exact ... 0 every token
 }
 # pooled share of the exact test's rejections a rule kept: {family kind: (kept count, asked count)}
 BEYOND_EXACT = {"rule": ("rule_accepted", "rule_exact_rejections"), "judge": ("judge_accepted", "mismatches_judged")}
@@ -92,9 +94,8 @@ def rule_family(row: pd.Series) -> tuple[str, bool]:
 def _knob(family: str, row: pd.Series) -> tuple[Optional[str], float, str]:
     if family not in KNOBS:
         return None, np.nan, ""
-    name, fmt, _ = KNOBS[family]
-    if family == "autojudge" and _is_set(_param(row, "threshold_quantile")):  # the judge's validation quantile
-        name, fmt = "threshold_quantile", "q={}"
+    knobs, _ = KNOBS[family]
+    name, fmt = next(((n, f) for n, f in knobs if _is_set(_param(row, n))), knobs[-1])
     v = pd.to_numeric(pd.Series([_param(row, name)]), errors="coerce").iloc[0]
     return name, float(v), fmt.format(f"{v:g}") if np.isfinite(v) else ""
 
@@ -151,7 +152,7 @@ def lossy_frontier(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, quality:
     lossy_jobs = out.groupby(P.JOB_KEYS, dropna=False)["lossless"].transform(lambda s: not s.all())
     out = out[lossy_jobs]
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
-    direction = out["family"].map(lambda f: KNOBS[f][2] if f in KNOBS else 1)
+    direction = out["family"].map(lambda f: KNOBS[f][1] if f in KNOBS else 1)
     out = out.assign(_f=out["family"].map(lambda f: order.get(f, len(order))), _k=out["knob"] * direction)
     out = out.sort_values(P.JOB_KEYS + ["_f", "family", "_k", "arm"], na_position="first", kind="stable")
     return out[FRONTIER_COLUMNS].reset_index(drop=True)

@@ -96,6 +96,9 @@ def newcombe_paired_interval(both: int, arm_only: int, ref_only: int, neither: i
 # ---- hardware and metrics ------------------------------------------------------------------------
 
 
+HARDWARE_COLUMNS = ["device", "gpu_name", "cpu_model", "num_threads"]  # what hardware_label reads
+
+
 def hardware_label(row: pd.Series) -> str:
     """``NVIDIA H100 80GB HBM3`` or ``Intel(R) Xeon(R) ..., 4 threads`` — what a speed was measured on
     (the CPU linear kernels, which arms of one comparison may vary, are a column of their own)."""
@@ -241,7 +244,7 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
             "reference_arm": first["reference_arm"],
             "config": first.get("config", first.get("method")),
             # every machine the arm's rows ran on (a study resumed across sessions may span several)
-            "hardware": " + ".join(sorted({hardware_label(r) for _, r in g.iterrows()})),
+            "hardware": " + ".join(sorted({hardware_label(r) for _, r in g[HARDWARE_COLUMNS].drop_duplicates().iterrows()})),
             "cpu_linear": first["cpu_linear"],
             "hosts": ", ".join(sorted({str(h) for h in g["hostname"].dropna()})) or "–",
             "rows": len(g),

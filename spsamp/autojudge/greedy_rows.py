@@ -73,15 +73,15 @@ class GreedyRows:
         if n > width:  # a longer prefix than the batch holds: every row gets more columns on the left
             self._pad_left(n - width)
             width = n
-        k_v = [tuple(_right_aligned(x[:, :, :n].to(self.dev), width) for x in kv) for kv in row.kv]
         own = (torch.arange(width, device=self.dev) >= width - n).long()
-        if None in self.rows:
+        if None in self.rows:  # the prefix over the slot's last n columns; the ones before stay masked
             slot = self.rows.index(None)
-            for layer, (k, v) in zip(self.cache.layers, k_v):
-                layer.keys[slot], layer.values[slot] = k[0], v[0]
+            for layer, (k, v) in zip(self.cache.layers, row.kv):
+                layer.keys[slot, :, width - n :], layer.values[slot, :, width - n :] = k[0, :, :n], v[0, :, :n]
             self.mask[slot], self.pos[slot] = own, n
             self.rows[slot], self.nxt[slot] = row, row.first
             return
+        k_v = [tuple(_right_aligned(x[:, :, :n].to(self.dev), width) for x in kv) for kv in row.kv]
         for li, (k, v) in enumerate(k_v):
             layer = self.cache.layers[li]
             if layer.is_initialized:

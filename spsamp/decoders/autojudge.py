@@ -249,7 +249,7 @@ class AutoJudgeDecoder(LoopDecoder):
         q = self.params.threshold_quantile
         if q is None:
             return None
-        table = dict(zip(judge.stats.get("threshold_quantiles") or self.meta.get("threshold_quantiles") or [], judge.thresholds))
+        table = dict(zip(judge.stats.get("threshold_quantiles") or [], judge.thresholds))
         if q not in table:
             raise ConfigError(f"method.threshold_quantile: the judge {path} has no validation quantiles (trained without a "
                               "validation split) — set method.threshold instead, or mine again with method.val_fraction > 0")
