@@ -77,6 +77,23 @@ STUDIES = {
         (("batch_crossover_summary", ("arm", "config", "batch_sizes", "pays_up_to", "stops_paying_at",
                                       "decode_pays_up_to", "decode_stops_paying_at", "best_speedup", "best_batch_size")),),
     ),
+    "lossy_frontier": Study(
+        "Lossy rules on one quality/speed frontier (Qwen2.5-Coder 0.5B -> 1.5B, CPU)",
+        "lossy_frontier",
+        ("arm", "family", "knob_label", "n", "tokens_per_target_call", "speedup", "speedup_lo", "speedup_hi", "pass_at_1",
+         "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p", "accept_beyond_exact"),
+        (), ("arm", "speedup"),
+        (("humaneval_test", "HumanEval, test half (checked by its unit tests in the sandbox)"),
+         ("arithmetic", "Arithmetic (generated problems, checked by the final number)")),
+        (("best_rule", ("budget_pts", "n", "best_arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi",
+                        "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note")),),
+    ),
+    "autojudge_mining": Study(
+        "AutoJudge mined at scale: the judge's grouped-CV ROC-AUC against mined mismatches (Qwen2.5-Coder 0.5B -> 1.5B)",
+        "auc_curve",
+        ("asked", "samples", "prompts", "auc_mean", "auc_min", "auc_max", "repeats", "c", "mismatches", "important"),
+        (), ("asked", "auc_mean"),
+    ),
     "all_methods": Study(
         "Every method on the default SmolLM2 pair",
         "paired_speedup",

@@ -222,6 +222,35 @@ def test_autojudge_table(records):
     assert list(tab["speedup_median"]) == approx([1.35, 2.25])
     assert list(tab["metric_quality_score"]) == approx([0.8, 0.5])
     assert list(tab["metric_judge_accept_rate"]) == approx([0.5, 0.5])
+    assert list(tab["threshold"]) == approx([0.1, 0.5])  # no recorded threshold: method.threshold
+
+
+def test_autojudge_threshold_is_the_one_the_rows_applied(records):
+    from spsamp.analysis.tables import quality_table
+
+    # method.threshold_quantile: the rows keep the default method.threshold and record the judge's quantile
+    quantile = records[records.method == "autojudge"].copy()
+    for q, thr in ((0.25, 0.03), (0.9, 0.6)):
+        part = quantile.assign(param_threshold=0.5, param_threshold_quantile=q, metric_threshold=thr,
+                               config=f"autojudge k=2 threshold=0.5 threshold_quantile={q}", resume_key=quantile.resume_key + f"q{q}")
+        records = pd.concat([records, part], ignore_index=True)
+    tab = autojudge_table(records)
+    assert list(tab["threshold"]) == sorted(tab["threshold"])  # ordered by what was applied
+    by_q = tab[tab["param_threshold_quantile"].notna()].set_index("param_threshold_quantile")["threshold"]
+    assert by_q.to_dict() == approx({0.25: 0.03, 0.9: 0.6})
+    quality = quality_table(records.assign(task_correct=True))
+    assert quality.set_index("config")["threshold"].dropna().to_dict() == approx({
+        "autojudge k=2 threshold=0.1": 0.1, "autojudge k=2 threshold=0.5": 0.5,
+        "autojudge k=2 threshold=0.5 threshold_quantile=0.25": 0.03, "autojudge k=2 threshold=0.5 threshold_quantile=0.9": 0.6})
+
+
+def test_autojudge_plot_leaves_comparison_arms_to_the_frontier(records):
+    from spsamp.analysis.plots import plot_autojudge
+    from spsamp.analysis.tables import NoData
+
+    assert plot_autojudge(records) is not None
+    with pytest.raises(NoData, match="lossy_frontier"):
+        plot_autojudge(records.assign(arm="a"))
 
 
 # ---- a real sweep: report CLI and notebook ----------------------------------------------------

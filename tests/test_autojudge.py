@@ -672,8 +672,12 @@ def test_auc_curve_on_a_synthetic_journal(tmp_path):
     assert best_c(m) in C_GRID
     # the CLI prints the table and writes the plot
     png = tmp_path / "curve.png"
-    main(["curve", str(signal.dir), "--sizes", "40,480", "--repeats", "2", "--c", "1", "--plot", str(png)])
-    assert png.stat().st_size > 1000
+    main(["curve", str(signal.dir), "--sizes", "40,480", "--repeats", "2", "--c", "1", "--plot", str(png),
+          "--out", str(tmp_path / "rep")])
+    assert png.stat().st_size > 1000 and (tmp_path / "rep" / "auc_curve.png").stat().st_size > 1000
+    table = pd.read_csv(tmp_path / "rep" / "tables" / "auc_curve.csv")  # a report table: benchmark pages import it
+    assert list(table["asked"]) == [40, 480] and set(table["mismatches"]) == {480} and set(table["c"]) == {1.0}
+    assert table["auc_mean"].iloc[-1] > 0.85 and table["important"].iloc[0] == int(m.y.sum())
     with pytest.raises(ValueError, match="no mined samples"):
         read_journal(tmp_path)
 

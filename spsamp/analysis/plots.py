@@ -35,13 +35,18 @@ def _fmtv(v: object) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _series_labels(df: pd.DataFrame, drop: Sequence[str], ref: Optional[pd.DataFrame] = None) -> pd.Series:
-    """Label per row: method + parameters not in ``drop`` + the context columns that vary (in ``ref``, default ``df``)."""
+def _series_labels(df: pd.DataFrame, drop: Sequence[str], ref: Optional[pd.DataFrame] = None, by_arm: bool = False) -> pd.Series:
+    """Label per row: method + parameters not in ``drop`` + the context columns that vary (in ``ref``, default ``df``).
+    ``by_arm``: a comparison arm's row is named by its arm (which names its configuration within the
+    job) and the varying context alone — for plots with one series per configuration, where full
+    configurations of a many-arm job would crowd the legend out."""
     ref = df if ref is None else ref
     shown = label_params(ref)
     varying = [(c, f) for c, f in _CONTEXT if c in ref.columns and c in df.columns and ref[c].astype(str).nunique() > 1]
 
     def label(r: pd.Series) -> str:
+        if by_arm and pd.notna(r.get("arm")):
+            return " ".join([f"arm {r['arm']}"] + [f.format(_fmtv(r[c])) for c, f in varying if c != "arm"])
         parts = [str(r["method"])]
         for c in shown.get(r["method"], []):
             if c in drop:
@@ -161,11 +166,16 @@ def plot_specexec(df: pd.DataFrame, method: str = "specexec") -> Figure:
 
 
 def plot_autojudge(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figure:
-    """AutoJudge against its threshold: accepted tokens per step, speedup over baseline, quality."""
+    """AutoJudge against the threshold it applied: accepted tokens per step, speedup over baseline,
+    quality. Arms of comparison jobs are left to :func:`plot_lossy_frontier` (paired, every rule)."""
     tab = T.autojudge_table(df, sp)
-    if "param_threshold" not in tab.columns:
-        raise T.NoData("autojudge rows have no param_threshold")
-    tab = tab.assign(series=_series_labels(tab, ["param_threshold"]))
+    if "arm" in tab.columns:
+        tab = tab[tab["arm"].isna()]
+    if tab.empty:
+        raise T.NoData("no autojudge rows outside comparison jobs (their arms: lossy_frontier)")
+    if tab["threshold"].isna().all():
+        raise T.NoData("autojudge rows record no threshold")
+    tab = tab.assign(series=_series_labels(tab, ["param_threshold", "param_threshold_quantile"]))
     quality = T.quality_columns(tab) + (["identical_to_baseline"] if "identical_to_baseline" in tab and tab["identical_to_baseline"].notna().any() else [])
     fig, axs = _subplots(1, 3, (14, 4.5))
     axes = axs[0]
@@ -178,10 +188,10 @@ def plot_autojudge(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figur
         drawn = False
         for col in cols:
             for name, s in tab.groupby("series", sort=True):
-                s = s.sort_values("param_threshold")
+                s = s.sort_values("threshold")
                 if s[col].notna().any():
                     suffix = f" · {col.removeprefix('metric_')}" if len(cols) > 1 or ax is axes[2] else ""
-                    ax.plot(s["param_threshold"], s[col], "o-", label=f"{name}{suffix}")
+                    ax.plot(s["threshold"], s[col], "o-", label=f"{name}{suffix}")
                     drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not recorded" if ax is not axes[1] else "no matching baseline", ha="center", va="center", transform=ax.transAxes)
@@ -202,14 +212,17 @@ def plot_categories(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figu
     panels = [(cs, "tokens_per_sec", "tokens/s (median over prompts)")]
     if not ssc.empty:
         panels.append((ssc, "speedup", "speedup over baseline (× tokens/s)"))
-    fig, axes = _subplots(len(panels), 1, (11, 4 * len(panels)))
+    full, short = _series_labels(cs, []), _series_labels(cs, [], by_arm=True)
+    by_arm = bool(short.groupby(short).apply(lambda g: full[g.index].nunique() == 1).all())  # arm names that stay distinct
+    names = sorted((short if by_arm else full).unique())
+    # each panel tall enough for its legend (one line per configuration) beside it
+    fig, axes = _subplots(len(panels), 1, (11, max(4.0, 0.8 + 0.21 * len(names)) * len(panels)))
     axes = axes[:, 0]
     # one colour per configuration in both panels; tab20 keeps up to 20 configurations distinct
-    names = sorted(_series_labels(cs, []).unique())
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     colors = {n: cmap(i % cmap.N) for i, n in enumerate(names)}
     for ax, (tab, col, ylabel) in zip(axes, panels):
-        tab = tab.assign(series=_series_labels(tab, [], ref=cs))
+        tab = tab.assign(series=_series_labels(tab, [], ref=cs, by_arm=by_arm))
         cats = sorted(tab["category"].dropna().unique())
         series = sorted(tab["series"].unique())
         width = min(0.8 / len(series), 0.3)
@@ -223,7 +236,7 @@ def plot_categories(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None) -> Figu
             ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_xticks(x, cats, rotation=20)
         ax.set_xlim(-0.6, len(cats) - 0.4)
-        ax.set_xlabel("prompt category (MT-Bench)")
+        ax.set_xlabel("prompt category")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _finish(fig, axes, "Per-category results (bars: median, whiskers: IQR over prompts)")
@@ -246,15 +259,15 @@ def plot_quality_frontier(df: pd.DataFrame, quality: Optional[pd.DataFrame] = No
     tab = tab.assign(_lo=err[0], _hi=err[1])
     lossy = tab[tab["method"] == "autojudge"]
     refs = tab[tab["method"] != "autojudge"]
-    series = _series_labels(lossy, ["param_threshold"], ref=tab)
+    series = _series_labels(lossy, ["param_threshold", "param_threshold_quantile"], ref=tab)
     for ax, x, xlabel in ((axes[0], "speedup", "speedup over baseline (× tokens/s)"), (axes[1], "tokens_per_target_call", "tokens per target call")):
         for name, s in lossy.assign(series=series).groupby("series", sort=True):
-            s = s.sort_values("param_threshold") if "param_threshold" in s else s
+            s = s.sort_values("threshold") if "threshold" in s else s
             ax.errorbar(s[x], s["pass_at_1"], yerr=[s["_lo"], s["_hi"]], fmt="o-", capsize=3, label=name)
-            if "param_threshold" in s:
+            if "threshold" in s:
                 for _, r in s.iterrows():
                     if pd.notna(r[x]):
-                        ax.annotate(f"t={r['param_threshold']:.3g}", (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                        ax.annotate(f"t={r['threshold']:.3g}", (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         labels = _series_labels(refs, [], ref=tab)
         for (_, r), name in zip(refs.iterrows(), labels):
             xv = 1.0 if r["method"] == T.BASELINE and x == "speedup" else r[x]
@@ -321,7 +334,8 @@ def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = Non
         g = g.assign(_ylo=(g["pass_at_1"] - g["pass_at_1_lo"]).clip(lower=0), _yhi=(g["pass_at_1_hi"] - g["pass_at_1"]).clip(lower=0),
                      _xlo=(g["speedup"] - g["speedup_lo"]).clip(lower=0).fillna(0), _xhi=(g["speedup_hi"] - g["speedup"]).clip(lower=0).fillna(0))
         ref = g[g["arm"] == g["reference_arm"]]
-        title = f"{g['dataset'].iloc[0]} — {comparison} (reference: {g['reference_arm'].iloc[0]}, {g['hardware'].iloc[0]})"
+        # two lines: a comparison's path and its machines do not fit one panel's width
+        title = f"{g['dataset'].iloc[0]} — {comparison}\nreference: {g['reference_arm'].iloc[0]}; {g['hardware'].iloc[0]}"
         for ax, x, xlabel in ((row[0], "speedup", f"paired speedup over {g['reference_arm'].iloc[0]} (95 % bootstrap)"),
                               (row[1], "tokens_per_target_call", "tokens per target call")):
             xerr = (lambda s: [s["_xlo"], s["_xhi"]]) if x == "speedup" else (lambda s: None)

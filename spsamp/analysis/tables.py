@@ -376,11 +376,22 @@ def predicted_vs_measured(df: pd.DataFrame, cost_ratio: Optional[float] = None, 
     return res
 
 
+def applied_threshold(rows: pd.DataFrame) -> pd.Series:
+    """Per row, the AutoJudge threshold it applied: what the row recorded (``metric_threshold``:
+    ``method.threshold``, or the judge's validation quantile ``method.threshold_quantile`` names),
+    else ``param_threshold`` (rows from before it was recorded had no quantile knob)."""
+    nan = pd.Series(np.nan, index=rows.index)
+    return pd.to_numeric(rows.get("metric_threshold", nan), errors="coerce").fillna(
+        pd.to_numeric(rows.get("param_threshold", nan), errors="coerce"))
+
+
 def autojudge_table(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, method: str = "autojudge") -> pd.DataFrame:
-    """Per AutoJudge configuration (sorted by threshold): accepted tokens per step (pooled over
-    steps), acceptance rate, median tokens/s, median speedup and decode speedup over baseline, and
-    quality — every quality-like ``metric_*`` column (mean over prompts) and, for greedy rows, the
-    fraction of prompts whose answer is token-identical to the baseline's."""
+    """Per AutoJudge configuration (sorted by threshold): the threshold it applied (``threshold``:
+    ``method.threshold``, or the judge's validation quantile ``method.threshold_quantile`` names, as
+    the rows recorded it), accepted tokens per step (pooled over steps), acceptance rate, median
+    tokens/s, median speedup and decode speedup over baseline, and quality — every quality-like
+    ``metric_*`` column (mean over prompts) and, for greedy rows, the fraction of prompts whose
+    answer is token-identical to the baseline's."""
     df = _prepared(df)
     rows = df[(df["method"] == method) & (df["status"] == "ok")]
     if rows.empty:
@@ -388,6 +399,7 @@ def autojudge_table(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, method:
     pp = per_prompt(rows)
     keys = [k for k in config_keys(rows) if k in pp.columns]
     g = pp.groupby(keys, dropna=False, sort=True)
+    applied = applied_threshold(rows)
     quality = quality_columns(pp) + [c for c in AUTOJUDGE_METRICS if c in pp.columns and pd.api.types.is_numeric_dtype(pp[c])]
     sums = g[["step_tokens", "steps", "accepted", "proposed"]].sum(min_count=1)
     out = pd.concat(
@@ -396,6 +408,7 @@ def autojudge_table(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, method:
             _ratio(sums["step_tokens"], sums["steps"]).rename("accepted_tokens_per_step"),
             _ratio(sums["accepted"], sums["proposed"]).rename("acceptance_rate"),
             g["tokens_per_sec"].median().rename("tokens_per_sec_median"),
+            applied.groupby([rows[k] for k in keys], dropna=False, sort=True).mean().rename("threshold"),
         ]
         + ([g[quality].mean()] if quality else []),
         axis=1,
@@ -411,7 +424,7 @@ def autojudge_table(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, method:
         out["speedup_median"] = m.map(ss["speedup_median"])
         out["decode_speedup_median"] = m.map(ss["decode_speedup_median"])
         out["identical_to_baseline"] = m.map(ss["identical_to_baseline"])
-    sort = [c for c in ("param_threshold", "param_k") if c in out.columns]
+    sort = [c for c in ("threshold", "param_k") if c in out.columns]
     return out.sort_values(sort).reset_index(drop=True) if sort else out
 
 
@@ -419,8 +432,8 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     """Answer quality and speed per configuration over the ``ok`` rows of checked datasets:
     ``checked`` answers, ``pass_at_1`` (mean ``task_correct``) with its 95 % Wilson interval, the
     verdict counts (``checks``), pooled tokens per target call and tokens/s, ``speedup`` (pooled
-    tokens/s over the baseline's in the same setting) and, for AutoJudge, ``judge_accept_rate`` —
-    the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted; for the
+    tokens/s over the baseline's in the same setting) and, for AutoJudge, the ``threshold`` it applied
+    (:func:`applied_threshold`) and ``judge_accept_rate`` — the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted; for the
     lossy rules, ``rule_accept_rate`` — the share of the exact test's rejections the rule overrode."""
     df = _prepared(df)
     ok = df[(df["status"] == "ok")].copy()
@@ -439,16 +452,17 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     extra = pd.DataFrame({
         "checks": g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())),
         **{c: g[f"metric_{c}"].sum(min_count=1) for c in counts},
+        "threshold": applied_threshold(ok).where(ok["method"] == "autojudge").groupby([ok[k] for k in keys], dropna=False, sort=False).mean(),
     }).reset_index()
     out = out.assign(_k=_key_string(out, keys)).set_index("_k").join(extra.assign(_k=_key_string(extra, keys)).set_index("_k")[
-        ["checks", *counts]]).reset_index(drop=True)
+        ["checks", *counts, "threshold"]]).reset_index(drop=True)
     setting = [k for k in TARGET_KEYS + GEN_KEYS + MACHINE_KEYS + ["dataset"] if k in out.columns]
     base = out[out["method"] == BASELINE].assign(_s=_key_string(out[out["method"] == BASELINE], setting)).groupby("_s")["tokens_per_sec"].first()
     out["speedup"] = out["tokens_per_sec"] / _key_string(out, setting).map(base)
     for rate, (kept, asked) in BEYOND_EXACT.items():
         out[rate] = _ratio(out[kept], out[asked]).where(out[asked] > 0)
     out = out.drop(columns=counts)
-    sort = [c for c in ("method", "param_k", "param_threshold") if c in out.columns]
+    sort = [c for c in ("method", "param_k", "threshold") if c in out.columns]
     return out.sort_values(sort, na_position="first").reset_index(drop=True)
 
 

@@ -7,7 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from spsamp.autojudge.curve import auc_curve, best_c, format_curve, plot_curve, read_journal, read_mined_set
+from spsamp.autojudge.curve import auc_curve, best_c, format_curve, plot_curve, read_journal, read_mined_set, write_curve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     cv.add_argument("--sizes", default=None, help="comma-separated sample counts (default 25, 50, 100, ... all)")
     cv.add_argument("--repeats", type=int, default=5, help="random prompt orders per size")
     cv.add_argument("--plot", default=None, help="write the curve as a PNG here")
+    cv.add_argument("--out", default=None, help="write tables/auc_curve.csv and auc_curve.png here (a report's layout: "
+                                                "scripts/benchmark_pages.py imports it)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     src = Path(args.source).expanduser()
@@ -29,8 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     points = auc_curve(m, c, sizes, repeats=args.repeats)
     print(f"{src}: {len(m.y)} mismatches ({int(m.y.sum())} important) from {len(set(m.groups))} prompts")
     print(format_curve(points, c))
+    title = f"{src.name}: {len(m.y)} mismatches"
     if args.plot:
-        print(f"plot: {plot_curve(points, args.plot, title=f'{src.name}: {len(m.y)} mismatches')}")
+        print(f"plot: {plot_curve(points, args.plot, title=title)}")
+    if args.out:
+        print(f"table: {write_curve(points, c, m, args.out, title=title)}")
 
 
 if __name__ == "__main__":

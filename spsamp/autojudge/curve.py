@@ -132,14 +132,12 @@ def format_curve(points: list[CurvePoint], c: float) -> str:
 
 def plot_curve(points: list[CurvePoint], path: str | Path, title: str = "") -> Path:
     """ROC-AUC (mean, min-max band) against mined mismatches, log x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
 
     pts = [p for p in points if p.auc_mean is not None]
     xs = [p.samples for p in pts]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = Figure(figsize=(5.5, 3.6), dpi=120, layout="constrained")
+    ax = fig.subplots()
     ax.fill_between(xs, [p.auc_min for p in pts], [p.auc_max for p in pts], alpha=0.25, label="min-max over prompt orders")
     ax.plot(xs, [p.auc_mean for p in pts], marker="o", label="mean")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
@@ -149,9 +147,26 @@ def plot_curve(points: list[CurvePoint], path: str | Path, title: str = "") -> P
     ax.set_ylabel("grouped CV ROC-AUC")
     ax.set_title(title or "AutoJudge judge vs mining size", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path)
     return path
+
+
+CURVE_COLUMNS = ("asked", "samples", "prompts", "auc_mean", "auc_min", "auc_max", "repeats", "c", "mismatches", "important")
+
+
+def write_curve(points: list[CurvePoint], c: float, m: Mined, out_dir: str | Path, title: str = "") -> Path:
+    """The curve in a report's layout: ``<out_dir>/tables/auc_curve.csv`` (one row per size, with
+    ``C`` and the whole set's mismatch and important counts) and ``<out_dir>/auc_curve.png``; returns
+    the CSV's path."""
+    import pandas as pd
+
+    out = Path(out_dir)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    rows = [{**{k: getattr(p, k) for k in CURVE_COLUMNS[:7]}, "c": c, "mismatches": len(m.y), "important": int(m.y.sum())}
+            for p in points]
+    csv = out / "tables" / "auc_curve.csv"
+    pd.DataFrame(rows, columns=list(CURVE_COLUMNS)).to_csv(csv, index=False)
+    plot_curve(points, out / "auc_curve.png", title)
+    return csv
