@@ -44,6 +44,9 @@ class Study:
     cells: tuple[tuple[str, str], ...] = (("", ""),)
     # more report tables shown under the first, each (table, columns), kept as <stem>.<table>.csv
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # of those, {table: a boolean column}: the page shows only the rows where it is true and links
+    # the whole table (e.g. per-problem verdicts: the problems where the arms disagree)
+    only: tuple[tuple[str, str], ...] = ()
 
 
 STUDIES = {
@@ -86,7 +89,11 @@ STUDIES = {
         (("humaneval_test", "HumanEval, test half (checked by its unit tests in the sandbox)"),
          ("arithmetic", "Arithmetic (generated problems, checked by the final number)")),
         (("best_rule", ("budget_pts", "n", "best_arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi",
-                        "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note")),),
+                        "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note")),
+         # every problem's verdict per arm (1 passed, 0 failed): the pages show where arms disagree
+         ("per_problem", ("prompt_id", "baseline", "sps", "typical_60", "typical_30", "typical_09", "typical_03", "topk_2",
+                          "topk_5", "ratio_50", "ratio_30", "ratio_10", "aj_q25", "aj_q50", "aj_q75", "aj_q90", "disagree"))),
+        only=(("per_problem", "disagree"),),
     ),
     "autojudge_mining": Study(
         "AutoJudge mined at scale: the judge's grouped-CV ROC-AUC against mined mismatches (Qwen2.5-Coder 0.5B -> 1.5B)",
@@ -135,7 +142,10 @@ def import_study(study: str, report_dir: Path, sweep_dir: Path | list[Path], cel
 
 def _cell(value: object) -> str:
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.3g}"
+        if math.isnan(value):
+            return "–"
+        # 3 significant digits, but a count or a large value in full (1210, not 1.21e+03)
+        return f"{value:.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
 
 
@@ -169,9 +179,18 @@ def cell_block(study: str, cell: str) -> str:
         f"- Source: [results/{stem}.csv](results/{stem}.csv) (`tables/{STUDIES[study].table}.csv` of the report)",
         "",
         markdown(pd.read_csv(results)),
-        *(f"\n`tables/{name}.csv`:\n\n{markdown(pd.read_csv(RESULTS / f'{stem}.{name}.csv'))}"
-          for name, _ in STUDIES[study].extra if (RESULTS / f"{stem}.{name}.csv").exists()),
+        *(_extra_block(study, stem, name) for name, _ in STUDIES[study].extra if (RESULTS / f"{stem}.{name}.csv").exists()),
     ])
+
+
+def _extra_block(study: str, stem: str, name: str) -> str:
+    table, only = pd.read_csv(RESULTS / f"{stem}.{name}.csv"), dict(STUDIES[study].only).get(name)
+    if only is None:
+        return f"\n`tables/{name}.csv`:\n\n{markdown(table)}"
+    shown = table[table[only].astype(str).str.lower() == "true"].drop(columns=[only])
+    head = (f"\n`tables/{name}.csv`, the {len(shown)} of {len(table)} rows where `{only}` holds (all of them: "
+            f"[results/{stem}.{name}.csv](results/{stem}.{name}.csv)):")
+    return f"{head}\n\n{markdown(shown) if len(shown) else 'none.'}"
 
 
 def page_block(study: str) -> str:

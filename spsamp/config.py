@@ -101,6 +101,10 @@ class DatasetConfig:
     split: str = "all"  # all | train | test: two fixed disjoint halves by prompt id (spsamp.data.split_half)
     check_timeout_s: float = 10.0  # wall-clock limit of one answer's tests in the sandbox (checked datasets)
     difficulty: int = 1  # arithmetic: operations per problem (1 = the original stream; spsamp/data/arithmetic.py)
+    # split a job's prompts: shard i of n decodes prompts i, i+n, i+2n, ... into <job dir>/shard-<i>/, and
+    # the job dir with its shard dirs is one job (resume, analysis): spsamp/records/shards.py
+    shards: int = 1
+    shard: int = 0
 
 
 @dataclass
@@ -342,6 +346,12 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, Any]:
     _check(d.truncate in (None, "left"), "dataset.truncate", f"must be null or 'left', got {d.truncate!r}",
            "use left to keep the last tokens of a prompt longer than the context, null to record it as an error row")
     _check(d.split in ("all", "train", "test"), "dataset.split", f"must be all, train or test, got {d.split!r}", "pick one")
+    _check(isinstance(d.shards, int) and d.shards >= 1, "dataset.shards", f"must be an integer >= 1, got {d.shards!r}",
+           "1 decodes every prompt in one job; n splits them into n shards (dataset.shard=0..n-1)")
+    _check(isinstance(d.shard, int) and 0 <= d.shard < d.shards, "dataset.shard",
+           f"must be an integer in [0, dataset.shards) = [0, {d.shards}), got {d.shard!r}",
+           f"run one job per shard, e.g. dataset.shards={max(d.shards, 2)} dataset.shard=0,1" if d.shards == 1 else
+           f"use 0..{d.shards - 1}")
     _check(d.check_timeout_s > 0, "dataset.check_timeout_s", f"must be > 0, got {d.check_timeout_s}", "e.g. 10")
     _check(isinstance(d.difficulty, int) and d.difficulty >= 1, "dataset.difficulty", f"must be an integer >= 1, got {d.difficulty!r}",
            "1 = one or two operations, e.g. 3 for three-step problems")

@@ -1,7 +1,8 @@
 """One job: validate the config, load prompts and models, decode every (prompt, turn, repeat), record.
 
 Order matters: the config (every arm of a comparison) and the dataset are checked before any model loads, so bad input fails
-in a second with one line. Rows already ``ok`` in the output dir are skipped (resume); a prompt
+in a second with one line. Rows already ``ok`` in the output dir, or in another dir of its job
+(a shard's: ``dataset.shard``, spsamp/records/shards.py), are skipped (resume); a prompt
 that raises becomes a ``status=error`` row and the run goes on; a job that cannot start at all
 (e.g. a model that will not load) records an error row for each pending prompt, so a sweep shows
 the failure where its results would be.
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from spsamp.comparison import Compose, abba_order, compose_arms, reference_arm
 from spsamp.config import GenerationConfig, RunConfig, identity_params, legacy_identities, validate
-from spsamp.data import Prompt, load_prompts
+from spsamp.data import Prompt, load_prompts, shard_prompts
 from spsamp.data.chat import encode, messages_for
 from spsamp.data.checkers import task_columns
 from spsamp.decoders.base import DecodeOutput, Decoder, truncate_at_eos
@@ -35,6 +36,7 @@ from spsamp.models.loading import check_tokenizers_before_load
 from spsamp.models.placement import placement_json
 from spsamp.records import RecordStore
 from spsamp.records.rows import JobInfo, RowBuilder, now
+from spsamp.records.shards import finished_elsewhere, job_root
 from spsamp.batching import padding
 from spsamp.memory import free_cached, is_out_of_memory, peak_bytes, reset_peak
 from spsamp.sampling import row_generator
@@ -137,8 +139,10 @@ class Arm:
     A plain job has one arm without a name; a comparison (:mod:`spsamp.comparison`) has several."""
 
     def __init__(self, cfg: DictConfig, run: RunConfig, params: Any, prompts: list[Prompt], job: JobInfo, store: RecordStore,
-                 run_id: str, name: Optional[str] = None, comparison: Optional[str] = None, reference: Optional[str] = None):
+                 run_id: str, name: Optional[str] = None, comparison: Optional[str] = None, reference: Optional[str] = None,
+                 elsewhere: Optional[dict[str, dict]] = None):
         self.run, self.params, self.name, self.store = run, params, name, store
+        self.elsewhere = elsewhere or {}  # rows finished in the job's other dirs (spsamp/records/shards.py)
         self.decoder: Decoder = instantiate(cfg.method)
         self.rows = RowBuilder(run, params, self.decoder.name, self.decoder.needs_draft, job, run_id,
                                speculative=self.decoder.speculative, comparison=comparison, arm=name, reference_arm=reference)
@@ -166,9 +170,10 @@ class Arm:
         return [t for t in self.tasks if self._finished(t) is None]
 
     def _finished(self, task: Task) -> dict | None:
-        """The task's finished row, under its key or one an earlier version gave it."""
+        """The task's finished row, under its key or one an earlier version gave it, in this dir or
+        another dir of the job (a shard's, or the job dir's own)."""
         for key in (task.key, *task.aliases):
-            row = self.store.finished(key)
+            row = self.store.finished(key) or self.elsewhere.get(key)
             if row is not None:
                 return row
         return None
@@ -345,7 +350,7 @@ class Arm:
 def comparison_name(job: JobInfo) -> str:
     """What a comparison's rows call it: ``<sweep dir>/<job dir>`` (a sweep dir is named after its
     experiment, spsamp/sweeps.py), or the run dir's name."""
-    here = Path(job.output_dir).name
+    here = job_root(job.output_dir).name  # a shard's rows belong to its job's comparison
     return f"{Path(job.sweep_dir).name}/{here}" if job.sweep_dir else here
 
 
@@ -358,16 +363,19 @@ class Job:
         arms = compose_arms(cfg, job.overrides, compose)  # [] for a plain job
         for spec in arms or [None]:
             check_machine(run if spec is None else spec.run)  # cuda present, no display when require_headless
-        prompts = load_prompts(run.dataset)  # arms share the dataset (compose_arms checks)
+        # arms share the dataset (compose_arms checks)
+        prompts = shard_prompts(load_prompts(run.dataset), run.dataset.shard, run.dataset.shards)
         self.job = job
         self.store = RecordStore(job.output_dir)
+        elsewhere = finished_elsewhere(job.output_dir)
         self.run_id = uuid.uuid4().hex[:12]
         if not arms:
-            self.arms = [Arm(cfg, run, params, prompts, job, self.store, self.run_id)]
+            self.arms = [Arm(cfg, run, params, prompts, job, self.store, self.run_id, elsewhere=elsewhere)]
         else:
             ref = reference_arm(cfg, [a.name for a in arms])
             name = comparison_name(job)
-            self.arms = [Arm(a.cfg, a.run, a.params, prompts, job, self.store, self.run_id, a.name, name, ref) for a in arms]
+            self.arms = [Arm(a.cfg, a.run, a.params, prompts, job, self.store, self.run_id, a.name, name, ref, elsewhere)
+                         for a in arms]
         self.tasks = len(self.arms[0].tasks)
 
     @property

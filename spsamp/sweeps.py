@@ -18,8 +18,11 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from spsamp.records.shards import shard_dir_name
+
 # a job dir name stays well under the 255-byte file-name limit of common filesystems
 _MAX_DIRNAME = 120
+SHARD_KEYS = ("dataset.shard", "dataset.shards")  # where a job's rows go within it, not which job
 
 
 def sweep_name(experiment: Optional[str], fallback: str) -> str:
@@ -51,16 +54,23 @@ def job_dirname(override_dirname: Optional[str]) -> str:
 
     ``compare.*`` overrides are left out: adding or narrowing a comparison's arms from the command
     line lands in the same job dir, whose rows are kept apart by their arm (spsamp/comparison.py).
+    ``dataset.shard=<i>`` / ``dataset.shards`` are left out of the name too: shard ``i`` writes into
+    the job dir's ``shard-<i>/`` subdir (one writer per dir; the job dir and its shard dirs are one
+    job, spsamp/records/shards.py).
     No overrides -> ``default``; ``/`` and other unsafe characters -> ``_``; names longer than
     120 characters keep a prefix plus a hash of the whole string so they stay unique.
     """
-    kept = [x for x in _items(override_dirname or "") if not x.lstrip("+~").startswith("compare.")]
+    items = [x for x in _items(override_dirname or "") if not x.lstrip("+~").startswith("compare.")]
+    shard = [x.split("=", 1)[1] for x in items if x.lstrip("+~").split("=", 1)[0] == "dataset.shard"]
+    kept = [x for x in items if x.lstrip("+~").split("=", 1)[0] not in SHARD_KEYS]
     override_dirname = ",".join(kept)
     name = override_dirname or "default"
     safe = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]", "_", name)
     if len(safe) > _MAX_DIRNAME or safe != name:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         safe = f"{safe[: _MAX_DIRNAME - 11]}_{digest}" if len(safe) > _MAX_DIRNAME else f"{safe}_{digest}"
+    if shard and shard[0].isdigit():  # anything else fails validation before a row is written
+        return f"{safe}/{shard_dir_name(int(shard[0]))}"
     return safe
 
 

@@ -133,3 +133,24 @@ def test_a_studys_extra_tables_render_under_its_table_and_a_study_without_headli
     assert "| sps_auto | 16 | 0.98 |" in text and "`tables/batch_crossover_summary.csv`:" in text and "| sps_auto | 8 | 16 |" in text
     readme = (tmp_path / "README.md").read_text()
     assert "sweep_batch_size" not in readme.split(pages.BEGIN, 1)[1].split(pages.END, 1)[0]
+
+
+def test_a_filtered_extra_shows_only_its_rows_and_links_the_whole_table(pages, tmp_path):
+    """Per-problem verdicts: the page lists the problems where the arms disagree, the CSV keeps all."""
+    results = tmp_path / "docs" / "benchmarks" / "results"
+    stem = "lossy_frontier.humaneval_test"
+    for f in results.glob(f"{stem}*"):
+        f.unlink()
+    (results / f"{stem}.csv").write_text("arm,speedup\nbaseline,1\nsps,2.5\n")
+    (results / f"{stem}.provenance.csv").write_text(
+        "first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
+        "2027-01-02 10:00 UTC,2027-01-02 11:00 UTC,6,abcdef1,Some CPU,–,1,onednn,2.13.0+cpu,5.24.0\n")
+    (results / f"{stem}.per_problem.csv").write_text(
+        "prompt_id,baseline,sps,disagree\nHumanEval/1,1,1,False\nHumanEval/7,1,0,True\nHumanEval/9,0,0,False\n")
+    assert pages.render(check=False) == 0
+    text = (tmp_path / "docs" / "benchmarks" / "lossy_frontier.md").read_text()
+    assert "| HumanEval/7 | 1 | 0 |" in text and "HumanEval/1 " not in text and "HumanEval/9" not in text
+    assert "the 1 of 3 rows where `disagree` holds" in text and f"(results/{stem}.per_problem.csv)" in text
+    (results / f"{stem}.per_problem.csv").write_text("prompt_id,baseline,sps,disagree\nHumanEval/1,1,1,False\n")
+    pages.render(check=False)
+    assert "the 0 of 1 rows where `disagree` holds" in (tmp_path / "docs" / "benchmarks" / "lossy_frontier.md").read_text()

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from spsamp.records.schema import CORE_FIELDS, PARAM_PREFIX, records_table
 from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, merge_row, read_jsonl, rows_by_key
+from spsamp.records.shards import job_root
 
 log = logging.getLogger(__name__)
 
@@ -195,18 +196,35 @@ def dataset_labels(df: pd.DataFrame) -> pd.Series:
     return df["dataset"].where(~old, "arithmetic-d" + difficulty)
 
 
+def one_row_per_key(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (job dir, resume key), as one dir's store keeps them (:func:`merge_row`), across
+    the dirs of a job (its shards): the first ``ok`` row stands, else the key's last row. A key is
+    in two dirs of one job only where two launches decoded the same prompt at once."""
+    if df.empty or "resume_key" not in df.columns:
+        return df
+    order = df.assign(_i=np.arange(len(df)), _ok=df["status"].eq("ok"))
+    when = pd.to_datetime(order["started_at"], utc=True, errors="coerce") if "started_at" in order else pd.Series(pd.NaT, index=order.index)
+    order = order.assign(_t=when).sort_values(["_ok", "_t", "_i"], ascending=[False, True, True], na_position="last", kind="stable")
+    ok = order[order["_ok"]].drop_duplicates(["run_dir", "resume_key"], keep="first")
+    rest = order[~order["_ok"]].drop_duplicates(["run_dir", "resume_key"], keep="last")
+    rest = rest[~rest.set_index(["run_dir", "resume_key"]).index.isin(ok.set_index(["run_dir", "resume_key"]).index)]
+    return pd.concat([ok, rest]).sort_values("_i").drop(columns=["_i", "_ok", "_t"]).reset_index(drop=True)
+
+
 def load_records(path_or_glob: Union[PathLike, Iterable[PathLike]], metrics: bool = True) -> pd.DataFrame:
     """Every ``records.parquet`` under ``path_or_glob`` (a run dir, a sweep dir, ``outputs/``, a file,
     a glob, or a list of those) as one DataFrame.
 
     ``dataset`` labels a harder arithmetic set's older rows as newer ones are (:func:`dataset_labels`).
-    Added columns: ``source_file``, ``run_dir``, ``is_error`` (status == "error"), ``ok``
+    Added columns: ``source_file``, ``run_dir`` (the job dir: a shard dir's parent,
+    :mod:`spsamp.records.shards`), ``is_error`` (status == "error"), ``ok``
     (status == "ok"), ``batch_tokens_per_sec`` (:func:`batch_throughput`), ``config`` (a label: the method, its k / threshold / budget /
     parallel_branches, and any other parameter that differs between its runs) and, with ``metrics=True``,
     ``metric_<key>`` for each scalar in ``metrics_json``.
     """
     df = load_table(path_or_glob).to_pandas()
-    df["run_dir"] = df["source_file"].map(lambda p: str(Path(p).parent))
+    df["run_dir"] = df["source_file"].map(lambda p: str(job_root(Path(p).parent)))  # a shard's rows are its job's
+    df = one_row_per_key(df)
     df["dataset"] = dataset_labels(df)
     df["is_error"] = df["status"].eq("error")
     df["ok"] = df["status"].eq("ok")

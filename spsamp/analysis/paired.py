@@ -27,6 +27,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from spsamp.records.shards import job_root
 from spsamp.records.summary import correct_values, wilson_interval
 
 PAIR_KEYS = ["prompt_id", "turn", "repeat"]
@@ -187,7 +188,7 @@ def _comparison_rows(df: pd.DataFrame) -> pd.DataFrame:
         if c not in df.columns:
             df[c] = None
     if df["run_dir"].isna().all() and "output_dir" in df.columns:
-        df["run_dir"] = df["output_dir"]
+        df["run_dir"] = df["output_dir"].map(lambda d: str(job_root(d)) if isinstance(d, str) else d)
     return df[df["arm"].notna() & df["comparison"].notna()]
 
 

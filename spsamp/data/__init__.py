@@ -79,6 +79,12 @@ def load_prompts(cfg: DatasetConfig) -> list[Prompt]:
     return prompts
 
 
+def shard_prompts(prompts: list[Prompt], shard: int, shards: int) -> list[Prompt]:
+    """Shard ``shard`` of ``shards``: prompts ``shard``, ``shard + shards``, ... in order (the shards
+    of one selection are disjoint and together hold all of it; every turn of a prompt stays in one)."""
+    return prompts[shard::shards]
+
+
 def read_question_file(path: Path) -> list[Prompt]:
     """Read a FastChat question file: JSONL, or one JSON array, of {question_id, category, turns}.
 
