@@ -155,3 +155,20 @@ def test_a_comparison_job_through_slurm_gets_a_paired_speedup_for_every_arm(slur
     fast = sp[sp.arm == "speculative"]
     assert len(fast) == 2 and fast.speedup.notna().all() and (fast.n_prompts == 3).all()
     assert fast.hardware.str.len().gt(0).all()
+
+
+def test_a_sharded_comparison_through_slurm_is_one_comparison(slurm, tmp_path):
+    """dataset.shard as a sweep axis: one array task per shard, each in its own dir, read as one job."""
+    from spsamp.analysis.load import load_records
+    from spsamp.analysis.paired import paired_speedups
+
+    run_py(["-m", "experiment=smoke_compare", "dataset.shards=2", "dataset.shard=0,1", "hydra/launcher=slurm",
+            f"paths.output_dir={tmp_path}"], timeout=600)
+    job = tmp_path / "sweeps" / "smoke_compare" / "default"
+    shards = {d.name: pd.read_parquet(d / "records.parquet") for d in (job / "shard-0", job / "shard-1")}
+    assert {k: len(v) for k, v in shards.items()} == {"shard-0": 4, "shard-1": 2}  # prompts 0, 2 | 1; both arms
+    assert shards["shard-0"].slurm_array_task_id.nunique() == 1 and shards["shard-0"].slurm_job_id.notna().all()
+    assert set(shards["shard-0"].slurm_job_id).isdisjoint(shards["shard-1"].slurm_job_id)
+    sp = paired_speedups(load_records(job.parent, metrics=False))
+    fast = sp[sp.arm == "speculative"]
+    assert len(fast) == 1 and fast.n_prompts.iloc[0] == 3 and fast.comparison.iloc[0] == "smoke_compare/default"
