@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from spsamp.records.schema import CORE_FIELDS, PARAM_PREFIX, records_table
-from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, merge_row, read_jsonl, rows_by_key
+from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, read_rows
 from spsamp.records.shards import job_root
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,7 @@ def _current(f: Path, copy: Path) -> Path:
     log_file = f.with_name(RECORDS_JSONL)
     if f.name != RECORDS_PARQUET or not log_file.exists() or log_file.stat().st_mtime <= f.stat().st_mtime:
         return f
-    rows = rows_by_key(read_jsonl(log_file).rows)
-    for row in pq.read_table(f).to_pylist():
-        merge_row(rows, row)
-    pq.write_table(records_table(list(rows.values())), copy)
+    pq.write_table(records_table(list(read_rows(f.parent).values())), copy)
     return copy
 
 
@@ -197,7 +194,7 @@ def dataset_labels(df: pd.DataFrame) -> pd.Series:
 
 
 def one_row_per_key(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (job dir, resume key), as one dir's store keeps them (:func:`merge_row`), across
+    """One row per (job dir, resume key), as one dir's store keeps them (:func:`spsamp.records.store.merge_row`), across
     the dirs of a job (its shards): the first ``ok`` row stands, else the key's last row. A key is
     in two dirs of one job only where two launches decoded the same prompt at once."""
     if df.empty or "resume_key" not in df.columns:

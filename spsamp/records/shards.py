@@ -16,9 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from spsamp.records.store import RECORDS_JSONL, RECORDS_PARQUET, merge_row, read_jsonl
+from spsamp.records.store import RECORDS_JSONL, read_jsonl, read_rows, rows_by_key
 
 _SHARD_DIR = re.compile(r"shard-(\d+)")
 
@@ -43,24 +41,17 @@ def job_dirs(directory: str | Path) -> list[Path]:
 
 
 def read_finished(directory: str | Path) -> dict[str, dict]:
-    """The ``ok`` rows of one run dir by resume key, read without writing anything: its JSONL log's
-    intact lines, then rows only its Parquet file holds. Unreadable files count as empty (their
-    own writer repairs them)."""
-    d = Path(directory)
-    rows: dict[str, dict] = {}
-    jsonl, parquet = d / RECORDS_JSONL, d / RECORDS_PARQUET
-    if jsonl.exists():
+    """The ``ok`` rows of one run dir by resume key, read without writing anything
+    (:func:`~spsamp.records.store.read_rows`); a file that cannot be read counts as empty (its own
+    writer repairs it when it opens the dir)."""
+    try:
+        rows = read_rows(Path(directory))
+    except Exception:  # noqa: BLE001 - a Parquet mirror mid-rename or damaged: the log alone
+        jsonl = Path(directory) / RECORDS_JSONL
         try:
-            for row in read_jsonl(jsonl).rows:
-                merge_row(rows, row)
+            rows = rows_by_key(read_jsonl(jsonl).rows) if jsonl.exists() else {}
         except OSError:
-            pass
-    if parquet.exists():
-        try:
-            for row in pq.read_table(parquet).to_pylist():
-                merge_row(rows, row)
-        except Exception:  # noqa: BLE001 - a torn or foreign file: its writer rebuilds it
-            pass
+            rows = {}
     return {k: r for k, r in rows.items() if r.get("status") == "ok"}
 
 

@@ -143,6 +143,18 @@ def rows_by_key(rows: Iterable[dict]) -> dict[str, dict]:
     return merged
 
 
+def read_rows(directory: Path) -> dict[str, dict]:
+    """A run dir's rows by key, read without writing anything: the log's intact lines, then the rows
+    only the Parquet mirror holds (a log lost or cut short) — the rows :class:`RecordStore` would
+    open with, before it repairs either file."""
+    jsonl, parquet = directory / RECORDS_JSONL, directory / RECORDS_PARQUET
+    rows = rows_by_key(read_jsonl(jsonl).rows) if jsonl.exists() else {}
+    if parquet.exists():
+        for row in pq.read_table(parquet).to_pylist():
+            merge_row(rows, row)
+    return rows
+
+
 def _set_aside(path: Path) -> Path:
     aside = path.with_name(path.name + ".damaged")
     n = 1
