@@ -89,7 +89,9 @@ STUDIES = {
         (("humaneval_test", "HumanEval, test half (checked by its unit tests in the sandbox)"),
          ("arithmetic", "Arithmetic (generated problems, checked by the final number)")),
         (("best_rule", ("budget_pts", "n", "best_arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi",
-                        "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note")),
+                        "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "accept_beyond_exact", "resolution_pts", "note")),
+         ("best_knob_per_rule", ("family", "budget_pts", "best_arm", "knob_label", "speedup", "speedup_lo", "speedup_hi",
+                                 "loss_pts", "loss_pts_lo", "loss_pts_hi", "accept_beyond_exact", "note")),
          # every problem's verdict per arm (1 passed, 0 failed): the pages show where arms disagree
          ("per_problem", ("prompt_id", "baseline", "sps", "typical_60", "typical_30", "typical_09", "typical_03", "topk_2",
                           "topk_5", "ratio_50", "ratio_30", "ratio_10", "aj_q25", "aj_q50", "aj_q75", "aj_q90", "disagree"))),

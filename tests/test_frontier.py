@@ -246,3 +246,18 @@ def test_a_real_comparison_with_a_lossy_arm_reaches_the_report(tmp_path):
     best = pd.read_csv(tmp_path / "rep" / "tables" / "best_rule.csv")
     assert list(best.budget_pts) == [1.0, 2.0] and best.note.str.startswith("no rule reaches it with the 4 problems measured").all()
     assert "](lossy_frontier.png)" in report
+
+
+def test_each_rules_best_knob_within_the_budget(frontier):
+    best = F.best_rules(frontier, per_family=True)
+    two = best[best.budget_pts == 2.0].set_index("family")
+    assert set(two.index) == {"autojudge", "typical", "topk", "ratio"}
+    # per rule, the fastest established knob: topk_2 (topk_5 loses 2.5), no ratio knob (ratio_10's interval reaches 2.9)
+    assert two.loc["topk", "best_arm"] == "topk_2" and two.loc["topk", "accept_beyond_exact"] == pytest.approx(
+        _one(frontier, arm="topk_2").accept_beyond_exact)
+    assert two.loc["ratio", "best_arm"] == "" and two.loc["ratio", "note"].startswith("no knob of ratio reaches it with the 400")
+    assert "(not established): ratio_10" in two.loc["ratio", "note"]
+    # the overall pick is the fastest of the per-rule picks
+    overall = F.best_rules(frontier).set_index("budget_pts").loc[2.0]
+    picks = two[two.best_arm != ""]
+    assert overall.best_arm == picks.loc[picks.speedup.idxmax(), "best_arm"]

@@ -13,7 +13,8 @@ pass@1 against the reference arm is *established* to stay within a budget.
   lossy arm (by paired speedup) whose loss ``reference − arm`` has the *upper end of its 95 % paired
   interval* at most the budget. A point estimate within budget is not enough: with few problems a
   rule that loses 5 points can show a loss of 0. Where no arm qualifies the row says so, and names
-  the fastest arm whose point estimate alone is within budget, marked as not established.
+  the fastest arm whose point estimate alone is within budget, marked as not established. With
+  ``per_family``, the same per rule: each rule's fastest knob within the budget.
 
 Lossiness comes from the records: the decoders with ``lossless = False`` are ``lossy`` and
 ``autojudge`` (:data:`LOSSY_METHODS`; analysis reads records, never decoder code), and a row that
@@ -162,18 +163,20 @@ def _pts(v: float) -> float:
     return 100.0 * v
 
 
-def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
+def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS, per_family: bool = False) -> pd.DataFrame:
     """Per comparison job and budget (points of pass@1): the fastest lossy arm (by paired speedup)
     whose loss ``reference − arm`` has its 95 % paired interval's upper end (Newcombe,
-    :func:`spsamp.analysis.paired.newcombe_paired_interval`) at most the budget.
+    :func:`spsamp.analysis.paired.newcombe_paired_interval`) at most the budget. ``per_family``: the
+    fastest knob of each rule instead (how far each rule gets within the budget: e.g. whether
+    AutoJudge's judge keeps half of exact SpS's rejections there).
 
     Columns: ``budget_pts``; ``n`` (problems paired); ``best_arm`` (empty where none qualifies) with
-    its family, knob, speedup [interval] and loss [interval] in points (``loss_pts`` =
-    −100 × difference) and McNemar p; ``resolution_pts``, the loss upper end an arm that agreed with
-    the reference on every one of the ``n`` problems would get (a budget below it cannot be
-    established with these problems); ``note``, which says "no rule reaches it with the N problems
-    measured" where none qualifies and names the fastest arm faster than the pick whose point
-    estimate alone is within the budget (not established)."""
+    its family, knob, speedup [interval], loss [interval] in points (``loss_pts`` =
+    −100 × difference), McNemar p and ``accept_beyond_exact``; ``resolution_pts``, the loss upper end
+    an arm that agreed with the reference on every one of the ``n`` problems would get (a budget
+    below it cannot be established with these problems); ``note``, which says "no rule reaches it
+    with the N problems measured" where none qualifies and names the fastest arm faster than the
+    pick whose point estimate alone is within the budget (not established)."""
     rows = []
     for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
         lossy = g[~g["lossless"] & g["difference"].notna() & g["speedup"].notna()].copy()
@@ -186,26 +189,36 @@ def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS) -> pd
             n = int(widest["n"])
             passed = int(round((widest["pass_at_1"] - widest["difference"]) * n))  # the reference's, on these pairs
             resolution = -_pts(P.newcombe_paired_interval(passed, 0, 0, n - passed)[0])
-        for budget in budgets:
-            base = {**dict(zip(P.JOB_KEYS, key)), "dataset": g["dataset"].iloc[0], "reference_arm": g["reference_arm"].iloc[0],
-                    "budget_pts": budget, "n": n, "resolution_pts": resolution}
-            ok = lossy[lossy["loss_pts_hi"] <= budget + 1e-9].sort_values("speedup", ascending=False)
-            point = lossy[lossy["loss_pts"] <= budget + 1e-9].sort_values("speedup", ascending=False)
-            best = ok.iloc[0] if len(ok) else None
-            faster = point[point["speedup"] > (best["speedup"] if best is not None else -np.inf)]
-            note = "" if best is not None else f"no rule reaches it with the {n} problems measured"
-            if len(faster):
-                f = faster.iloc[0]
-                what = "a faster arm" if best is not None else "the fastest arm"
-                note += ("; " if note else "") + (f"{what} within it by its point estimate alone (not established): {f['arm']} "
-                                                  f"({f['speedup']:.3g}×, loss {f['loss_pts'] + 0.0:.1f} [{f['loss_pts_lo'] + 0.0:.1f}, "
-                                                  f"{f['loss_pts_hi'] + 0.0:.1f}] points)")
-            if best is None and not len(lossy):
-                note = "no lossy arm with checked answers paired with the reference"
-            pick = {c: (best[c] if best is not None else (np.nan if c != "arm" else "")) for c in
-                    ("arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo",
-                     "loss_pts_hi", "mcnemar_p")}
-            rows.append({**base, "best_arm": pick.pop("arm"), **pick, "note": note})
+        base = {**dict(zip(P.JOB_KEYS, key)), "dataset": g["dataset"].iloc[0], "reference_arm": g["reference_arm"].iloc[0],
+                "n": n, "resolution_pts": resolution}
+        groups = [(f, part) for f, part in lossy.groupby("family", sort=False)] if per_family else [("", lossy)]
+        for family, part in groups:
+            for budget in budgets:
+                rows.append({**base, "budget_pts": budget, **_best_within(part, budget, n, family)})
     cols = P.JOB_KEYS + ["dataset", "reference_arm", "budget_pts", "n", "best_arm", "family", "knob_label", "speedup",
-                         "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "resolution_pts", "note"]
+                         "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "accept_beyond_exact",
+                         "resolution_pts", "note"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _best_within(lossy: pd.DataFrame, budget: float, n: int, family: str) -> dict:
+    """The fastest of ``lossy`` (arms with their loss in points) established within ``budget``, and
+    the note (module doc); ``family``: the rule they all belong to, or "" for every rule."""
+    ok = lossy[lossy["loss_pts_hi"] <= budget + 1e-9].sort_values("speedup", ascending=False)
+    point = lossy[lossy["loss_pts"] <= budget + 1e-9].sort_values("speedup", ascending=False)
+    best = ok.iloc[0] if len(ok) else None
+    faster = point[point["speedup"] > (best["speedup"] if best is not None else -np.inf)]
+    what = f"no knob of {family} reaches it" if family else "no rule reaches it"
+    note = "" if best is not None else f"{what} with the {n} problems measured"
+    if len(faster):
+        f = faster.iloc[0]
+        which = "a faster arm" if best is not None else "the fastest arm"
+        note += ("; " if note else "") + (f"{which} within it by its point estimate alone (not established): {f['arm']} "
+                                          f"({f['speedup']:.3g}×, loss {f['loss_pts'] + 0.0:.1f} [{f['loss_pts_lo'] + 0.0:.1f}, "
+                                          f"{f['loss_pts_hi'] + 0.0:.1f}] points)")
+    if best is None and not len(lossy):
+        note = "no lossy arm with checked answers paired with the reference"
+    pick = {c: (best[c] if best is not None else (np.nan if c != "arm" else "")) for c in
+            ("arm", "knob_label", "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p",
+             "accept_beyond_exact")}
+    return {"best_arm": pick.pop("arm"), "family": best["family"] if best is not None else family, **pick, "note": note}

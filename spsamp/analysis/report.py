@@ -103,6 +103,12 @@ _BEST_NOTE = (
     "budget, and names a faster arm whose point estimate alone is within it (not established).")
 
 
+_PER_RULE_NOTE = (
+    "The same test per rule: each rule's fastest knob whose pass@1 loss has the upper end of its 95 % paired interval within "
+    "the budget, and the share of exact SpS's rejections it keeps there (`accept_beyond_exact`) — how far each rule gets "
+    "before it costs quality, e.g. whether AutoJudge's judge keeps half of them within 2 points.")
+
+
 def _interval(v: float, lo: float, hi: float, scale: float = 1.0, signed: bool = False) -> str:
     if pd.isna(v):
         return "–"
@@ -131,16 +137,18 @@ def _frontier_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     })
 
 
-def _best_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+def _best_display(table: Optional[pd.DataFrame], per_family: bool = False) -> Optional[pd.DataFrame]:
     if table is None or table.empty:
         return table
     t = table
     return pd.DataFrame({
         "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
+        **({"rule": t["family"]} if per_family else {}),
         "budget (points)": t["budget_pts"], "n": t["n"], "best arm": t["best_arm"].replace("", "–"),
         "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True),
-        "mcnemar_p": t["mcnemar_p"], "resolution_pts": t["resolution_pts"], "note": t["note"].replace("", "–"),
+        "mcnemar_p": t["mcnemar_p"], "accept_beyond_exact": t["accept_beyond_exact"], "resolution_pts": t["resolution_pts"],
+        "note": t["note"].replace("", "–"),
     })
 
 
@@ -206,8 +214,9 @@ def build_report(
     try:
         tables["lossy_frontier"] = F.lossy_frontier(df, sp=tables["paired_speedup"], quality=tables["paired_quality"])
         tables["best_rule"] = F.best_rules(tables["lossy_frontier"])
+        tables["best_knob_per_rule"] = F.best_rules(tables["lossy_frontier"], per_family=True)
     except T.NoData as exc:
-        tables["lossy_frontier"] = tables["best_rule"] = None
+        tables["lossy_frontier"] = tables["best_rule"] = tables["best_knob_per_rule"] = None
         notes["lossy_frontier"] = f"Skipped: {exc}."
     for name, tab in tables.items():
         if tab is not None and not tab.empty:
@@ -239,6 +248,8 @@ def build_report(
                  notes.get("lossy_frontier", _FRONTIER_NOTE)),
         _section("Best lossy rule at ≤ 1 and ≤ 2 points of pass@1 loss", _best_display(tables["best_rule"]),
                  notes.get("lossy_frontier", _BEST_NOTE)),
+        _section("Each rule's best knob at ≤ 1 and ≤ 2 points", _best_display(tables["best_knob_per_rule"], per_family=True),
+                 notes.get("lossy_frontier", _PER_RULE_NOTE)),
         _section("Runs", tables["runs"]),
     ]
     if n_err:
