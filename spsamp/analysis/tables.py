@@ -432,9 +432,10 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     """Answer quality and speed per configuration over the ``ok`` rows of checked datasets:
     ``checked`` answers, ``pass_at_1`` (mean ``task_correct``) with its 95 % Wilson interval, the
     verdict counts (``checks``), pooled tokens per target call and tokens/s, ``speedup`` (pooled
-    tokens/s over the baseline's in the same setting) and, for AutoJudge, the ``threshold`` it applied
-    (:func:`applied_threshold`) and ``judge_accept_rate`` — the share of mismatches (the draft tokens greedy SpS would reject) the judge accepted; for the
-    lossy rules, ``rule_accept_rate`` — the share of the exact test's rejections the rule overrode."""
+    tokens/s over the baseline's in the same setting) and, for AutoJudge, the ``threshold`` it
+    applied (:func:`applied_threshold`) and ``judge_accept_rate`` — the share of mismatches (the
+    draft tokens greedy SpS would reject) the judge accepted; for the lossy rules,
+    ``rule_accept_rate`` — the share of the exact test's rejections the rule overrode."""
     df = _prepared(df)
     ok = df[(df["status"] == "ok")].copy()
     ok["_correct"] = correct_values(ok["task_correct"])
@@ -452,7 +453,8 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     extra = pd.DataFrame({
         "checks": g["task_check"].agg(lambda s: ", ".join(f"{k}: {v}" for k, v in s.value_counts().sort_index().items())),
         **{c: g[f"metric_{c}"].sum(min_count=1) for c in counts},
-        "threshold": applied_threshold(ok).where(ok["method"] == "autojudge").groupby([ok[k] for k in keys], dropna=False, sort=False).mean(),
+        "threshold": applied_threshold(ok).where(ok["method"] == "autojudge").groupby(
+            [ok[k] for k in keys], dropna=False, sort=False).mean(),
     }).reset_index()
     out = out.assign(_k=_key_string(out, keys)).set_index("_k").join(extra.assign(_k=_key_string(extra, keys)).set_index("_k")[
         ["checks", *counts, "threshold"]]).reset_index(drop=True)
