@@ -131,6 +131,26 @@ def test_frontier_names_every_arm_by_family_and_knob_on_the_paired_axes(frontier
     assert np.isnan(_one(frontier, arm="sps").accept_beyond_exact)
 
 
+def test_each_lossy_arm_is_also_paired_with_exact_sps(frontier, monkeypatch):
+    """The rule's own loss: against exact SpS, which shares its drafts and verification numerics."""
+    assert (frontier[~frontier.lossless].exact_arm == "sps").all() and frontier[frontier.lossless].exact_arm.isna().all()
+    k2 = _one(frontier, arm="topk_2")  # SpS agrees with the target everywhere here: the same difference
+    assert k2.difference_vs_exact == pytest.approx(k2.difference) and k2.mcnemar_p_vs_exact == pytest.approx(k2.mcnemar_p)
+    # exact SpS itself loses 2 problems to near-tie rounding: topk_2 (losing 3 of the target's) loses 1 of SpS's
+    monkeypatch.setitem(ARMS, "sps", ("speculative", {"k": 4}, 2, 0, 2.0, None))
+    k2 = _one(F.lossy_frontier(pd.DataFrame(job_rows())), arm="topk_2")
+    assert k2.difference == pytest.approx(-3 / 400) and k2.difference_vs_exact == pytest.approx(-1 / 400)
+    assert (k2.difference_vs_exact_lo, k2.difference_vs_exact_hi) == tuple(
+        pytest.approx(v) for v in P.newcombe_paired_interval(297, 0, 1, 102))
+    assert k2.mcnemar_p_vs_exact == pytest.approx(P.mcnemar_exact(1, 0))
+    # no exact SpS arm, or two: nothing to pair with
+    none = F.lossy_frontier(pd.DataFrame(job_rows(n=20, passed=15, arms=("base", "topk_2"))))
+    assert none.exact_arm.isna().all() and none.difference_vs_exact.isna().all()
+    monkeypatch.setitem(ARMS, "sps_k8", ("speculative", {"k": 8}, 0, 0, 2.2, None))
+    two = F.lossy_frontier(pd.DataFrame(job_rows(n=20, passed=15, arms=("base", "sps", "sps_k8", "topk_2"))))
+    assert two.exact_arm.isna().all() and two.difference_vs_exact.isna().all()
+
+
 def test_rule_family_reads_the_records_not_the_decoders():
     row = pd.Series({"method": "lossy", "method_params": json.dumps({"rule": "ratio"})})
     assert F.rule_family(row) == ("ratio", False)  # from method_params where no param_rule column

@@ -7,8 +7,10 @@ pass@1 against the reference arm is *established* to stay within a budget.
   for the lossless references), its knob, tokens per target call, the paired speedup over the
   reference arm with its bootstrap interval (:func:`spsamp.analysis.paired.paired_speedups`),
   pass@1 with its Wilson interval, the paired difference to the reference with its Newcombe
-  interval and the exact McNemar p-value (:func:`spsamp.analysis.paired.paired_quality`), and the
-  share of the exact test's rejections the rule kept (``accept_beyond_exact``).
+  interval and the exact McNemar p-value (:func:`spsamp.analysis.paired.paired_quality`), the same
+  against the job's exact SpS arm for each lossy arm (``difference_vs_exact``: the rule's own loss,
+  same drafts and numerics), and the share of the exact test's rejections the rule kept
+  (``accept_beyond_exact``).
 - :func:`best_rules`: per comparison and budget (1 and 2 points of pass@1 by default), the fastest
   lossy arm (by paired speedup) whose loss ``reference − arm`` has the *upper end of its 95 % paired
   interval* at most the budget. A point estimate within budget is not enough: with few problems a
@@ -57,6 +59,7 @@ FRONTIER_COLUMNS = [
     "run_dir", "comparison", "dataset", "arm", "config", "family", "lossless", "knob_name", "knob", "knob_label",
     "reference_arm", "hardware", "n_prompts", "tokens_per_target_call", "speedup", "speedup_lo", "speedup_hi",
     "n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p",
+    "exact_arm", "difference_vs_exact", "difference_vs_exact_lo", "difference_vs_exact_hi", "mcnemar_p_vs_exact",
     "accept_beyond_exact",
 ]
 
@@ -125,6 +128,29 @@ def _arm_facts(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _versus_exact(df: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    """Per lossy arm, its paired pass@1 difference to its job's exact SpS arm (``exact_arm``: the one
+    arm of family ``exact SpS``; none where a job has no such arm or several): the loss the rule
+    itself causes, on the same drafts and the same verification numerics — in bf16 a k-token pass
+    rounds otherwise than the target alone's 1-token passes, which moves a few answers of exact SpS too."""
+    cols = P.ARM_KEYS + ["exact_arm", "difference_vs_exact", "difference_vs_exact_lo", "difference_vs_exact_hi", "mcnemar_p_vs_exact"]
+    exact = facts[facts["family"] == REFERENCE_FAMILIES["speculative"]].groupby(P.JOB_KEYS, dropna=False)["arm"].agg(list)
+    exact = exact[exact.map(len) == 1].map(lambda arms: arms[0])
+    rows = P._comparison_rows(df)
+    if exact.empty or rows.empty:
+        return pd.DataFrame(columns=cols)
+    job = pd.MultiIndex.from_frame(rows[P.JOB_KEYS])
+    ref = pd.Series(job.map(lambda k: exact.get(k)), index=rows.index)
+    lossy = set(map(tuple, facts.loc[~facts["lossless"], P.ARM_KEYS].values))
+    keep = ref.notna() & (rows["arm"].eq(ref) | rows[P.ARM_KEYS].apply(tuple, axis=1).isin(lossy))
+    q = P.paired_quality(rows[keep].assign(reference_arm=ref[keep]))
+    if q.empty:
+        return pd.DataFrame(columns=cols)
+    q = q.rename(columns={"reference_arm": "exact_arm", "difference": "difference_vs_exact", "difference_lo": "difference_vs_exact_lo",
+                          "difference_hi": "difference_vs_exact_hi", "mcnemar_p": "mcnemar_p_vs_exact"})
+    return q[cols]
+
+
 def lossy_frontier(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, quality: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """Every arm of every comparison job that has a lossy arm, on the frontier's axes (module doc):
     one row per (run_dir, comparison, arm), ordered by family and along each knob from its exact end
@@ -144,6 +170,7 @@ def lossy_frontier(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, quality:
     if quality.empty:
         quality = pd.DataFrame(columns=P.ARM_KEYS + qcols)
     out = out.merge(quality[P.ARM_KEYS + qcols], on=P.ARM_KEYS, how="left")
+    out = out.merge(_versus_exact(df, facts), on=P.ARM_KEYS, how="left")
     out = out.rename(columns={"mean_accepted_tokens": "tokens_per_target_call"})
     is_ref = out["arm"] == out["reference_arm"]
     out.loc[is_ref, "speedup"] = 1.0

@@ -92,7 +92,9 @@ _FRONTIER_NOTE = (
     "method); `knob` runs from the rule's exact end to keeping every draft token (typical ε and ratio t: 1 → 0; top-k and "
     "AutoJudge's t: 0 → up). `tokens/target call` = new tokens per target forward pass, pooled; `speedup` = paired geometric "
     "mean over prompts against the reference arm [95 % bootstrap]; `pass@1` [95 % Wilson]; `difference` = arm − reference "
-    "on the problems both answered [95 % paired Newcombe interval], `mcnemar_p` exact; `accept_beyond_exact` = share of the "
+    "on the problems both answered [95 % paired Newcombe interval], `mcnemar_p` exact; `vs exact SpS` = the same against the "
+    "job's exact SpS arm (the rule's own loss: same drafts, same verification numerics — in bf16 exact SpS itself moves a "
+    "few answers of the target alone); `accept_beyond_exact` = share of the "
     "draft tokens the exact test rejected that the rule kept (AutoJudge: mismatches its judge accepted). Read a rule as "
     "better than another when it sits to the right at the same pass@1, and a loss as real only where its interval excludes 0.")
 _BEST_NOTE = (
@@ -133,7 +135,9 @@ def _frontier_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
         "n": t["n"],
         "pass@1 [95% CI]": [T.fmt_pass_at_1(*v) for v in t[["pass_at_1", "pass_at_1_lo", "pass_at_1_hi"]].values],
         "difference [95% CI]": _ci(t, "difference", signed=True),
-        "mcnemar_p": t["mcnemar_p"], "accept_beyond_exact": t["accept_beyond_exact"],
+        "mcnemar_p": t["mcnemar_p"],
+        "vs exact SpS [95% CI]": _ci(t, "difference_vs_exact", signed=True), "mcnemar_p vs exact": t["mcnemar_p_vs_exact"],
+        "accept_beyond_exact": t["accept_beyond_exact"],
     })
 
 
