@@ -406,3 +406,17 @@ def test_report_has_quality_section_and_frontier_plot(tmp_path):
     _write(tmp_path / "t", [r for r in _quality_rows() if r["method"] != "autojudge"])
     report = build_report(tmp_path / "t", tmp_path / "rep2").read_text()
     assert "`quality_frontier`: skipped — no lossy (autojudge) rows" in report and "0.800 [0.49, 0.94]" in report
+
+
+def test_category_bars_name_comparison_arms_by_arm_unless_that_merges_configurations(records):
+    from spsamp.analysis.plots import plot_categories
+
+    def legend(df):
+        return set(plot_categories(df).get_axes()[0].get_legend_handles_labels()[1])
+
+    spec = records[records.method == "speculative"]
+    two = spec.assign(arm=spec["param_k"].map({2.0: "sps_a", 4.0: "sps_b"}))  # one job's arms: named by arm
+    assert {label.split(" @")[0] for label in legend(two)} == {"arm sps_a", "arm sps_b"}  # + the machine: two here
+    same = spec.assign(arm="sps")  # two configurations under one arm name (say two launches): full labels
+    labels = legend(same)
+    assert not any(label.startswith("arm ") for label in labels) and any("k=4" in label for label in labels)
