@@ -114,7 +114,7 @@ def hardware_label(row: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
+def predicted_over_baseline(metrics_json: Iterable[Optional[str] | dict]) -> float:
     """The cost model's own prediction of an arm's decode speedup over plain decoding, pooled over
     its rows as the measurement is (each row's steps x predicted tokens over its steps x predicted
     cost), from the ``metrics_json`` the sizing drafters write (``sizing_*``; rows written before that family
@@ -134,7 +134,7 @@ def predicted_over_baseline(metrics_json: Iterable[Optional[str]]) -> float:
     return np.nan
 
 
-def predicted_accepted_tokens(metrics_json: Iterable[Optional[str]], target_calls: Iterable[object]) -> float:
+def predicted_accepted_tokens(metrics_json: Iterable[Optional[str] | dict], target_calls: Iterable[object]) -> float:
     """The cost model's forecast of ``mean_accepted_tokens`` (new tokens per target pass), pooled
     the same way over the rows it sized: each sized step at the tokens it was chosen for
     (``sizing_predicted_step_tokens``), every other target pass (the prefill) at the one token it
@@ -149,9 +149,13 @@ def predicted_accepted_tokens(metrics_json: Iterable[Optional[str]], target_call
     return num / den if den > 0 else np.nan
 
 
-def _parsed(metrics_json: Iterable[Optional[str]]) -> list[dict]:
+def _parsed(metrics_json: Iterable[Optional[str] | dict]) -> list[dict]:
+    """Each row's ``metrics_json`` as a dict ({} where absent or not JSON); dicts pass through."""
     rows = []
     for text in metrics_json:
+        if isinstance(text, dict):
+            rows.append(text)
+            continue
         try:
             m = json.loads(text) if isinstance(text, str) and text else {}
         except json.JSONDecodeError:
@@ -240,6 +244,7 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
         num = {c: pd.to_numeric(ok.get(c, pd.Series(dtype=float)), errors="coerce").sum(min_count=1)
                for c in ("new_tokens", "wall_time_s", "target_calls", "proposed", "accepted")}
         first = g.iloc[0]
+        metrics = _parsed(ok["metrics_json"]) if "metrics_json" in ok else None  # parsed once for both forecasts
         out.append({
             **dict(zip(ARM_KEYS, key)),
             "reference_arm": first["reference_arm"],
@@ -255,9 +260,9 @@ def _arm_info(df: pd.DataFrame) -> pd.DataFrame:
             "acceptance": num["accepted"] / num["proposed"] if num["proposed"] and num["proposed"] > 0 else np.nan,
             "mean_accepted_tokens": num["new_tokens"] / num["target_calls"] if num["target_calls"] and num["target_calls"] > 0 else np.nan,
             "accept_len_hist": fmt_histogram(pooled_histogram(ok["accept_len_hist"])) if "accept_len_hist" in ok else "–",
-            "predicted_speedup": predicted_over_baseline(ok["metrics_json"]) if "metrics_json" in ok else np.nan,
-            "predicted_accepted_tokens": (predicted_accepted_tokens(ok["metrics_json"], ok["target_calls"])
-                                          if "metrics_json" in ok and "target_calls" in ok else np.nan),
+            "predicted_speedup": predicted_over_baseline(metrics) if metrics is not None else np.nan,
+            "predicted_accepted_tokens": (predicted_accepted_tokens(metrics, ok["target_calls"])
+                                          if metrics is not None and "target_calls" in ok else np.nan),
         })
     return pd.DataFrame(out)
 
