@@ -154,3 +154,11 @@ def test_a_filtered_extra_shows_only_its_rows_and_links_the_whole_table(pages, t
     (results / f"{stem}.per_problem.csv").write_text("prompt_id,baseline,sps,disagree\nHumanEval/1,1,1,False\n")
     pages.render(check=False)
     assert "the 0 of 1 rows where `disagree` holds" in (tmp_path / "docs" / "benchmarks" / "lossy_frontier.md").read_text()
+
+
+def test_all_in_a_studys_columns_keeps_every_arm_column_and_drops_the_comparison_keys(pages):
+    import pandas as pd
+
+    table = pd.DataFrame(columns=["run_dir", "comparison", "prompt_id", "turn", "repeat", "baseline", "sps", "my_rule", "disagree"])
+    assert pages._columns(table, ("prompt_id", pages.ALL, "disagree")) == ["prompt_id", "baseline", "sps", "my_rule", "disagree"]
+    assert pages._columns(table, ("prompt_id", "sps")) == ["prompt_id", "sps"]

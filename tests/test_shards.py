@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from conftest import compose_cfg, run_py
 from spsamp.config import ConfigError, validate
 from spsamp.data import load_prompts, shard_prompts
 from spsamp.records.shards import finished_elsewhere, job_dirs, job_root, read_finished
+from spsamp.records.store import read_rows
 from spsamp.sweeps import job_dirname
 
 
@@ -65,6 +67,10 @@ def test_finished_rows_elsewhere_in_the_job_are_read_without_writing(tmp_path):
     assert set(finished_elsewhere(root)) == {"c", "d"}
     assert (root / "shard-1" / "records.jsonl").read_text() == torn  # read only: nothing repaired or rewritten
     assert not (root / "shard-1" / "records.parquet").exists()
+    (root / "shard-0" / "records.parquet").write_bytes(b"PAR1 cut short")  # a mirror mid-write: its log still counts
+    assert set(finished_elsewhere(root)) == {"c", "d"}
+    with pytest.raises(pa.ArrowInvalid):
+        read_rows(root / "shard-0")  # the strict reader says so
 
 
 @pytest.mark.slow

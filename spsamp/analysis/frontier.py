@@ -141,8 +141,8 @@ def _versus_exact(df: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     job = pd.MultiIndex.from_frame(rows[P.JOB_KEYS])
     ref = pd.Series(job.map(lambda k: exact.get(k)), index=rows.index)
-    lossy = set(map(tuple, facts.loc[~facts["lossless"], P.ARM_KEYS].values))
-    keep = ref.notna() & (rows["arm"].eq(ref) | rows[P.ARM_KEYS].apply(tuple, axis=1).isin(lossy))
+    lossy = pd.MultiIndex.from_frame(facts.loc[~facts["lossless"], P.ARM_KEYS])
+    keep = ref.notna() & (rows["arm"].eq(ref) | pd.MultiIndex.from_frame(rows[P.ARM_KEYS]).isin(lossy))
     q = P.paired_quality(rows[keep].assign(reference_arm=ref[keep]))
     if q.empty:
         return pd.DataFrame(columns=cols)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from spsamp.records.store import RECORDS_JSONL, read_jsonl, read_rows, rows_by_key
+from spsamp.records.store import read_rows
 
 _SHARD_DIR = re.compile(r"shard-(\d+)")
 
@@ -41,17 +41,9 @@ def job_dirs(directory: str | Path) -> list[Path]:
 
 
 def read_finished(directory: str | Path) -> dict[str, dict]:
-    """The ``ok`` rows of one run dir by resume key, read without writing anything
-    (:func:`~spsamp.records.store.read_rows`); a file that cannot be read counts as empty (its own
-    writer repairs it when it opens the dir)."""
-    try:
-        rows = read_rows(Path(directory))
-    except Exception:  # noqa: BLE001 - a Parquet mirror mid-rename or damaged: the log alone
-        jsonl = Path(directory) / RECORDS_JSONL
-        try:
-            rows = rows_by_key(read_jsonl(jsonl).rows) if jsonl.exists() else {}
-        except OSError:
-            rows = {}
+    """The ``ok`` rows of one run dir by resume key, read without writing anything; a file that
+    cannot be read counts as empty (:func:`~spsamp.records.store.read_rows`)."""
+    rows = read_rows(Path(directory), skip_unreadable=True)
     return {k: r for k, r in rows.items() if r.get("status") == "ok"}
 
 

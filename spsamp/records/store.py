@@ -143,15 +143,23 @@ def rows_by_key(rows: Iterable[dict]) -> dict[str, dict]:
     return merged
 
 
-def read_rows(directory: Path) -> dict[str, dict]:
+def read_rows(directory: Path, skip_unreadable: bool = False) -> dict[str, dict]:
     """A run dir's rows by key, read without writing anything: the log's intact lines, then the rows
     only the Parquet mirror holds (a log lost or cut short) — the rows :class:`RecordStore` would
-    open with, before it repairs either file."""
+    open with, before it repairs either file. ``skip_unreadable``: a file that cannot be read (a
+    mirror mid-rename or damaged, a log gone) counts as empty instead of raising — for reading a dir
+    another process writes (its own writer repairs it)."""
     jsonl, parquet = directory / RECORDS_JSONL, directory / RECORDS_PARQUET
-    rows = rows_by_key(read_jsonl(jsonl).rows) if jsonl.exists() else {}
-    if parquet.exists():
-        for row in pq.read_table(parquet).to_pylist():
-            merge_row(rows, row)
+    rows: dict[str, dict] = {}
+    try:
+        if jsonl.exists():
+            rows = rows_by_key(read_jsonl(jsonl).rows)
+        if parquet.exists():
+            for row in pq.read_table(parquet).to_pylist():
+                merge_row(rows, row)
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged or half-renamed file
+        if not skip_unreadable:
+            raise
     return rows
 
 
