@@ -42,8 +42,8 @@ class Study:
     columns: tuple[str, ...]
     headline: tuple[str, ...]  # rows (by the first headline column) shown in the README's headline
     headline_columns: tuple[str, ...]  # the row key, then what to show (with its interval where the table has <c>_lo / <c>_hi)
-    # settings the study is measured in: cell name -> its heading on the page; "" is the one the
-    # README's headline shows (a study with one setting has only "", and no heading)
+    # settings the study is measured in: cell name -> its heading on the page; the first is the one
+    # the README's headline shows (a study with one setting has only "", and no heading)
     cells: tuple[tuple[str, str], ...] = (("", ""),)
     # more report tables shown under the first, each (table, columns), kept as <stem>.<table>.csv
     extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -69,7 +69,7 @@ STUDIES = {
         "quality",
         ("config", "checked", "passed", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "new_tokens",
          "tokens_per_target_call", "tokens_per_sec", "speedup", "judge_accept_rate"),
-        ("baseline", "speculative k=8", "autojudge k=16 threshold=1"), ("config", "pass_at_1", "speedup"),
+        (), ("config", "pass_at_1", "speedup"),  # superseded on the README by lossy_frontier (paired, 82 problems)
     ),
     "sweep_batch_size": Study(
         "Batch size as a sweep axis: where speculation stops paying (Qwen2.5-Coder 0.5B -> 1.5B, CPU)",
@@ -89,7 +89,7 @@ STUDIES = {
         ("arm", "family", "knob_label", "n", "tokens_per_target_call", "speedup", "speedup_lo", "speedup_hi", "pass_at_1",
          "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p", "difference_vs_exact",
          "difference_vs_exact_lo", "difference_vs_exact_hi", "mcnemar_p_vs_exact", "accept_beyond_exact"),
-        (), ("arm", "speedup"),
+        ("sps", "typical_09", "aj_q50"), ("arm", "speedup", "pass_at_1", "difference"),
         (("humaneval_test", "HumanEval, test half (checked by its unit tests in the sandbox)"),
          ("arithmetic", "Arithmetic (generated problems, checked by the final number)")),
         (("best_rule", ("budget_pts", "n", "best_arm", "family", "knob_label", "speedup", "speedup_lo", "speedup_hi",
@@ -165,6 +165,8 @@ def _cell(value: object) -> str:
 def _with_interval(row: pd.Series, column: str) -> str:
     """``row[column]``, then its 95 % interval where the table carries one (``<column>_lo`` / ``_hi``)."""
     lo, hi = f"{column}_lo", f"{column}_hi"
+    if column not in row.index:
+        return "–"  # a CSV committed before the column was kept
     if lo in row.index and hi in row.index:
         return f"{_cell(row[column])} [{_cell(row[lo])}, {_cell(row[hi])}]"
     return _cell(row[column])
@@ -217,21 +219,26 @@ def headline_block() -> str:
     lines = ["| study | configuration | result | rows decoded |", "|---|---|---|---|"]
     for study, spec in STUDIES.items():
         link = f"[{study}](docs/benchmarks/{study}.md)"
-        results = RESULTS / f"{study}.csv"
+        cell = spec.cells[0][0]
+        stem = _stem(study, cell)
+        results = RESULTS / f"{stem}.csv"
         if not spec.headline:
             continue  # a study whose table has no one row to show (e.g. one row per batch size)
         if not results.exists():
             lines.append(f"| {link} | – | not yet run with the comparison instrument | – |")
             continue
         df = pd.read_csv(results).set_index(spec.headline_columns[0])
-        when = pd.read_csv(RESULTS / f"{study}.provenance.csv").iloc[0].first_row[:10]
+        prov = pd.read_csv(RESULTS / f"{stem}.provenance.csv").iloc[0]
+        first, last = prov.first_row[:10], prov.last_row[:10]
+        when = first if first == last else f"{first} to {last}"
         for config in spec.headline:
+            label = f"{config} ({cell})" if cell else config
             if config not in df.index:
-                lines.append(f"| {link} | {config} | not in the committed results | {when} |")
+                lines.append(f"| {link} | {label} | not in the committed results | {when} |")
                 continue
             row = df.loc[config]
             result = ", ".join(f"{c} {_with_interval(row, c)}" for c in spec.headline_columns[1:])
-            lines.append(f"| {link} | {config} | {result} | {when} |")
+            lines.append(f"| {link} | {label} | {result} | {when} |")
     return "\n".join(lines)
 
 

@@ -162,3 +162,19 @@ def test_all_in_a_studys_columns_keeps_every_arm_column_and_drops_the_comparison
     table = pd.DataFrame(columns=["run_dir", "comparison", "prompt_id", "turn", "repeat", "baseline", "sps", "my_rule", "disagree"])
     assert pages._columns(table, ("prompt_id", pages.ALL, "disagree")) == ["prompt_id", "baseline", "sps", "my_rule", "disagree"]
     assert pages._columns(table, ("prompt_id", "sps")) == ["prompt_id", "sps"]
+
+
+def test_a_study_measured_in_named_cells_reaches_the_readme_from_its_first_cell_labelled_by_it(pages, tmp_path):
+    results = tmp_path / "docs" / "benchmarks" / "results"
+    first, second = (cell for cell, _ in pages.STUDIES["lossy_frontier"].cells[:2])
+    for f in results.glob("lossy_frontier*"):
+        f.unlink()
+    prov = ("first_row,last_row,rows,git_sha,cpu_model,gpu_name,num_threads,cpu_linear,torch_version,transformers_version\n"
+            "2027-01-02 10:00 UTC,2027-01-04 11:00 UTC,6,abcdef1,Some CPU,–,1,onednn,2.13.0+cpu,5.24.0\n")
+    for cell, speedup in ((first, "2.51"), (second, "7.77")):
+        (results / f"lossy_frontier.{cell}.csv").write_text(f"arm,speedup,speedup_lo,speedup_hi\nsps,{speedup},2.4,2.6\n")
+        (results / f"lossy_frontier.{cell}.provenance.csv").write_text(prov)
+    assert pages.render(check=False) == 0
+    readme = (tmp_path / "README.md").read_text()
+    assert f"| sps ({first}) | speedup 2.51 [2.4, 2.6], pass_at_1 –" in readme and "7.77" not in readme
+    assert "2027-01-02 to 2027-01-04" in readme  # a study decoded over several days says so
