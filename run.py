@@ -63,7 +63,11 @@ def main(cfg: DictConfig) -> None:
             return  # the other jobs of the sweep go on; FailedSweepCheck exits 1 if all of them fail
         sys.exit(1)
     ok, errors = store.added.get("ok", 0), store.added.get("error", 0)
-    log.info("%d/%d rows ok -> %s/records.parquet", sum(r["status"] == "ok" for r in store.rows), len(store.rows), info.output_dir)
+    if store.rows:
+        log.info("%d/%d rows ok -> %s/records.parquet", sum(r["status"] == "ok" for r in store.rows), len(store.rows), info.output_dir)
+    else:  # e.g. a shard of a dataset with fewer prompts than shards
+        log.warning("no rows written to %s: no prompt is this job's (dataset.max_samples / dataset.shard), or each was "
+                    "finished in another dir of its job", info.output_dir)
     if errors and not ok:
         log.error("all %d rows this job decoded failed — see error_type / error_message in %s/records.jsonl", errors, info.output_dir)
         if not multirun:

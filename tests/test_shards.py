@@ -96,6 +96,14 @@ def test_a_job_continued_in_shards_decodes_nothing_twice_and_analyses_as_one(tmp
     assert sp.set_index("arm").loc["speculative", "n_prompts"] == 5  # one comparison over all five prompts
 
 
+def test_a_shard_with_no_prompt_ends_cleanly_and_says_it_wrote_nothing(tmp_path):
+    # more shards than prompts (an array job sized for a bigger set): the empty shard is not a failure
+    out = tmp_path / "run"
+    proc = run_py(["model=tiny_random", "dataset.max_samples=1", "dataset.shards=3", "dataset.shard=2",
+                   "generation.max_new_tokens=4", f"hydra.run.dir={out}"])
+    assert "no rows written to" in proc.stdout + proc.stderr and not (out / "records.parquet").exists()
+
+
 def test_a_key_in_two_dirs_of_one_job_is_one_row(tmp_path):
     """As within one dir: the first finished row stands; an error row a shard redid is gone."""
     import pyarrow as pa
