@@ -400,7 +400,8 @@ class Job:
         pending = {id(a): a.pending for a in self.arms}  # one scan of the store per arm
         total, left = self.tasks * len(self.arms), sum(len(p) for p in pending.values())
         if total - left:
-            log.info("resume: %d of %d rows already finished in %s", total - left, total, self.job.output_dir)
+            where = f"the job {job_root(self.job.output_dir)} (its dir and shard dirs)" if self.arms[0].elsewhere else self.job.output_dir
+            log.info("resume: %d of %d rows already finished in %s", total - left, total, where)
         live = []
         for arm in self.arms:
             if not pending[id(arm)]:
