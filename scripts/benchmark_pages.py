@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("study", choices=sorted(STUDIES))
     imp.add_argument("report_dir", type=Path)
     imp.add_argument("sweep_dir", type=Path, nargs="+", help="the sweep dir(s) the report read (their records' provenance)")
-    imp.add_argument("--cell", default="", help="which of the study's settings the sweep measured (default: the headline's)")
+    imp.add_argument("--cell", default="", help="which of the study's settings the sweep measured (default '': a study measured in one setting; a study with named cells needs one of them)")
     ren = sub.add_parser("render", help="rewrite the generated blocks of the pages and the README")
     ren.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
     args = ap.parse_args(argv)
