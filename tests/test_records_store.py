@@ -243,3 +243,23 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         assert pq.read_table(tmp_path / RECORDS_PARQUET).num_rows == seen
         assert validate(tmp_path).returncode == 0
     assert seen > 0
+
+
+def test_the_analysis_keeps_the_same_row_per_key_as_the_store():
+    """``load.one_row_per_key`` is the DataFrame form of ``store.merge_row``: on any log of retries
+    (errors, repeats, a finished row followed by later attempts) both keep the same row per key."""
+    import random
+
+    from spsamp.analysis.load import one_row_per_key
+    from spsamp.records.store import rows_by_key
+
+    rng = random.Random(7)
+    for _ in range(50):
+        log = []
+        for t in range(rng.randint(1, 30)):
+            i = rng.randrange(5)
+            log.append(row(i, status=rng.choice(["ok", "error", "skipped"]), started_at=f"2026-01-01T00:00:{t:02d}+00:00", attempt=t))
+        store_rows = rows_by_key(log)
+        frame = one_row_per_key(pd.DataFrame(log).assign(run_dir="job"))
+        assert sorted(frame["attempt"]) == sorted(r["attempt"] for r in store_rows.values())
+        assert dict(zip(frame["resume_key"], frame["attempt"])) == {k: r["attempt"] for k, r in store_rows.items()}

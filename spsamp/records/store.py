@@ -79,7 +79,9 @@ def write_table(directory: Path, table: pa.Table, parquet_name: str, jsonl_name:
 
 
 def merge_row(rows: dict[str, dict], row: dict) -> bool:
-    """Put ``row`` under its key unless that would replace an ``ok`` row; True if it was taken."""
+    """Put ``row`` under its key unless that would replace an ``ok`` row; True if it was taken.
+    The analysis keeps the same row across a job's dirs (``spsamp.analysis.load.one_row_per_key``);
+    a test holds the two to one rule."""
     old = rows.get(row["resume_key"])
     if old is not None and old.get("status") == "ok":
         return False  # the first finished row stands: its timings are the measurement
