@@ -321,8 +321,8 @@ def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = Non
     """Every rule of a comparison job on one frontier (:func:`spsamp.analysis.frontier.lossy_frontier`):
     pass@1 (95 % Wilson interval) against the paired speedup over the reference arm (95 % bootstrap
     interval) and against tokens per target call, one series per rule family joined along its knob
-    from the exact end, the lossless arms (target alone, exact SpS, ...) as single markers, the
-    reference's pass@1 as a dotted line. One row of panels per comparison job (dataset)."""
+    from the exact end, the other lossless arms (exact SpS, ...) as single markers, the reference's
+    pass@1 as a dotted line over its shaded interval. One row of panels per comparison job (dataset)."""
     tab = F.lossy_frontier(df) if frontier is None else frontier
     if tab.empty:
         raise T.NoData("no lossy arm (method=lossy or autojudge) in a comparison job")
@@ -346,13 +346,17 @@ def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = Non
                     if pd.notna(r[x]) and pd.notna(r["pass_at_1"]):
                         label = r["knob_label"] if isinstance(r["knob_label"], str) and r["knob_label"] else r["arm"]
                         ax.annotate(label, (r[x], r["pass_at_1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            for _, r in g[g["lossless"]].iterrows():
+            for _, r in g[g["lossless"] & (g["arm"] != g["reference_arm"])].iterrows():
                 marker = _REF_MARKERS.get(r["family"], "D")
                 ax.errorbar([r[x]], [r["pass_at_1"]], xerr=None if x != "speedup" else [[r["_xlo"]], [r["_xhi"]]],
                             yerr=[[r["_ylo"]], [r["_yhi"]]], fmt=marker, ms=11 if marker == "*" else 7, capsize=3,
                             color=colors[r["family"]], label=f"{r['family']} ({r['arm']})")
             if len(ref) and pd.notna(ref["pass_at_1"].iloc[0]):
-                ax.axhline(ref["pass_at_1"].iloc[0], color="grey", ls=":", lw=1)
+                # the reference sits at x = 1 by definition: a band, so that the axes zoom on the drafting arms
+                r = ref.iloc[0]
+                ax.axhspan(r["pass_at_1_lo"], r["pass_at_1_hi"], color="grey", alpha=0.12, lw=0)
+                ax.axhline(r["pass_at_1"], color="grey", ls=":", lw=1,
+                           label=f"{r['family']} ({r['arm']}): pass@1, 95 % interval shaded")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("pass@1 (95 % Wilson interval)")
             ax.set_title(title, fontsize=9)
