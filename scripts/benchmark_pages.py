@@ -8,7 +8,8 @@
 ``import`` keeps a few columns of one table the product wrote (``python -m spsamp.analysis report
 SWEEP_DIR --out REPORT_DIR`` -> ``REPORT_DIR/tables/<table>.csv``) as
 ``docs/benchmarks/results/<study>.csv``, and the provenance the sweep's records carry (when, which
-commit, CPU / GPU, threads, versions) as ``results/<study>.provenance.csv``. A study measured in
+commit, CPU / GPU, threads, versions) as ``results/<study>.provenance.csv`` (and a study's
+``figure`` of the report as ``results/<study>.png``). A study measured in
 several settings (a dataset, a temperature: its ``cells``) keeps each as ``results/<study>.<cell>.csv``
 and shows each under its own heading. ``render`` writes each
 page's block between the ``generated`` markers from those files only: a study without them says it
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ class Study:
     # of those, {table: a boolean column}: the page shows only the rows where it is true and links
     # the whole table (e.g. per-problem verdicts: the problems where the arms disagree)
     only: tuple[tuple[str, str], ...] = ()
+    # a figure of the report (a file in its dir) kept as <stem>.png and shown under the table
+    figure: str = ""
 
 
 STUDIES = {
@@ -99,6 +103,7 @@ STUDIES = {
          # every problem's verdict per arm (1 passed, 0 failed): the pages show where arms disagree
          ("per_problem", ("prompt_id", ALL, "disagree"))),
         only=(("per_problem", "disagree"),),
+        figure="lossy_frontier.png",
     ),
     "autojudge_mining": Study(
         "AutoJudge mined at scale: the judge's grouped-CV ROC-AUC against mined mismatches (Qwen2.5-Coder 0.5B -> 1.5B)",
@@ -140,6 +145,13 @@ def import_study(study: str, report_dir: Path, sweep_dir: Path | list[Path], cel
     for name, columns in spec.extra:
         extra = pd.read_csv(report_dir / "tables" / f"{name}.csv")
         extra[_columns(extra, columns)].to_csv(RESULTS / f"{_stem(study, cell)}.{name}.csv", index=False, float_format="%.4g")
+    if spec.figure:
+        figure, kept = report_dir / spec.figure, RESULTS / f"{_stem(study, cell)}.png"
+        if figure.exists():
+            shutil.copyfile(figure, kept)
+        else:  # an older figure would show other rows than the tables now kept
+            kept.unlink(missing_ok=True)
+            print(f"benchmark_pages: {figure} not found: the page shows no figure for this cell", file=sys.stderr)
     rows = load_records(sweep_dir, metrics=False)  # one sweep dir, or the several one report read
     started = pd.to_datetime(rows["started_at"], utc=True)
     prov = {
@@ -194,6 +206,7 @@ def cell_block(study: str, cell: str) -> str:
         f"- Source: [results/{stem}.csv](results/{stem}.csv) (`tables/{STUDIES[study].table}.csv` of the report)",
         "",
         markdown(pd.read_csv(results)),
+        *([f"\n![{STUDIES[study].figure} of the report](results/{stem}.png)"] if (RESULTS / f"{stem}.png").exists() else []),
         *(_extra_block(study, stem, name) for name, _ in STUDIES[study].extra if (RESULTS / f"{stem}.{name}.csv").exists()),
     ])
 

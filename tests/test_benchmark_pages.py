@@ -178,3 +178,28 @@ def test_a_study_measured_in_named_cells_reaches_the_readme_from_its_first_cell_
     readme = (tmp_path / "README.md").read_text()
     assert f"| sps ({first}) | speedup 2.51 [2.4, 2.6], pass_at_1 –" in readme and "7.77" not in readme
     assert "2027-01-02 to 2027-01-04" in readme  # a study decoded over several days says so
+
+
+def test_a_studys_figure_is_kept_beside_its_table_and_dropped_when_a_report_has_none(pages, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import spsamp.analysis
+
+    rows = pd.DataFrame({"started_at": ["2027-01-02T10:00:00+00:00"], "git_sha": ["abcdef1234"], "cpu_model": ["Some CPU"]})
+    monkeypatch.setattr(spsamp.analysis, "load_records", lambda *a, **k: rows)
+    report, spec = tmp_path / "report", pages.STUDIES["lossy_frontier"]
+    (report / "tables").mkdir(parents=True)
+    for name, columns in [(spec.table, spec.columns), *spec.extra]:
+        columns = [c for c in columns if c != pages.ALL]
+        (report / "tables" / f"{name}.csv").write_text(",".join(columns) + "\n" + ",".join("1" for _ in columns) + "\n")
+    (report / spec.figure).write_bytes(b"\x89PNG figure")
+    cell = spec.cells[1][0]
+    kept = tmp_path / "docs" / "benchmarks" / "results" / f"lossy_frontier.{cell}.png"
+    pages.import_study("lossy_frontier", report, tmp_path, cell=cell)
+    pages.render(check=False)
+    assert kept.read_bytes() == b"\x89PNG figure"
+    assert f"](results/lossy_frontier.{cell}.png)" in (tmp_path / "docs" / "benchmarks" / "lossy_frontier.md").read_text()
+    (report / spec.figure).unlink()  # a report that could not draw it: no figure of other rows stays on the page
+    pages.import_study("lossy_frontier", report, tmp_path, cell=cell)
+    pages.render(check=False)
+    assert not kept.exists() and f"lossy_frontier.{cell}.png" not in (tmp_path / "docs" / "benchmarks" / "lossy_frontier.md").read_text()
