@@ -110,6 +110,7 @@ STUDIES = {
         "auc_curve",
         ("asked", "samples", "prompts", "auc_mean", "auc_min", "auc_max", "repeats", "c", "mismatches", "important"),
         (), ("asked", "auc_mean"),
+        figure="auc_curve.png",
     ),
     "all_methods": Study(
         "Every method on the default SmolLM2 pair",

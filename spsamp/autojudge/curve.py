@@ -143,6 +143,8 @@ def plot_curve(points: list[CurvePoint], path: str | Path, title: str = "") -> P
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.axhline(0.75, color="grey", lw=0.8, ls="--", label="goal 0.75")
     ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{x:.0f}" for x in xs], fontsize=7)  # the sizes measured, not crowded powers of ten
+    ax.minorticks_off()
     ax.set_xlabel("labelled mismatches")
     ax.set_ylabel("grouped CV ROC-AUC")
     ax.set_title(title or "AutoJudge judge vs mining size", fontsize=10)
