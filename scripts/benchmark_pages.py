@@ -100,6 +100,8 @@ STUDIES = {
                         "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "accept_beyond_exact", "resolution_pts", "note")),
          ("best_knob_per_rule", ("family", "budget_pts", "best_arm", "knob_label", "speedup", "speedup_lo", "speedup_hi",
                                  "loss_pts", "loss_pts_lo", "loss_pts_hi", "accept_beyond_exact", "note")),
+         ("rules_at_half", ("family", "arm", "knob_label", "n", "accept_beyond_exact", "speedup", "speedup_lo", "speedup_hi",
+                            "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "established_within_pts", "note")),
          # every problem's verdict per arm (1 passed, 0 failed): the pages show where arms disagree
          ("per_problem", ("prompt_id", ALL, "disagree"))),
         only=(("per_problem", "disagree"),),

@@ -205,6 +205,27 @@ def test_two_datasets_are_judged_apart():
         ("arithmetic", 1.0, "typical_09"), ("arithmetic", 2.0, "topk_2"), ("humaneval", 1.0, ""), ("humaneval", 2.0, "")]
 
 
+def test_rules_at_equal_leniency_take_each_rules_gentlest_knob_that_keeps_the_share(frontier):
+    """The rules compared where each keeps at least half (a quarter) of the exact test's rejections:
+    the least-losing rule first, its loss's established budget from the interval's upper end, and a
+    rule whose every knob keeps less last, naming the most it keeps."""
+    half = F.rules_at_share(frontier, share=0.5)
+    assert list(zip(half.family, half.arm)) == [("autojudge", "aj_05"), ("ratio", "ratio_10"), ("topk", "topk_5"), ("typical", "")]
+    assert (half.accept_beyond_exact.dropna() >= 0.5).all()
+    assert list(half.loss_pts_hi.dropna()) == sorted(half.loss_pts_hi.dropna())
+    for r in half[half.arm != ""].itertuples():
+        assert r.loss_pts_lo < r.loss_pts < r.loss_pts_hi
+        assert (r.established_within_pts == 2.0) == (1.0 < r.loss_pts_hi <= 2.0)  # 400 problems: none within 1 point
+        assert np.isnan(r.established_within_pts) == ("within 2 points" in r.note or "loses more than 2 points" in r.note)
+        assert ("loses more than 2 points" in r.note) == (r.loss_pts_lo > 2.0)
+    assert "typical_09, 0.20" in _one(half, family="typical").note
+    quarter = F.rules_at_share(frontier, share=0.25)
+    assert _one(quarter, family="topk").arm == "topk_2"  # the gentlest knob that keeps enough, not the fastest
+    assert F.rules_at_share(frontier.iloc[:0]).empty
+    few = F.rules_at_share(F.lossy_frontier(pd.DataFrame(job_rows(n=100, passed=80))))  # top-5 loses 10 of 100
+    assert "loses more than 2 points (established" in _one(few, family="topk").note
+
+
 # ---- plot and report -----------------------------------------------------------------------------
 
 
@@ -244,6 +265,10 @@ def test_report_writes_the_frontier_tables_section_and_plot(tmp_path):
     assert "| typical_09 | typical | ε=0.09 |" in section and "difference [95% CI]" in section
     best_section = report.split("## Best lossy rule at ≤ 1 and ≤ 2 points")[1].split("\n## ")[0]
     assert "upper end of its 95 % paired interval" in best_section and "loss, points [95% CI]" in best_section
+    half = pd.read_csv(tmp_path / "rep" / "tables" / "rules_at_half.csv")
+    assert sorted(half.dataset.unique()) == ["arithmetic", "humaneval"] and (half.accept_beyond_exact.dropna() >= 0.5).all()
+    half_section = report.split("## Every rule where it keeps half of exact SpS's rejections")[1].split("\n## ")[0]
+    assert "| aj_05 |" in half_section and "no knob of typical keeps 50%" in half_section
     assert "](lossy_frontier.png)" in report and (tmp_path / "rep" / "lossy_frontier.png").read_bytes()[:4] == b"\x89PNG"
     assert "`quality_frontier`: skipped" in report  # comparison arms are not drawn again, unpaired
     # without a lossy arm: both sections say why, the plot is skipped, no CSV
@@ -251,6 +276,7 @@ def test_report_writes_the_frontier_tables_section_and_plot(tmp_path):
     report = build_report(tmp_path / "t", tmp_path / "rep2").read_text()
     assert "Skipped: no lossy arm (method=lossy or autojudge) in a comparison job." in report
     assert "`lossy_frontier`: skipped" in report and not (tmp_path / "rep2" / "tables" / "best_rule.csv").exists()
+    assert not (tmp_path / "rep2" / "tables" / "rules_at_half.csv").exists()
 
 
 @pytest.mark.slow

@@ -17,6 +17,9 @@ pass@1 against the reference arm is *established* to stay within a budget.
   rule that loses 5 points can show a loss of 0. Where no arm qualifies the row says so, and names
   the fastest arm whose point estimate alone is within budget, marked as not established. With
   ``per_family``, the same per rule: each rule's fastest knob within the budget.
+- :func:`rules_at_share`: the rules compared at equal leniency: per comparison and rule, its
+  gentlest knob that keeps at least a given share of the exact test's rejections (half by default),
+  with its loss and the budgets that loss is established within, the rule losing least first.
 
 Lossiness comes from the records: the decoders with ``lossless = False`` are ``lossy`` and
 ``autojudge`` (:data:`LOSSY_METHODS`; analysis reads records, never decoder code), and a row that
@@ -206,10 +209,7 @@ def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS, per_f
     pick whose point estimate alone is within the budget (not established)."""
     rows = []
     for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
-        lossy = g[~g["lossless"] & g["difference"].notna() & g["speedup"].notna()].copy()
-        lossy["loss_pts"] = -_pts(lossy["difference"]) + 0.0  # + 0.0: no "-0.0"
-        lossy["loss_pts_lo"] = -_pts(lossy["difference_hi"]) + 0.0
-        lossy["loss_pts_hi"] = -_pts(lossy["difference_lo"]) + 0.0
+        lossy = _loss_points(g[~g["lossless"] & g["difference"].notna() & g["speedup"].notna()])
         n, resolution = 0, np.nan
         if len(lossy):
             widest = lossy.loc[lossy["n"].idxmax()]
@@ -249,3 +249,55 @@ def _best_within(lossy: pd.DataFrame, budget: float, n: int, family: str) -> dic
             ("arm", "knob_label", "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p",
              "accept_beyond_exact")}
     return {"best_arm": pick.pop("arm"), "family": best["family"] if best is not None else family, **pick, "note": note}
+
+
+def _loss_points(lossy: pd.DataFrame) -> pd.DataFrame:
+    """``lossy`` with its loss against the reference in points (``loss_pts`` = −100 × difference)."""
+    return lossy.assign(loss_pts=-_pts(lossy["difference"]) + 0.0,  # + 0.0: no "-0.0"
+                        loss_pts_lo=-_pts(lossy["difference_hi"]) + 0.0, loss_pts_hi=-_pts(lossy["difference_lo"]) + 0.0)
+
+
+def _share_note(r: pd.Series, budget: float) -> str:
+    if r["loss_pts_lo"] > budget:
+        return f"it loses more than {budget:g} points (established: the interval's lower end is {r['loss_pts_lo']:.1f})"
+    return f"its loss is not established within {budget:g} points with {int(r['n'])} problems"
+
+
+SHARE_COLUMNS = P.JOB_KEYS + ["dataset", "reference_arm", "share", "family", "arm", "knob_label", "n", "accept_beyond_exact",
+                              "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p",
+                              "established_within_pts", "note"]
+
+
+def rules_at_share(frontier: pd.DataFrame, share: float = 0.5, budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
+    """Every rule at equal leniency: per comparison job and lossy rule, the knob with the smallest
+    ``accept_beyond_exact`` that is at least ``share`` (the gentlest knob keeping that share of the
+    draft tokens exact SpS rejects), its paired speedup and its loss in points with its interval.
+    ``established_within_pts``: the smallest of ``budgets`` the loss interval's upper end is within
+    (NaN: none; the note then says whether a loss beyond the largest budget is established). Rows run from the rule whose loss has the lowest upper end (the one to prefer at
+    that leniency); a rule none of whose knobs keeps ``share`` is last, its note naming the most
+    its knobs keep."""
+    jobs = []
+    for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
+        rows = []
+        lossy = _loss_points(g[~g["lossless"] & g["difference"].notna()])
+        base = {**dict(zip(P.JOB_KEYS, key)), "dataset": g["dataset"].iloc[0], "reference_arm": g["reference_arm"].iloc[0],
+                "share": share}
+        for family, part in lossy.groupby("family", sort=False):
+            enough = part[part["accept_beyond_exact"] >= share - 1e-12].sort_values("accept_beyond_exact", kind="stable")
+            if enough.empty:
+                most = part.loc[part["accept_beyond_exact"].idxmax()] if part["accept_beyond_exact"].notna().any() else None
+                note = f"no knob of {family} keeps {share:.0%} of exact SpS's rejections" + (
+                    f" (the most: {most['arm']}, {most['accept_beyond_exact']:.2f})" if most is not None else "")
+                rows.append({**base, "family": family, "arm": "", "note": note})
+                continue
+            r = enough.iloc[0]
+            within = [b for b in sorted(budgets) if r["loss_pts_hi"] <= b + 1e-9]
+            rows.append({**base, **{c: r[c] for c in SHARE_COLUMNS if c in r.index and c not in base},
+                         "established_within_pts": within[0] if within else np.nan,
+                         "note": "" if within else _share_note(r, max(budgets))})
+        job = pd.DataFrame(rows, columns=SHARE_COLUMNS)
+        jobs.append(job.assign(_none=job["arm"].eq("")).sort_values(["_none", "loss_pts_hi", "speedup"],
+                                                                    ascending=[True, True, False], kind="stable"))
+    if not jobs:
+        return pd.DataFrame(columns=SHARE_COLUMNS)
+    return pd.concat(jobs).drop(columns="_none").reset_index(drop=True)

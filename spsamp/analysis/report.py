@@ -111,6 +111,26 @@ _PER_RULE_NOTE = (
     "before it costs quality, e.g. whether AutoJudge's judge keeps half of them within 2 points.")
 
 
+_SHARE_NOTE = (
+    "The rules at equal leniency: per rule, its gentlest knob that keeps at least half of the draft tokens exact SpS "
+    "rejects (`accept_beyond_exact` ≥ 0.5), its paired speedup and its pass@1 loss in points [95 % paired interval]; "
+    "`established_within_pts` = the smallest budget (1 or 2 points) the interval's upper end is within. The rule that "
+    "loses least at that leniency comes first; a rule none of whose knobs keeps half is last.")
+
+
+def _share_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
+    if table is None or table.empty:
+        return table
+    t = table
+    return pd.DataFrame({
+        "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
+        "rule": t["family"], "arm": t["arm"].replace("", "–"), "knob": t["knob_label"].fillna("–"), "n": t["n"],
+        "accept_beyond_exact": t["accept_beyond_exact"], "speedup [95% CI]": _ci(t, "speedup"),
+        "loss, points [95% CI]": _ci(t, "loss_pts", signed=True), "mcnemar_p": t["mcnemar_p"],
+        "established_within_pts": t["established_within_pts"], "note": t["note"].replace("", "–"),
+    })
+
+
 def _interval(v: float, lo: float, hi: float, scale: float = 1.0, signed: bool = False) -> str:
     if pd.isna(v):
         return "–"
@@ -219,8 +239,9 @@ def build_report(
         tables["lossy_frontier"] = F.lossy_frontier(df, sp=tables["paired_speedup"], quality=tables["paired_quality"])
         tables["best_rule"] = F.best_rules(tables["lossy_frontier"])
         tables["best_knob_per_rule"] = F.best_rules(tables["lossy_frontier"], per_family=True)
+        tables["rules_at_half"] = F.rules_at_share(tables["lossy_frontier"], share=0.5)
     except T.NoData as exc:
-        tables["lossy_frontier"] = tables["best_rule"] = tables["best_knob_per_rule"] = None
+        tables["lossy_frontier"] = tables["best_rule"] = tables["best_knob_per_rule"] = tables["rules_at_half"] = None
         notes["lossy_frontier"] = f"Skipped: {exc}."
     for name, tab in tables.items():
         if tab is not None and not tab.empty:
@@ -254,6 +275,8 @@ def build_report(
                  notes.get("lossy_frontier", _BEST_NOTE)),
         _section("Each rule's best knob at ≤ 1 and ≤ 2 points", _best_display(tables["best_knob_per_rule"], per_family=True),
                  notes.get("lossy_frontier", _PER_RULE_NOTE)),
+        _section("Every rule where it keeps half of exact SpS's rejections", _share_display(tables["rules_at_half"]),
+                 notes.get("lossy_frontier", _SHARE_NOTE)),
         _section("Runs", tables["runs"]),
     ]
     if n_err:
