@@ -108,7 +108,7 @@ _BEST_NOTE = (
 _PER_RULE_NOTE = (
     "The same test per rule: each rule's fastest knob whose pass@1 loss has the upper end of its 95 % paired interval within "
     "the budget, and the share of exact SpS's rejections it keeps there (`accept_beyond_exact`) — how far each rule gets "
-    "before it costs quality, e.g. whether AutoJudge's judge keeps half of them within 2 points.")
+    "before it costs quality (the rules at equal leniency: the next section).")
 
 
 _SHARE_NOTE = (
