@@ -273,9 +273,9 @@ def rules_at_share(frontier: pd.DataFrame, share: float = 0.5, budgets: Sequence
     ``accept_beyond_exact`` that is at least ``share`` (the gentlest knob keeping that share of the
     draft tokens exact SpS rejects), its paired speedup and its loss in points with its interval.
     ``established_within_pts``: the smallest of ``budgets`` the loss interval's upper end is within
-    (NaN: none; the note then says whether a loss beyond the largest budget is established). Rows run from the rule whose loss has the lowest upper end (the one to prefer at
-    that leniency); a rule none of whose knobs keeps ``share`` is last, its note naming the most
-    its knobs keep."""
+    (NaN: none; the note then says whether a loss beyond the largest budget is established). Rows
+    run from the rule whose loss has the lowest upper end (the one to prefer at that leniency); a
+    rule none of whose knobs keeps ``share`` is last, its note naming the most its knobs keep."""
     jobs = []
     for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
         rows = []

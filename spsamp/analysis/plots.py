@@ -353,10 +353,11 @@ def plot_lossy_frontier(df: pd.DataFrame, frontier: Optional[pd.DataFrame] = Non
                             color=colors[r["family"]], label=f"{r['family']} ({r['arm']})")
             if len(ref) and pd.notna(ref["pass_at_1"].iloc[0]):
                 # the reference sits at x = 1 by definition: a band, so that the axes zoom on the drafting arms
-                r = ref.iloc[0]
-                ax.axhspan(r["pass_at_1_lo"], r["pass_at_1_hi"], color="grey", alpha=0.12, lw=0)
-                ax.axhline(r["pass_at_1"], color="grey", ls=":", lw=1,
-                           label=f"{r['family']} ({r['arm']}): pass@1, 95 % interval shaded")
+                reference = ref.iloc[0]
+                if pd.notna(reference["pass_at_1_lo"]) and pd.notna(reference["pass_at_1_hi"]):
+                    ax.axhspan(reference["pass_at_1_lo"], reference["pass_at_1_hi"], color="grey", alpha=0.12, lw=0)
+                ax.axhline(reference["pass_at_1"], color="grey", ls=":", lw=1,
+                           label=f"{reference['family']} ({reference['arm']}): pass@1, 95 % interval shaded")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("pass@1 (95 % Wilson interval)")
             ax.set_title(title, fontsize=9)
