@@ -124,7 +124,7 @@ def _share_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     t = table
     return pd.DataFrame({
         "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
-        "rule": t["family"], "arm": t["arm"].replace("", "–"), "knob": t["knob_label"].fillna("–"), "n": t["n"],
+        "rule": t["family"], "arm": t["arm"].replace("", "–"), "knob": t["knob_label"].astype(object).where(t["knob_label"].notna(), "–"), "n": t["n"],
         "accept_beyond_exact": t["accept_beyond_exact"], "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True), "mcnemar_p": t["mcnemar_p"],
         "established_within_pts": t["established_within_pts"], "note": t["note"].replace("", "–"),
