@@ -118,13 +118,18 @@ _SHARE_NOTE = (
     "loses least at that leniency comes first; a rule none of whose knobs keeps half is last.")
 
 
+def _job_cells(t: pd.DataFrame) -> dict:
+    """The columns that name a row's comparison job, first in every per-job verdict table."""
+    return {"run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"]}
+
+
 def _share_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
     if table is None or table.empty:
         return table
     t = table
     return pd.DataFrame({
-        "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
-        "rule": t["family"], "arm": t["arm"].replace("", "–"), "knob": t["knob_label"].astype(object).where(t["knob_label"].notna(), "–"), "n": t["n"],
+        **_job_cells(t), "rule": t["family"], "arm": t["arm"].replace("", "–"),
+        "knob": t["knob_label"].astype(object).where(t["knob_label"].notna(), "–"), "n": t["n"],
         "accept_beyond_exact": t["accept_beyond_exact"], "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True), "mcnemar_p": t["mcnemar_p"],
         "established_within_pts": t["established_within_pts"], "note": t["note"].replace("", "–"),
@@ -166,8 +171,7 @@ def _best_display(table: Optional[pd.DataFrame], per_family: bool = False) -> Op
         return table
     t = table
     return pd.DataFrame({
-        "run_dir": t["run_dir"], "comparison": t["comparison"], "dataset": t["dataset"], "reference_arm": t["reference_arm"],
-        **({"rule": t["family"]} if per_family else {}),
+        **_job_cells(t), **({"rule": t["family"]} if per_family else {}),
         "budget (points)": t["budget_pts"], "n": t["n"], "best arm": t["best_arm"].replace("", "–"),
         "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True),
