@@ -97,6 +97,36 @@ def test_newcombe_paired_interval_matches_the_published_value_and_never_collapse
     assert all(np.isnan(P.newcombe_paired_interval(0, 0, 0, 0)))
 
 
+def _loss_hi(both, arm_only, ref_only, neither, size):
+    n = both + arm_only + ref_only + neither
+    return -P.newcombe_paired_interval(*(v * size / n for v in (both, arm_only, ref_only, neither)))[0]
+
+
+@pytest.mark.parametrize("counts", [(70, 4, 4, 20), (60, 12, 12, 14), (80, 0, 0, 18), (70, 5, 3, 20), (30, 2, 1, 7)])
+def test_problems_needed_is_the_first_size_whose_projected_interval_is_within_the_budget(counts):
+    """At the shares observed, the projected size is the first whose loss upper end is within the
+    budget; a looser budget or fewer discordant problems need fewer, and an observed loss at or over
+    the budget is never established."""
+    for budget in (0.01, 0.02, 0.05):
+        size = P.problems_needed(*counts, budget)
+        assert np.isfinite(size) and size == int(size)
+        assert _loss_hi(*counts, size) <= budget + 1e-12 < _loss_hi(*counts, size - 1)
+    assert P.problems_needed(*counts, 0.05) <= P.problems_needed(*counts, 0.02) <= P.problems_needed(*counts, 0.01)
+    both, arm_only, ref_only, neither = counts
+    if arm_only and ref_only:  # the same loss with one discordant pair fewer each way needs fewer problems
+        assert P.problems_needed(both + 1, arm_only - 1, ref_only - 1, neither + 1, 0.02) < P.problems_needed(*counts, 0.02)
+
+
+def test_problems_needed_is_infinite_where_the_observed_loss_reaches_the_budget_and_nan_without_problems():
+    assert P.problems_needed(59, 6, 16, 80, 0.05) == np.inf  # loses 6.2 points
+    assert np.isfinite(P.problems_needed(59, 6, 16, 80, 0.07))
+    assert P.problems_needed(70, 0, 2, 28, 0.02) == np.inf  # exactly at the budget
+    assert P.problems_needed(80, 1, 2, 17, 0.02, cap=1000) == np.inf  # beyond the cap
+    assert np.isnan(P.problems_needed(0, 0, 0, 0, 0.02))
+    # the same four shares at twice the problems: the same projection, up to rounding of the bisection
+    assert abs(P.problems_needed(140, 8, 8, 40, 0.02) - P.problems_needed(70, 4, 4, 20, 0.02)) <= 1
+
+
 def test_paired_quality_carries_the_difference_interval():
     q = _one(P.paired_quality(pd.DataFrame(job_rows(n=40, passed=30, arms=("base", "topk_5")))), arm="topk_5")
     assert q.difference == pytest.approx(-10 / 40)
@@ -185,6 +215,7 @@ def test_best_rule_is_the_fastest_whose_paired_interval_stays_within_the_budget(
     assert two.best_arm == "topk_2" and two.loss_pts == pytest.approx(0.75) and two.loss_pts_hi == pytest.approx(1.85, abs=0.01)
     assert two.mcnemar_p == pytest.approx(P.mcnemar_exact(3, 0)) and "(not established): ratio_10" in two.note
     assert two.n == 400 and two.resolution_pts == pytest.approx(0.68, abs=0.01)  # what 400 identical answers establish
+    assert (best.problems_needed <= 400).all()  # a budget established with these problems needs no more
 
 
 def test_no_rule_reaches_a_budget_the_problems_cannot_resolve():
@@ -196,6 +227,15 @@ def test_no_rule_reaches_a_budget_the_problems_cannot_resolve():
         assert row.note.startswith("no rule reaches it with the 20 problems measured")
     # the fastest with no loss at its point estimate (typical_30 loses 1 of 20), named as not established
     assert "the fastest arm within it by its point estimate alone (not established): typical_09 (2.1×, loss 0.0 [" in best.loc[1.0].note
+    # how many problems would settle it: an arm that agrees on all 20 needs the fewest (sps is lossless, so typical_09)
+    for budget in (1.0, 2.0):
+        row = best.loc[budget]
+        assert row.problems_needed_arm == "typical_09" and 20 < row.problems_needed < np.inf
+        assert f"at the rates observed, typical_09 would be established within it at about {int(row.problems_needed)} problems" in row.note
+    assert best.loc[2.0].problems_needed < best.loc[1.0].problems_needed
+    # every lossy arm loses at least the budget: more problems alone cannot establish it
+    lossy_only = F.best_rules(F.lossy_frontier(pd.DataFrame(job_rows("lossy", n=20, passed=15, arms=("base", "topk_5")))))
+    assert (lossy_only.problems_needed == np.inf).all() and lossy_only.note.str.contains("more problems alone will not").all()
 
 
 def test_two_datasets_are_judged_apart():
@@ -224,6 +264,10 @@ def test_rules_at_equal_leniency_take_each_rules_gentlest_knob_that_keeps_the_sh
     assert F.rules_at_share(frontier.iloc[:0]).empty
     few = F.rules_at_share(F.lossy_frontier(pd.DataFrame(job_rows(n=100, passed=80))))  # top-5 loses 10 of 100
     assert "loses more than 2 points (established" in _one(few, family="topk").note
+    assert _one(few, family="topk").problems_needed == np.inf
+    # an established row needs no more problems than it has; one not yet established needs more
+    for r in half[half.arm != ""].itertuples():
+        assert (r.problems_needed <= r.n) == (r.established_within_pts == 2.0)
 
 
 # ---- plot and report -----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ pass@1 against the reference arm is *established* to stay within a budget.
   pass@1 with its Wilson interval, the paired difference to the reference with its Newcombe
   interval and the exact McNemar p-value (:func:`spsamp.analysis.paired.paired_quality`), the same
   against the job's exact SpS arm for each lossy arm (``difference_vs_exact``: the rule's own loss,
-  same drafts and numerics), and the share of the exact test's rejections the rule kept
-  (``accept_beyond_exact``).
+  same drafts and numerics), the discordant counts against the reference (``ref_only``,
+  ``arm_only``) and the share of the exact test's rejections the rule kept (``accept_beyond_exact``).
 - :func:`best_rules`: per comparison and budget (1 and 2 points of pass@1 by default), the fastest
   lossy arm (by paired speedup) whose loss ``reference − arm`` has the *upper end of its 95 % paired
   interval* at most the budget. A point estimate within budget is not enough: with few problems a
@@ -20,6 +20,8 @@ pass@1 against the reference arm is *established* to stay within a budget.
 - :func:`rules_at_share`: the rules compared at equal leniency: per comparison and rule, its
   gentlest knob that keeps at least a given share of the exact test's rejections (half by default),
   with its loss and the budgets that loss is established within, the rule losing least first.
+- Both say how many problems would establish a budget if the paired shares observed held
+  (``problems_needed``): whether measuring more can settle it, and at what cost.
 
 Lossiness comes from the records: the decoders with ``lossless = False`` are ``lossy`` and
 ``autojudge`` (:data:`LOSSY_METHODS`; analysis reads records, never decoder code), and a row that
@@ -61,8 +63,8 @@ FAMILY_ORDER = ["target alone", "exact SpS", "autojudge", "typical", "topk", "ra
 FRONTIER_COLUMNS = [
     "run_dir", "comparison", "dataset", "arm", "config", "family", "lossless", "knob_name", "knob", "knob_label",
     "reference_arm", "hardware", "n_prompts", "tokens_per_target_call", "speedup", "speedup_lo", "speedup_hi",
-    "n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p",
-    "exact_arm", "difference_vs_exact", "difference_vs_exact_lo", "difference_vs_exact_hi", "mcnemar_p_vs_exact",
+    "n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "ref_only", "arm_only",
+    "mcnemar_p", "exact_arm", "difference_vs_exact", "difference_vs_exact_lo", "difference_vs_exact_hi", "mcnemar_p_vs_exact",
     "accept_beyond_exact",
 ]
 
@@ -169,7 +171,8 @@ def lossy_frontier(df: pd.DataFrame, sp: Optional[pd.DataFrame] = None, quality:
     quality = P.paired_quality(df) if quality is None else quality
     out = facts.merge(sp[P.ARM_KEYS + ["reference_arm", "config", "hardware", "n_prompts", "mean_accepted_tokens", "speedup",
                                        "speedup_lo", "speedup_hi"]], on=P.ARM_KEYS, how="left")
-    qcols = ["n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "mcnemar_p"]
+    qcols = ["n", "pass_at_1", "pass_at_1_lo", "pass_at_1_hi", "difference", "difference_lo", "difference_hi", "ref_only", "arm_only",
+             "mcnemar_p"]
     if quality.empty:
         quality = pd.DataFrame(columns=P.ARM_KEYS + qcols)
     out = out.merge(quality[P.ARM_KEYS + qcols], on=P.ARM_KEYS, how="left")
@@ -204,9 +207,13 @@ def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS, per_f
     its family, knob, speedup [interval], loss [interval] in points (``loss_pts`` =
     −100 × difference), McNemar p and ``accept_beyond_exact``; ``resolution_pts``, the loss upper end
     an arm that agreed with the reference on every one of the ``n`` problems would get (a budget
-    below it cannot be established with these problems); ``note``, which says "no rule reaches it
-    with the N problems measured" where none qualifies and names the fastest arm faster than the
-    pick whose point estimate alone is within the budget (not established)."""
+    below it cannot be established with these problems); ``problems_needed`` and
+    ``problems_needed_arm``, the fewest problems at which some lossy arm would be established within
+    the budget if the shares it shows held (:func:`spsamp.analysis.paired.problems_needed`: ``inf``
+    where every arm's observed loss is at or over it), the arm that needs the fewest; ``note``, which
+    says "no rule reaches it with the N problems measured" where none qualifies, with that
+    projection, and names the fastest arm faster than the pick whose point estimate alone is within
+    the budget (not established)."""
     rows = []
     for key, g in frontier.groupby(P.JOB_KEYS, dropna=False, sort=False):
         lossy = _loss_points(g[~g["lossless"] & g["difference"].notna() & g["speedup"].notna()])
@@ -224,7 +231,7 @@ def best_rules(frontier: pd.DataFrame, budgets: Sequence[float] = BUDGETS, per_f
                 rows.append({**base, "budget_pts": budget, **_best_within(part, budget, n, family)})
     cols = P.JOB_KEYS + ["dataset", "reference_arm", "budget_pts", "n", "best_arm", "family", "knob_label", "speedup",
                          "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p", "accept_beyond_exact",
-                         "resolution_pts", "note"]
+                         "resolution_pts", "problems_needed", "problems_needed_arm", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -237,6 +244,12 @@ def _best_within(lossy: pd.DataFrame, budget: float, n: int, family: str) -> dic
     faster = point[point["speedup"] > (best["speedup"] if best is not None else -np.inf)]
     what = f"no knob of {family} reaches it" if family else "no rule reaches it"
     note = "" if best is not None else f"{what} with the {n} problems measured"
+    needed = lossy.assign(_needed=[_needed(r, budget) for _, r in lossy.iterrows()]).sort_values(
+        ["_needed", "speedup"], ascending=[True, False], kind="stable")
+    soonest = needed.iloc[0] if len(needed) and needed["_needed"].notna().any() else None
+    if best is None and soonest is not None:
+        note += (f"; at the rates observed, {soonest['arm']} would be established within it at about {int(soonest['_needed'])} problems"
+                 if np.isfinite(soonest["_needed"]) else "; no arm's observed loss is within it, so more problems alone will not establish it")
     if len(faster):
         f = faster.iloc[0]
         which = "a faster arm" if best is not None else "the fastest arm"
@@ -248,7 +261,18 @@ def _best_within(lossy: pd.DataFrame, budget: float, n: int, family: str) -> dic
     pick = {c: (best[c] if best is not None else (np.nan if c != "arm" else "")) for c in
             ("arm", "knob_label", "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p",
              "accept_beyond_exact")}
-    return {"best_arm": pick.pop("arm"), "family": best["family"] if best is not None else family, **pick, "note": note}
+    return {"best_arm": pick.pop("arm"), "family": best["family"] if best is not None else family, **pick,
+            "problems_needed": soonest["_needed"] if soonest is not None else np.nan,
+            "problems_needed_arm": soonest["arm"] if soonest is not None else "", "note": note}
+
+
+def _needed(r: pd.Series, budget: float) -> float:
+    """:func:`spsamp.analysis.paired.problems_needed` for a frontier row's paired counts and a budget in points."""
+    if pd.isna(r["n"]) or pd.isna(r["ref_only"]) or pd.isna(r["arm_only"]) or not r["n"]:
+        return np.nan
+    n, arm_only, ref_only = int(r["n"]), int(r["arm_only"]), int(r["ref_only"])
+    both = int(round(r["pass_at_1"] * n)) - arm_only
+    return P.problems_needed(both, arm_only, ref_only, n - both - arm_only - ref_only, budget / 100.0)
 
 
 def _loss_points(lossy: pd.DataFrame) -> pd.DataFrame:
@@ -265,7 +289,7 @@ def _share_note(r: pd.Series, budget: float) -> str:
 
 SHARE_COLUMNS = P.JOB_KEYS + ["dataset", "reference_arm", "share", "family", "arm", "knob_label", "n", "accept_beyond_exact",
                               "speedup", "speedup_lo", "speedup_hi", "loss_pts", "loss_pts_lo", "loss_pts_hi", "mcnemar_p",
-                              "established_within_pts", "note"]
+                              "established_within_pts", "problems_needed", "note"]
 
 
 def rules_at_share(frontier: pd.DataFrame, share: float = 0.5, budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
@@ -273,7 +297,9 @@ def rules_at_share(frontier: pd.DataFrame, share: float = 0.5, budgets: Sequence
     ``accept_beyond_exact`` that is at least ``share`` (the gentlest knob keeping that share of the
     draft tokens exact SpS rejects), its paired speedup and its loss in points with its interval.
     ``established_within_pts``: the smallest of ``budgets`` the loss interval's upper end is within
-    (NaN: none; the note then says whether a loss beyond the largest budget is established). Rows
+    (NaN: none; the note then says whether a loss beyond the largest budget is established);
+    ``problems_needed``: the problems that would establish it within the largest budget at the
+    shares observed (:func:`spsamp.analysis.paired.problems_needed`). Rows
     run from the rule whose loss has the lowest upper end (the one to prefer at that leniency); a
     rule none of whose knobs keeps ``share`` is last, its note naming the most its knobs keep."""
     jobs = []
@@ -293,7 +319,7 @@ def rules_at_share(frontier: pd.DataFrame, share: float = 0.5, budgets: Sequence
             r = enough.iloc[0]
             within = [b for b in sorted(budgets) if r["loss_pts_hi"] <= b + 1e-9]
             rows.append({**base, **{c: r[c] for c in SHARE_COLUMNS if c in r.index and c not in base},
-                         "established_within_pts": within[0] if within else np.nan,
+                         "established_within_pts": within[0] if within else np.nan, "problems_needed": _needed(r, max(budgets)),
                          "note": "" if within else _share_note(r, max(budgets))})
         job = pd.DataFrame(rows, columns=SHARE_COLUMNS)
         jobs.append(job.assign(_none=job["arm"].eq("")).sort_values(["_none", "loss_pts_hi", "speedup"],

@@ -9,7 +9,8 @@ arm, prompt by prompt, on the one machine that ran both.
 - Quality: where both rows of a pair carry ``task_correct``, the difference in pass rate on the same
   problems with its 95 % paired interval (Newcombe's square-and-add, :func:`newcombe_paired_interval`)
   and the exact McNemar p-value (two-sided binomial test on the discordant pairs), beside each side's
-  pass@1 and Wilson interval.
+  pass@1 and Wilson interval; :func:`problems_needed` projects how many problems would establish a
+  loss within a budget at the shares observed.
 - Vocabulary: mean accepted tokens per target call (new tokens / target forward passes, pooled: 1.00
   for plain decoding; Spec-Bench's "mean accepted tokens"), the pooled histogram of accepted lengths
   (``accept_len_hist``: count of steps that kept i tokens), acceptance rate, tokens/s, and the cost
@@ -92,6 +93,32 @@ def newcombe_paired_interval(both: int, arm_only: int, ref_only: int, neither: i
     lo = d - math.sqrt(max(0.0, (p_arm - l_arm) ** 2 + (u_ref - p_ref) ** 2 - 2 * phi * (p_arm - l_arm) * (u_ref - p_ref)))
     hi = d + math.sqrt(max(0.0, (p_ref - l_ref) ** 2 + (u_arm - p_arm) ** 2 - 2 * phi * (p_ref - l_ref) * (u_arm - p_arm)))
     return (max(-1.0, lo), min(1.0, hi))
+
+
+def problems_needed(both: int, arm_only: int, ref_only: int, neither: int, budget: float, cap: int = 1_000_000) -> float:
+    """How many problems would establish the arm's loss (reference − arm) within ``budget`` (a
+    fraction) if the four shares observed held: the smallest ``N`` at which the upper end of the
+    paired interval (:func:`newcombe_paired_interval`) on the counts scaled to ``N`` is at most
+    ``budget``. Its half-width shrinks like √(discordant share / N) around the observed loss, so a loss
+    already at or over the budget is never established (``inf``, as is anything past ``cap``); NaN
+    without problems. A projection for planning, not a result: the shares themselves are uncertain."""
+    n = both + arm_only + ref_only + neither
+    if n <= 0:
+        return np.nan
+
+    def within(size: int) -> bool:
+        s = size / n
+        return -newcombe_paired_interval(both * s, arm_only * s, ref_only * s, neither * s)[0] <= budget + 1e-12
+
+    if (ref_only - arm_only) / n >= budget or not within(cap):
+        return math.inf
+    lo, hi = 0, 1  # within(hi) holds, within(lo) does not (lo = 0: no problems establish nothing)
+    while not within(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # the upper end falls with N: bisect to the first N within the budget
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if within(mid) else (mid, hi)
+    return float(hi)
 
 
 # ---- hardware and metrics ------------------------------------------------------------------------

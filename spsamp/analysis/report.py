@@ -101,8 +101,10 @@ _BEST_NOTE = (
     "Per job and budget: the fastest lossy arm (by paired speedup) whose pass@1 loss against the reference, in points "
     "(100 × (reference − arm)), has the *upper end of its 95 % paired interval* within the budget — a point estimate "
     "within budget is not enough. `resolution_pts` = the upper end an arm that agreed with the reference on every problem "
-    "would get: budgets below it cannot be established with the problems measured. `note` says where no rule reaches a "
-    "budget, and names a faster arm whose point estimate alone is within it (not established).")
+    "would get: budgets below it cannot be established with the problems measured. `problems_needed` = the fewest "
+    "problems at which some lossy arm would be established within the budget if the paired shares it shows held (inf: "
+    "every arm's observed loss reaches the budget). `note` says where no rule reaches a budget, which arm that projection "
+    "is for, and names a faster arm whose point estimate alone is within it (not established).")
 
 
 _PER_RULE_NOTE = (
@@ -114,7 +116,8 @@ _PER_RULE_NOTE = (
 _SHARE_NOTE = (
     "The rules at equal leniency: per rule, its gentlest knob that keeps at least half of the draft tokens exact SpS "
     "rejects (`accept_beyond_exact` ≥ 0.5), its paired speedup and its pass@1 loss in points [95 % paired interval]; "
-    "`established_within_pts` = the smallest budget (1 or 2 points) the interval's upper end is within. The rule that "
+    "`established_within_pts` = the smallest budget (1 or 2 points) the interval's upper end is within; `problems_needed` "
+    "= the problems that would establish it within 2 points at the paired shares observed (inf: never). The rule that "
     "loses least at that leniency comes first; a rule none of whose knobs keeps half is last.")
 
 
@@ -132,7 +135,8 @@ def _share_display(table: Optional[pd.DataFrame]) -> Optional[pd.DataFrame]:
         "knob": t["knob_label"].astype(object).where(t["knob_label"].notna(), "–"), "n": t["n"],
         "accept_beyond_exact": t["accept_beyond_exact"], "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True), "mcnemar_p": t["mcnemar_p"],
-        "established_within_pts": t["established_within_pts"], "note": t["note"].replace("", "–"),
+        "established_within_pts": t["established_within_pts"], "problems_needed": t["problems_needed"],
+        "note": t["note"].replace("", "–"),
     })
 
 
@@ -176,7 +180,7 @@ def _best_display(table: Optional[pd.DataFrame], per_family: bool = False) -> Op
         "speedup [95% CI]": _ci(t, "speedup"),
         "loss, points [95% CI]": _ci(t, "loss_pts", signed=True),
         "mcnemar_p": t["mcnemar_p"], "accept_beyond_exact": t["accept_beyond_exact"], "resolution_pts": t["resolution_pts"],
-        "note": t["note"].replace("", "–"),
+        "problems_needed": t["problems_needed"], "note": t["note"].replace("", "–"),
     })
 
 
