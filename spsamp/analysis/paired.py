@@ -112,7 +112,7 @@ def problems_needed(both: int, arm_only: int, ref_only: int, neither: int, budge
 
     if (ref_only - arm_only) / n >= budget or not within(cap):
         return math.inf
-    lo, hi = 0, 1  # within(hi) holds, within(lo) does not (lo = 0: no problems establish nothing)
+    lo, hi = 0, 1  # invariant once doubling stops: within(hi) holds, within(lo) does not (zero problems establish nothing)
     while not within(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:  # the upper end falls with N: bisect to the first N within the budget
